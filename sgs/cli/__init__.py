@@ -1,0 +1,1 @@
+"""The `sgs` command line."""

@@ -1,0 +1,27 @@
+"""Entry point of the `sgs` command: one Typer app, each area adds its own sub-command group."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="sgs",
+    help="sgs: a Kubernetes-native science ground segment.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _register_subcommands() -> None:
+    """Each area owns a module with a Typer app; registering here keeps `sgs --help` complete."""
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
