@@ -4,9 +4,9 @@ Each part is a class with start()/stop() (also a context manager) that runs the 
 in a work directory; `sgs.testing.fixtures` exposes them as pytest fixtures.
 """
 
-from sgs.testing._process import PartError, free_port
+from sgs.testing._process import PartError, free_port, wait_until
 from sgs.testing.base import Part
 from sgs.testing.nats import NatsPart
 from sgs.testing.postgres import PostgresPart
 
-__all__ = ["NatsPart", "Part", "PartError", "PostgresPart", "free_port"]
+__all__ = ["NatsPart", "Part", "PartError", "PostgresPart", "free_port", "wait_until"]

