@@ -1,0 +1,160 @@
+"""The Euclid Package Definition vocabulary: Executable, Input, Output, ComputingResources.
+
+An ``Executable`` is declared once in a package module and called inside ``@pipeline`` / ``@parallel``
+functions; calls are traced into the data-flow graph (see ``sgs.dsl.trace``), never executed in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sgs.model.pipeline import (
+    DynamicResources,
+    ExecutableSpec,
+    OutputSpec,
+    PortSpec,
+    Resources,
+    RetryPolicy,
+    is_port_name,
+)
+
+
+class DslError(Exception):
+    """A pipeline script mistake, reported at the file and line where it was written."""
+
+    def __init__(self, message: str, location: str | None = None) -> None:
+        self.message = message
+        self.location = location
+        super().__init__(f"{location}: {message}" if location else message)
+
+
+@dataclass(frozen=True)
+class Input:
+    """A named input port of an Executable (``--name=path`` on the command line)."""
+
+    name: str
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        if not is_port_name(self.name):
+            raise DslError(f"input name {self.name!r} is not a valid identifier")
+
+
+@dataclass(frozen=True)
+class Output:
+    """A named output port; ``lineage`` lists the inputs it derives from (all of them when omitted)."""
+
+    name: str
+    lineage: Sequence[str] | None = None
+    suffix: str = ""
+
+    def __post_init__(self) -> None:
+        if not is_port_name(self.name):
+            raise DslError(f"output name {self.name!r} is not a valid identifier")
+
+
+DynamicSpec = str | Callable[[str], Mapping[str, Any]] | tuple[str, Callable[[str], Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ComputingResources:
+    """Maximum resources of one task: cores, ram (GiB), walltime (hours), vms (GiB); plus gpus and tmpdir (GiB).
+
+    ``dynamic`` makes them depend on an upstream product: the name of an input whose file is a JSON mapping of
+    resource overrides, or ``(input_name, function)`` where ``function(path)`` returns that mapping.
+    """
+
+    cores: int = 1
+    ram: float = 1.0
+    walltime: float = 1.0
+    vms: float | None = None
+    gpus: int = 0
+    tmpdir: float = 0.0
+    dynamic: DynamicSpec | None = None
+
+    def to_model(self) -> Resources:
+        return Resources(
+            cores=self.cores,
+            ram=self.ram,
+            walltime=self.walltime,
+            vms=self.vms,
+            gpus=self.gpus,
+            tmpdir=self.tmpdir,
+            dynamic=_dynamic_model(self.dynamic),
+        )
+
+
+def _dynamic_model(dynamic: DynamicSpec | None) -> DynamicResources | None:
+    if dynamic is None:
+        return None
+    if isinstance(dynamic, str):
+        return DynamicResources(input=dynamic)
+    if isinstance(dynamic, tuple):
+        name, function = dynamic
+        return DynamicResources(input=name, function=callable_reference(function))
+    raise DslError("dynamic resources take an input name, or (input name, function)")
+
+
+def callable_reference(function: Callable[..., Any]) -> str:
+    """``module:qualname`` of a module-level function, so a manifest can name it."""
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", "")
+    if not module or "<" in qualname:
+        raise DslError(f"{function!r} must be a module-level function to be named in a manifest")
+    return f"{module}:{qualname}"
+
+
+@dataclass(eq=False)
+class Executable:
+    """One command with named inputs and outputs and the resources it needs (Euclid Package Definition).
+
+    Called inside a pipeline with keyword (or positional) arguments named after its inputs; returns a handle per
+    output (a tuple when there are several).
+    """
+
+    command: str
+    inputs: Sequence[Input] = ()
+    outputs: Sequence[Output] = ()
+    resources: ComputingResources = field(default_factory=ComputingResources)
+    image: str | None = None
+    retry: RetryPolicy | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.command.strip():
+            raise DslError("Executable needs a command")
+        self.inputs = tuple(self.inputs)
+        self.outputs = tuple(self.outputs)
+        names = [p.name for p in self.inputs] + [o.name for o in self.outputs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise DslError(f"Executable {self.command!r}: port names used twice: {duplicates}")
+
+    def spec(self, name: str) -> ExecutableSpec:
+        return ExecutableSpec(
+            name=name,
+            command=self.command,
+            inputs=[PortSpec(name=p.name, optional=p.optional) for p in self.inputs],
+            outputs=[
+                OutputSpec(
+                    name=o.name, lineage=list(o.lineage) if o.lineage is not None else None, suffix=o.suffix
+                )
+                for o in self.outputs
+            ],
+            resources=self.resources.to_model(),
+            image=self.image,
+            retry=self.retry,
+        )
+
+    def default_name(self) -> str:
+        base = self.command.strip().split()[0].rsplit("/", 1)[-1]
+        name = re.sub(r"\W", "_", base)
+        return name if is_port_name(name) else f"x_{name}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from sgs.dsl.trace import trace_executable_call
+
+        return trace_executable_call(self, args, kwargs)

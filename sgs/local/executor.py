@@ -1,0 +1,436 @@
+"""The local executor: runs a pipeline's tasks as subprocesses on this machine, driven by the planner.
+
+Work directory layout::
+
+    run.sqlite                 run record (crash-safe state, profiling, lineage)
+    tasks/<task>/              one directory per task: its outputs, inputs/*.json lists, logs/
+    scratch/<task>/            TMPDIR of a running task, removed when it ends
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from sgs import __version__
+from sgs.local.process import Outcome, TaskProcess, command_argv, kill_leftover
+from sgs.local.record import RunRecord
+from sgs.model.pipeline import Pipeline, PipelineSpec
+from sgs.naming import task_dir_name
+from sgs.planner import Capacity, Planner, PlannerConfig, RunPhase, Task, TaskState, Value
+
+ProgressHook = Callable[[Planner], None]
+
+
+class LocalRunError(Exception):
+    """The run cannot start or resume as asked (bad inputs, a different pipeline under the same run id)."""
+
+
+@dataclass
+class LocalRunResult:
+    run_id: str
+    workdir: Path
+    phase: RunPhase
+    outputs: dict[str, Value]
+    counts: dict[str, int]
+    tasks: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.phase is RunPhase.SUCCEEDED
+
+
+def default_run_id(pipeline_name: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S_%f")
+    return f"RUN_{stamp}_{pipeline_name}"
+
+
+def machine_capacity(cores: int | None, memory_gib: float | None, gpus: int) -> Capacity:
+    total_ram = psutil.virtual_memory().total / 2**30
+    return Capacity(cores=cores or os.cpu_count() or 1, ram=memory_gib or total_ram, gpus=gpus)
+
+
+class LocalExecutor:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        inputs: Mapping[str, Value],
+        workdir: Path,
+        run_id: str | None = None,
+        capacity: Capacity | None = None,
+        extra_path: list[Path] | None = None,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.pipeline = pipeline
+        self.workdir = workdir.resolve()
+        self.capacity = capacity or machine_capacity(None, None, 0)
+        self.extra_path = [p.resolve() for p in extra_path or []]
+        self.poll_interval = poll_interval
+        self.record = RunRecord(self.workdir)
+        self.inputs = {k: _absolute(v) for k, v in inputs.items()}
+        self.run_id = self._open_run(run_id)
+        self.planner = Planner(
+            pipeline.spec, self.run_id, self.inputs, PlannerConfig(capacity=self.capacity)
+        )
+        self.running: dict[str, TaskProcess] = {}
+        self._resume()
+
+    # ------------------------------------------------------------------ set-up and resume
+
+    def _open_run(self, run_id: str | None) -> str:
+        text = self.pipeline.spec.model_dump_json(by_alias=True, exclude_none=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        existing = self.record.run()
+        if existing is not None:
+            if run_id is not None and existing.id != run_id:
+                raise LocalRunError(f"{self.workdir} already holds run {existing.id}, not {run_id}")
+            if existing.pipeline_digest != digest:
+                raise LocalRunError(f"run {existing.id} was started with a different pipeline; use a new workdir")
+            if existing.inputs != self.inputs:
+                raise LocalRunError(f"run {existing.id} was started with other inputs: {existing.inputs}")
+            return existing.id
+        new_id = run_id or default_run_id(self.pipeline.metadata.name)
+        self.record.create_run(new_id, text, digest, self.pipeline.spec.source, self.inputs, time.time())
+        return new_id
+
+    def _resume(self) -> None:
+        rows = list(self.record.tasks())
+        for row in rows:
+            if row.state == TaskState.RUNNING.value:
+                kill_leftover(row.pid, row.started)
+        lost = self.planner.restore(row.record for row in rows)
+        for task in lost:
+            self.planner.requeue(task.id)
+            self._save(task, message="requeued: the executor that ran it stopped")
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self, on_progress: ProgressHook | None = None) -> LocalRunResult:
+        self.record.set_run_status("Running", None)
+        try:
+            while not self.planner.finished:
+                self._resolve_dynamic_resources()
+                self._launch_ready()
+                self._reap_finished()
+                if on_progress is not None:
+                    on_progress(self.planner)
+                if self.running or not self.planner.finished:
+                    time.sleep(self.poll_interval)
+        except BaseException:
+            self._stop_all("interrupted")
+            raise
+        phase = self.planner.phase
+        self.record.set_run_status(phase.value, time.time(), _run_message(self.planner))
+        if on_progress is not None:
+            on_progress(self.planner)
+        return LocalRunResult(
+            run_id=self.run_id,
+            workdir=self.workdir,
+            phase=phase,
+            outputs=self.planner.outputs() if phase is RunPhase.SUCCEEDED else {},
+            counts=self.planner.summary(),
+            tasks={t.id: t.state.value for t in self.planner.tasks.values()},
+        )
+
+    def _launch_ready(self) -> None:
+        free = self._free_capacity()
+        for task in self.planner.take(time.monotonic(), free):
+            self._launch(task)
+        if not self.running:
+            self._fail_unplaceable()
+
+    def _free_capacity(self) -> Capacity:
+        free = self.capacity
+        for tid in self.running:
+            free = free.minus(self.planner.tasks[tid].resources)
+        return free
+
+    def _fail_unplaceable(self) -> None:
+        """Nothing runs, yet ready tasks wait: those asking more than this machine has fail, clearly."""
+        for task in self.planner.take(time.monotonic(), None):
+            need = task.resources
+            if self.capacity.fits(need):
+                self.planner.requeue(task.id)
+                continue
+            message = (
+                f"needs {need.cores} cores, {need.ram:g} GiB, {need.gpus} GPUs; this executor offers "
+                f"{self.capacity.cores} cores, {self.capacity.ram:.1f} GiB, {self.capacity.gpus} GPUs"
+            )
+            self.planner.fail(task.id, time.monotonic(), message, permanent=True)
+            self._save(task, message=message)
+
+    def _launch(self, task: Task) -> None:
+        outdir = self.workdir / "tasks" / task_dir_name(task.id)
+        logs = outdir / "logs"
+        scratch = self.workdir / "scratch" / task_dir_name(task.id)
+        logs.mkdir(parents=True, exist_ok=True)
+        scratch.mkdir(parents=True, exist_ok=True)
+        args = self._arguments(task, outdir)
+        argv = command_argv(task.executable.command, args)
+        env = self._environment(task, scratch)
+        suffix = f".{task.attempt}" if task.attempt else ""
+        proc = TaskProcess(
+            argv=argv,
+            cwd=outdir,
+            env=env,
+            stdout=logs / f"stdout{suffix}.log",
+            stderr=logs / f"stderr{suffix}.log",
+            ram_limit_bytes=task.resources.ram_bytes,
+            walltime_s=task.resources.walltime_seconds,
+        )
+        started = time.time()
+        try:
+            proc.start()
+        except OSError as err:
+            message = f"cannot start {argv[0]!r}: {err.strerror or err}"
+            self.planner.fail(task.id, time.monotonic(), message, permanent=True)
+            self._save(task, message=message, started=started, ended=started)
+            return
+        self.running[task.id] = proc
+        self._save(
+            task,
+            pid=proc.pid,
+            started=started,
+            ended=None,
+            exit_code=None,
+            message=None,
+            command=" ".join(argv),
+            requested=task.resources.model_dump(exclude={"dynamic"}),
+            outdir=str(outdir),
+        )
+        self.record.save_attempt(task.id, task.attempt, TaskState.RUNNING.value, started=started)
+
+    def _arguments(self, task: Task, outdir: Path) -> list[str]:
+        args = []
+        inputs = self.planner.task_inputs(task.id)
+        for port in task.executable.inputs:
+            if port.name in inputs:
+                args.append(f"--{port.name}={_materialise(inputs[port.name], outdir, port.name)}")
+        for out in task.executable.outputs:
+            args.append(f"--{out.name}={outdir / (out.name + out.suffix)}")
+        return args
+
+    def _environment(self, task: Task, scratch: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([*(str(p) for p in self.extra_path), env.get("PATH", "")])
+        env["TMPDIR"] = str(scratch)
+        env["SGS_RUN_ID"] = self.run_id
+        env["SGS_TASK_ID"] = task.id
+        env["SGS_ATTEMPT"] = str(task.attempt)
+        env["OMP_NUM_THREADS"] = str(task.resources.cores)
+        return env
+
+    def _reap_finished(self) -> None:
+        for tid, proc in list(self.running.items()):
+            outcome = proc.poll()
+            if outcome is not None:
+                del self.running[tid]
+                self._finish(self.planner.tasks[tid], proc, outcome)
+
+    def _finish(self, task: Task, proc: TaskProcess, outcome: Outcome) -> None:
+        ended = time.time()
+        shutil.rmtree(Path(proc.env["TMPDIR"]), ignore_errors=True)
+        usage = outcome.usage.as_dict()
+        attempt = task.attempt
+        if outcome.succeeded:
+            outcome = self._collect_outputs(task, proc.cwd, outcome)
+        if outcome.succeeded:
+            message = None
+        else:
+            message = f"{outcome.reason}: {outcome.message}"
+            self.planner.fail(task.id, time.monotonic(), message, oom=outcome.reason == "OOMKilled")
+        self.record.save_attempt(
+            task.id, attempt, outcome.reason, ended=ended, exit_code=outcome.exit_code, message=message, usage=usage
+        )
+        self._save(
+            task,
+            ended=ended,
+            exit_code=outcome.exit_code,
+            message=message,
+            usage=usage,
+            lineage=self._lineage(task, proc) if outcome.succeeded else None,
+        )
+
+    def _collect_outputs(self, task: Task, outdir: Path, outcome: Outcome) -> Outcome:
+        outputs = {o.name: str(outdir / (o.name + o.suffix)) for o in task.executable.outputs}
+        missing = [name for name, path in outputs.items() if not Path(path).exists()]
+        if missing:
+            return Outcome(outcome.exit_code, outcome.usage, "Error", f"exited 0 but did not write {missing}")
+        lists: dict[str, list[str]] = {}
+        for port in self.planner.list_ports(task.id):
+            try:
+                lists[port] = _read_list(Path(outputs[port]))
+            except ValueError as err:
+                return Outcome(outcome.exit_code, outcome.usage, "Error", str(err))
+        self.planner.succeed(task.id, outputs, lists)
+        return outcome
+
+    def _lineage(self, task: Task, proc: TaskProcess) -> dict[str, Any]:
+        """Per output: the exact input files it derives from, the executable, command line, environment."""
+        inputs = self.planner.task_inputs(task.id)
+        env_digest = hashlib.sha256(
+            json.dumps({k: v for k, v in proc.env.items() if k not in _VOLATILE_ENV}, sort_keys=True).encode()
+        ).hexdigest()
+        outputs = {}
+        for out in task.executable.outputs:
+            names = out.lineage if out.lineage is not None else [p.name for p in task.executable.inputs]
+            used = sorted({v for n in names if n in inputs for v in _flatten(inputs[n])})
+            outputs[out.name] = {"path": str(proc.cwd / (out.name + out.suffix)), "inputs": used}
+        return {
+            "run": self.run_id,
+            "task": task.id,
+            "attempt": task.attempt,
+            "executable": task.executable.name,
+            "image": task.executable.image,
+            "command": " ".join(proc.argv),
+            "environment_sha256": env_digest,
+            "sgs_version": __version__,
+            "outputs": outputs,
+        }
+
+    def _resolve_dynamic_resources(self) -> None:
+        for task, value in self.planner.pending_dynamic():
+            dynamic = task.executable.resources.dynamic
+            assert dynamic is not None
+            try:
+                overrides = _read_dynamic(value, dynamic.function)
+                self.planner.resolve_dynamic(task.id, overrides)
+            except (OSError, ValueError, TypeError) as err:
+                message = f"dynamic resources from {value}: {err}"
+                self.planner.reject_dynamic(task.id, message)
+                self._save(task, message=message)
+
+    def _stop_all(self, why: str) -> None:
+        for proc in self.running.values():
+            proc.kill(why)
+
+    def _save(self, task: Task, **columns: Any) -> None:
+        self.record.save_task(self.planner.record(task.id), **columns)
+
+    def close(self) -> None:
+        self.record.close()
+
+
+_VOLATILE_ENV = {"TMPDIR", "SGS_RUN_ID", "SGS_TASK_ID", "SGS_ATTEMPT", "OLDPWD", "PWD", "SHLVL", "_"}
+
+
+def _run_message(planner: Planner) -> str | None:
+    failed = [t for t in planner.tasks.values() if t.state is TaskState.FAILED]
+    if not failed:
+        return None
+    first = failed[0]
+    return f"{len(failed)} task(s) failed; first: {first.id}: {first.failure}"
+
+
+def _absolute(value: Value) -> Value:
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    path = Path(value)
+    return str(path.resolve()) if path.exists() else value
+
+
+def _materialise(value: Value, outdir: Path, name: str) -> str:
+    """Scalars go on the command line as they are; lists are written to a JSON file whose path is passed."""
+    if isinstance(value, str):
+        return value
+    target = outdir / "inputs" / f"{name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(value, indent=1))
+    return str(target)
+
+
+def _read_list(path: Path) -> list[str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"list output {path.name} is not a JSON list: {err}") from err
+    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+        raise ValueError(f"list output {path.name} must be a JSON array of paths")
+    return [x if Path(x).is_absolute() else str((path.parent / x).resolve()) for x in data]
+
+
+def _read_dynamic(value: Value, function: str | None) -> dict[str, Any]:
+    if not isinstance(value, str):
+        raise ValueError("dynamic resources must come from a single file")
+    if function is not None:
+        module, _, qualname = function.partition(":")
+        target: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+        result = target(value)
+    else:
+        result = json.loads(Path(value).read_text())
+    if not isinstance(result, dict):
+        raise ValueError("dynamic resources must be a mapping")
+    return dict(result)
+
+
+def _flatten(value: Value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [x for v in value for x in _flatten(v)]
+
+
+def run_local(
+    pipeline: Pipeline | PipelineSpec | Any,
+    inputs: Mapping[str, Value | Path],
+    workdir: Path,
+    run_id: str | None = None,
+    cores: int | None = None,
+    memory_gib: float | None = None,
+    gpus: int = 0,
+    progress: bool = True,
+    extra_path: list[Path] | None = None,
+) -> LocalRunResult:
+    """Run a pipeline (a @pipeline function, a Pipeline, or a spec) locally; resume if ``workdir`` has a run."""
+    from sgs.local.progress import RunProgress
+
+    resolved = as_pipeline(pipeline)
+    executor = LocalExecutor(
+        resolved,
+        {k: _as_value(v) for k, v in inputs.items()},
+        workdir,
+        run_id=run_id,
+        capacity=machine_capacity(cores, memory_gib, gpus),
+        extra_path=extra_path,
+    )
+    try:
+        if not progress:
+            return executor.run()
+        with RunProgress(executor.run_id) as bar:
+            return executor.run(bar.update)
+    finally:
+        executor.close()
+
+
+def _as_value(value: Value | Path) -> Value:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return [_as_value(v) for v in value]
+    return value
+
+
+def as_pipeline(obj: Any) -> Pipeline:
+    from sgs.dsl.load import k8s_name
+    from sgs.dsl.trace import PipelineFunction
+    from sgs.model.base import ObjectMeta
+
+    if isinstance(obj, Pipeline):
+        return obj
+    if isinstance(obj, PipelineSpec):
+        return Pipeline(metadata=ObjectMeta(name="pipeline"), spec=obj)
+    if isinstance(obj, PipelineFunction):
+        return Pipeline(metadata=ObjectMeta(name=k8s_name(obj.name)), spec=obj.spec())
+    raise TypeError(f"not a pipeline: {obj!r}")
