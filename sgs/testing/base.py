@@ -56,7 +56,7 @@ class Part:
         """Public facts about the running part (endpoints, credentials, paths), JSON-serialisable."""
         return {}
 
-    def env(self) -> dict[str, str]:
+    def exports(self) -> dict[str, str]:
         """Environment variables a client needs to use this part."""
         return {}
 

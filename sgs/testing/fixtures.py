@@ -6,8 +6,11 @@ work directories (data, config, logs) are kept and their paths printed.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import psycopg
@@ -15,6 +18,8 @@ import pytest
 from psycopg import sql
 
 from sgs.testing.base import Part
+from sgs.testing.kube import KubePart
+from sgs.testing.minio import MinioPart
 from sgs.testing.nats import NatsPart
 from sgs.testing.postgres import PostgresPart
 from sgs.testing.slurm import SlurmPart
@@ -30,7 +35,7 @@ def _run_part(request: pytest.FixtureRequest, part: P) -> Iterator[P]:
         if request.session.testsfailed:
             part.keep = True
         part.stop()
-        if part.keep:
+        if part.keep and not getattr(part, "external", False):
             print(f"\nsgs: {part.name} logs kept in {part.workdir}")
 
 
@@ -63,3 +68,29 @@ def nats_server(request: pytest.FixtureRequest) -> Iterator[NatsPart]:
 def slurm(request: pytest.FixtureRequest) -> Iterator[SlurmPart]:
     """A one-node Slurm cluster (slurm-wlm + munge); `.env` holds SLURM_CONF for client commands."""
     yield from _run_part(request, SlurmPart())
+
+
+TEST_SITES = ("site-a", "site-b", "site-c")
+
+
+@pytest.fixture(scope="session")
+def minio_sites(request: pytest.FixtureRequest) -> Iterator[list[MinioPart]]:
+    """One MinIO per test Site (`.site`, `.endpoint`, `.access_key`, `.secret_key`, `.bucket` created)."""
+    parts = [MinioPart(site) for site in TEST_SITES]
+    with contextlib.ExitStack() as stack:
+        for part in parts:
+            stack.enter_context(contextlib.contextmanager(_run_part)(request, part))
+        yield parts
+
+
+@pytest.fixture(scope="session")
+def kube(request: pytest.FixtureRequest) -> Iterator[KubePart]:
+    """A Kubernetes API: the cluster $KUBECONFIG points at if set, else a control plane started here.
+
+    Either way the sgs CRDs from crds/ are installed and Established; `.kubeconfig` and `.server` are set.
+    """
+    preset = os.environ.get("KUBECONFIG")
+    if preset and Path(preset).is_file():
+        yield from _run_part(request, KubePart.existing(Path(preset)))
+    else:
+        yield from _run_part(request, KubePart())

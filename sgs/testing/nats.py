@@ -39,7 +39,7 @@ class NatsPart(Part):
     def info(self) -> dict[str, Any]:
         return {"url": self.url, "monitor": f"http://127.0.0.1:{self.monitor_port}"}
 
-    def env(self) -> dict[str, str]:
+    def exports(self) -> dict[str, str]:
         return {"NATS_URL": self.url}
 
     def _start(self) -> None:

@@ -73,7 +73,7 @@ class PostgresPart(Part):
     def info(self) -> dict[str, Any]:
         return {"dsn": self.dsn, "port": self.port, "data_dir": str(self.workdir / "data")}
 
-    def env(self) -> dict[str, str]:
+    def exports(self) -> dict[str, str]:
         return {"SGS_ARCHIVE_DSN": self.dsn}
 
     def _start(self) -> None:

@@ -69,8 +69,12 @@ class SlurmPart(Part):
         return self.workdir / "munge" / "munge.socket"
 
     @property
-    def env(self) -> dict[str, str]:  # type: ignore[override]
+    def env(self) -> dict[str, str]:
+        """What Slurm client commands need besides the process environment."""
         return {"SLURM_CONF": str(self.conf_file)}
+
+    def exports(self) -> dict[str, str]:
+        return self.env
 
     def client_env(self) -> dict[str, str]:
         """The process environment plus SLURM_CONF: what a client command (sbatch, squeue) needs."""

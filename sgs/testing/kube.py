@@ -1,0 +1,435 @@
+"""A real Kubernetes control plane: etcd + kube-apiserver + kube-controller-manager + kube-scheduler.
+
+Binaries come from tools/build-binaries.sh (pinned releases built from Go modules). Everything is on free
+loopback ports with a fresh PKI in the work directory; clients authenticate with an admin bearer token
+(group system:masters) written into `kubeconfig`. There are no nodes: pods stay Pending with a
+FailedScheduling event until a (virtual) kubelet registers one.
+
+`KubePart.existing(kubeconfig)` wraps a cluster someone else runs (kind, k3d, a site): nothing starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import functools
+import ipaddress
+import json
+import os
+import secrets
+import ssl
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from sgs.testing._process import ManagedProcess, PartError, free_port, wait_until
+from sgs.testing.base import Part, require_binary
+from sgs.testing.binaries import BUILD_HINT, binary_path, kubectl_path
+
+REPO_CRDS = Path(__file__).resolve().parents[2] / "crds"
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+CONTROLLERS = (
+    "job-controller",
+    "cronjob-controller",
+    "ttl-after-finished-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "deployment-controller",
+    "replicaset-controller",
+)
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+class KubePart(Part):
+    """A node-less control plane; `.kubeconfig` (admin) and `.server` (https URL) once started."""
+
+    name = "kube"
+
+    def __init__(
+        self, workdir: Path | None = None, *, crds: Iterable[Path] | None = None, keep: bool = False
+    ) -> None:
+        super().__init__(workdir, keep=keep)
+        self.external = False
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.port = free_port()
+        self.server = f"https://127.0.0.1:{self.port}"
+        self.crd_files = list(crds) if crds is not None else default_crd_files()
+        self._ports = {name: free_port() for name in ("etcd", "etcd-peer", "controller-manager", "scheduler")}
+        self._token = secrets.token_hex(24)
+
+    @classmethod
+    def existing(cls, kubeconfig: Path, *, crds: Iterable[Path] | None = None) -> Self:
+        """A cluster that is already running (KUBECONFIG): start() only installs the CRDs."""
+        part = cls(kubeconfig.parent, crds=crds, keep=True)
+        part.external = True
+        part.kubeconfig = kubeconfig
+        part.server = server_of(kubeconfig)
+        return part
+
+    @property
+    def pki(self) -> Path:
+        return self.workdir / "pki"
+
+    def info(self) -> dict[str, Any]:
+        return {"server": self.server, "kubeconfig": str(self.kubeconfig), "external": self.external}
+
+    def exports(self) -> dict[str, str]:
+        return {"KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl (the pinned build, else the one on PATH) against this cluster."""
+        binary = require_binary(kubectl_path(), "kubectl", BUILD_HINT)
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        return subprocess.run(
+            [str(binary), *args],
+            env=env,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    def api(self) -> httpx.Client:
+        """An HTTP client for the API server (own control plane only: token auth, our CA)."""
+        if self.external:
+            raise PartError(
+                "kube: api() needs the control plane started here; use kubectl() for an existing one"
+            )
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        headers = {"Authorization": f"Bearer {self._token}"}
+        return httpx.Client(base_url=self.server, verify=context, headers=headers, timeout=30)
+
+    def install_crds(self, files: Iterable[Path], *, timeout_s: float = 60) -> list[str]:
+        """Apply every CustomResourceDefinition in `files` and wait until each is Established."""
+        documents = [doc for path in files for doc in _yaml_documents(path)]
+        crds = [doc for doc in documents if doc.get("kind") == "CustomResourceDefinition"]
+        if not crds:
+            return []
+        if self.external:
+            self._kubectl_apply_crds(crds, timeout_s)
+        else:
+            self._api_apply_crds(crds, timeout_s)
+        return [crd["metadata"]["name"] for crd in crds]
+
+    def _start(self) -> None:
+        if self.external:
+            self.install_crds(self.crd_files)
+            return
+        self._write_pki()
+        self._write_kubeconfig()
+        self._start_etcd()
+        self._start_apiserver()
+        self._start_controller_manager()
+        self._start_scheduler()
+        self._wait_default_service_account()
+        self.install_crds(self.crd_files)
+
+    def _stop_processes(self) -> None:
+        if not self.external:
+            super()._stop_processes()
+
+    # --- PKI and credentials -------------------------------------------------------------------
+
+    def _write_pki(self) -> None:
+        self.pki.mkdir(parents=True, exist_ok=True)
+        ca_key, ca_cert = _self_signed_ca("sgs-dev-ca")
+        serving_key = _rsa_key()
+        serving_cert = _serving_cert(serving_key, ca_key, ca_cert)
+        _write_pem(self.pki / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
+        _write_pem(self.pki / "apiserver.crt", serving_cert.public_bytes(serialization.Encoding.PEM))
+        _write_pem(self.pki / "apiserver.key", _private_pem(serving_key), private=True)
+        sa_key = _rsa_key()
+        _write_pem(self.pki / "sa.key", _private_pem(sa_key), private=True)
+        public = sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        _write_pem(self.pki / "sa.pub", public)
+        _write_pem(
+            self.pki / "tokens.csv", f'{self._token},admin,admin,"system:masters"\n'.encode(), private=True
+        )
+
+    def _write_kubeconfig(self) -> None:
+        ca_data = (self.pki / "ca.crt").read_bytes()
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "sgs-dev",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": base64.b64encode(ca_data).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "sgs-admin", "user": {"token": self._token}}],
+            "contexts": [{"name": "sgs-dev", "context": {"cluster": "sgs-dev", "user": "sgs-admin"}}],
+            "current-context": "sgs-dev",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.kubeconfig.chmod(0o600)
+
+    # --- daemons -------------------------------------------------------------------------------
+
+    def _start_etcd(self) -> None:
+        binary = require_binary(binary_path("etcd"), "etcd", BUILD_HINT)
+        client = f"http://127.0.0.1:{self._ports['etcd']}"
+        peer = f"http://127.0.0.1:{self._ports['etcd-peer']}"
+        argv = [
+            str(binary),
+            "--name=default",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            "--unsafe-no-fsync",  # a throw-away store: fsync would dominate start-up and test time
+            "--log-level=warn",
+        ]
+        process = self._spawn(ManagedProcess("etcd", argv, self.log_dir / "etcd.log"))
+        wait_until(lambda: _http_ok(f"{client}/health"), what="etcd /health", timeout_s=30, process=process)
+
+    def _start_apiserver(self) -> None:
+        binary = require_binary(binary_path("kube-apiserver"), "kube-apiserver", BUILD_HINT)
+        argv = [
+            str(binary),
+            f"--etcd-servers=http://127.0.0.1:{self._ports['etcd']}",
+            "--bind-address=127.0.0.1",
+            # Without it the apiserver looks for a default route to pick its address, and fails.
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.port}",
+            f"--cert-dir={self.pki}",
+            f"--tls-cert-file={self.pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={self.pki / 'apiserver.key'}",
+            f"--client-ca-file={self.pki / 'ca.crt'}",
+            f"--token-auth-file={self.pki / 'tokens.csv'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={self.pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={self.pki / 'sa.key'}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ]
+        process = self._spawn(ManagedProcess("kube-apiserver", argv, self.log_dir / "kube-apiserver.log"))
+        wait_until(self._apiserver_ready, what="kube-apiserver /readyz", timeout_s=90, process=process)
+
+    def _start_controller_manager(self) -> None:
+        binary = require_binary(binary_path("kube-controller-manager"), "kube-controller-manager", BUILD_HINT)
+        port = self._ports["controller-manager"]
+        argv = [
+            str(binary),
+            f"--kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            f"--service-account-private-key-file={self.pki / 'sa.key'}",
+            f"--root-ca-file={self.pki / 'ca.crt'}",
+            "--use-service-account-credentials=false",
+            "--profiling=false",
+        ]
+        log = self.log_dir / "kube-controller-manager.log"
+        process = self._spawn(ManagedProcess("kube-controller-manager", argv, log))
+        wait_until(
+            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure=True),
+            what="kube-controller-manager /healthz",
+            timeout_s=60,
+            process=process,
+        )
+
+    def _start_scheduler(self) -> None:
+        binary = require_binary(binary_path("kube-scheduler"), "kube-scheduler", BUILD_HINT)
+        port = self._ports["scheduler"]
+        argv = [
+            str(binary),
+            f"--kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--profiling=false",
+        ]
+        process = self._spawn(ManagedProcess("kube-scheduler", argv, self.log_dir / "kube-scheduler.log"))
+        wait_until(
+            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure=True),
+            what="kube-scheduler /healthz",
+            timeout_s=60,
+            process=process,
+        )
+
+    # --- readiness -----------------------------------------------------------------------------
+
+    def _apiserver_ready(self) -> bool:
+        try:
+            with self.api() as api:
+                return api.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _wait_default_service_account(self) -> None:
+        # Pods are refused until the ServiceAccount controller made `default` in their namespace.
+        def exists() -> bool:
+            with self.api() as api:
+                return api.get("/api/v1/namespaces/default/serviceaccounts/default").status_code == 200
+
+        wait_until(exists, what="the default ServiceAccount", timeout_s=30)
+
+    # --- CRDs ----------------------------------------------------------------------------------
+
+    def _api_apply_crds(self, crds: list[dict[str, Any]], timeout_s: float) -> None:
+        with self.api() as api:
+            for crd in crds:
+                name = crd["metadata"]["name"]
+                response = api.patch(
+                    f"{CRD_PATH}/{name}",
+                    params={"fieldManager": "sgs-dev", "force": "true"},
+                    content=json.dumps(crd),
+                    headers={"Content-Type": "application/apply-patch+yaml"},
+                )
+                if response.status_code >= 400:
+                    raise PartError(
+                        f"kube: CRD {name} refused ({response.status_code}): {response.text[:2000]}"
+                    )
+            deadline = time.monotonic() + timeout_s
+            for crd in crds:
+                name = crd["metadata"]["name"]
+                wait_until(
+                    functools.partial(_crd_established, api, name),
+                    what=f"CRD {name} to be Established",
+                    timeout_s=max(1.0, deadline - time.monotonic()),
+                )
+
+    def _kubectl_apply_crds(self, crds: list[dict[str, Any]], timeout_s: float) -> None:
+        manifest = yaml.safe_dump_all(crds)
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=manifest)
+        names = [f"crd/{crd['metadata']['name']}" for crd in crds]
+        self.kubectl("wait", "--for=condition=Established", f"--timeout={int(timeout_s)}s", *names)
+
+
+def default_crd_files() -> list[Path]:
+    """The generated sgs CRDs in the checkout's crds/ (none yet is fine)."""
+    return sorted(REPO_CRDS.glob("*.yaml")) if REPO_CRDS.is_dir() else []
+
+
+def server_of(kubeconfig: Path) -> str:
+    """The API server URL of the kubeconfig's current context."""
+    config = yaml.safe_load(kubeconfig.read_text()) or {}
+    contexts = {c["name"]: c.get("context", {}) for c in config.get("contexts") or []}
+    clusters = {c["name"]: c.get("cluster", {}) for c in config.get("clusters") or []}
+    context = contexts.get(config.get("current-context", ""), {})
+    server = clusters.get(context.get("cluster", ""), {}).get("server")
+    if not server:
+        raise PartError(f"kube: {kubeconfig} has no server for its current-context")
+    return str(server)
+
+
+def _crd_established(api: httpx.Client, name: str) -> bool:
+    crd: Mapping[str, Any] = api.get(f"{CRD_PATH}/{name}").json()
+    conditions = crd.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
+def _yaml_documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if isinstance(doc, dict)]
+
+
+def _http_ok(url: str, *, insecure: bool = False) -> bool:
+    # The components' own health ports serve self-signed loopback certs: nothing to verify there.
+    try:
+        return httpx.get(url, verify=not insecure, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _private_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def _write_pem(path: Path, data: bytes, *, private: bool = False) -> None:
+    path.write_bytes(data)
+    path.chmod(0o600 if private else 0o644)
+
+
+def _validity() -> tuple[datetime.datetime, datetime.datetime]:
+    now = datetime.datetime.now(datetime.UTC)
+    return now - datetime.timedelta(hours=1), now + datetime.timedelta(days=365)
+
+
+def _self_signed_ca(common_name: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    key = _rsa_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    not_before, not_after = _validity()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _serving_cert(
+    key: rsa.RSAPrivateKey, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate
+) -> x509.Certificate:
+    dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+    dns.append("kubernetes.default.svc.cluster.local")
+    ips = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("10.0.0.1")]
+    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ip) for ip in ips]
+    not_before, not_after = _validity()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
