@@ -14,6 +14,9 @@ app = typer.Typer(
 
 def _register_subcommands() -> None:
     """Each area owns a module with a Typer app; registering here keeps `sgs --help` complete."""
+    from sgs.cli import dev
+
+    app.add_typer(dev.app, name="dev")
 
 
 _register_subcommands()

@@ -42,11 +42,12 @@ def identity_of(user: str | None) -> dict[str, Any]:
 
 
 def make_traversable(path: Path) -> None:
-    """Let other users search `path` and its parents (temp dirs are 0700): unprivileged daemons need it."""
+    """Let other users *search* (not list) `path` and its parents: unprivileged daemons (postgres) and
+    munged's socket check need it, and temp dirs are created 0700."""
     for directory in [path, *path.parents]:
         mode = directory.stat().st_mode
-        if mode & 0o055 != 0o055:
-            directory.chmod(mode | 0o055)
+        if mode & 0o011 != 0o011:
+            directory.chmod(mode | 0o011)
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -91,13 +92,20 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
-    try:
-        psutil.Process(pid).wait(timeout=timeout_s)
-    except psutil.TimeoutExpired:
-        return False
-    except psutil.NoSuchProcess:
-        pass
-    return True
+    """True once `pid` has exited. A zombie counts as exited: detached daemons are re-parented to an
+    init that may reap them late (or never, in some containers)."""
+    deadline = time.monotonic() + timeout_s
+    interval = 0.01
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+        interval = min(interval * 2, 0.2)
 
 
 class ManagedProcess:

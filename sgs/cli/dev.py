@@ -1,0 +1,121 @@
+"""`sgs dev`: build the Go binaries; run the real dev stack (PostgreSQL, NATS, MinIO, Kubernetes, Slurm)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from sgs.dev.stack import PartState
+
+app = typer.Typer(name="dev", help="Run the real dev stack on this machine.", no_args_is_help=True)
+console = Console()
+
+PartsOption = Annotated[
+    str,
+    typer.Option("--parts", help="Comma-separated subset of: pg, nats, minio, kube, slurm."),
+]
+
+
+def _parts(spec: str) -> list[str]:
+    from sgs.dev.stack import parse_parts
+
+    try:
+        return parse_parts(spec)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--parts") from err
+
+
+def _report(unit: str, message: str) -> None:
+    style = "red" if message.startswith("FAILED") else "green"
+    console.print(f"  [{style}]{unit:<14}[/{style}] {message}")
+
+
+@app.command()
+def build(
+    names: Annotated[list[str] | None, typer.Argument(help="Binaries to build (default: all).")] = None,
+) -> None:
+    """Build (or reuse) etcd, kube-apiserver/-controller-manager/-scheduler, kubectl and MinIO."""
+    from sgs.testing.binaries import BUILD_SCRIPT
+
+    if not BUILD_SCRIPT.is_file():
+        console.print(f"[red]{BUILD_SCRIPT} not found: `sgs dev build` needs a source checkout[/red]")
+        raise typer.Exit(2)
+    result = subprocess.run(["bash", str(BUILD_SCRIPT), *(names or [])], check=False)
+    raise typer.Exit(result.returncode)
+
+
+@app.command()
+def up(parts: PartsOption = "pg,nats,minio,kube,slurm") -> None:
+    """Start the stack (or the parts named) detached; prints endpoints and writes the env file."""
+    from sgs.dev import stack
+
+    chosen = _parts(parts)
+    console.print(f"starting {', '.join(chosen)} (state in {stack.dev_dir()})")
+    started = time.monotonic()
+    try:
+        state = stack.up(chosen, _report)
+    except RuntimeError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from err
+    console.print(f"stack ready in {time.monotonic() - started:.1f} s")
+    _print_units(state)
+    console.print(f'environment: [bold]source {stack.env_file()}[/bold]  (or: eval "$(sgs dev env)")')
+
+
+@app.command()
+def down(
+    parts: PartsOption = "pg,nats,minio,kube,slurm",
+    purge: Annotated[bool, typer.Option(help="Also delete the parts' data directories.")] = False,
+) -> None:
+    """Stop the stack (or the parts named)."""
+    from sgs.dev import stack
+
+    stack.down(_parts(parts), purge=purge, report=_report)
+
+
+@app.command()
+def status() -> None:
+    """Show which parts run, their endpoints and memory; exit 1 if one of them died."""
+    from sgs.dev import stack
+
+    state = stack.load_state()
+    if not state:
+        console.print("nothing running (start with `sgs dev up`)")
+        return
+    _print_units(state)
+    if not all(all(unit.alive()) for unit in state.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def env() -> None:
+    """Print the stack's environment as shell exports: eval \"$(sgs dev env)\"."""
+    from sgs.dev import stack
+
+    path = stack.env_file()
+    if path.is_file():
+        typer.echo(path.read_text(), nl=False)
+
+
+def _print_units(state: dict[str, PartState]) -> None:
+    table = Table("unit", "alive", "memory", "endpoint", "work dir")
+    for column in table.columns[3:]:
+        column.overflow = "fold"
+    total = 0
+    for name, unit in state.items():
+        alive = unit.alive()
+        memory = unit.memory_bytes()
+        total += memory
+        endpoint = next(
+            (str(unit.info[k]) for k in ("dsn", "url", "endpoint", "server", "slurm_conf") if k in unit.info),
+            "",
+        )
+        table.add_row(name, f"{sum(alive)}/{len(alive)}", f"{memory / 2**20:.0f} MiB", endpoint, unit.workdir)
+    console.print(table)
+    console.print(f"memory of the stack: {total / 2**20:.0f} MiB")

@@ -1,0 +1,1 @@
+"""`sgs dev`: the real parts (PostgreSQL, NATS, MinIO, Kubernetes, Slurm) run detached for humans."""
