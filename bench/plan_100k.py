@@ -8,8 +8,8 @@ Target (DESIGN.md): < 2 s. Prints seconds, the ratio to the target, and the proc
 from __future__ import annotations
 
 import argparse
-import time
 import resource
+import time
 
 from sgs.model.pipeline import (
     Binding,

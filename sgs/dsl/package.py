@@ -139,9 +139,7 @@ class Executable:
             command=self.command,
             inputs=[PortSpec(name=p.name, optional=p.optional) for p in self.inputs],
             outputs=[
-                OutputSpec(
-                    name=o.name, lineage=list(o.lineage) if o.lineage is not None else None, suffix=o.suffix
-                )
+                OutputSpec(name=o.name, lineage=list(o.lineage) if o.lineage is not None else None, suffix=o.suffix)
                 for o in self.outputs
             ],
             resources=self.resources.to_model(),

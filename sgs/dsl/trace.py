@@ -131,9 +131,8 @@ class _Tracer:
             return known
         name = exe.name or _bound_name(exe, caller) or exe.default_name()
         other = self.executables.get(name)
-        if other is not None and other is not exe:
-            if other.spec(name) != exe.spec(name):
-                raise DslError(f"two different executables are both named {name!r}", _where(caller))
+        if other is not None and other is not exe and other.spec(name) != exe.spec(name):
+            raise DslError(f"two different executables are both named {name!r}", _where(caller))
         self.executables[name] = exe
         self.executable_names[id(exe)] = name
         return name
@@ -408,9 +407,7 @@ def _build_spec(tracer: _Tracer, pipe: PipelineFunction, outputs: list[Any], loc
     try:
         return PipelineSpec(
             inputs=[PortSpec(name=p) for p in pipe.params],
-            outputs=[
-                NamedBinding(name=n, source=_binding(v)) for n, v in zip(pipe.outputs, outputs, strict=True)
-            ],
+            outputs=[NamedBinding(name=n, source=_binding(v)) for n, v in zip(pipe.outputs, outputs, strict=True)],
             executables=executables,
             steps=steps,
             source=f"{pipe.fn.__module__}:{pipe.fn.__qualname__}",
@@ -436,7 +433,11 @@ def _step_spec(node: _Node) -> StepSpec:
     inputs = {k: _binding(v) for k, v in node.inputs.items()}
     if node.map_over is None:
         return StepSpec(
-            name=node.name, executable=node.executable, scope=_scope_name(node), inputs=inputs, source=node.source
+            name=node.name,
+            executable=node.executable,
+            scope=_scope_name(node),
+            inputs=inputs,
+            source=node.source,
         )
     return StepSpec(
         name=node.name,

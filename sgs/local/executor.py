@@ -80,9 +80,7 @@ class LocalExecutor:
         self.record = RunRecord(self.workdir)
         self.inputs = {k: _absolute(v) for k, v in inputs.items()}
         self.run_id = self._open_run(run_id)
-        self.planner = Planner(
-            pipeline.spec, self.run_id, self.inputs, PlannerConfig(capacity=self.capacity)
-        )
+        self.planner = Planner(pipeline.spec, self.run_id, self.inputs, PlannerConfig(capacity=self.capacity))
         self.running: dict[str, TaskProcess] = {}
         self._resume()
 
@@ -251,7 +249,13 @@ class LocalExecutor:
             message = f"{outcome.reason}: {outcome.message}"
             self.planner.fail(task.id, time.monotonic(), message, oom=outcome.reason == "OOMKilled")
         self.record.save_attempt(
-            task.id, attempt, outcome.reason, ended=ended, exit_code=outcome.exit_code, message=message, usage=usage
+            task.id,
+            attempt,
+            outcome.reason,
+            ended=ended,
+            exit_code=outcome.exit_code,
+            message=message,
+            usage=usage,
         )
         self._save(
             task,

@@ -76,7 +76,7 @@ class TaskProcess:
 
     def start(self) -> None:
         with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
-            proc = subprocess.Popen(  # noqa: S603 - the command is the pipeline's own executable
+            proc = subprocess.Popen(
                 self.argv,
                 cwd=self.cwd,
                 env=self.env,

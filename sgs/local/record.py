@@ -141,7 +141,10 @@ class RunRecord:
         )
 
     def save_attempt(self, tid: str, attempt: int, state: str, **columns: Any) -> None:
-        values = {"state": state, **{k: json.dumps(v) if isinstance(v, dict) else v for k, v in columns.items()}}
+        values = {
+            "state": state,
+            **{k: json.dumps(v) if isinstance(v, dict) else v for k, v in columns.items()},
+        }
         names = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         updates = ", ".join(f"{k} = excluded.{k}" for k in values)
@@ -158,8 +161,20 @@ class RunRecord:
         )
         for r in rows:
             yield TaskRow(
-                r[0], r[1], r[2], TaskRecord.model_validate_json(r[3]), r[4], r[5], r[6], r[7], r[8], r[9],
-                _json(r[10]), _json(r[11]), _json(r[12]), r[13],
+                r[0],
+                r[1],
+                r[2],
+                TaskRecord.model_validate_json(r[3]),
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                _json(r[10]),
+                _json(r[11]),
+                _json(r[12]),
+                r[13],
             )
 
     def attempts(self, tid: str) -> list[dict[str, Any]]:

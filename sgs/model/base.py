@@ -44,9 +44,7 @@ class Condition(SgsModel):
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase machine-readable reason for the last transition.")
     message: str = Field(default="", description="Human-readable explanation.")
-    last_transition_time: datetime | None = Field(
-        default=None, description="When the status last changed (RFC 3339)."
-    )
+    last_transition_time: datetime | None = Field(default=None, description="When the status last changed (RFC 3339).")
 
 
 GROUP = "sgs.io"

@@ -5,11 +5,11 @@ Each problem names where it is (``steps[3].inputs.image``) and why, so a rejecte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sgs.model.pipeline import Binding, PipelineSpec, Ref, StepSpec
+    from sgs.model.pipeline import Binding, ExecutableSpec, PipelineSpec, Ref, StepSpec
 
 
 class PipelineError(ValueError):
@@ -62,21 +62,17 @@ def _step_problems(
     where: str,
     step: StepSpec,
     steps: dict[str, StepSpec],
-    executables: dict[str, object],
+    executables: Mapping[str, ExecutableSpec],
 ) -> Iterator[str]:
-    from sgs.model.pipeline import ExecutableSpec
-
     scope_inputs = _scope_inputs(spec, step.scope, steps)
     if step.scope is not None and (step.scope not in steps or steps[step.scope].map is None):
         yield f"{where}.scope: {step.scope!r} is not a map step"
         return
     for name, binding in step.inputs.items():
-        yield from _binding_problems(
-            f"{where}.inputs.{name}", binding, step.scope, scope_inputs, steps, executables
-        )
+        yield from _binding_problems(f"{where}.inputs.{name}", binding, step.scope, scope_inputs, steps, executables)
     if step.executable is not None:
         exe = executables.get(step.executable)
-        if not isinstance(exe, ExecutableSpec):
+        if exe is None:
             yield f"{where}.executable: unknown executable {step.executable!r}"
             return
         declared = {p.name for p in exe.inputs}
@@ -95,7 +91,12 @@ def _step_problems(
                 yield f"{where}.inputs: parameter {param!r} is not bound"
         for j, out in enumerate(step.map.outputs):
             yield from _binding_problems(
-                f"{where}.map.outputs[{j}].from", out.source, step.name, set(step.map.params), steps, executables
+                f"{where}.map.outputs[{j}].from",
+                out.source,
+                step.name,
+                set(step.map.params),
+                steps,
+                executables,
             )
 
 
@@ -114,7 +115,7 @@ def _binding_problems(
     scope: str | None,
     scope_inputs: set[str],
     steps: dict[str, StepSpec],
-    executables: dict[str, object],
+    executables: Mapping[str, ExecutableSpec],
 ) -> Iterator[str]:
     for ref in binding.refs():
         yield from _ref_problems(where, ref, scope, scope_inputs, steps, executables)
@@ -126,10 +127,8 @@ def _ref_problems(
     scope: str | None,
     scope_inputs: set[str],
     steps: dict[str, StepSpec],
-    executables: dict[str, object],
+    executables: Mapping[str, ExecutableSpec],
 ) -> Iterator[str]:
-    from sgs.model.pipeline import ExecutableSpec
-
     if ref.input is not None and ref.input not in scope_inputs:
         yield f"{where}: unknown input {ref.input!r} (known: {sorted(scope_inputs)})"
     if ref.step is None:
@@ -144,7 +143,7 @@ def _ref_problems(
         ports = [o.name for o in producer.map.outputs]
     else:
         exe = executables.get(producer.executable or "")
-        ports = [o.name for o in exe.outputs] if isinstance(exe, ExecutableSpec) else []
+        ports = [o.name for o in exe.outputs] if exe is not None else []
     if ref.output not in ports:
         yield f"{where}: step {ref.step!r} has no output {ref.output!r} (outputs: {ports})"
 

@@ -310,9 +310,7 @@ class Planner:
             return node.outputs[port]
         assert isinstance(node, MapInstance) and node.items is not None and node.info.spec.map is not None
         out = next(o for o in node.info.spec.map.outputs if o.name == port)
-        return [
-            self._binding_value(out.source, node.info, (*node.indices, j)) for j in range(len(node.items))
-        ]
+        return [self._binding_value(out.source, node.info, (*node.indices, j)) for j in range(len(node.items))]
 
     def task_inputs(self, tid: str) -> dict[str, Value]:
         """Concrete inputs of a ready or running task: paths, literals, or (nested) lists of paths."""
@@ -409,9 +407,7 @@ class Planner:
         live = [e[0] for e in self._retrying if e[2].state is TaskState.RETRYING]
         return min(live) if live else None
 
-    def succeed(
-        self, tid: str, outputs: Mapping[str, str], lists: Mapping[str, list[str]] | None = None
-    ) -> None:
+    def succeed(self, tid: str, outputs: Mapping[str, str], lists: Mapping[str, list[str]] | None = None) -> None:
         task = self._running(tid)
         info = task.info
         if outputs.keys() != info.output_names:
@@ -516,7 +512,10 @@ class Planner:
     def set_priority(self, priority: float) -> None:
         """Change the Run's priority: every queued task is re-ranked."""
         self.config = PlannerConfig(
-            capacity=self.config.capacity, weights=self.config.weights, retry=self.config.retry, priority=priority
+            capacity=self.config.capacity,
+            weights=self.config.weights,
+            retry=self.config.retry,
+            priority=priority,
         )
         live = [e[2] for e in self._heap if e[2].state is TaskState.READY]
         self._heap = [(-self._static_score(t), t.seq, t) for t in live]
@@ -672,9 +671,13 @@ def _mark_list_ports(binding: Binding, scope: StepInfo | None, infos: dict[str, 
             producer = infos[ref.step]
             if producer.executable is not None:
                 producer.list_ports.add(ref.output)
-        elif ref.input is not None and scope is not None and scope.spec.map is not None:
-            if ref.input != scope.spec.map.over:
-                _mark_list_ports(scope.spec.inputs[ref.input], scope.scope, infos)
+        elif (
+            ref.input is not None
+            and scope is not None
+            and scope.spec.map is not None
+            and ref.input != scope.spec.map.over
+        ):
+            _mark_list_ports(scope.spec.inputs[ref.input], scope.scope, infos)
 
 
 def _topological(spec: PipelineSpec) -> list[str]:

@@ -1,0 +1,113 @@
+"""The Run resource: one execution of a Pipeline on concrete inputs at a Site.
+
+The status stays small whatever the Run's size (counts, conditions, a bounded list of failures); the full
+per-task table lives outside etcd, where ``status.taskTable`` points.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar, Self
+
+from pydantic import Field, model_validator
+
+from sgs.model.base import Condition, KubeObject, PrinterColumn, SgsModel
+from sgs.model.pipeline import RetryPolicy
+
+MAX_FAILED_TASKS = 20
+
+
+class RunInput(SgsModel):
+    """What a pipeline input is bound to: one URI, a list of URIs, or an archive query resolved at start."""
+
+    uri: str | None = Field(default=None, description="One file or object URI.")
+    uris: list[str] | None = Field(default=None, max_length=100_000, description="Several URIs, as a list.")
+    query: str | None = Field(default=None, description='Archive dimension expression, e.g. "tile = 102345".')
+    dataset_type: str | None = Field(default=None, description="Dataset type the query selects.")
+    collections: list[str] | None = Field(default=None, description="Collections searched, in order.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        given = [self.uri is not None, self.uris is not None, self.query is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of uri, uris or query")
+        if self.query is not None and not self.dataset_type:
+            raise ValueError("a query needs datasetType")
+        return self
+
+
+class RunSpec(SgsModel):
+    pipeline: str = Field(min_length=1, description="Name of the Pipeline (same namespace).")
+    site: str | None = Field(
+        default=None, description="Site to run at; when absent, the Site holding most input bytes."
+    )
+    inputs: dict[str, RunInput] = Field(default_factory=dict, description="Pipeline input name → data.")
+    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first; can change while running.")
+    suspend: bool = Field(default=False, description="Stop starting new tasks (running ones finish).")
+    max_parallel: int = Field(default=50, ge=1, le=10_000, description="Tasks of this Run running at once.")
+    retry: RetryPolicy | None = Field(default=None, description="Default retry policy for the Run's tasks.")
+    retry_failed: int = Field(
+        default=0, ge=0, description="Bump to give every failed task one more attempt (successes are kept)."
+    )
+    output_prefix: str | None = Field(default=None, description="Where outputs are written (URI prefix).")
+
+
+class RunPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class TaskCounts(SgsModel):
+    total: int = 0
+    waiting: int = 0
+    ready: int = 0
+    running: int = 0
+    retrying: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+class FailedTask(SgsModel):
+    task: str
+    attempt: int
+    reason: str
+    message: str = Field(default="", max_length=1024)
+
+
+class RunStatus(SgsModel):
+    phase: RunPhase = Field(default=RunPhase.PENDING)
+    site: str | None = Field(default=None, description="Site the Run was dispatched to.")
+    tasks: TaskCounts = Field(default_factory=TaskCounts)
+    progress: str | None = Field(default=None, description="succeeded/total, for kubectl get.")
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    failed_tasks: list[FailedTask] = Field(
+        default_factory=list, max_length=MAX_FAILED_TASKS, description="The first failed tasks (bounded)."
+    )
+    task_table: str | None = Field(default=None, description="Where the full per-task records are.")
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class Run(KubeObject):
+    """One execution of a Pipeline on concrete inputs at a Site."""
+
+    kind: str = "Run"
+    spec: RunSpec
+    status: RunStatus | None = None
+
+    plural: ClassVar[str] = "runs"
+    short_names: ClassVar[tuple[str, ...]] = ("sgsrun",)
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Pipeline", type="string", json_path=".spec.pipeline"),
+        PrinterColumn(name="Site", type="string", json_path=".status.site"),
+        PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+        PrinterColumn(name="Done", type="string", json_path=".status.progress", description="succeeded/total"),
+        PrinterColumn(name="Priority", type="integer", json_path=".spec.priority", priority=1),
+        PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+    )

@@ -1,0 +1,124 @@
+"""The Site resource: one data centre — where to compute, where the bytes live, how big it is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar, Self
+
+from pydantic import Field, model_validator
+
+from sgs.model.base import Condition, KubeObject, PrinterColumn, SgsModel
+
+
+class ComputeKind(StrEnum):
+    KUBERNETES = "kubernetes"
+    SLURM = "slurm"
+    LOCAL = "local"
+
+
+class StorageKind(StrEnum):
+    S3 = "s3"
+    POSIX = "posix"
+
+
+class SecretRef(SgsModel):
+    name: str = Field(min_length=1, description="Secret in the Site's namespace.")
+    access_key_key: str = Field(default="accessKey", description="Key holding the access key.")
+    secret_key_key: str = Field(default="secretKey", description="Key holding the secret key.")
+
+
+class Compute(SgsModel):
+    """Where a Site runs tasks: Kubernetes nodes selected by labels, or a Slurm cluster behind the bridge."""
+
+    kind: ComputeKind = Field(default=ComputeKind.KUBERNETES)
+    namespace: str | None = Field(default=None, description="Namespace the Site's Jobs are created in.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Labels of the Site's nodes.")
+    toleration: str | None = Field(
+        default=None, description="Taint key tolerated by the Site's pods (e.g. the virtual-kubelet taint)."
+    )
+    partition: str | None = Field(default=None, description="Slurm partition, for a Slurm Site.")
+    max_parallel: int = Field(default=100, ge=1, le=100_000, description="Tasks running at once at this Site.")
+
+
+class Storage(SgsModel):
+    """The Site's object store (S3) or file system (POSIX), where replicas live."""
+
+    kind: StorageKind = Field(default=StorageKind.S3)
+    endpoint: str | None = Field(default=None, description="S3 endpoint host:port or URL.")
+    bucket: str | None = Field(default=None, description="S3 bucket holding the Site's replicas.")
+    path: str | None = Field(default=None, description="Root directory, for POSIX storage.")
+    secure: bool = Field(default=True, description="Use TLS to reach the endpoint.")
+    credentials: SecretRef | None = Field(default=None, description="Secret with the S3 keys.")
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> Self:
+        if self.kind is StorageKind.S3 and not (self.endpoint and self.bucket):
+            raise ValueError("s3 storage needs endpoint and bucket")
+        if self.kind is StorageKind.POSIX and not self.path:
+            raise ValueError("posix storage needs path")
+        return self
+
+
+class Capacity(SgsModel):
+    cores: int = Field(ge=0, description="Cores available to the survey at this Site.")
+    storage_tb: float = Field(ge=0, description="Storage available to the survey, in TB.")
+    gpus: int = Field(default=0, ge=0)
+
+
+class MaintenanceWindow(SgsModel):
+    start: datetime
+    end: datetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError("maintenance window ends before it starts")
+        return self
+
+
+class SiteSpec(SgsModel):
+    display_name: str | None = Field(default=None, description="Human name, e.g. 'SDC-FR (CC-IN2P3)'.")
+    compute: Compute = Field(default_factory=Compute)
+    storage: Storage
+    archive_url: str | None = Field(default=None, description="Archive service endpoint serving this Site.")
+    capacity: Capacity
+    weight: float = Field(default=1.0, ge=0, le=1000, description="Share of new data placed here (relative).")
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    ingests: list[str] = Field(
+        default_factory=list, description="External data sources this Site ingests (e.g. ground telescopes)."
+    )
+
+
+class SitePhase(StrEnum):
+    PENDING = "Pending"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    MAINTENANCE = "Maintenance"
+
+
+class SiteStatus(SgsModel):
+    phase: SitePhase = Field(default=SitePhase.PENDING)
+    nodes_ready: int | None = Field(default=None, description="Ready nodes matching the node selector.")
+    running_tasks: int | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class Site(KubeObject):
+    """A data centre of the survey: compute target, object store and archive endpoint."""
+
+    kind: str = "Site"
+    spec: SiteSpec
+    status: SiteStatus | None = None
+
+    plural: ClassVar[str] = "sites"
+    short_names: ClassVar[tuple[str, ...]] = ("sgssite",)
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Compute", type="string", json_path=".spec.compute.kind"),
+        PrinterColumn(name="Cores", type="integer", json_path=".spec.capacity.cores"),
+        PrinterColumn(name="Storage TB", type="number", json_path=".spec.capacity.storageTb"),
+        PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+        PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+    )

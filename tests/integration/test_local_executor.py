@@ -1,0 +1,269 @@
+"""The local executor on real subprocesses: the example pipeline, limits, retries, TMPDIR, crash and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sgs.dsl import ComputingResources, Executable, Input, Output, RetryPolicy, pipeline
+from sgs.local import run_local
+from sgs.planner import RunPhase
+
+ROOT = Path(__file__).parent.parent.parent
+EXAMPLE = ROOT / "examples" / "parallel_split"
+SGS = [sys.executable, "-m", "sgs.cli.main"]
+
+
+def program(bin_dir: Path, name: str, body: str) -> None:
+    """A small Python program on PATH taking ``--name=value`` arguments into ``args``."""
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, os, time, json\n"
+        "args = dict(a[2:].split('=', 1) for a in sys.argv[1:])\n" + textwrap.dedent(body)
+    )
+    path.chmod(0o755)
+
+
+def example_inputs() -> dict[str, str]:
+    return {
+        n: str(EXAMPLE / "inputs" / f"{n}.json") for n in ("images", "master_dark", "master_flat", "control_params")
+    }
+
+
+def test_example_pipeline_runs_and_status_shows_the_task_table(tmp_path: Path) -> None:
+    args = [f"--input={k}={v}" for k, v in example_inputs().items()]
+    done = subprocess.run(
+        [
+            *SGS,
+            "run",
+            "--local",
+            f"{EXAMPLE / 'parallel_split.py'}:parallel_split",
+            *args,
+            "--workdir",
+            str(tmp_path / "w"),
+            "--run-id",
+            "ps1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Run ps1: Succeeded" in done.stdout
+    combined = json.loads((tmp_path / "w/tasks/ialtest_combine_images/combined.json").read_text())
+    quality = json.loads((tmp_path / "w/tasks/ialtest_combine_images/quality.json").read_text())
+    assert combined["n_images"] == 4 and quality["n_images"] == 4
+    status = subprocess.run([*SGS, "status", str(tmp_path / "w")], capture_output=True, text=True, check=True)
+    rows = [line for line in status.stdout.splitlines() if "Succeeded" in line]
+    for task in ("ialtest_split_images", "correct.ialtest_correct_dark[3]", "ialtest_combine_images"):
+        assert any(task in row for row in rows), status.stdout
+    assert len(rows) == 1 + 10  # the run line, split, 4 dark + 4 flat corrections, combine
+
+
+def test_memory_limit_kills_and_the_retry_gets_more_memory(tmp_path: Path) -> None:
+    program(
+        tmp_path / "bin",
+        "hog",
+        """
+        block = bytearray(int(args['megabytes']) * 2**20)
+        for i in range(0, len(block), 4096): block[i] = 1
+        time.sleep(1.5)
+        open(args['out'], 'w').write('ok')
+    """,
+    )
+    hog = Executable(
+        command="hog",
+        inputs=[Input("megabytes")],
+        outputs=[Output("out")],
+        resources=ComputingResources(cores=1, ram=0.1, walltime=0.1),
+        retry=RetryPolicy(max=1, backoff=0, jitter=0, memory_multiplier=4.0),
+    )
+
+    @pipeline(outputs=("out",))
+    def p(megabytes):  # type: ignore[no-untyped-def]
+        return hog(megabytes=megabytes)
+
+    result = run_local(p, {"megabytes": "200"}, tmp_path / "w", progress=False, extra_path=[tmp_path / "bin"])
+    assert result.succeeded
+    db = sqlite3.connect(tmp_path / "w" / "run.sqlite")
+    attempts = db.execute("SELECT attempt, state, message FROM attempt ORDER BY attempt").fetchall()
+    assert attempts[0][1] == "OOMKilled" and "exceeded the limit of 102 MiB" in attempts[0][2]
+    assert attempts[1][1] == "Completed"
+    requested = json.loads(db.execute("SELECT requested FROM task").fetchone()[0])
+    assert requested["ram"] == pytest.approx(0.4)
+    usage = json.loads(db.execute("SELECT usage FROM task").fetchone()[0])
+    assert usage["max_rss_mb"] >= 200
+
+
+def test_walltime_is_enforced(tmp_path: Path) -> None:
+    program(tmp_path / "bin", "slow", "time.sleep(30)\n")
+    slow = Executable(
+        command="slow",
+        inputs=[Input("x")],
+        outputs=[Output("y")],
+        resources=ComputingResources(walltime=1.0 / 3600),
+        retry=RetryPolicy(max=0),
+    )
+
+    @pipeline(outputs=("y",))
+    def p(x):  # type: ignore[no-untyped-def]
+        return slow(x=x)
+
+    start = time.monotonic()
+    result = run_local(p, {"x": "1"}, tmp_path / "w", progress=False, extra_path=[tmp_path / "bin"])
+    assert result.phase is RunPhase.FAILED
+    assert time.monotonic() - start < 15
+    db = sqlite3.connect(tmp_path / "w" / "run.sqlite")
+    assert "DeadlineExceeded: walltime" in db.execute("SELECT message FROM task").fetchone()[0]
+
+
+def test_tmpdir_is_private_and_removed_and_cores_are_honoured(tmp_path: Path) -> None:
+    program(
+        tmp_path / "bin",
+        "scratch",
+        """
+        tmp = os.environ['TMPDIR']
+        open(os.path.join(tmp, 'big.tmp'), 'w').write('x' * 1000)
+        start = time.time(); time.sleep(0.8)
+        json.dump({'tmp': tmp, 'start': start, 'end': time.time()}, open(args['out'], 'w'))
+    """,
+    )
+    scratch = Executable(
+        command="scratch",
+        inputs=[Input("x")],
+        outputs=[Output("out")],
+        resources=ComputingResources(cores=2, tmpdir=1.0),
+    )
+
+    @pipeline(outputs=("a", "b"))
+    def p(x):  # type: ignore[no-untyped-def]
+        return scratch(x=x), scratch(x=x)
+
+    result = run_local(p, {"x": "1"}, tmp_path / "w", cores=2, progress=False, extra_path=[tmp_path / "bin"])
+    assert result.succeeded
+    a, b = (json.loads(Path(str(result.outputs[k])).read_text()) for k in ("a", "b"))
+    assert a["tmp"] != b["tmp"] and not Path(a["tmp"]).exists() and not Path(b["tmp"]).exists()
+    assert a["end"] <= b["start"] or b["end"] <= a["start"], "two 2-core tasks overlapped on 2 cores"
+
+
+def test_missing_command_fails_clearly_without_retries(tmp_path: Path) -> None:
+    ghost = Executable(command="no-such-program-sgs", inputs=[Input("x")], outputs=[Output("y")])
+
+    @pipeline(outputs=("y",))
+    def p(x):  # type: ignore[no-untyped-def]
+        return ghost(x=x)
+
+    result = run_local(p, {"x": "1"}, tmp_path / "w", progress=False)
+    assert result.phase is RunPhase.FAILED
+    db = sqlite3.connect(tmp_path / "w" / "run.sqlite")
+    (message,) = db.execute("SELECT message FROM task").fetchone()
+    assert "cannot start 'no-such-program-sgs'" in message
+
+
+def test_kill_9_mid_run_then_resume_redoes_no_finished_task(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    journal = tmp_path / "journal.txt"
+    program(
+        bin_dir,
+        "step",
+        f"""
+        open({str(journal)!r}, 'a').write(os.environ['SGS_TASK_ID'] + '\\n')
+        time.sleep(0.6)
+        x = args['x']
+        open(args['out'], 'w').write(open(x).read() if os.path.exists(x) else x)
+    """,
+    )
+    (tmp_path / "chain.py").write_text(
+        textwrap.dedent("""
+        from sgs.dsl import ComputingResources, Executable, Input, Output, pipeline
+        step = Executable(command="step", inputs=[Input("x")], outputs=[Output("out")],
+                          resources=ComputingResources(cores=1))
+
+        @pipeline(outputs=("out",))
+        def chain(x):
+            for _ in range(6):
+                x = step(x=x)
+            return x
+    """)
+    )
+    command = [
+        *SGS,
+        "run",
+        "--local",
+        f"{tmp_path / 'chain.py'}:chain",
+        "--input",
+        "x=seed",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--run-id",
+        "crash1",
+        "--no-progress",
+        "--path",
+        str(bin_dir),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if _succeeded(tmp_path / "w") >= 2:
+            break
+        time.sleep(0.1)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    finished_before = _succeeded_ids(tmp_path / "w")
+    assert len(finished_before) >= 2
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert second.returncode == 0, second.stderr
+    runs = journal.read_text().split()
+    for tid in finished_before:
+        assert runs.count(tid) == 1, f"{tid} ran again after the restart: {runs}"
+    assert sorted(set(runs)) == sorted(f"step_{i}" for i in range(1, 7))
+    assert (tmp_path / "w/tasks/step_6/out").read_text() == "seed"
+
+
+def _succeeded_ids(workdir: Path) -> list[str]:
+    path = workdir / "run.sqlite"
+    if not path.exists():
+        return []
+    try:
+        db = sqlite3.connect(path)
+        return [r[0] for r in db.execute("SELECT id FROM task WHERE state = 'Succeeded'")]
+    except sqlite3.Error:
+        return []
+
+
+def _succeeded(workdir: Path) -> int:
+    return len(_succeeded_ids(workdir))
+
+
+def test_resume_refuses_a_different_pipeline(tmp_path: Path) -> None:
+    program(tmp_path / "bin", "ok", "open(args['y'], 'w').write('1')\n")
+    one = Executable(command="ok", inputs=[Input("x")], outputs=[Output("y")])
+    two = Executable(command="ok", inputs=[Input("x")], outputs=[Output("y")], resources=ComputingResources(cores=2))
+
+    @pipeline(outputs=("y",))
+    def p1(x):  # type: ignore[no-untyped-def]
+        return one(x=x)
+
+    @pipeline(outputs=("y",))
+    def p2(x):  # type: ignore[no-untyped-def]
+        return two(x=x)
+
+    assert run_local(p1, {"x": "1"}, tmp_path / "w", progress=False, extra_path=[tmp_path / "bin"]).succeeded
+    from sgs.local import LocalRunError
+
+    with pytest.raises(LocalRunError, match="different pipeline"):
+        run_local(p2, {"x": "1"}, tmp_path / "w", progress=False, extra_path=[tmp_path / "bin"])
