@@ -17,6 +17,12 @@ def _register_subcommands() -> None:
     from sgs.cli import dev
 
     app.add_typer(dev.app, name="dev")
+    from sgs.cli import pipeline
+
+    app.command("compile")(pipeline.compile_command)
+    app.add_typer(pipeline.run_app, name="run")
+    app.command("status")(pipeline.status_command)
+    app.command("crds")(pipeline.crds_command)
 
 
 _register_subcommands()
