@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from scipy import interpolate, ndimage
+from scipy import ndimage
 
 from sgs.nir.fitsio import Exposure, NirDataError, add_history, read_exposure, write_exposure
 from sgs.nir.stats import sigma_clipped_stats
@@ -68,12 +68,12 @@ def interpolate_mesh(
     centres_x: npt.NDArray[np.float64],
     shape: tuple[int, ...],
 ) -> npt.NDArray[np.float64]:
-    ky = min(3, len(centres_y) - 1)
-    kx = min(3, len(centres_x) - 1)
-    if ky < 1 or kx < 1:
-        return np.full(shape, float(np.median(mesh)))
-    spline = interpolate.RectBivariateSpline(centres_y, centres_x, mesh, kx=ky, ky=kx)
-    return np.asarray(spline(np.arange(shape[0]), np.arange(shape[1])))
+    """Bicubic spline through the box values, evaluated at every pixel (flat beyond the outer box centres)."""
+    rows = np.interp(np.arange(shape[0]), centres_y, np.arange(len(centres_y), dtype=np.float64))
+    cols = np.interp(np.arange(shape[1]), centres_x, np.arange(len(centres_x), dtype=np.float64))
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    order = 3 if min(mesh.shape) >= 4 else 1
+    return np.asarray(ndimage.map_coordinates(mesh, grid, order=order, mode="nearest"))
 
 
 def estimate_background(

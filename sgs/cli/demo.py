@@ -1,0 +1,31 @@
+"""`sgs demo`: the README's first command — a tiny survey processed end to end on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def demo_command(
+    root: Annotated[
+        Path, typer.Option(help="Directory for the Sites, runs, archive record and preview")
+    ] = Path("sgs-demo"),
+    observations: Annotated[int, typer.Option(min=1, max=60, help="Observations to simulate")] = 6,
+    tiles: Annotated[int, typer.Option(min=1, max=20, help="Sky tiles they cover")] = 2,
+    sites: Annotated[int, typer.Option(min=1, max=9, help="Sites (local directories)")] = 3,
+    parallel: Annotated[int, typer.Option(min=1, max=16, help="Observations processed at once")] = 2,
+    cores: Annotated[int | None, typer.Option(min=1, help="Cores per observation run (default: all)")] = None,
+    seed: Annotated[int, typer.Option(help="Simulation seed")] = 1,
+    clean: Annotated[bool, typer.Option("--clean", help="Start from an empty root directory")] = False,
+) -> None:
+    """Simulate a small survey, run the NIR pipeline per observation at its Site, record and copy products."""
+    from rich.console import Console
+
+    from sgs.demo.app import DemoOptions, run_demo
+
+    options = DemoOptions(root, observations, tiles, sites, parallel, cores, seed, clean)
+    result = run_demo(options, Console())
+    if not result.succeeded:
+        raise typer.Exit(1)

@@ -1,0 +1,275 @@
+"""Run the NIR pipeline for every observation at its primary Site, then register and replicate the products.
+
+Observations run concurrently (each through the local executor, which runs its tasks as subprocesses), so the
+serial tail of one observation (astrometry to photometry) overlaps the calibration branches of the next.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgs import __version__
+from sgs.demo.archive import Archive, checksums
+from sgs.demo.survey import DemoSite, PlannedObservation, replicate
+from sgs.local.executor import LocalExecutor, LocalRunResult, as_pipeline, machine_capacity
+from sgs.local.record import RunRecord
+from sgs.model.dataset import (
+    DatasetRef,
+    DatasetType,
+    Lineage,
+    Placement,
+    PlacementDimension,
+    Replica,
+    dataset_uuid,
+)
+from sgs.nir.quality import QualityReport, evaluate
+from sgs.nir.sim import ObservationFiles
+from sgs.planner import Planner, TaskState
+
+INSTRUMENT = "NISP-SIM"
+RAW_COLLECTION = f"{INSTRUMENT}/raw/all"
+CALIB_COLLECTION = f"{INSTRUMENT}/calib"
+# Pipeline outputs get survey-level dataset type names; intermediates are named after executable and port.
+PRODUCT_TYPES = {"calDither": "nir_calexp", "stackedImage": "nir_stack", "sourceCatalog": "nir_catalog"}
+REPLICATED_PRODUCTS = ("stackedImage", "sourceCatalog")
+
+ProgressHook = Callable[[PlannedObservation, int, int], None]
+
+
+@dataclass
+class ObservationOutcome:
+    observation: PlannedObservation
+    run_id: str
+    wall_s: float = 0.0
+    result: LocalRunResult | None = None
+    error: str | None = None
+    quality: QualityReport | None = None
+    datasets: int = 0
+    sources: int = 0
+    products: dict[str, Path] = field(default_factory=dict)
+    replicated_to: list[str] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result is not None and self.result.succeeded and self.error is None
+
+
+def run_id_for(obs: PlannedObservation) -> str:
+    return f"nir-{obs.obs_id.lower()}"
+
+
+def run_observation(
+    obs: PlannedObservation, files: ObservationFiles, cores: int, on_progress: ProgressHook | None = None
+) -> ObservationOutcome:
+    from sgs.nir.pipeline import nir_pipeline
+
+    outcome = ObservationOutcome(observation=obs, run_id=run_id_for(obs))
+    started = time.perf_counter()
+    executor = LocalExecutor(
+        as_pipeline(nir_pipeline),
+        {name: str(path) for name, path in files.pipeline_inputs().items()},
+        obs.primary.work / obs.obs_id,
+        run_id=outcome.run_id,
+        capacity=machine_capacity(cores, None, 0),
+        # The sgs-nir-* scripts live beside this interpreter, on PATH or not.
+        extra_path=[Path(sys.executable).parent],
+    )
+
+    def hook(planner: Planner) -> None:
+        if on_progress is not None:
+            on_progress(obs, planner.counts[TaskState.SUCCEEDED], len(planner.tasks))
+
+    try:
+        outcome.result = executor.run(hook)
+    finally:
+        executor.close()
+    outcome.wall_s = time.perf_counter() - started
+    if not outcome.result.succeeded:
+        outcome.error = f"run {outcome.run_id} ended {outcome.result.phase.value}"
+    else:
+        outcome.products = {
+            name: Path(value) for name, value in outcome.result.outputs.items() if isinstance(value, str)
+        }
+    return outcome
+
+
+def run_survey(
+    observations: list[tuple[PlannedObservation, ObservationFiles]],
+    parallel: int,
+    cores: int,
+    on_progress: ProgressHook | None = None,
+) -> list[ObservationOutcome]:
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="sgs-demo-obs") as pool:
+        futures = [pool.submit(run_observation, obs, files, cores, on_progress) for obs, files in observations]
+        return [f.result() for f in futures]
+
+
+# ------------------------------------------------------------------------------------------ registration
+
+
+@dataclass
+class _Registry:
+    """Dataset refs, replicas and lineage gathered for one observation, keyed by the file they describe."""
+
+    site: DemoSite
+    refs: list[DatasetRef] = field(default_factory=list)
+    replicas: list[Replica] = field(default_factory=list)
+    lineage: list[Lineage] = field(default_factory=list)
+    by_path: dict[str, DatasetRef] = field(default_factory=dict)
+
+    def add(
+        self, path: Path, dataset_type: str, data_id: dict[str, Any], run: str, task: str | None = None
+    ) -> DatasetRef:
+        kind = DatasetType(name=dataset_type, dimensions=tuple(sorted(data_id)), storage_class="FitsFile")
+        ref = DatasetRef(
+            id=dataset_uuid(dataset_type, kind.data_id_key(data_id), run),
+            dataset_type=dataset_type,
+            data_id=data_id,
+            run=run,
+            task=task,
+        )
+        sums = checksums(path)
+        self.refs.append(ref)
+        self.replicas.append(
+            Replica(
+                dataset_id=ref.id,
+                site=self.site.name,
+                uri=path.resolve().as_uri(),
+                size=sums.size,
+                adler32=sums.adler32,
+                sha256=sums.sha256,
+            )
+        )
+        self.by_path[str(path.resolve())] = ref
+        return ref
+
+
+def _base_data_id(obs: PlannedObservation) -> dict[str, Any]:
+    return {"instrument": INSTRUMENT, "band": "H", "observation": obs.number, "tile": obs.tile_number}
+
+
+def _dither_of(*names: str) -> int | None:
+    for name in names:
+        match = re.search(r"(\d+)$", name.split(".")[0]) or re.search(r"(\d+)$", name)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _register_inputs(registry: _Registry, obs: PlannedObservation, files: ObservationFiles) -> None:
+    base = _base_data_id(obs)
+    for dither, path in enumerate(files.dithers, start=1):
+        registry.add(path, "nir_raw", base | {"dither": dither}, RAW_COLLECTION)
+    registry.add(files.mdb, "nir_mdb", {"instrument": INSTRUMENT}, CALIB_COLLECTION)
+    registry.add(files.master_dark, "nir_master_dark", {"instrument": INSTRUMENT}, CALIB_COLLECTION)
+    registry.add(files.refcat, "ref_catalog", {"tile": obs.tile_number}, "refcats")
+    registry.add(files.truth, "sim_truth", {"tile": obs.tile_number}, "simulation")
+
+
+def _product_type(port: str, executable: str, pipeline_outputs: dict[str, str], path: str) -> str:
+    for output_name, output_path in pipeline_outputs.items():
+        if output_path == path:
+            for prefix, dataset_type in PRODUCT_TYPES.items():
+                if output_name.startswith(prefix):
+                    return dataset_type
+    return f"nir_{executable}.{port}"
+
+
+def _register_outputs(registry: _Registry, outcome: ObservationOutcome) -> None:
+    obs = outcome.observation
+    assert outcome.result is not None
+    pipeline_outputs = {k: str(Path(v).resolve()) for k, v in outcome.products.items()}
+    record = RunRecord.open_existing(obs.primary.work / obs.obs_id)
+    try:
+        rows = [row for row in record.tasks() if row.lineage]
+    finally:
+        record.close()
+    for row in rows:  # tasks come in creation order, so inputs are registered before what derives from them
+        lineage = row.lineage or {}
+        for port, produced in lineage.get("outputs", {}).items():
+            path = Path(produced["path"]).resolve()
+            dither = _dither_of(row.id, port)
+            data_id = _base_data_id(obs) | ({"dither": dither} if dither is not None else {})
+            dataset_type = _product_type(port, str(lineage.get("executable")), pipeline_outputs, str(path))
+            ref = registry.add(path, dataset_type, data_id, outcome.run_id, task=row.id)
+            inputs = [registry.by_path[p].id for p in map(_resolved, produced["inputs"]) if p in registry.by_path]
+            registry.lineage.append(
+                Lineage(
+                    dataset_id=ref.id,
+                    inputs=tuple(inputs),
+                    executable=str(lineage.get("executable")),
+                    version=str(lineage.get("sgs_version", __version__)),
+                    config_digest=str(lineage.get("environment_sha256", "unknown")),
+                    pipeline_run=outcome.run_id,
+                    task=row.id,
+                    attempt=int(lineage.get("attempt", 0)),
+                )
+            )
+
+
+def _resolved(path: str) -> str:
+    return str(Path(path).resolve())
+
+
+def register_observation(archive: Archive, outcome: ObservationOutcome, files: ObservationFiles) -> None:
+    """Inputs and every task output as datasets with a replica at the primary Site, lineage for outputs."""
+    obs = outcome.observation
+    registry = _Registry(site=obs.primary)
+    _register_inputs(registry, obs, files)
+    if outcome.succeeded:
+        _register_outputs(registry, outcome)
+    archive.register_placements(
+        [
+            Placement(
+                dimension=PlacementDimension.OBSERVATION,
+                value=obs.number,
+                primary_site=obs.primary.name,
+                secondary_site=obs.secondary.name if obs.secondary != obs.primary else None,
+            )
+        ]
+    )
+    archive.register_datasets(registry.refs)
+    archive.register_replicas(registry.replicas)
+    archive.register_lineage(registry.lineage)
+    outcome.datasets = len({r.id for r in registry.refs})
+    if outcome.succeeded:
+        _replicate_products(archive, outcome, registry)
+
+
+def _replicate_products(archive: Archive, outcome: ObservationOutcome, registry: _Registry) -> None:
+    obs = outcome.observation
+    if obs.secondary == obs.primary:
+        return
+    copies = []
+    for name in REPLICATED_PRODUCTS:
+        source = outcome.products[name]
+        destination = obs.secondary.store / "products" / obs.obs_id / source.name
+        sums = replicate(source, destination)
+        ref = registry.by_path[str(source.resolve())]
+        copies.append(
+            Replica(
+                dataset_id=ref.id,
+                site=obs.secondary.name,
+                uri=destination.resolve().as_uri(),
+                size=sums.size,
+                adler32=sums.adler32,
+                sha256=sums.sha256,
+            )
+        )
+    archive.register_replicas(copies)
+    outcome.replicated_to = [obs.secondary.name]
+
+
+def assess(outcome: ObservationOutcome, files: ObservationFiles) -> None:
+    """Compare the catalogue with the simulator's truth."""
+    if not outcome.succeeded:
+        return
+    outcome.quality = evaluate(outcome.products["sourceCatalog"], files.truth, outcome.products["stackedImage"])
+    outcome.sources = outcome.quality.detected
