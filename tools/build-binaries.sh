@@ -141,10 +141,20 @@ build_one() {
     log "$name $version: built in ${elapsed} s, $size"
 }
 
+# Two builds at once (CI + a developer, or two shells) would fight over the same outputs: queue them.
+take_lock() {
+    exec 9>"$CACHE/build.lock"
+    if ! flock -n 9; then
+        log "another build holds $CACHE/build.lock; waiting for it"
+        flock 9
+    fi
+}
+
 main() {
     local names=("$@")
     if [[ ${#names[@]} -eq 0 ]]; then names=("${ALL_NAMES[@]}"); fi
     require_go
+    take_lock
     check_sumdb
     local total_started
     total_started="$(date +%s)"

@@ -1,0 +1,70 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nats
+import psycopg
+import pytest
+
+from sgs.dev.stack import load_state, parse_parts
+
+pytestmark = pytest.mark.integration
+
+
+def sgs(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SGS_CACHE": str(cache)}
+    return subprocess.run(
+        [sys.executable, "-m", "sgs.cli.main", "dev", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def exported(env_text: str) -> dict[str, str]:
+    pairs = [line.removeprefix("export ").split("=", 1) for line in env_text.splitlines() if line]
+    return {key: value.strip("'") for key, value in pairs}
+
+
+def test_parts_option_names_the_bad_part() -> None:
+    assert parse_parts("slurm,pg") == ["pg", "slurm"]
+    with pytest.raises(ValueError, match=r"--parts: unknown part\(s\) postgres"):
+        parse_parts("postgres,nats")
+
+
+async def test_dev_up_status_env_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    started = sgs("up", "--parts", "pg,nats", cache=cache)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        env = exported(sgs("env", cache=cache).stdout)
+        with psycopg.connect(env["SGS_ARCHIVE_DSN"]) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        nc = await nats.connect(env["NATS_URL"])
+        assert nc.is_connected
+        await nc.close()
+        assert sgs("status", cache=cache).returncode == 0
+        again = sgs("up", "--parts", "pg", cache=cache)
+        assert again.returncode == 0 and "already running" in again.stdout
+    finally:
+        stopped = sgs("down", cache=cache)
+    assert stopped.returncode == 0, stopped.stderr
+    monkeypatch.setenv("SGS_CACHE", str(cache))
+    assert load_state() == {}
+    assert "nothing running" in sgs("status", cache=cache).stdout
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(env["SGS_ARCHIVE_DSN"], connect_timeout=2)
+
+
+def test_dev_status_fails_when_a_part_died(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    assert sgs("up", "--parts", "nats", cache=cache).returncode == 0
+    monkeypatch.setenv("SGS_CACHE", str(cache))
+    try:
+        load_state()["nats"].processes[0].stop()
+        assert sgs("status", cache=cache).returncode == 1
+    finally:
+        sgs("down", cache=cache)
