@@ -267,3 +267,39 @@ def test_resume_refuses_a_different_pipeline(tmp_path: Path) -> None:
 
     with pytest.raises(LocalRunError, match="different pipeline"):
         run_local(p2, {"x": "1"}, tmp_path / "w", progress=False, extra_path=[tmp_path / "bin"])
+
+
+def test_dynamic_resources_from_an_upstream_json_file(tmp_path: Path) -> None:
+    program(tmp_path / "bin", "estimate", "json.dump({'cores': 2, 'ram': 0.25}, open(args['res'], 'w'))\n")
+    program(tmp_path / "bin", "work", "open(args['y'], 'w').write(os.environ['OMP_NUM_THREADS'])\n")
+    estimate = Executable(command="estimate", inputs=[Input("x")], outputs=[Output("res", suffix=".json")])
+    heavy = Executable(
+        command="work",
+        inputs=[Input("x"), Input("res")],
+        outputs=[Output("y")],
+        resources=ComputingResources(cores=1, ram=4.0, dynamic="res"),
+    )
+
+    @pipeline(outputs=("y",))
+    def p(x):  # type: ignore[no-untyped-def]
+        return heavy(x=x, res=estimate(x=x))
+
+    result = run_local(p, {"x": "1"}, tmp_path / "w", cores=2, progress=False, extra_path=[tmp_path / "bin"])
+    assert result.succeeded
+    assert Path(str(result.outputs["y"])).read_text() == "2"
+    db = sqlite3.connect(tmp_path / "w" / "run.sqlite")
+    requested = json.loads(db.execute("SELECT requested FROM task WHERE id = 'heavy'").fetchone()[0])
+    assert (requested["cores"], requested["ram"]) == (2, 0.25)
+
+
+def test_a_request_larger_than_the_machine_fails_with_the_reason(tmp_path: Path) -> None:
+    gpu = Executable(command="true", inputs=[Input("x")], outputs=[Output("y")], resources=ComputingResources(gpus=1))
+
+    @pipeline(outputs=("y",))
+    def p(x):  # type: ignore[no-untyped-def]
+        return gpu(x=x)
+
+    result = run_local(p, {"x": "1"}, tmp_path / "w", gpus=0, progress=False)
+    assert result.phase is RunPhase.FAILED
+    db = sqlite3.connect(tmp_path / "w" / "run.sqlite")
+    assert "needs 1 cores, 1 GiB, 1 GPUs; this executor offers" in db.execute("SELECT message FROM task").fetchone()[0]
