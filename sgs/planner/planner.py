@@ -85,6 +85,7 @@ class StepInfo:
     """Static facts about a step, computed once per pipeline."""
 
     spec: StepSpec
+    name: str
     scope: StepInfo | None
     executable: ExecutableSpec | None
     depth: int
@@ -92,10 +93,6 @@ class StepInfo:
     body: list[StepInfo] = field(default_factory=list)
     list_ports: set[str] = field(default_factory=set)
     output_names: frozenset[str] = frozenset()
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
 
 @dataclass(eq=False, slots=True)
@@ -175,25 +172,26 @@ class Planner:
         self._finish_seq = itertools.count(1)
         self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
         self._now = 0.0
-        self._shares: dict[StepInfo, float] = {}
+        self._base_scores: dict[StepInfo, float] = {}
         self._instantiate_scope(None, (), None)
 
     # ----------------------------------------------------------------------------------- graph expansion
 
     def _instantiate_scope(self, scope: StepInfo | None, indices: tuple[int, ...], parent: MapInstance | None) -> None:
         body = self._top_steps() if scope is None else scope.body
+        suffix = task_id("", indices)
         created: list[_Node] = []
+        tasks, nodes, seq = self.tasks, self._nodes, self._seq
         for info in body:
             node: _Node
             if info.executable is not None:
-                tid = task_id(info.name, indices)
-                node = Task(info=info, indices=indices, parent=parent, id=tid, seq=next(self._seq))
-                self.tasks[tid] = node
-                self.counts[TaskState.WAITING] += 1
+                tid = info.name + suffix
+                node = tasks[tid] = Task(info, indices, parent, id=tid, seq=next(seq))
             else:
-                node = MapInstance(info=info, indices=indices, parent=parent)
-            self._nodes[(info.name, indices)] = node
+                node = MapInstance(info, indices, parent)
+            nodes[(info.name, indices)] = node
             created.append(node)
+        self.counts[TaskState.WAITING] += sum(1 for n in created if isinstance(n, Task))
         if parent is not None:
             parent.remaining += len(created)
         for node in created:
@@ -245,24 +243,25 @@ class Planner:
 
     def _static_score(self, task: Task) -> float:
         """The fitness at time 0; waiting adds the same slope to every task, so heap order never goes stale."""
+        weights = self.config.weights
         if task.overrides is None and task.memory_factor == 1.0:
-            share = self._step_share(task.info)
+            base = self._base_scores.get(task.info)
+            if base is None:
+                base = self._base_scores[task.info] = self._base_score(task.resources)
         else:
-            share = resource_share(task.resources, self.config.capacity)
+            base = self._base_score(task.resources)
+        retried = weights.retry if task.attempt > 0 else 0.0
+        return base + retried - weights.wait_per_hour * task.ready_since / 3600.0
+
+    def _base_score(self, resources: Resources) -> float:
+        """The part of the fitness fixed for a given request: its share of capacity and the Run's priority."""
         return fitness(
-            retried=task.attempt > 0,
-            waiting_hours=-task.ready_since / 3600.0,
-            share=share,
+            retried=False,
+            waiting_hours=0.0,
+            share=resource_share(resources, self.config.capacity),
             priority=self.config.priority,
             weights=self.config.weights,
         )
-
-    def _step_share(self, info: StepInfo) -> float:
-        share = self._shares.get(info)
-        if share is None:
-            assert info.executable is not None
-            share = self._shares[info] = resource_share(info.executable.resources, self.config.capacity)
-        return share
 
     def score(self, task: Task, now: float) -> float:
         return self._static_score(task) + self.config.weights.wait_per_hour * now / 3600.0
@@ -517,6 +516,7 @@ class Planner:
             retry=self.config.retry,
             priority=priority,
         )
+        self._base_scores.clear()
         live = [e[2] for e in self._heap if e[2].state is TaskState.READY]
         self._heap = [(-self._static_score(t), t.seq, t) for t in live]
         heapq.heapify(self._heap)
@@ -626,6 +626,7 @@ def _step_infos(spec: PipelineSpec) -> dict[str, StepInfo]:
         scope = infos[step.scope] if step.scope is not None else None
         info = StepInfo(
             spec=step,
+            name=step.name,
             scope=scope,
             executable=(exe := spec.executable(step.executable) if step.executable else None),
             output_names=frozenset(o.name for o in exe.outputs) if exe else frozenset(),
