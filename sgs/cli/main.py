@@ -23,6 +23,10 @@ def _register_subcommands() -> None:
     app.add_typer(pipeline.run_app, name="run")
     app.command("status")(pipeline.status_command)
     app.command("crds")(pipeline.crds_command)
+    from sgs.cli import operator
+
+    app.command("operator")(operator.operator_command)
+    operator.add_run_commands(pipeline.run_app)
     from sgs.cli.demo import demo_command
 
     app.command("demo")(demo_command)

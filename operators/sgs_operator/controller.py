@@ -1,0 +1,561 @@
+"""One Run's reconcile loop: observed Jobs + task records → the planner → new Jobs, records and a status.
+
+A ``RunController`` lives as long as the Run's kopf daemon. It is rebuilt from the task records on every
+operator start, so it holds nothing that is not either in PostgreSQL or derivable from the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from sgs.local.process import command_argv
+from sgs.model.pipeline import PipelinePhase, PipelineSpec
+from sgs.model.run import RunPhase, RunSpec, RunStatus
+from sgs.model.site import SiteSpec
+from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState
+from sgs.planner.policy import DEFAULT_RETRY
+from sgs_operator import metrics
+from sgs_operator.board import SiteBoard
+from sgs_operator.crash import crash_point
+from sgs_operator.jobs import RunRef, SitePlacement, TaskAttempt, build_job, job_name
+from sgs_operator.kube import Kube
+from sgs_operator.observe import JobSeen, Outcome, PodSeen, outcome, pod_is_final
+from sgs_operator.records import Finished, Started, TaskStore
+from sgs_operator.settings import FinishedJobs, OperatorSettings
+from sgs_operator.status import (
+    condition,
+    failed_tasks,
+    merge_conditions,
+    run_phase,
+    status_patch,
+    task_counts,
+    utc_now,
+)
+from sgs_operator.storage import (
+    RunStorage,
+    StorageError,
+    missing_outputs,
+    read_dynamic,
+    read_list,
+    resolve_inputs,
+)
+
+POD_WAIT_S = 5.0  # a failed Job's pod update may trail the Job's; wait this long for its reason
+RAM_PER_CORE_GIB = 4.0  # Sites declare cores only; the fitness score needs a memory capacity too
+CLIENT_ERRORS_TO_RETRY = frozenset({409, 429})
+
+
+class RunBlockedError(Exception):
+    """The Run cannot start yet; carries the condition to show (reason + message)."""
+
+    def __init__(self, kind: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass
+class Shared:
+    """What all Run controllers of one operator share."""
+
+    kube: Kube
+    store: TaskStore
+    settings: OperatorSettings
+    board: SiteBoard = field(default_factory=SiteBoard)
+    create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
+
+
+@dataclass
+class InFlight:
+    job: str
+    created_at: float | None  # monotonic; None = adopted after a restart
+    finished_seen_at: float | None = None
+
+
+class RunController:
+    def __init__(self, shared: Shared, body: Mapping[str, Any], logger: kopf.Logger):
+        self.shared = shared
+        self.body = body  # kopf's live view: spec changes (priority, suspend, retryFailed) show up here
+        self.log = logger
+        meta = body["metadata"]
+        self.name: str = meta["name"]
+        self.namespace: str = meta["namespace"]
+        self.uid: str = meta["uid"]
+        self.planner: Planner | None = None
+        self.storage: RunStorage | None = None
+        self.site: SitePlacement | None = None
+        self.site_spec: SiteSpec | None = None
+        self.inflight: dict[str, InFlight] = {}
+        self.priority = 0
+        self.retry_applied = 0
+        self.started_at = utc_now()
+        self.finished_at: datetime | None = None
+        self._last_status: dict[str, Any] | None = None
+        self._blocked: RunBlockedError | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def site_key(self) -> str:
+        assert self.site is not None
+        return f"{self.namespace}/{self.site.name}"
+
+    def spec(self) -> RunSpec:
+        return RunSpec.model_validate(self.body.get("spec") or {})
+
+    # ------------------------------------------------------------------------------------------- start
+
+    async def start(self, sites: Mapping[Any, Any]) -> bool:
+        """Build the planner from the Pipeline, the Site and the records; False (with a condition) if blocked."""
+        try:
+            await self._start(sites)
+        except RunBlockedError as blocked:
+            self._blocked = blocked
+            await self._write_blocked_status(blocked)
+            return False
+        self._blocked = None
+        return True
+
+    async def _start(self, sites: Mapping[Any, Any]) -> None:
+        try:
+            spec = self.spec()
+        except ValidationError as err:
+            raise RunBlockedError("SpecValid", "InvalidSpec", f"spec: {err}") from err
+        pipeline, digest = await self._pipeline(spec.pipeline)
+        site_name, site_spec = self._site(spec, sites)
+        try:
+            storage = RunStorage.for_run(site_spec, spec.output_prefix, self.namespace, self.name)
+            inputs = resolve_inputs(spec.inputs)
+            planner = Planner(pipeline, self.name, inputs, self._planner_config(spec, site_spec))
+        except (StorageError, PlannerError) as err:
+            raise RunBlockedError("InputsReady", "InvalidInputs", str(err)) from err
+        self.retry_applied = await self.shared.store.ensure_run(
+            self.uid, self.namespace, self.name, spec.pipeline, digest
+        )
+        records = await self.shared.store.load(self.uid)
+        try:
+            running = planner.restore(records)
+        except PlannerError as err:
+            raise RunBlockedError(
+                "RecordsValid", "RecordsDoNotFit", f"task records do not fit the pipeline: {err}"
+            ) from err
+        self.planner, self.storage, self.site_spec = planner, storage, site_spec
+        self.site = self._placement(site_name, site_spec, storage, spec)
+        self.priority = spec.priority
+        self.inflight = {t.id: InFlight(job_name(self._ref(), t.id, t.attempt), None) for t in running}
+        self.started_at = _status_time(self.body, "startTime") or utc_now()
+        self.log.info(f"run {self.key}: {len(planner.tasks)} tasks, {len(records)} records, {len(running)} running")
+
+    async def _pipeline(self, name: str) -> tuple[PipelineSpec, str]:
+        obj = await self.shared.kube.get_object(self.namespace, "pipelines", name)
+        if obj is None:
+            raise RunBlockedError(
+                "PipelineReady", "PipelineNotFound", f"spec.pipeline: no Pipeline {name!r} in {self.namespace}"
+            )
+        status = obj.get("status") or {}
+        if status.get("phase") == PipelinePhase.INVALID.value:
+            raise RunBlockedError(
+                "PipelineReady", "PipelineInvalid", f"Pipeline {name!r} is Invalid: {_ready_message(status)}"
+            )
+        try:
+            spec = PipelineSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as err:
+            raise RunBlockedError("PipelineReady", "PipelineInvalid", f"Pipeline {name!r}: {err}") from err
+        digest = hashlib.sha256(spec.model_dump_json(by_alias=True, exclude_none=True).encode()).hexdigest()
+        return spec, digest
+
+    def _site(self, spec: RunSpec, sites: Mapping[Any, Any]) -> tuple[str, SiteSpec]:
+        mine = {name: s for (ns, name), s in _site_items(sites) if ns == self.namespace}
+        name = spec.site
+        if name is None:
+            if len(mine) != 1:
+                raise RunBlockedError(
+                    "SiteReady", "SiteRequired", f"spec.site: required ({len(mine)} Sites in namespace)"
+                )
+            name = next(iter(mine))
+        if name not in mine:
+            raise RunBlockedError("SiteReady", "SiteNotFound", f"spec.site: no Site {name!r} in {self.namespace}")
+        try:
+            return name, SiteSpec.model_validate(mine[name])
+        except ValidationError as err:
+            raise RunBlockedError("SiteReady", "SiteInvalid", f"Site {name!r}: {err}") from err
+
+    def _planner_config(self, spec: RunSpec, site: SiteSpec) -> PlannerConfig:
+        cores = max(site.capacity.cores, 1)
+        capacity = Capacity(cores=cores, ram=cores * RAM_PER_CORE_GIB, gpus=site.capacity.gpus)
+        return PlannerConfig(capacity=capacity, retry=spec.retry or DEFAULT_RETRY, priority=float(spec.priority))
+
+    def _placement(self, name: str, site: SiteSpec, storage: RunStorage, spec: RunSpec) -> SitePlacement:
+        paths = {str(storage.root.parent.parent)}
+        if site.storage.path:
+            paths.add(site.storage.path)
+        for value in resolve_inputs(spec.inputs).values():
+            for item in value if isinstance(value, list) else [value]:
+                paths.add(str(_parent_dir(item)))
+        return SitePlacement(
+            name=name,
+            node_selector=dict(site.compute.node_selector),
+            toleration=site.compute.toleration,
+            host_paths=tuple(sorted(_outermost(paths))),
+        )
+
+    def _ref(self) -> RunRef:
+        return RunRef(self.name, self.namespace, self.uid, self.priority)
+
+    # ------------------------------------------------------------------------------------------- step
+
+    async def step(
+        self,
+        jobs: Iterable[JobSeen],
+        pods: Iterable[PodSeen],
+        sites: Mapping[Any, Any],
+    ) -> None:
+        """One reconcile: apply spec changes, take finished Jobs, start what may start, write the status."""
+        assert self.planner is not None
+        spec = self.spec()
+        await self._apply_spec(spec)
+        await self._observe({j.name: j for j in jobs}, {p.job: p for p in pods})
+        await self._resolve_dynamic()
+        if not spec.suspend and not self.planner.finished:
+            await self._launch(spec, self._site_limit(sites))
+        self._report(spec)
+        await self._write_status(spec)
+
+    def _site_limit(self, sites: Mapping[Any, Any]) -> int:
+        assert self.site is not None and self.site_spec is not None
+        for (ns, name), raw in _site_items(sites):
+            if ns == self.namespace and name == self.site.name:
+                with contextlib.suppress(ValidationError):  # keep the last valid spec
+                    self.site_spec = SiteSpec.model_validate(raw)
+        return self.site_spec.compute.max_parallel
+
+    async def _apply_spec(self, spec: RunSpec) -> None:
+        assert self.planner is not None
+        if spec.priority != self.priority:
+            self.log.info(f"run {self.key}: priority {self.priority} → {spec.priority}")
+            self.priority = spec.priority
+            self.planner.set_priority(float(spec.priority))
+        if spec.retry_failed > self.retry_applied:
+            await self._retry_failed(spec.retry_failed)
+
+    async def _retry_failed(self, requested: int) -> None:
+        """Failed tasks get one more attempt, successes stay; recorded as Retrying(now) with the request mark."""
+        assert self.planner is not None
+        revived = self.planner.retry_failed()
+        now = time.time()
+        records = [
+            self.planner.record(tid).model_copy(update={"state": TaskState.RETRYING, "not_before": now})
+            for tid in revived
+        ]
+        await self.shared.store.save_records(
+            self.uid, records, message="retry-failed requested", retry_failed_applied=requested
+        )
+        self.retry_applied = requested
+        self.finished_at = None
+        self.log.info(f"run {self.key}: retry-failed #{requested} revived {len(revived)} task(s)")
+
+    async def _observe(self, jobs: Mapping[str, JobSeen], pods: Mapping[str, PodSeen]) -> None:
+        now = time.monotonic()
+        missing: list[str] = []
+        for tid, flight in list(self.inflight.items()):
+            job = jobs.get(flight.job)
+            if job is None:
+                if flight.created_at is None or now - flight.created_at > self.shared.settings.job_grace_s:
+                    missing.append(tid)
+                continue
+            if job.finished is None:
+                continue
+            pod = pods.get(flight.job)
+            if job.finished == "Failed" and not pod_is_final(pod):
+                flight.finished_seen_at = flight.finished_seen_at or now
+                if now - flight.finished_seen_at < POD_WAIT_S:
+                    continue
+            await self._finish(tid, flight, outcome(job, pod))
+        if missing:
+            assert self.planner is not None
+            await self._create_jobs([self.planner.tasks[tid] for tid in missing])
+
+    async def _finish(self, tid: str, flight: InFlight, seen: Outcome) -> None:
+        assert self.planner is not None and self.storage is not None
+        task = self.planner.tasks[tid]
+        attempt, requested = task.attempt, task.resources
+        seen = self._take_outcome(task, seen)
+        crash_point("after-finish-before-record")
+        usage = seen.usage
+        if usage is not None:
+            usage = {**usage, **metrics.profile_summary(usage, requested)}
+        await self.shared.store.save_finished(
+            self.uid,
+            Finished(
+                record=self.planner.record(tid),
+                attempt=attempt,
+                job=flight.job,
+                outcome=seen.reason,
+                exit_code=seen.exit_code,
+                message=seen.message or None,
+                usage=usage,
+            ),
+        )
+        metrics.observe_attempt(task.executable.name, seen.reason, seen.usage, requested)
+        del self.inflight[tid]
+        if self.shared.settings.finished_jobs is FinishedJobs.DELETE:
+            await self.shared.kube.delete_job(self.namespace, flight.job)
+
+    def _take_outcome(self, task: Task, seen: Outcome) -> Outcome:
+        """Tell the planner; a Job that succeeded without writing its outputs (or a bad list) is an Error."""
+        assert self.planner is not None and self.storage is not None
+        if seen.succeeded:
+            outputs = self.storage.outputs(task.id, task.executable)
+            missing = missing_outputs(outputs)
+            if missing:
+                seen = Outcome("Error", seen.exit_code, f"exited 0 but did not write {missing}", seen.usage)
+            else:
+                try:
+                    lists = {port: read_list(outputs[port]) for port in self.planner.list_ports(task.id)}
+                except ValueError as err:
+                    seen = Outcome("Error", seen.exit_code, str(err), seen.usage)
+                else:
+                    self.planner.succeed(task.id, outputs, lists)
+                    return seen
+        failure = f"{seen.reason}: {seen.message}" if seen.message else seen.reason
+        state = self.planner.fail(task.id, time.time(), failure, oom=seen.reason == "OOMKilled")
+        self.log.info(f"run {self.key}: {task.id} attempt {task.attempt} {seen.reason} → {state.value}")
+        return seen
+
+    async def _resolve_dynamic(self) -> None:
+        assert self.planner is not None
+        for task, value in self.planner.pending_dynamic():
+            dynamic = task.executable.resources.dynamic
+            assert dynamic is not None
+            try:
+                self.planner.resolve_dynamic(task.id, read_dynamic(value, dynamic.function))
+            except (OSError, ValueError, TypeError) as err:
+                message = f"dynamic resources from {value}: {err}"
+                self.planner.reject_dynamic(task.id, message)
+                await self.shared.store.save_records(self.uid, [self.planner.record(task.id)], message=message)
+
+    async def _launch(self, spec: RunSpec, site_limit: int) -> None:
+        assert self.planner is not None
+        running = len(self.inflight)
+        self._report(spec)
+        wanted = min(spec.max_parallel - running, self.planner.counts[TaskState.READY] + self._due_retries())
+        grant = self.shared.board.grant(self.site_key, self.key, site_limit, wanted)
+        if grant <= 0:
+            return
+        tasks = self.planner.take(time.time(), None, limit=grant)
+        if not tasks:
+            return
+        for task in tasks:
+            self.inflight[task.id] = InFlight(job_name(self._ref(), task.id, task.attempt), time.monotonic())
+        self._report(spec)  # before any await: other Runs at this Site see the slots as taken
+        await self.shared.store.save_started(self.uid, [self._started(t) for t in tasks])
+        crash_point("after-record-before-job")
+        await self._create_jobs(tasks)
+        crash_point("after-job-before-status")
+
+    def _due_retries(self) -> int:
+        assert self.planner is not None
+        due = self.planner.next_retry_at()
+        return self.planner.counts[TaskState.RETRYING] if due is not None and due <= time.time() else 0
+
+    def _started(self, task: Task) -> Started:
+        assert self.site is not None
+        return Started(
+            record=self.planner.record(task.id),  # type: ignore[union-attr]
+            job=self.inflight[task.id].job,
+            site=self.site.name,
+            executable=task.executable.name,
+            requested=task.resources.model_dump(mode="json", exclude={"dynamic"}),
+        )
+
+    async def _create_jobs(self, tasks: list[Task]) -> None:
+        await self.shared.kube.ensure_priority_class(self.priority)
+        results = await asyncio.gather(*(self._create_job(t) for t in tasks), return_exceptions=True)
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, BaseException):
+                await self._creation_failed(task, result)
+
+    async def _create_job(self, task: Task) -> None:
+        job = self._job(task)
+        async with self.shared.create_slots:
+            created = await self.shared.kube.create_job(job)
+        flight = self.inflight.get(task.id)
+        if flight is not None:
+            flight.created_at = time.monotonic()
+        if created:
+            assert self.site is not None
+            metrics.JOBS_CREATED.labels(self.site.name).inc()
+
+    async def _creation_failed(self, task: Task, error: BaseException) -> None:
+        """A refused Job (4xx) fails the task for good with the API's reason; anything else is retried."""
+        assert self.planner is not None
+        if isinstance(error, ApiException) and _refused(error.status):
+            message = f"Job refused by the API server ({error.status}): {_api_message(error)}"
+            self.planner.fail(task.id, time.time(), message, permanent=True)
+            self.inflight.pop(task.id, None)
+            await self.shared.store.save_records(self.uid, [self.planner.record(task.id)], message=message)
+            self.log.error(f"run {self.key}: {task.id}: {message}")
+            return
+        flight = self.inflight.get(task.id)
+        if flight is not None:
+            flight.created_at = None  # created again at the next reconcile
+        self.log.warning(f"run {self.key}: creating the Job of {task.id} failed, will retry: {error!r}")
+
+    def _job(self, task: Task) -> dict[str, Any]:
+        assert self.planner is not None and self.storage is not None and self.site is not None
+        self.storage.prepare(task.id)
+        outputs = self.storage.outputs(task.id, task.executable)
+        inputs = self.planner.task_inputs(task.id)
+        args: list[str] = []
+        env = {
+            "SGS_RUN": self.name,
+            "SGS_RUN_UID": self.uid,
+            "SGS_TASK_ID": task.id,
+            "SGS_ATTEMPT": str(task.attempt),
+            "SGS_OUTPUT_DIR": str(self.storage.task_dir(task.id)),
+        }
+        for port in task.executable.inputs:
+            if port.name in inputs:
+                value = self.storage.materialise(task.id, port.name, inputs[port.name])
+                args.append(f"--{port.name}={value}")
+                env[f"SGS_INPUT_{port.name.upper()}"] = value
+        for out in task.executable.outputs:
+            args.append(f"--{out.name}={outputs[out.name]}")
+            env[f"SGS_OUTPUT_{out.name.upper()}"] = outputs[out.name]
+        attempt = TaskAttempt(
+            tid=task.id,
+            attempt=task.attempt,
+            argv=command_argv(task.executable.command, args),
+            resources=task.resources,
+            image=task.executable.image or self.shared.settings.default_image,
+            env=env,
+        )
+        return build_job(self._ref(), self.site, attempt, self.shared.settings.tmpdir_mount)
+
+    # ------------------------------------------------------------------------------------------- status
+
+    def _report(self, spec: RunSpec) -> None:
+        assert self.planner is not None
+        ready = 0 if spec.suspend or self.planner.finished else self.planner.counts[TaskState.READY]
+        self.shared.board.report(self.site_key, self.key, self.priority, len(self.inflight), ready)
+
+    def leave(self) -> None:
+        if self.site is not None:
+            self.shared.board.leave(self.site_key, self.key)
+
+    def status(self, spec: RunSpec) -> RunStatus:
+        assert self.planner is not None and self.site is not None
+        counts = task_counts(self.planner)
+        phase = run_phase(self.planner, spec.suspend)
+        if phase in (RunPhase.SUCCEEDED, RunPhase.FAILED):
+            self.finished_at = self.finished_at or utc_now()
+        else:
+            self.finished_at = None
+        conditions = [
+            condition("PipelineReady", True, "PipelineReady"),
+            condition("SiteReady", True, "SiteResolved", f"dispatched to {self.site.name}"),
+            condition("Suspended", spec.suspend, "Suspended" if spec.suspend else "NotSuspended"),
+            condition(
+                "Complete",
+                phase is RunPhase.SUCCEEDED,
+                phase.value,
+                f"{counts.succeeded}/{counts.total} tasks succeeded, {counts.failed} failed",
+            ),
+        ]
+        return RunStatus(
+            phase=phase,
+            site=self.site.name,
+            tasks=counts,
+            progress=f"{counts.succeeded}/{counts.total}",
+            start_time=self.started_at,
+            completion_time=self.finished_at,
+            failed_tasks=failed_tasks(self.planner),
+            task_table=self.shared.store.table_pointer(self.uid),
+            observed_generation=self.body["metadata"].get("generation"),
+            conditions=conditions,
+        )
+
+    async def _write_status(self, spec: RunSpec) -> None:
+        status = self.status(spec)
+        comparable = status.model_dump(mode="json", exclude={"conditions"})
+        if comparable == self._last_status:
+            return
+        previous = (self.body.get("status") or {}).get("conditions") or []
+        status.conditions = merge_conditions(previous, status.conditions, utc_now())
+        crash_point("before-status-patch")
+        await self.shared.kube.patch_status(self.namespace, "runs", self.name, status_patch(status))
+        self._last_status = comparable
+
+    async def _write_blocked_status(self, blocked: RunBlockedError) -> None:
+        previous = self.body.get("status") or {}
+        conditions = [condition(blocked.kind, False, blocked.reason, str(blocked))]
+        status = RunStatus(
+            phase=RunPhase.PENDING,
+            observed_generation=self.body["metadata"].get("generation"),
+            conditions=merge_conditions(previous.get("conditions") or [], conditions, utc_now()),
+        )
+        comparable = status.model_dump(mode="json", exclude={"conditions"}) | {"blocked": str(blocked)}
+        if comparable == self._last_status:
+            return
+        await self.shared.kube.patch_status(self.namespace, "runs", self.name, status_patch(status))
+        self._last_status = comparable
+
+
+def _site_items(sites: Mapping[Any, Any]) -> list[tuple[tuple[str, str], Mapping[str, Any]]]:
+    """(namespace, name) → spec from the Site index (a kopf Index: key → store of values)."""
+    items = []
+    for key, store in sites.items():
+        for spec in store:
+            items.append((key, spec))
+    return items
+
+
+def _parent_dir(path: str) -> str:
+    return str(PurePosixPath(path).parent)
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    """Drop paths inside another one: one host mount each."""
+    chosen: list[str] = []
+    for path in sorted(set(paths), key=len):
+        if not any(path == c or path.startswith(c.rstrip("/") + "/") for c in chosen):
+            chosen.append(path)
+    return chosen
+
+
+def _ready_message(status: Mapping[str, Any]) -> str:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return str(cond.get("message") or cond.get("reason") or "")
+    return ""
+
+
+def _status_time(body: Mapping[str, Any], field_name: str) -> datetime | None:
+    value = (body.get("status") or {}).get(field_name)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+
+
+def _refused(status: int | None) -> bool:
+    return status is not None and 400 <= status < 500 and status not in CLIENT_ERRORS_TO_RETRY
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or b"").get("message", error.reason))
+    except (TypeError, ValueError):
+        return str(error.reason)

@@ -1,0 +1,131 @@
+"""The few Kubernetes calls the operator makes, on one shared kubernetes_asyncio client.
+
+Responses are read as plain JSON (``_preload_content=False``): the generated model classes cost more CPU than
+the API server's own work at thousands of Jobs a second.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from sgs.model.base import GROUP, VERSION
+from sgs_operator.naming import MANAGED_BY, priority_class_name
+
+CONFLICT = 409
+NOT_FOUND = 404
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.scheduling = client.SchedulingV1Api(api)
+        self._priority_classes: set[int] = set()
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None, pool_size: int = 64) -> Kube:
+        configuration = client.Configuration()
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        configuration.connection_pool_maxsize = pool_size
+        return cls(client.ApiClient(configuration))
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def create_job(self, job: Any) -> bool:
+        """Create a Job; False when one of that name exists already (a restart re-creating it: no harm)."""
+        try:
+            response: Any = await self.batch.create_namespaced_job(
+                job["metadata"]["namespace"], job, _preload_content=False
+            )
+            response.release()
+        except ApiException as err:
+            if err.status == CONFLICT:
+                return False
+            raise
+        return True
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            response: Any = await self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", _preload_content=False
+            )
+            response.release()
+        except ApiException as err:
+            if err.status != NOT_FOUND:
+                raise
+
+    async def ensure_priority_class(self, priority: int) -> str:
+        """The PriorityClass a Run's Jobs name (one per priority value, created once)."""
+        name = priority_class_name(priority)
+        if priority in self._priority_classes:
+            return name
+        body: Any = {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name, "labels": dict(MANAGED_BY)},
+            "value": priority,
+            "preemptionPolicy": "Never",  # a Run's priority orders the queue; it does not evict running tasks
+            "description": f"sgs Runs of priority {priority}",
+        }
+        try:
+            response: Any = await self.scheduling.create_priority_class(body, _preload_content=False)
+            response.release()
+        except ApiException as err:
+            if err.status != CONFLICT:
+                raise
+        self._priority_classes.add(priority)
+        return name
+
+    async def get_object(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, _preload_content=False
+            )
+        except ApiException as err:
+            if err.status == NOT_FOUND:
+                return None
+            raise
+        return await _json(response)
+
+    async def patch_status(self, namespace: str, plural: str, name: str, patch: dict[str, Any]) -> None:
+        custom: Any = self.custom  # the stubs omit _content_type, which the client accepts
+        response = await custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, plural, name, patch, _content_type=MERGE_PATCH, _preload_content=False
+        )
+        response.release()
+
+    async def patch_spec(self, namespace: str, plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        custom: Any = self.custom
+        response = await custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"spec": spec},
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        )
+        return await _json(response)
+
+    async def nodes(self, selector: dict[str, str]) -> list[dict[str, Any]]:
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        response = await self.core.list_node(label_selector=label_selector, _preload_content=False)
+        items: list[dict[str, Any]] = (await _json(response)).get("items", [])
+        return items
+
+
+async def _json(response: Any) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(await response.read())
+    finally:
+        response.release()
+    return data

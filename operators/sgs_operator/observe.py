@@ -1,0 +1,124 @@
+"""What the operator watches, reduced to what the planner needs: Jobs and their pods, per Run.
+
+Index functions (``job_entry``, ``pod_entry``) turn watched objects into small frozen values; ``outcome``
+turns a finished Job (and its pod, when known) into the reason the planner is told.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sgs_operator.naming import ANNOTATION_TASK_ID, ANNOTATION_USAGE, LABEL_ATTEMPT, LABEL_RUN
+
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+
+
+@dataclass(frozen=True)
+class JobSeen:
+    name: str
+    tid: str
+    attempt: int
+    finished: str | None  # Complete or Failed
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PodSeen:
+    name: str
+    job: str
+    phase: str
+    reason: str | None  # container terminated reason: Completed, Error, OOMKilled, DeadlineExceeded
+    exit_code: int | None
+    message: str
+    usage: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    reason: str
+    exit_code: int | None
+    message: str
+    usage: dict[str, Any] | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.reason == "Completed"
+
+
+def run_key(namespace: str | None, labels: Mapping[str, str]) -> tuple[str, str]:
+    return (namespace or "", labels.get(LABEL_RUN, ""))
+
+
+def job_entry(
+    name: str, annotations: Mapping[str, str], labels: Mapping[str, str], status: Mapping[str, Any]
+) -> JobSeen:
+    finished, reason, message = None, "", ""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            finished, reason, message = cond["type"], cond.get("reason") or "", cond.get("message") or ""
+    return JobSeen(
+        name=name,
+        tid=annotations.get(ANNOTATION_TASK_ID, ""),
+        attempt=int(labels.get(LABEL_ATTEMPT, "0")),
+        finished=finished,
+        reason=reason,
+        message=message,
+    )
+
+
+def pod_entry(
+    name: str, annotations: Mapping[str, str], labels: Mapping[str, str], status: Mapping[str, Any]
+) -> PodSeen:
+    job = next((labels[k] for k in JOB_NAME_LABELS if k in labels), "")
+    reason: str | None = None
+    exit_code: int | None = None
+    message = status.get("message") or ""
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            reason = terminated.get("reason") or ("Completed" if terminated.get("exitCode") == 0 else "Error")
+            exit_code = terminated.get("exitCode")
+            message = terminated.get("message") or message
+            break
+    return PodSeen(
+        name=name,
+        job=job,
+        phase=status.get("phase") or "Pending",
+        reason=reason,
+        exit_code=exit_code,
+        message=message,
+        usage=parse_usage(annotations.get(ANNOTATION_USAGE)),
+    )
+
+
+def parse_usage(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def pod_is_final(pod: PodSeen | None) -> bool:
+    return pod is not None and pod.phase in ("Succeeded", "Failed") and pod.reason is not None
+
+
+def outcome(job: JobSeen, pod: PodSeen | None) -> Outcome:
+    usage = pod.usage if pod is not None else None
+    exit_code = pod.exit_code if pod is not None else None
+    if job.finished == "Complete":
+        return Outcome("Completed", exit_code if exit_code is not None else 0, "", usage)
+    if job.reason == "DeadlineExceeded" or (pod is not None and pod.reason == "DeadlineExceeded"):
+        return Outcome("DeadlineExceeded", exit_code, job.message or "walltime exceeded", usage)
+    if pod is not None and pod.reason == "OOMKilled":
+        return Outcome("OOMKilled", exit_code, pod.message or "memory limit exceeded", usage)
+    detail = pod.message if pod is not None and pod.message else job.message or job.reason
+    if exit_code is not None:
+        detail = f"exit code {exit_code}" + (f": {detail}" if detail else "")
+    return Outcome("Error", exit_code, detail, usage)

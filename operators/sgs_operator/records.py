@@ -1,0 +1,247 @@
+"""Per-task records in PostgreSQL: what a Run's status points at, and what a restarted operator replays.
+
+Two tables keyed by the Run's UID (a re-created Run with the same name starts afresh): ``sgs_task`` holds
+the latest record of every task the planner has touched (the planner's ``TaskRecord`` plus the Job, the
+resources asked for and used, the outcome), ``sgs_task_attempt`` one row per attempt. The write that says a
+task is Running happens *before* its Job is created, so a crash can never leave a Job nobody knows of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from sgs.planner import TaskRecord
+
+SCHEMA_LOCK = 0x5365_0008  # advisory lock: operators starting together create the schema once
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sgs_run (
+    uid text PRIMARY KEY,
+    namespace text NOT NULL,
+    name text NOT NULL,
+    pipeline text NOT NULL,
+    pipeline_digest text NOT NULL,
+    retry_failed_applied integer NOT NULL DEFAULT 0,
+    created timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS sgs_task (
+    run_uid text NOT NULL REFERENCES sgs_run (uid) ON DELETE CASCADE,
+    task text NOT NULL,
+    state text NOT NULL,
+    attempt integer NOT NULL,
+    record jsonb NOT NULL,
+    job text,
+    site text,
+    executable text,
+    requested jsonb,
+    usage jsonb,
+    exit_code integer,
+    reason text,
+    message text,
+    started timestamptz,
+    ended timestamptz,
+    PRIMARY KEY (run_uid, task)
+);
+CREATE TABLE IF NOT EXISTS sgs_task_attempt (
+    run_uid text NOT NULL REFERENCES sgs_run (uid) ON DELETE CASCADE,
+    task text NOT NULL,
+    attempt integer NOT NULL,
+    job text NOT NULL,
+    state text NOT NULL,
+    reason text,
+    exit_code integer,
+    message text,
+    requested jsonb,
+    usage jsonb,
+    started timestamptz,
+    ended timestamptz,
+    PRIMARY KEY (run_uid, task, attempt)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Started:
+    record: TaskRecord
+    job: str
+    site: str
+    executable: str
+    requested: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Finished:
+    record: TaskRecord  # the task after the planner took the outcome (Succeeded, Retrying or Failed)
+    attempt: int  # the attempt that ended
+    job: str
+    outcome: str  # Completed, Error, OOMKilled, DeadlineExceeded, ...
+    exit_code: int | None
+    message: str | None
+    usage: dict[str, Any] | None
+
+
+class TaskStore:
+    def __init__(self, pool: AsyncConnectionPool[Any], dsn: str) -> None:
+        self.pool = pool
+        self.dsn = dsn
+
+    @classmethod
+    async def open(cls, dsn: str, max_size: int = 8) -> TaskStore:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=max_size, open=False)
+        await pool.open(wait=True, timeout=30)
+        store = cls(pool, dsn)
+        await store._create_schema()
+        return store
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _create_schema(self) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            await conn.execute(SCHEMA)
+
+    def table_pointer(self, run_uid: str) -> str:
+        """Where a Run's records are, without credentials: postgresql://host:port/db#sgs_task?run_uid=..."""
+        return f"{redacted_dsn(self.dsn)}#sgs_task?run_uid={run_uid}"
+
+    async def ensure_run(self, uid: str, namespace: str, name: str, pipeline: str, digest: str) -> int:
+        """Register the Run (idempotent); returns how many retry-failed requests were already applied."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO sgs_run (uid, namespace, name, pipeline, pipeline_digest) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (uid) DO NOTHING",
+                (uid, namespace, name, pipeline, digest),
+            )
+            cur = await conn.execute("SELECT retry_failed_applied FROM sgs_run WHERE uid = %s", (uid,))
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def load(self, run_uid: str) -> list[TaskRecord]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT record FROM sgs_task WHERE run_uid = %s", (run_uid,))
+            rows = await cur.fetchall()
+        return [TaskRecord.model_validate(row[0]) for row in rows]
+
+    async def save_started(self, run_uid: str, started: Sequence[Started]) -> None:
+        if not started:
+            return
+        now = datetime.now(UTC)
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO sgs_task (run_uid, task, state, attempt, record, job, site, executable, requested,"
+                " started, ended, usage, exit_code, reason, message)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, NULL, NULL, NULL)"
+                " ON CONFLICT (run_uid, task) DO UPDATE SET state = excluded.state, attempt = excluded.attempt,"
+                " record = excluded.record, job = excluded.job, site = excluded.site,"
+                " executable = excluded.executable, requested = excluded.requested, started = excluded.started,"
+                " ended = NULL, usage = NULL, exit_code = NULL, reason = NULL, message = NULL",
+                [
+                    (
+                        run_uid,
+                        s.record.id,
+                        s.record.state.value,
+                        s.record.attempt,
+                        _record(s.record),
+                        s.job,
+                        s.site,
+                        s.executable,
+                        Jsonb(s.requested),
+                        now,
+                    )
+                    for s in started
+                ],
+            )
+            await cur.executemany(
+                "INSERT INTO sgs_task_attempt (run_uid, task, attempt, job, state, requested, started)"
+                " VALUES (%s, %s, %s, %s, 'Running', %s, %s) ON CONFLICT (run_uid, task, attempt) DO NOTHING",
+                [(run_uid, s.record.id, s.record.attempt, s.job, Jsonb(s.requested), now) for s in started],
+            )
+
+    async def save_finished(self, run_uid: str, done: Finished) -> None:
+        now = datetime.now(UTC)
+        rec = done.record
+        usage = Jsonb(done.usage) if done.usage is not None else None
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE sgs_task SET state = %s, attempt = %s, record = %s, usage = %s, exit_code = %s,"
+                " reason = %s, message = %s, ended = %s WHERE run_uid = %s AND task = %s",
+                (
+                    rec.state.value,
+                    rec.attempt,
+                    _record(rec),
+                    usage,
+                    done.exit_code,
+                    done.outcome,
+                    done.message,
+                    now,
+                    run_uid,
+                    rec.id,
+                ),
+            )
+            await conn.execute(
+                "UPDATE sgs_task_attempt SET state = %s, reason = %s, exit_code = %s, message = %s, usage = %s,"
+                " ended = %s WHERE run_uid = %s AND task = %s AND attempt = %s",
+                (done.outcome, done.outcome, done.exit_code, done.message, usage, now, run_uid, rec.id, done.attempt),
+            )
+
+    async def save_records(
+        self,
+        run_uid: str,
+        records: Iterable[TaskRecord],
+        *,
+        message: str | None = None,
+        retry_failed_applied: int | None = None,
+    ) -> None:
+        """Records changed without a Job (revived, failed before start); with the retry-failed mark, atomically."""
+        rows = [(run_uid, r.id, r.state.value, r.attempt, _record(r), message) for r in records]
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            if rows:
+                await cur.executemany(
+                    "INSERT INTO sgs_task (run_uid, task, state, attempt, record, message)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_uid, task) DO UPDATE SET"
+                    " state = excluded.state, attempt = excluded.attempt, record = excluded.record,"
+                    " message = excluded.message",
+                    rows,
+                )
+            if retry_failed_applied is not None:
+                await cur.execute(
+                    "UPDATE sgs_run SET retry_failed_applied = %s WHERE uid = %s", (retry_failed_applied, run_uid)
+                )
+
+    async def task_rows(self, run_uid: str) -> list[dict[str, Any]]:
+        """Every recorded task of a Run, as dicts (for the CLI, the console and tests)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT task, state, attempt, job, site, executable, requested, usage, exit_code, reason, message,"
+                " started, ended FROM sgs_task WHERE run_uid = %s ORDER BY task",
+                (run_uid,),
+            )
+            names = [d.name for d in cur.description or []]
+            return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+
+
+def _record(record: TaskRecord) -> Jsonb:
+    return Jsonb(record.model_dump(mode="json"))
+
+
+def redacted_dsn(dsn: str) -> str:
+    """postgresql://host:port/dbname, whatever form the DSN came in, without user or password."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+        return f"postgresql://{host}{port}{parts.path}"
+    info = conninfo_to_dict(dsn)
+    host = str(info.get("host") or "localhost")
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"postgresql://{host}{port}/{info.get('dbname', '')}"

@@ -1,0 +1,48 @@
+"""Start the operator: in this process (``sgs operator``) or embedded in a thread (tests, dev stack)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import kopf
+
+from sgs_operator.settings import OperatorSettings
+
+
+def operator_kwargs(settings: OperatorSettings) -> dict[str, object]:
+    import sgs_operator.handlers  # noqa: F401  (registers the handlers)
+
+    return {
+        "standalone": True,  # one operator per cluster scope; no KopfPeering objects needed
+        "clusterwide": not settings.namespaces,
+        "namespaces": settings.namespaces,
+        "memo": kopf.Memo(settings=settings),
+    }
+
+
+def run(settings: OperatorSettings) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM stop it cleanly)."""
+    asyncio.run(kopf.operator(**operator_kwargs(settings)))  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def embedded(settings: OperatorSettings, timeout_s: float = 60) -> Iterator[None]:
+    """The operator in a background thread, ready when entered, stopped when left (kopf example 12)."""
+    ready, stop = threading.Event(), threading.Event()
+
+    def serve() -> None:
+        asyncio.run(kopf.operator(ready_flag=ready, stop_flag=stop, **operator_kwargs(settings)))  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=serve, name="sgs-operator", daemon=True)
+    thread.start()
+    if not ready.wait(timeout_s):
+        stop.set()
+        raise TimeoutError(f"the operator did not get ready in {timeout_s:.0f} s")
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout_s)

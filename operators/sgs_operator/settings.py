@@ -1,0 +1,41 @@
+"""Operator settings: environment (``SGS_OPERATOR_*``) or the ``sgs operator`` options."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FinishedJobs(StrEnum):
+    KEEP = "keep"  # visible to `kubectl get jobs` until the Run is deleted
+    DELETE = "delete"  # removed once their outcome is recorded: etcd stays small for 100k-task Runs
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SGS_OPERATOR_", extra="ignore")
+
+    dsn: str = Field(description="PostgreSQL DSN of the task table (psycopg conninfo or URL).")
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces served; empty = all.")
+    kubeconfig: str | None = Field(default=None, description="Kubeconfig path; default $KUBECONFIG.")
+    reconcile_interval: float = Field(default=1.0, gt=0, description="Seconds between reconciles of a Run.")
+    create_concurrency: int = Field(default=32, ge=1, le=512, description="Job creations in flight at once.")
+    job_grace_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A Job this operator created is trusted to exist for this long before "
+        "the watch shows it; after that it is created again (same name, so at most once).",
+    )
+    finished_jobs: FinishedJobs = Field(default=FinishedJobs.KEEP)
+    default_image: str = Field(
+        default="ghcr.io/sgs/task-runner:latest",
+        description="Image of executables that name none (the process provider ignores it).",
+    )
+    tmpdir_mount: str = Field(default="/sgs/tmp", description="Where the TMPDIR emptyDir is mounted.")
+    webhook_host: str = Field(default="127.0.0.1", description="Address the API server reaches the webhook at.")
+    webhook_port: int = Field(default=0, ge=0, le=65535, description="Webhook port; 0 = any free port.")
+    webhook: bool = Field(default=True, description="Serve the validating admission webhook.")
+    webhook_name: str = Field(default="sgs-operator.sgs.io", description="ValidatingWebhookConfiguration name.")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus /metrics port.")
+    site_check_interval: float = Field(default=10.0, gt=0, description="Seconds between Site readiness checks.")

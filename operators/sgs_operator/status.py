@@ -1,0 +1,86 @@
+"""The compact Run status: counts, phase, conditions, times, a bounded list of failures, a table pointer.
+
+Its size does not grow with the number of tasks (the per-task records are in PostgreSQL), so a 100k-task Run
+stays far from etcd's object limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sgs.model.base import Condition, ConditionStatus
+from sgs.model.run import MAX_FAILED_TASKS, FailedTask, RunPhase, RunStatus, TaskCounts
+from sgs.planner import Planner, TaskState
+from sgs.planner import RunPhase as PlannerPhase
+
+_COUNT_FIELDS = {
+    TaskState.WAITING: "waiting",
+    TaskState.READY: "ready",
+    TaskState.RUNNING: "running",
+    TaskState.RETRYING: "retrying",
+    TaskState.SUCCEEDED: "succeeded",
+    TaskState.FAILED: "failed",
+    TaskState.SKIPPED: "skipped",
+}
+
+
+def task_counts(planner: Planner) -> TaskCounts:
+    counts: dict[str, int] = {_COUNT_FIELDS[state]: n for state, n in planner.counts.items()}
+    return TaskCounts(total=len(planner.tasks), **counts)
+
+
+def run_phase(planner: Planner, suspended: bool) -> RunPhase:
+    phase = planner.phase
+    if phase is PlannerPhase.SUCCEEDED:
+        return RunPhase.SUCCEEDED
+    if phase is PlannerPhase.FAILED:
+        return RunPhase.FAILED
+    if suspended and not planner.counts[TaskState.RUNNING]:
+        return RunPhase.SUSPENDED
+    return RunPhase.RUNNING if phase is PlannerPhase.RUNNING else RunPhase.PENDING
+
+
+def failed_tasks(planner: Planner, limit: int = MAX_FAILED_TASKS) -> list[FailedTask]:
+    """The first tasks that failed for good, in the order they failed (bounded)."""
+    failed = sorted((t for t in planner.tasks.values() if t.state is TaskState.FAILED), key=lambda t: t.finished_seq)
+    return [failed_entry(t.id, t.attempt, t.failure or "") for t in failed[:limit]]
+
+
+def failed_entry(tid: str, attempt: int, failure: str) -> FailedTask:
+    reason, _, message = failure.partition(": ")
+    return FailedTask(task=tid, attempt=attempt, reason=reason or "Failed", message=message[:1024])
+
+
+def condition(kind: str, ok: bool, reason: str, message: str = "") -> Condition:
+    return Condition(
+        type=kind,
+        status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+        reason=reason,
+        message=message[:1024],
+    )
+
+
+def merge_conditions(previous: Iterable[Mapping[str, Any]], current: list[Condition], now: datetime) -> list[Condition]:
+    """Keep each condition's lastTransitionTime unless its status changed: kubectl shows real transitions."""
+    before = {c.get("type"): c for c in previous}
+    merged = []
+    for cond in current:
+        old = before.get(cond.type)
+        if old is not None and old.get("status") == cond.status.value and old.get("lastTransitionTime"):
+            stamp = datetime.fromisoformat(str(old["lastTransitionTime"]).replace("Z", "+00:00"))
+        else:
+            stamp = now
+        merged.append(cond.model_copy(update={"last_transition_time": stamp}))
+    return merged
+
+
+def status_patch(status: RunStatus) -> dict[str, Any]:
+    """The merge patch body: every field present (null clears), so a stale value never lingers."""
+    wire = status.model_dump(mode="json", by_alias=True, exclude_none=False)
+    return {"status": wire}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
