@@ -30,6 +30,9 @@ def _register_subcommands() -> None:
     from sgs.cli.demo import demo_command
 
     app.command("demo")(demo_command)
+    from sgs.cli.bridge import bridge_command
+
+    app.command("bridge")(bridge_command)
 
 
 _register_subcommands()

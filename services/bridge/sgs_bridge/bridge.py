@@ -1,0 +1,535 @@
+"""The bridge: one virtual node, its pods' lifecycle, and the kubelet API, over one provider.
+
+Level-triggered: a watch keeps a cache of the node's pods; a sweep (on every pod change, else every
+`poll_interval_s`) compares each pod with its backend job and writes what differs. Everything the sweep
+needs survives a restart: the job id is a pod annotation, the providers find a pod's job by its UID, and
+status is compared with what the pod already shows, so a restarted bridge re-adopts jobs and rewrites
+nothing it already wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgs_bridge import metrics
+from sgs_bridge.kubeapi import JSON, KubeClient, KubeError, WatchExpiredError, is_status
+from sgs_bridge.kubelet_api import KubeletServer, LogSource, serving_certificate
+from sgs_bridge.node import NodeIdentity, NodeKeeper
+from sgs_bridge.podspec import PodSpecError, TaskSpec, referenced_objects, task_from_pod
+from sgs_bridge.providers.base import BackendUnavailableError, Provider, SubmitRefusedError
+from sgs_bridge.state import JobState, Phase, failed_before_submit, now, pod_status, rfc3339
+
+log = logging.getLogger("sgs_bridge")
+JOB_ID_ANNOTATION = "sgs.io/job-id"
+PROVIDER_ANNOTATION = "sgs.io/provider"
+USAGE_ANNOTATION = "sgs.io/usage"
+COMPONENT = "sgs-bridge"
+CANCEL_GRACE_S = 30.0
+LOST_JOB_GRACE_S = 60.0
+
+
+@dataclass
+class BridgeConfig:
+    node_name: str
+    site: str
+    provider: str = "process"
+    kubeconfig: Path | None = None
+    port: int = 10250
+    address: str = "127.0.0.1"
+    workdir: Path | None = None
+    poll_interval_s: float = 1.0
+    lease_renew_s: float = 10.0
+    status_every_s: float = 30.0
+    submit_concurrency: int = 8
+    gpus: int = 0  # process provider: GPUs to advertise
+    slurm_partition: str | None = None
+    slurm_gpu_partition: str | None = None
+    slurm_extra_args: list[str] = field(default_factory=list)
+    apptainer: str | None = None  # path of apptainer: run the container image through it
+
+    @property
+    def root(self) -> Path:
+        return self.workdir or Path.home() / ".cache" / "sgs" / "bridge" / self.node_name
+
+
+def make_provider(config: BridgeConfig) -> Provider:
+    pods_root = config.root / "pods"
+    if config.provider == "process":
+        from sgs_bridge.providers.process import ProcessProvider
+
+        return ProcessProvider(pods_root, gpus=config.gpus)
+    if config.provider == "slurm":
+        from sgs_bridge.providers.slurm import SlurmProvider
+
+        return SlurmProvider(
+            pods_root,
+            partition=config.slurm_partition,
+            gpu_partition=config.slurm_gpu_partition,
+            extra_args=config.slurm_extra_args,
+            apptainer=config.apptainer,
+        )
+    raise ValueError(f"provider: must be 'process' or 'slurm', got {config.provider!r}")
+
+
+@dataclass
+class _Tracked:
+    pod: JSON
+    cancel_requested_at: float | None = None
+    unknown_since: float | None = None
+    finished: bool = False
+    busy: bool = False
+
+
+class Bridge:
+    """`await Bridge(config).run()` runs until cancelled; `ready` is set once the node is registered."""
+
+    def __init__(self, config: BridgeConfig, provider: Provider | None = None) -> None:
+        self.config = config
+        self.provider = provider or make_provider(config)
+        self.identity = NodeIdentity(config.node_name, config.site, self.provider.name, config.port, config.address)
+        self.ready = asyncio.Event()
+        self._pods: dict[str, _Tracked] = {}
+        self._wake = asyncio.Event()
+        self._kube: KubeClient | None = None
+        self._object_cache: dict[tuple[str, str, str], tuple[float, dict[str, str] | None]] = {}
+        self._pods_root = config.root / "pods"
+        self._base_env = dict(os.environ)
+
+    @property
+    def kube(self) -> KubeClient:
+        if self._kube is None:
+            raise RuntimeError("the bridge is not connected yet")
+        return self._kube
+
+    async def run(self) -> None:
+        self._kube = await KubeClient.connect(self.config.kubeconfig)
+        keeper = NodeKeeper(
+            self.kube,
+            self.provider,
+            self.identity,
+            lease_renew_s=self.config.lease_renew_s,
+            status_every_s=self.config.status_every_s,
+        )
+        cert, key = serving_certificate(self.config.root / "pki", self.identity.name, self.identity.address)
+        server = KubeletServer(self._log_source, host=self.config.address, port=self.config.port, cert=cert, key=key)
+        try:
+            await server.start()
+            await keeper.register()
+            await self._list_pods()
+            log.info(
+                "node %s (site %s, provider %s) registered; kubelet API on https://%s:%d",
+                self.identity.name,
+                self.identity.site,
+                self.provider.name,
+                self.config.address,
+                self.config.port,
+            )
+            self.ready.set()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(keeper.run(), name="node-heartbeat")
+                group.create_task(self._watch_pods(), name="pod-watch")
+                group.create_task(self._sweep_forever(), name="pod-sweep")
+        finally:
+            await server.stop()
+            await self.provider.close()
+            await self.kube.close()
+
+    # --- the pod cache -----------------------------------------------------------------------
+
+    @property
+    def _pods_path(self) -> str:
+        return "/api/v1/pods"
+
+    def _selector(self) -> dict[str, str]:
+        return {"fieldSelector": f"spec.nodeName={self.identity.name}"}
+
+    async def _list_pods(self) -> str:
+        listing = await self.kube.get(self._pods_path, self._selector())
+        seen = set()
+        for pod in listing.get("items") or []:
+            seen.add(pod["metadata"]["uid"])
+            self._remember(pod)
+        for uid in set(self._pods) - seen:
+            await self._forget(uid)
+        self._wake.set()
+        return str(listing["metadata"]["resourceVersion"])
+
+    async def _watch_pods(self) -> None:
+        version = await self._list_pods()
+        while True:
+            try:
+                async for event in self.kube.watch(
+                    self._pods_path, version, {**self._selector(), "timeoutSeconds": "300"}
+                ):
+                    version = event["object"].get("metadata", {}).get("resourceVersion", version)
+                    await self._on_event(event)
+            except WatchExpiredError:
+                version = await self._list_pods()
+            except Exception as error:  # a broken watch is listed again, never fatal
+                log.warning("pod watch ended (%s); listing again", error)
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    version = await self._list_pods()
+
+    async def _on_event(self, event: JSON) -> None:
+        kind, pod = event.get("type"), event.get("object", {})
+        if kind == "BOOKMARK":
+            return
+        uid = pod.get("metadata", {}).get("uid", "")
+        if kind == "DELETED":
+            await self._forget(uid)
+        else:
+            self._remember(pod)
+        self._wake.set()
+
+    def _remember(self, pod: JSON) -> None:
+        uid = pod["metadata"]["uid"]
+        tracked = self._pods.get(uid)
+        if tracked is None:
+            self._pods[uid] = _Tracked(pod)
+        else:
+            tracked.pod = pod
+
+    async def _forget(self, uid: str) -> None:
+        """The pod is gone from the API (force-deleted, or we deleted it): its job must not run on."""
+        tracked = self._pods.pop(uid, None)
+        if tracked is None or tracked.finished:
+            return
+        job_id = _annotations(tracked.pod).get(JOB_ID_ANNOTATION)
+        if job_id and not _terminal(tracked.pod):
+            with contextlib.suppress(BackendUnavailableError):
+                await self.provider.cancel(job_id, uid)
+
+    # --- the sweep -----------------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.config.poll_interval_s)
+            self._wake.clear()
+            try:
+                await self.sweep()
+            except BackendUnavailableError as error:
+                metrics.BACKEND_ERRORS.labels(self.provider.name, "observe").inc()
+                log.warning("backend unavailable: %s", error)
+            except KubeError as error:
+                log.warning("API error during sweep: %s", error)
+
+    async def sweep(self) -> None:
+        """One pass over every pod on the node."""
+        tracked = [t for t in self._pods.values() if not t.finished]
+        self._count_phases()
+        fresh = [t for t in tracked if not _job_id(t.pod) and not _terminal(t.pod) and not _deleting(t.pod)]
+        await self._bounded(self._submit(t) for t in fresh)
+        jobs = {_uid(t.pod): job for t in tracked if (job := _job_id(t.pod)) and not _terminal(t.pod)}
+        states = await self.provider.observe(jobs) if jobs else {}
+        await self._bounded(self._reconcile(t, states.get(_uid(t.pod))) for t in tracked)
+
+    async def _bounded(self, work: Iterable[Awaitable[None]]) -> None:
+        limit = asyncio.Semaphore(self.config.submit_concurrency)
+
+        async def one(item: Awaitable[None]) -> None:
+            async with limit:
+                await item
+
+        await asyncio.gather(*(one(item) for item in work))
+
+    def _count_phases(self) -> None:
+        counts: dict[str, int] = {"Pending": 0, "Running": 0, "Succeeded": 0, "Failed": 0}
+        for tracked in self._pods.values():
+            phase = tracked.pod.get("status", {}).get("phase", "Pending")
+            counts[phase] = counts.get(phase, 0) + 1
+        for phase, count in counts.items():
+            metrics.PODS.labels(self.provider.name, phase).set(count)
+
+    async def _submit(self, tracked: _Tracked) -> None:
+        pod = tracked.pod
+        try:
+            spec = await self._task_spec(pod)
+        except PodSpecError as error:
+            await self._fail_before_submit(pod, "InvalidPodSpec", str(error))
+            return
+        started = time.monotonic()
+        try:
+            job_id = await self.provider.submit(spec)
+        except SubmitRefusedError as error:
+            metrics.BACKEND_ERRORS.labels(self.provider.name, "submit").inc()
+            await self._fail_before_submit(pod, "SubmitRefusedError", f"{self.provider.name}: {error}")
+            return
+        except BackendUnavailableError as error:
+            metrics.BACKEND_ERRORS.labels(self.provider.name, "submit").inc()
+            log.warning("submit of %s deferred: %s", spec.key, error)
+            return
+        metrics.SUBMIT_SECONDS.labels(self.provider.name).observe(time.monotonic() - started)
+        annotations = {JOB_ID_ANNOTATION: job_id, PROVIDER_ANNOTATION: self.provider.name}
+        patched = await self._patch_pod(pod, {"metadata": {"annotations": annotations}})
+        if patched is not None:
+            tracked.pod = patched
+        await self._event(pod, "Submitted", f"{self.provider.name} job {job_id}: {_describe(spec)}")
+
+    async def _task_spec(self, pod: JSON) -> TaskSpec:
+        namespace = pod["metadata"].get("namespace", "default")
+        configmap_names, secret_names = referenced_objects(pod)
+        configmaps = {
+            n: d for n in configmap_names if (d := await self._object(namespace, "configmaps", n)) is not None
+        }
+        secrets = {n: d for n in secret_names if (d := await self._object(namespace, "secrets", n)) is not None}
+        return task_from_pod(pod, self._pods_root, configmaps=configmaps, secrets=secrets, base_env=self._base_env)
+
+    async def _object(self, namespace: str, kind: str, name: str) -> dict[str, str] | None:
+        key = (namespace, kind, name)
+        cached = self._object_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < 10.0:
+            return cached[1]
+        try:
+            data: dict[str, str] | None = (await self.kube.get(f"/api/v1/namespaces/{namespace}/{kind}/{name}")).get(
+                "data"
+            ) or {}
+        except KubeError as error:
+            if error.status != 404:
+                raise
+            data = None
+        self._object_cache[key] = (time.monotonic(), data)
+        return data
+
+    async def _reconcile(self, tracked: _Tracked, state: JobState | None) -> None:
+        pod = tracked.pod
+        if _deleting(pod):
+            await self._reconcile_deletion(tracked, state)
+            return
+        if _terminal(pod):
+            tracked.finished = True
+            return
+        if state is None:
+            return  # not submitted yet
+        if state.phase is Phase.UNKNOWN:
+            state = self._unknown_or_lost(tracked, state)
+            if state is None:
+                return
+        else:
+            tracked.unknown_since = None
+        await self._write_status(tracked, state)
+
+    def _unknown_or_lost(self, tracked: _Tracked, state: JobState) -> JobState | None:
+        moment = time.monotonic()
+        if tracked.unknown_since is None:
+            tracked.unknown_since = moment
+        if moment - tracked.unknown_since < LOST_JOB_GRACE_S:
+            return None
+        message = f"{self.provider.name} no longer knows job {state.job_id}: {state.message}"
+        return JobState(Phase.FAILED, state.job_id, reason="Error", message=message, exit_code=1, finished_at=now())
+
+    async def _reconcile_deletion(self, tracked: _Tracked, state: JobState | None) -> None:
+        pod = tracked.pod
+        job_id = _job_id(pod)
+        ended = state is None or state.phase.terminal or state.phase is Phase.UNKNOWN or not job_id
+        waited_long = (
+            tracked.cancel_requested_at is not None and time.monotonic() - tracked.cancel_requested_at > CANCEL_GRACE_S
+        )
+        if not ended and job_id and tracked.cancel_requested_at is None:
+            tracked.cancel_requested_at = time.monotonic()
+            await self._event(pod, "Killing", f"cancelling {self.provider.name} job {job_id}")
+            await self.provider.cancel(job_id, _uid(pod))
+            return
+        if ended or waited_long:
+            await self._remove_pod(pod)
+            tracked.finished = True
+
+    async def _remove_pod(self, pod: JSON) -> None:
+        meta = pod["metadata"]
+        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
+        try:
+            await self.kube.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body)
+        except KubeError as error:
+            if error.status not in (404, 409):
+                raise
+
+    async def _write_status(self, tracked: _Tracked, state: JobState) -> None:
+        pod = tracked.pod
+        container = _container_name(pod)
+        status = pod_status(state, container, created=_start_time(pod), image=_image(pod))
+        if _summary(status) == _summary(pod.get("status", {})):
+            return
+        if state.phase.terminal and state.usage:
+            usage = json.dumps(dict(state.usage), sort_keys=True)
+            await self._patch_pod(pod, {"metadata": {"annotations": {USAGE_ANNOTATION: usage}}})
+        patched = await self._patch_pod(pod, {"status": status}, subresource="/status")
+        if patched is None:
+            return
+        tracked.pod = patched
+        metrics.STATUS_WRITES.labels(self.provider.name).inc()
+        await self._announce(pod, state)
+
+    async def _announce(self, pod: JSON, state: JobState) -> None:
+        old = pod.get("status", {}).get("phase")
+        if state.phase is Phase.RUNNING and old != "Running":
+            elapsed = (now() - _created(pod)).total_seconds()
+            metrics.PENDING_TO_RUNNING_SECONDS.labels(self.provider.name).observe(max(0.0, elapsed))
+            await self._event(
+                pod, "Started", f"{self.provider.name} job {state.job_id} started {state.message}".strip()
+            )
+        elif state.phase is Phase.PENDING and state.message:
+            await self._event(pod, state.reason, state.message, warning=True)
+        elif state.phase.terminal:
+            metrics.POD_OUTCOMES.labels(self.provider.name, state.reason).inc()
+            text = f"{self.provider.name} job {state.job_id} ended: exit code {state.exit_code}"
+            message = f"{text}; {state.message}" if state.message else text
+            await self._event(pod, state.reason or state.phase.value, message, warning=state.phase is Phase.FAILED)
+
+    async def _fail_before_submit(self, pod: JSON, reason: str, message: str) -> None:
+        log.warning("pod %s/%s failed: %s", pod["metadata"].get("namespace"), pod["metadata"].get("name"), message)
+        status = failed_before_submit(reason, message, _container_name(pod), created=_start_time(pod))
+        await self._patch_pod(pod, {"status": status}, subresource="/status")
+        await self._event(pod, reason, message, warning=True)
+
+    async def _patch_pod(self, pod: JSON, patch: JSON, *, subresource: str = "") -> JSON | None:
+        meta = pod["metadata"]
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}{subresource}"
+        # Guard against a same-named successor: the patch must land on this pod (uid) or nowhere.
+        guarded = {**patch, "metadata": {**patch.get("metadata", {}), "uid": meta["uid"]}}
+        try:
+            return await self.kube.merge_patch(path, guarded)
+        except KubeError as error:
+            if error.status in (404, 409):
+                return None
+            raise
+
+    async def _event(self, pod: JSON, reason: str, message: str, *, warning: bool = False) -> None:
+        """An Event named after (pod, reason, message): a restarted bridge cannot post the same one twice."""
+        meta = pod["metadata"]
+        digest = hashlib.sha256(f"{meta['uid']}/{reason}/{message}".encode()).hexdigest()[:16]
+        moment = rfc3339(now())
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{digest}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "fieldPath": f"spec.containers{{{_container_name(pod)}}}",
+            },
+            "reason": reason[:128],
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": COMPONENT, "host": self.identity.name},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.identity.name,
+            "firstTimestamp": moment,
+            "lastTimestamp": moment,
+            "count": 1,
+        }
+        try:
+            await self.kube.create(f"/api/v1/namespaces/{meta['namespace']}/events", event)
+        except KubeError as error:
+            if not is_status(error, 409, 403, 404):
+                log.warning("event %s for %s not recorded: %s", reason, meta["name"], error)
+
+    # --- the kubelet API's view -------------------------------------------------------------------
+
+    async def _log_source(self, namespace: str, name: str, container: str) -> LogSource | None:
+        for tracked in list(self._pods.values()):
+            meta = tracked.pod["metadata"]
+            if meta.get("namespace") != namespace or meta.get("name") != name:
+                continue
+            if container != _container_name(tracked.pod):
+                return None
+            path = self.provider.log_path(meta["uid"], container)
+            if not path.exists():
+                return None
+            return LogSource(path, _finished_check(self, meta["uid"]))
+        return None
+
+
+def _finished_check(bridge: Bridge, uid: str) -> Callable[[], bool]:
+    def finished() -> bool:
+        tracked = bridge._pods.get(uid)
+        return tracked is None or _terminal(tracked.pod)
+
+    return finished
+
+
+def _uid(pod: JSON) -> str:
+    return str(pod["metadata"]["uid"])
+
+
+def _annotations(pod: JSON) -> dict[str, str]:
+    return pod.get("metadata", {}).get("annotations") or {}
+
+
+def _job_id(pod: JSON) -> str | None:
+    return _annotations(pod).get(JOB_ID_ANNOTATION)
+
+
+def _terminal(pod: JSON) -> bool:
+    return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _deleting(pod: JSON) -> bool:
+    return bool(pod.get("metadata", {}).get("deletionTimestamp"))
+
+
+def _container_name(pod: JSON) -> str:
+    containers = pod.get("spec", {}).get("containers") or [{}]
+    return str(containers[0].get("name", "main"))
+
+
+def _image(pod: JSON) -> str:
+    containers = pod.get("spec", {}).get("containers") or [{}]
+    return str(containers[0].get("image", ""))
+
+
+def _parse_time(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
+def _created(pod: JSON) -> datetime.datetime:
+    return _parse_time(pod.get("metadata", {}).get("creationTimestamp")) or now()
+
+
+def _start_time(pod: JSON) -> datetime.datetime:
+    """When this node took the pod: kept from the first status we wrote."""
+    return _parse_time(pod.get("status", {}).get("startTime")) or now()
+
+
+def _summary(status: JSON) -> tuple[Any, ...]:
+    """What a status change means: phase, the container's state and reason (not heartbeat-like timestamps)."""
+    containers = status.get("containerStatuses") or [{}]
+    state = containers[0].get("state") or {}
+    kind = next(iter(state), "")
+    detail = state.get(kind) or {}
+    return (
+        status.get("phase"),
+        kind,
+        detail.get("reason"),
+        detail.get("message"),
+        detail.get("exitCode"),
+    )
+
+
+def _describe(spec: TaskSpec) -> str:
+    parts = [f"cpus={spec.cpus:g}"]
+    if spec.memory_bytes:
+        parts.append(f"memory={spec.memory_bytes // 2**20}Mi")
+    if spec.gpus:
+        parts.append(f"gpus={spec.gpus}")
+    if spec.walltime_s:
+        parts.append(f"walltime={spec.walltime_s}s")
+    if spec.tmp_bytes:
+        parts.append(f"tmp={spec.tmp_bytes // 2**20}Mi")
+    return " ".join(parts)

@@ -1,0 +1,111 @@
+"""The contract every backend provider keeps, and the host-side preparation they share."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sgs_bridge.podspec import TaskSpec
+from sgs_bridge.state import JobState
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend cannot be reached right now (retry later; the node turns NotReady)."""
+
+
+class SubmitRefusedError(RuntimeError):
+    """The backend refused the job for good (e.g. an impossible request); the pod fails with this message."""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    cpus: int
+    memory_bytes: int
+    gpus: int
+    ephemeral_storage_bytes: int
+    pods: int = 1000
+
+
+class Provider(Protocol):
+    """A backend. Job ids are strings the provider understands; every call is safe to repeat."""
+
+    name: str
+
+    async def capacity(self) -> Capacity:
+        """What the node offers; raises BackendUnavailableError when the backend does not answer."""
+        ...
+
+    async def submit(self, spec: TaskSpec) -> str:
+        """Start the task unless a job for `spec.uid` already exists; return the job id either way."""
+        ...
+
+    async def observe(self, jobs: Mapping[str, str]) -> dict[str, JobState]:
+        """The state of each job ({pod uid: job id}) in one sweep; keyed by pod uid."""
+        ...
+
+    async def cancel(self, job_id: str, uid: str) -> None:
+        """Stop the job (no error when it has already ended)."""
+        ...
+
+    def log_path(self, uid: str, container: str) -> Path:
+        """Where the job's combined stdout and stderr are written."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def prepare_pod_dir(spec: TaskSpec) -> None:
+    """Make the pod's host directories: work dir, one per volume (with ConfigMap/Secret files), the log."""
+    spec.pod_dir.mkdir(parents=True, exist_ok=True)
+    spec.working_dir.mkdir(parents=True, exist_ok=True)
+    for volume in spec.volumes:
+        volume.host_dir.mkdir(parents=True, exist_ok=True)
+        for relative, content in volume.files.items():
+            target = volume.host_dir / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            target.chmod(volume.file_mode)
+    spec.log_path.touch(exist_ok=True)
+
+
+def write_json_atomically(path: Path, data: object) -> None:
+    """Readers see the old file or the whole new one, never half of it (a crash mid-write included)."""
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(data))
+    temporary.replace(path)
+
+
+def read_json(path: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def spec_summary(spec: TaskSpec) -> dict[str, object]:
+    summary = asdict(spec)
+    summary["pod_dir"] = str(spec.pod_dir)
+    summary["working_dir"] = str(spec.working_dir)
+    summary.pop("volumes")
+    summary.pop("env")
+    return summary
+
+
+def tail_text(path: Path, max_bytes: int = 64 * 1024) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def last_lines(text: str, count: int = 3) -> Sequence[str]:
+    return [line for line in text.splitlines() if line.strip()][-count:]

@@ -1,0 +1,82 @@
+"""`sgs bridge`: run the virtual-kubelet bridge (a Kubernetes node whose pods run on Slurm or as processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(name="bridge", help="Run the virtual-kubelet bridge.", add_completion=False)
+
+
+def bridge_command(
+    node_name: Annotated[str, typer.Option("--node-name", help="Name of the virtual node, e.g. sgs-site-a.")],
+    site: Annotated[str, typer.Option("--site", help="Site this node belongs to (label sgs.io/site).")],
+    provider: Annotated[str, typer.Option("--provider", help="Backend: process or slurm.")] = "process",
+    kubeconfig: Annotated[
+        Path | None, typer.Option("--kubeconfig", help="Kubeconfig (default: $KUBECONFIG, in-cluster).")
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="HTTPS port of the kubelet API (logs, metrics).")] = 10250,
+    address: Annotated[str, typer.Option("--address", help="Address the API server reaches us at.")] = "127.0.0.1",
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", help="Pod directories and TLS files (default ~/.cache/sgs/bridge/N).")
+    ] = None,
+    poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between backend sweeps.")] = 1.0,
+    gpus: Annotated[int, typer.Option("--gpus", help="process provider: GPUs to advertise.")] = 0,
+    partition: Annotated[str | None, typer.Option("--partition", help="slurm: default partition.")] = None,
+    gpu_partition: Annotated[str | None, typer.Option("--gpu-partition", help="slurm: partition for GPU pods.")] = None,
+    sbatch_arg: Annotated[list[str] | None, typer.Option("--sbatch-arg", help="slurm: extra sbatch option.")] = None,
+    apptainer: Annotated[
+        str | None, typer.Option("--apptainer", help="slurm: run each pod's image with this apptainer binary.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Register NODE_NAME and run its pods on the chosen backend until interrupted."""
+    from sgs_bridge.bridge import BridgeConfig
+
+    if provider not in ("process", "slurm"):
+        raise typer.BadParameter("must be 'process' or 'slurm'", param_hint="--provider")
+    if poll_interval <= 0:
+        raise typer.BadParameter("must be positive", param_hint="--poll-interval")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    config = BridgeConfig(
+        node_name=node_name,
+        site=site,
+        provider=provider,
+        kubeconfig=kubeconfig,
+        port=port,
+        address=address,
+        workdir=workdir,
+        poll_interval_s=poll_interval,
+        gpus=gpus,
+        slurm_partition=partition,
+        slurm_gpu_partition=gpu_partition,
+        slurm_extra_args=list(sbatch_arg or []),
+        apptainer=apptainer,
+    )
+    asyncio.run(_serve(config))
+
+
+async def _serve(config: object) -> None:
+    from sgs_bridge.bridge import Bridge, BridgeConfig
+
+    assert isinstance(config, BridgeConfig)
+    task = asyncio.create_task(Bridge(config).run())
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        logging.getLogger("sgs_bridge").info("stopped; running jobs keep running and are re-adopted on restart")
+
+
+app.command()(bridge_command)
