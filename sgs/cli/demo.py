@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -9,9 +10,9 @@ import typer
 
 
 def demo_command(
-    root: Annotated[
-        Path, typer.Option(help="Directory for the Sites, runs, archive record and preview")
-    ] = Path("sgs-demo"),
+    root: Annotated[Path, typer.Option(help="Directory for the Sites, runs, archive record and preview")] = Path(
+        "sgs-demo"
+    ),
     observations: Annotated[int, typer.Option(min=1, max=60, help="Observations to simulate")] = 6,
     tiles: Annotated[int, typer.Option(min=1, max=20, help="Sky tiles they cover")] = 2,
     sites: Annotated[int, typer.Option(min=1, max=9, help="Sites (local directories)")] = 3,
@@ -26,6 +27,7 @@ def demo_command(
     from sgs.demo.app import DemoOptions, run_demo
 
     options = DemoOptions(root, observations, tiles, sites, parallel, cores, seed, clean)
-    result = run_demo(options, Console())
+    # Piped output (CI logs) gets a width that fits the summary table instead of rich's 80 columns.
+    result = run_demo(options, Console(width=None if sys.stdout.isatty() else 132))
     if not result.succeeded:
         raise typer.Exit(1)

@@ -157,7 +157,7 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def summary_table(result: DemoResult) -> Table:
-    table = Table(title="sgs demo: NIR pipeline per observation", title_justify="left")
+    table = Table(title="sgs demo: NIR pipeline per observation (data at: primary Site → copies)", title_justify="left")
     for column, justify in (
         ("observation", "left"),
         ("tile", "left"),
@@ -167,17 +167,15 @@ def summary_table(result: DemoResult) -> Table:
         ("complete S/N≥10", "right"),
         ("astrom rms", "right"),
         ("flux bias", "right"),
-        ("where the data is", "left"),
+        ("data at", "left"),
         ("time", "right"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, no_wrap=column == "data at")  # type: ignore[arg-type]
     for outcome in result.outcomes:
         obs = outcome.observation
         counts = outcome.result.counts if outcome.result else {}
         quality = outcome.quality
-        where = f"{obs.primary.name} (primary)"
-        if outcome.replicated_to:
-            where += ", " + ", ".join(f"{s} (copy)" for s in outcome.replicated_to)
+        where = " → ".join([obs.primary.name, *outcome.replicated_to])
         table.add_row(
             obs.obs_id,
             obs.tile.tile_id,

@@ -57,9 +57,7 @@ class Exposure:
 
     def require_var(self, path: Path | str) -> FloatImage:
         if self.var is None:
-            raise NirDataError(
-                f"{path}: no VAR extension; run the bad-pixel step (which applies the gain) first"
-            )
+            raise NirDataError(f"{path}: no VAR extension; run the bad-pixel step (which applies the gain) first")
         return self.var
 
     def require_rms(self, path: Path | str) -> FloatImage:
@@ -118,11 +116,15 @@ def _image_hdu(data: npt.NDArray[Any], name: str, header: fits.Header | None = N
 
 
 def write_atomically(hdul: fits.HDUList, path: Path | str) -> Path:
-    """Write to a sibling temporary file and rename, so a crash never leaves a half-written product."""
+    """Write to a sibling temporary file and rename, so a crash never leaves a half-written product.
+
+    No FITS CHECKSUM cards: their comments carry the write time, and identical inputs must give identical
+    bytes (the archive verifies files with adler32 and sha256).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
-    hdul.writeto(partial, overwrite=True, checksum=True)
+    hdul.writeto(partial, overwrite=True)
     partial.replace(target)
     return target
 

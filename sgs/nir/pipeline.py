@@ -2,7 +2,7 @@
 
 # The seed's layout is kept on purpose (pipeline developers paste this syntax): no reformatting, no annotations.
 # fmt: off
-# ruff: noqa: I001, E501
+# ruff: noqa: I001
 # mypy: disable-error-code="no-untyped-def, no-untyped-call"
 from sgs.dsl import pipeline
 from sgs.nir.package import runInitialize, badPixMasking, darkSubtract, crRejection, backSubtract

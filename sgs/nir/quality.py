@@ -79,10 +79,7 @@ def read_catalog(path: Path | str) -> CatalogPositions:
     table, _ = read_table(path, "source catalogue")
     require_columns(table, ("RA", "DEC", "FLUX_APER", "FLUXERR_APER", "FLUX_AUTO"), path)
     return CatalogPositions(
-        *(
-            np.asarray(table[c], dtype=np.float64)
-            for c in ("RA", "DEC", "FLUX_APER", "FLUXERR_APER", "FLUX_AUTO")
-        )
+        *(np.asarray(table[c], dtype=np.float64) for c in ("RA", "DEC", "FLUX_APER", "FLUXERR_APER", "FLUX_AUTO"))
     )
 
 
@@ -92,9 +89,7 @@ def aperture_radius_px(truth: TruthCatalog, psf_fwhm: float, scale_arcsec: float
     return np.asarray(np.hypot(point, 3.0 * truth.reff_arcsec / scale_arcsec))
 
 
-def expected_snr(
-    truth: TruthCatalog, stack: Mosaic, x: FloatArray, y: FloatArray, radius: FloatArray
-) -> FloatArray:
+def expected_snr(truth: TruthCatalog, stack: Mosaic, x: FloatArray, y: FloatArray, radius: FloatArray) -> FloatArray:
     ny, nx = stack.sci.shape
     ix = np.clip(np.rint(x).astype(int), 0, nx - 1)
     iy = np.clip(np.rint(y).astype(int), 0, ny - 1)
@@ -108,9 +103,7 @@ def expected_snr(
 
 def fully_covered(stack: Mosaic, x: FloatArray, y: FloatArray, radius: FloatArray) -> npt.NDArray[np.bool_]:
     """True where the whole aperture (plus a pixel) lies on covered pixels."""
-    distance_to_gap = ndimage.distance_transform_edt(np.pad(stack.wht > 0, 1, constant_values=False))[
-        1:-1, 1:-1
-    ]
+    distance_to_gap = ndimage.distance_transform_edt(np.pad(stack.wht > 0, 1, constant_values=False))[1:-1, 1:-1]
     ny, nx = stack.sci.shape
     inside = (x >= 0) & (x <= nx - 1) & (y >= 0) & (y <= ny - 1)
     ix = np.clip(np.rint(x).astype(int), 0, nx - 1)
@@ -118,9 +111,7 @@ def fully_covered(stack: Mosaic, x: FloatArray, y: FloatArray, radius: FloatArra
     return np.asarray(inside & (distance_to_gap[iy, ix] > radius + 1.0))
 
 
-def match(
-    truth_xy: FloatArray, truth_flux: FloatArray, det_xy: FloatArray, radius: float
-) -> npt.NDArray[np.intp]:
+def match(truth_xy: FloatArray, truth_flux: FloatArray, det_xy: FloatArray, radius: float) -> npt.NDArray[np.intp]:
     """For each truth source, the index of its matched detection or -1 (brightest truth chooses first)."""
     matched = np.full(len(truth_xy), -1, dtype=np.intp)
     if len(det_xy) == 0:
@@ -181,13 +172,9 @@ def evaluate(
         truth_snr10=int(bright.sum()),
         found_snr10=int((bright & found).sum()),
         completeness_snr10=float((bright & found).sum() / bright.sum()) if bright.any() else float("nan"),
-        astrometric_rms_arcsec=float(np.sqrt(np.mean(np.sum(offsets**2, axis=1))))
-        if len(offsets)
-        else float("nan"),
+        astrometric_rms_arcsec=float(np.sqrt(np.mean(np.sum(offsets**2, axis=1)))) if len(offsets) else float("nan"),
         astrometric_offset_arcsec=(
-            (float(east_north[:, 0].mean()), float(east_north[:, 1].mean()))
-            if len(offsets)
-            else (math.nan, math.nan)
+            (float(east_north[:, 0].mean()), float(east_north[:, 1].mean())) if len(offsets) else (math.nan, math.nan)
         ),
         flux_bias_stars=float(np.median(rel_star)) if rel_star.size else float("nan"),
         flux_scatter_stars=robust_std(rel_star),
@@ -199,9 +186,7 @@ def evaluate(
     )
 
 
-def _completeness_by_magnitude(
-    mag: FloatArray, found: npt.NDArray[np.bool_], width: float = 0.5
-) -> list[MagnitudeBin]:
+def _completeness_by_magnitude(mag: FloatArray, found: npt.NDArray[np.bool_], width: float = 0.5) -> list[MagnitudeBin]:
     if mag.size == 0:
         return []
     edges = np.arange(math.floor(mag.min()), math.ceil(mag.max()) + width, width)
@@ -218,8 +203,7 @@ def format_report(report: QualityReport) -> str:
     lines = [
         f"truth sources in field   {report.truth_in_field}  (detected {report.detected},"
         f" matched {report.matched}, spurious {report.spurious})",
-        f"completeness at S/N>=10  {report.completeness_snr10:.1%}"
-        f"  ({report.found_snr10}/{report.truth_snr10})",
+        f"completeness at S/N>=10  {report.completeness_snr10:.1%}  ({report.found_snr10}/{report.truth_snr10})",
         f"astrometric scatter      {report.astrometric_rms_arcsec * 1000:.1f} mas rms"
         f"  (mean offset E {east * 1000:+.1f} N {north * 1000:+.1f} mas, {report.stars_used} stars)",
         f"flux bias, stars         {report.flux_bias_stars:+.2%}  (scatter {report.flux_scatter_stars:.2%},"

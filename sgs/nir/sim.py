@@ -138,9 +138,7 @@ def flux_from_mag(mag: npt.ArrayLike, zero_point: float) -> FloatArray:
     return np.asarray(10.0 ** (-0.4 * (np.asarray(mag, dtype=np.float64) - zero_point)))
 
 
-def tan_wcs(
-    ra: float, dec: float, shape: tuple[int, int], scale_arcsec: float, rotation_deg: float = 0.0
-) -> WCS:
+def tan_wcs(ra: float, dec: float, shape: tuple[int, int], scale_arcsec: float, rotation_deg: float = 0.0) -> WCS:
     """A TAN WCS with North up and East left (before ``rotation_deg``), reference pixel at the centre."""
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -208,9 +206,7 @@ def _isolated_positions(
     return np.asarray(accepted, dtype=np.float64).reshape(-1, 2)
 
 
-def _power_law_mags(
-    mag_range: tuple[float, float], slope: float, size: int, rng: np.random.Generator
-) -> FloatArray:
+def _power_law_mags(mag_range: tuple[float, float], slope: float, size: int, rng: np.random.Generator) -> FloatArray:
     """Magnitudes with counts rising as 10^(slope m), like faint galaxy number counts."""
     lo, hi = (10.0 ** (slope * m) for m in mag_range)
     return np.asarray(np.log10(rng.uniform(lo, hi, size=size)) / slope)
@@ -254,9 +250,7 @@ def read_truth(path: Path | str) -> TruthCatalog:
         )
 
 
-def write_reference_catalog(
-    truth: TruthCatalog, sky: SkyModel, path: Path, seed: int, declination: float
-) -> Path:
+def write_reference_catalog(truth: TruthCatalog, sky: SkyModel, path: Path, seed: int, declination: float) -> Path:
     """Bright stars with Gaia-like position errors: what the astrometry step calibrates against."""
     rng = np.random.default_rng(seed)
     chosen = truth.is_star & (truth.mag <= sky.refcat_mag_limit)
@@ -305,9 +299,7 @@ def simulate_calibrations(outdir: Path, config: SimConfig, seed: int) -> Calibra
     mdb_header["PSFFWHM"] = (det.psf_fwhm, "nominal PSF FWHM, pixels")
     mdb_header["PIXSCALE"] = (det.pixel_scale, "arcsec/pixel")
     mdb_header["SATURATE"] = (det.saturate_adu, "ADU")
-    mdb = fits.HDUList(
-        [fits.PrimaryHDU(header=mdb_header), fits.ImageHDU(make_bad_pixel_map(det, rng), name="BADPIX")]
-    )
+    mdb = fits.HDUList([fits.PrimaryHDU(header=mdb_header), fits.ImageHDU(make_bad_pixel_map(det, rng), name="BADPIX")])
     dark_header = fits.Header()
     dark_header["BUNIT"] = "electron/s"
     dark_header["NCOMBINE"] = (50, "raw darks combined")
@@ -324,9 +316,7 @@ def simulate_calibrations(outdir: Path, config: SimConfig, seed: int) -> Calibra
 # ---------------------------------------------------------------------------------------- exposures
 
 
-def render_sources(
-    truth: TruthCatalog, wcs: WCS, shape: tuple[int, int], psf_fwhm: float, scale: float
-) -> FloatArray:
+def render_sources(truth: TruthCatalog, wcs: WCS, shape: tuple[int, int], psf_fwhm: float, scale: float) -> FloatArray:
     """Expected source signal in e-/s per pixel, pixel-integrated."""
     image = np.zeros(shape, dtype=np.float64)
     x, y = wcs.all_world2pix(truth.ra, truth.dec, 0)
@@ -464,32 +454,27 @@ def simulate_observation(
 ) -> ObservationFiles:
     """Four raw dither exposures of one observation, written under ``outdir``."""
     det, plan = config.detector, config.exposure
+    targets = [outdir / f"{obs_id}_dither{i}.fits" for i in range(1, len(plan.dither_offsets_arcsec) + 1)]
+    files = ObservationFiles(
+        obs_id, tile.tile_id, tuple(targets), calibration.mdb, calibration.master_dark, refcat, truth_path
+    )
+    if all(t.exists() for t in targets):
+        return files  # written before (files appear atomically): the same seed would give the same bytes
     rng = np.random.default_rng(seed)
     with fits.open(calibration.mdb) as mdb, fits.open(calibration.master_dark) as dark:
         calibs = (np.asarray(mdb["BADPIX"].data, dtype=np.uint8), np.asarray(dark[0].data, dtype=np.float32))
     start = date_obs or datetime(2026, 3, 1, tzinfo=UTC)
     pointing = offset_position(tile.ra, tile.dec, *pointing_offset_arcsec)
-    paths = []
     for index, (dx, dy) in enumerate(plan.dither_offsets_arcsec, start=1):
         true_ra, true_dec = offset_position(*pointing, dx, dy)
         true_rotation = rng.normal(0, plan.rotation_error_deg)
         err_e, err_n = rng.normal(0, plan.pointing_error_arcsec, size=2)
         true_wcs = tan_wcs(true_ra, true_dec, (det.ny, det.nx), det.pixel_scale, true_rotation)
-        header_wcs = tan_wcs(
-            *offset_position(true_ra, true_dec, err_e, err_n), (det.ny, det.nx), det.pixel_scale
-        )
+        header_wcs = tan_wcs(*offset_position(true_ra, true_dec, err_e, err_n), (det.ny, det.nx), det.pixel_scale)
         meta = _exposure_meta(obs_id, index, tile, plan.exptime, det, start + timedelta(seconds=120 * index))
         hdul = simulate_dither(truth, true_wcs, header_wcs, meta, calibs, config, rng)
-        paths.append(write_atomically(hdul, outdir / f"{obs_id}_dither{index}.fits"))
-    return ObservationFiles(
-        obs_id=obs_id,
-        tile_id=tile.tile_id,
-        dithers=tuple(paths),
-        mdb=calibration.mdb,
-        master_dark=calibration.master_dark,
-        refcat=refcat,
-        truth=truth_path,
-    )
+        write_atomically(hdul, targets[index - 1])
+    return files
 
 
 def _exposure_meta(
@@ -521,9 +506,7 @@ def simulate_tile(outdir: Path, tile: Tile, config: SimConfig, seed: int) -> Til
     """The sky of one tile: truth catalogue and reference catalogue."""
     truth = make_tile_sky(tile, config.sky, config.detector.zero_point, seed)
     truth_path = write_truth(truth, outdir / f"{tile.tile_id}_truth.fits", tile)
-    refcat = write_reference_catalog(
-        truth, config.sky, outdir / f"{tile.tile_id}_refcat.fits", seed + 1, tile.dec
-    )
+    refcat = write_reference_catalog(truth, config.sky, outdir / f"{tile.tile_id}_refcat.fits", seed + 1, tile.dec)
     return TileFiles(tile=tile, truth=truth, truth_path=truth_path, refcat=refcat)
 
 

@@ -39,9 +39,7 @@ def sigma_clipped_stats(values: npt.ArrayLike, nsigma: float = 3.0, max_iter: in
     return ClippedStats(float(np.mean(data)), float(np.median(data)), float(np.std(data)), int(data.size))
 
 
-def robust_polyfit(
-    x: npt.ArrayLike, y: npt.ArrayLike, degree: int, nsigma: float = 3.0
-) -> npt.NDArray[np.float64]:
+def robust_polyfit(x: npt.ArrayLike, y: npt.ArrayLike, degree: int, nsigma: float = 3.0) -> npt.NDArray[np.float64]:
     """Polynomial coefficients (highest power first) fitted with iterative outlier rejection."""
     xs = np.asarray(x, dtype=np.float64)
     ys = np.asarray(y, dtype=np.float64)

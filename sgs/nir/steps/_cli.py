@@ -18,9 +18,7 @@ from sgs.nir.fitsio import NirDataError
 StepAction = Callable[[dict[str, str], dict[str, Path]], str]
 
 
-def parse_ports(
-    command: str, inputs: Sequence[str], outputs: Sequence[str], argv: Sequence[str]
-) -> argparse.Namespace:
+def parse_ports(command: str, inputs: Sequence[str], outputs: Sequence[str], argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=command, description=f"{command}: one step of the NIR pipeline")
     for name in inputs:
         parser.add_argument(f"--{name}", required=True, metavar="PATH", help=f"input {name}")
@@ -41,9 +39,7 @@ def run_step(
     values = vars(args)
     started = time.perf_counter()
     try:
-        summary = action(
-            {name: values[name] for name in inputs}, {name: Path(values[name]) for name in outputs}
-        )
+        summary = action({name: values[name] for name in inputs}, {name: Path(values[name]) for name in outputs})
     except (NirDataError, OSError) as exc:  # anything else is a bug: let the traceback show
         print(f"{command}: error: {exc}", file=sys.stderr)
         return 1

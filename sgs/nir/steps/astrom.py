@@ -115,9 +115,7 @@ def fit_transform(
     return matrix, offset, keep
 
 
-def solve(
-    exposure: Exposure, ref_ra: FloatArray, ref_dec: FloatArray, params: AstromParams
-) -> AstromSolution:
+def solve(exposure: Exposure, ref_ra: FloatArray, ref_dec: FloatArray, params: AstromParams) -> AstromSolution:
     wcs = WCS(exposure.wcs_header)
     scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix)))) * 3600.0
     mx, my = detect_bright_peaks(exposure, params)

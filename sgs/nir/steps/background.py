@@ -32,9 +32,7 @@ def box_edges(length: int, box: int) -> npt.NDArray[np.int64]:
 
 def mesh_statistics(
     image: npt.NDArray[np.floating], good: npt.NDArray[np.bool_], box: int
-) -> tuple[
-    npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
-]:
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Clipped mode and RMS per box, with the box centres (rows, columns)."""
     ys, xs = box_edges(image.shape[0], box), box_edges(image.shape[1], box)
     level = np.full((len(ys) - 1, len(xs) - 1), np.nan)
@@ -68,12 +66,33 @@ def interpolate_mesh(
     centres_x: npt.NDArray[np.float64],
     shape: tuple[int, ...],
 ) -> npt.NDArray[np.float64]:
-    """Bicubic spline through the box values, evaluated at every pixel (flat beyond the outer box centres)."""
-    rows = np.interp(np.arange(shape[0]), centres_y, np.arange(len(centres_y), dtype=np.float64))
-    cols = np.interp(np.arange(shape[1]), centres_x, np.arange(len(centres_x), dtype=np.float64))
+    """Bicubic spline through the box values, evaluated at every pixel.
+
+    The mesh is first extended by odd reflection (linear extrapolation), so a sky gradient stays a straight
+    gradient up to the image edges instead of flattening beyond the outer box centres.
+    """
+    pad = 2
+    extended = np.pad(mesh, pad, mode="reflect", reflect_type="odd") if min(mesh.shape) > 1 else mesh
+    offset = pad if min(mesh.shape) > 1 else 0
+    rows = _mesh_coordinate(shape[0], centres_y) + offset
+    cols = _mesh_coordinate(shape[1], centres_x) + offset
     grid = np.meshgrid(rows, cols, indexing="ij")
-    order = 3 if min(mesh.shape) >= 4 else 1
-    return np.asarray(ndimage.map_coordinates(mesh, grid, order=order, mode="nearest"))
+    return np.asarray(ndimage.map_coordinates(extended, grid, order=3, mode="nearest"))
+
+
+def _mesh_coordinate(length: int, centres: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Fractional mesh index of every pixel (box sizes differ by at most one pixel, so spacing is uniform)."""
+    if len(centres) < 2:
+        return np.zeros(length)
+    step = (centres[-1] - centres[0]) / (len(centres) - 1)
+    return np.asarray((np.arange(length) - centres[0]) / step)
+
+
+def _median_filter_mesh(mesh: npt.NDArray[np.float64], size: int) -> npt.NDArray[np.float64]:
+    """Median filter that leaves a linear gradient intact at the mesh edges (odd-reflected padding)."""
+    pad = size // 2
+    extended = np.pad(mesh, pad, mode="reflect", reflect_type="odd")
+    return np.asarray(ndimage.median_filter(extended, size=size)[pad:-pad, pad:-pad])
 
 
 def estimate_background(
@@ -81,8 +100,8 @@ def estimate_background(
 ) -> BackgroundMaps:
     level, rms, cy, cx = mesh_statistics(image, good, box)
     if min(level.shape) >= filter_size:
-        level = ndimage.median_filter(level, size=filter_size, mode="nearest")
-        rms = ndimage.median_filter(rms, size=filter_size, mode="nearest")
+        level = _median_filter_mesh(level, filter_size)
+        rms = _median_filter_mesh(rms, filter_size)
     return BackgroundMaps(
         level=interpolate_mesh(level, cy, cx, image.shape),
         rms=np.clip(interpolate_mesh(rms, cy, cx, image.shape), 1e-6, None),

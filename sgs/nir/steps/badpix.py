@@ -33,9 +33,7 @@ def read_mdb(path: Path | str) -> tuple[npt.NDArray[np.uint8], fits.Header]:
 
 def mask_bad_pixels(exposure: Exposure, badpix: npt.NDArray[np.uint8], mdb: fits.Header) -> Exposure:
     if badpix.shape != exposure.sci.shape:
-        raise NirDataError(
-            f"bad-pixel map shape {badpix.shape} differs from the image shape {exposure.sci.shape}"
-        )
+        raise NirDataError(f"bad-pixel map shape {badpix.shape} differs from the image shape {exposure.sci.shape}")
     gain = float(mdb["GAIN"])
     read_noise = float(mdb["RDNOISE"])
     electrons = exposure.sci.astype(np.float64) * gain

@@ -30,9 +30,7 @@ class CosmicParams:
     iterations: int = 4
 
 
-def laplacian_significance(
-    image: npt.NDArray[np.float64], noise: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
+def laplacian_significance(image: npt.NDArray[np.float64], noise: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """S' of L.A.Cosmic: positive Laplacian of the 2x subsampled image over 2 x noise, minus its median."""
     ny, nx = image.shape
     subsampled = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
@@ -72,9 +70,7 @@ def detect_cosmics(
     return cosmic, clean
 
 
-def reject_cosmics(
-    exposure: Exposure, var: npt.NDArray[np.float32], params: CosmicParams = CosmicParams()
-) -> Exposure:
+def reject_cosmics(exposure: Exposure, var: npt.NDArray[np.float32], params: CosmicParams = CosmicParams()) -> Exposure:
     cosmic, clean = detect_cosmics(exposure.sci, var, exposure.good(), params)
     meta = exposure.meta.copy()
     meta["NCRPIX"] = (int(cosmic.sum()), "pixels flagged as cosmic rays")

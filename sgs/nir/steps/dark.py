@@ -25,9 +25,7 @@ def read_master_dark(path: Path | str) -> npt.NDArray[np.float32]:
 
 def subtract_dark(exposure: Exposure, dark_rate: npt.NDArray[np.float32]) -> Exposure:
     if dark_rate.shape != exposure.sci.shape:
-        raise NirDataError(
-            f"master dark shape {dark_rate.shape} differs from the image shape {exposure.sci.shape}"
-        )
+        raise NirDataError(f"master dark shape {dark_rate.shape} differs from the image shape {exposure.sci.shape}")
     if exposure.meta.get("BUNIT") != "electron":
         raise NirDataError("image is not in electrons; run the bad-pixel step (which applies the gain) first")
     exptime = float(exposure.meta["EXPTIME"])

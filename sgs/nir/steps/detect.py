@@ -60,13 +60,9 @@ def _saddle(snr: FloatArray, a: tuple[int, int], b: tuple[int, int]) -> float:
     return float(snr[rows, cols].min())
 
 
-def significant_peaks(
-    snr: FloatArray, member: npt.NDArray[np.bool_], params: DetectParams
-) -> list[tuple[int, int]]:
+def significant_peaks(snr: FloatArray, member: npt.NDArray[np.bool_], params: DetectParams) -> list[tuple[int, int]]:
     """Peaks of one segment that are separate sources: a real dip in S/N towards every brighter peak."""
-    local_max = (
-        (ndimage.maximum_filter(snr, size=3, mode="constant") == snr) & member & (snr > params.peak_snr)
-    )
+    local_max = (ndimage.maximum_filter(snr, size=3, mode="constant") == snr) & member & (snr > params.peak_snr)
     rows, cols = np.nonzero(local_max)
     order = np.argsort(-snr[rows, cols])
     kept: list[tuple[int, int]] = []

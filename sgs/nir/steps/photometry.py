@@ -63,9 +63,7 @@ def read_segmentation(path: str | Path) -> tuple[npt.NDArray[np.int32], fits.FIT
             raise NirDataError(f"{p}: not a segmentation file (needs SEGM and PEAKS extensions)") from None
 
 
-def segment_shape(
-    image: FloatArray, member: npt.NDArray[np.bool_], x: float, y: float, floor: float
-) -> Shape:
+def segment_shape(image: FloatArray, member: npt.NDArray[np.bool_], x: float, y: float, floor: float) -> Shape:
     """Flux-weighted second moments of the segment pixels, as ellipse axes (with a PSF-sized floor)."""
     rows, cols = np.nonzero(member)
     weights = np.clip(image[rows, cols], 0.0, None)
@@ -130,9 +128,7 @@ def corrected_sum(
     return Measurement(float((w * values).sum()), float(np.sqrt((w**2 * variances).sum())), flags)
 
 
-def kron_radius(
-    image: FloatArray, shape: Shape, x: float, y: float, own_or_sky: npt.NDArray[np.bool_]
-) -> float:
+def kron_radius(image: FloatArray, shape: Shape, x: float, y: float, own_or_sky: npt.NDArray[np.bool_]) -> float:
     """First moment of the light in elliptical radius (units of the ellipse axes), within 6 axes.
 
     Sky pixels count too (the outskirts of a faint galaxy fall below the segmentation threshold); pixels of
@@ -161,9 +157,7 @@ class Catalog:
 
 def measure(mosaic: Mosaic, labels: npt.NDArray[np.int32], peaks: fits.FITS_rec) -> Catalog:
     if labels.shape != mosaic.sci.shape:
-        raise NirDataError(
-            f"segmentation shape {labels.shape} differs from the image shape {mosaic.sci.shape}"
-        )
+        raise NirDataError(f"segmentation shape {labels.shape} differs from the image shape {mosaic.sci.shape}")
     fwhm = float(mosaic.meta.get("PSFFWHM", 2.0))
     sigma = fwhm * FWHM_TO_SIGMA
     sci = mosaic.sci.astype(np.float64)

@@ -26,16 +26,10 @@ def check_same_grid(mosaics: list[Mosaic]) -> None:
     reference = mosaics[0]
     for index, other in enumerate(mosaics[1:], start=2):
         if other.sci.shape != reference.sci.shape:
-            raise NirDataError(
-                f"input {index} has shape {other.sci.shape}, input 1 has {reference.sci.shape}"
-            )
+            raise NirDataError(f"input {index} has shape {other.sci.shape}, input 1 has {reference.sci.shape}")
         for key in ("CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2"):
-            if not np.isclose(
-                float(other.wcs_header[key]), float(reference.wcs_header[key]), rtol=0, atol=1e-9
-            ):
-                raise NirDataError(
-                    f"input {index} is on a different grid ({key} differs); resample them together"
-                )
+            if not np.isclose(float(other.wcs_header[key]), float(reference.wcs_header[key]), rtol=0, atol=1e-9):
+                raise NirDataError(f"input {index} is on a different grid ({key} differs); resample them together")
 
 
 def reject_outliers(
