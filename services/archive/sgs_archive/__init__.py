@@ -1,0 +1,1 @@
+"""The sgs archive service: datasets by dimensions, collections, replicas and lineage in PostgreSQL."""

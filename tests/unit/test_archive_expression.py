@@ -1,0 +1,171 @@
+"""The dimension expression language: parsing, errors with positions, and parameterised SQL."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sgs_archive.expression import (
+    MAX_REGION_RANGES,
+    BoolOp,
+    Circle,
+    Compare,
+    ExpressionError,
+    InList,
+    IntRange,
+    Not,
+    Overlaps,
+    compile_expression,
+    healpix_ranges,
+    parse,
+)
+from sgs_archive.universe import load_universe
+
+from sgs.model.dataset import DimensionUniverse
+
+
+@pytest.fixture(scope="module")
+def universe() -> DimensionUniverse:
+    return load_universe()
+
+
+def test_parses_the_issue_example() -> None:
+    tree = parse("band IN ('VIS','Y') AND tile = 102345")
+    assert tree == BoolOp(
+        "AND", (InList("band", ("VIS", "Y"), negated=False, position=0), Compare("tile", "=", 102345, 24))
+    )
+
+
+def test_and_binds_tighter_than_or_and_parentheses_override() -> None:
+    flat = parse("tile = 1 OR tile = 2 AND band = 'Y'")
+    assert isinstance(flat, BoolOp) and flat.op == "OR"
+    assert isinstance(flat.operands[1], BoolOp) and flat.operands[1].op == "AND"
+    grouped = parse("(tile = 1 OR tile = 2) AND band = 'Y'")
+    assert isinstance(grouped, BoolOp) and grouped.op == "AND"
+
+
+def test_keywords_are_case_insensitive_and_not_nests() -> None:
+    tree = parse("not not detector in (1..4, 9)")
+    assert tree == Not(Not(InList("detector", (IntRange(1, 4), 9), negated=False, position=8)))
+
+
+def test_string_escapes_and_not_in() -> None:
+    tree = parse("instrument NOT IN ('it''s', 'VIS')")
+    assert tree == InList("instrument", ("it's", "VIS"), negated=True, position=0)
+
+
+def test_region_circle() -> None:
+    tree = parse("region OVERLAPS CIRCLE(370.5, -2.25, 0.5)")
+    assert tree == Overlaps("region", Circle(10.5, -2.25, 0.5), 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "position"),
+    [
+        ("", "empty expression", 0),
+        ("band = ", "expected a value", 7),
+        ("band IN ('VIS'", "expected )", 14),
+        ("band == 'VIS'", "expected a value", 6),
+        ("tile = 1 AND", "expected a dimension name", 12),
+        ("tile = 1.5", "integers or strings", 7),
+        ("tile ; drop table dataset", "unexpected character", 5),
+        ("(tile = 1", "expected )", 9),
+        ("tile = 1)", "unexpected ')'", 8),
+        ("detector IN (8..1)", "empty range", 13),
+        ("detector IN ('a'..3)", "integer bounds", 13),
+        ("region OVERLAPS CIRCLE(1, 95, 1)", "dec must be within", 16),
+        ("region OVERLAPS CIRCLE(1, 5, 0)", "radius must be within", 16),
+        ("tile NOT = 3", "expected IN after NOT", 9),
+        ("tile", "expected a comparison", 4),
+    ],
+)
+def test_malformed_expressions_name_the_position(text: str, message: str, position: int) -> None:
+    with pytest.raises(ExpressionError) as caught:
+        parse(text)
+    assert message in caught.value.message
+    assert caught.value.position == position
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
+    with pytest.raises(ExpressionError, match="nested deeper"):
+        parse("(" * 500 + "tile = 1" + ")" * 500)
+
+
+def test_compiles_to_placeholders_and_params(universe: DimensionUniverse) -> None:
+    fragment = compile_expression("band IN ('VIS','Y') AND tile = 102345", universe)
+    assert fragment.sql == '(d."dim_band" = ANY(%s) AND d."dim_tile" = %s)'
+    assert fragment.params == [["VIS", "Y"], 102345]
+
+
+def test_ranges_become_between_and_not_guards_null(universe: DimensionUniverse) -> None:
+    fragment = compile_expression("detector NOT IN (1..3, 7)", universe, table_alias="x")
+    assert fragment.sql == (
+        '(x."dim_detector" IS NOT NULL AND NOT (x."dim_detector" = ANY(%s) OR x."dim_detector" BETWEEN %s AND %s))'
+    )
+    assert fragment.params == [[7], 1, 3]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("colour = 'red'", "unknown dimension 'colour'"),
+        ("tile = 'ten'", "tile must be an integer"),
+        ("band = 3", "band must be a string"),
+        ("tile > -1", "tile must be between 0"),
+        ("skypix = 99999999999", "skypix must be between 0 and 12582911"),
+        ("tile OVERLAPS CIRCLE(1, 2, 3)", "not a sky pixelization dimension"),
+    ],
+)
+def test_type_and_universe_errors(universe: DimensionUniverse, text: str, message: str) -> None:
+    with pytest.raises(ExpressionError, match=message):
+        compile_expression(text, universe)
+
+
+def test_dimensions_outside_the_queried_type_are_refused(universe: DimensionUniverse) -> None:
+    with pytest.raises(ExpressionError, match="'tile' is not a dimension of the dataset type"):
+        compile_expression("tile = 3", universe, allowed=["instrument", "exposure", "detector", "band"])
+    with pytest.raises(ExpressionError, match="region queries need a HEALPix dimension"):
+        compile_expression("region OVERLAPS CIRCLE(1, 2, 3)", universe, allowed=["tile"])
+
+
+def test_region_cover_contains_the_centre_pixel(universe: DimensionUniverse) -> None:
+    from astropy import units as u
+    from astropy_healpix import HEALPix
+
+    circle = Circle(150.1, 2.2, 0.5)
+    ranges = healpix_ranges(circle, 10)
+    centre = int(HEALPix(nside=2**10, order="nested").lonlat_to_healpix(150.1 * u.deg, 2.2 * u.deg))
+    assert any(low <= centre <= high for low, high in ranges)
+    assert 0 < len(ranges) <= MAX_REGION_RANGES
+    far = int(HEALPix(nside=2**10, order="nested").lonlat_to_healpix(330.0 * u.deg, -40.0 * u.deg))
+    assert not any(low <= far <= high for low, high in ranges)
+    fragment = compile_expression("region OVERLAPS CIRCLE(150.1, 2.2, 0.5)", universe)
+    assert fragment.sql.count("BETWEEN") == len(ranges)
+
+
+def test_whole_sky_circle_covers_every_pixel() -> None:
+    ranges = healpix_ranges(Circle(0.0, 0.0, 180.0), 10)
+    assert ranges == [(0, 12 * 4**10 - 1)]
+
+
+UNIVERSE = load_universe()
+
+
+@given(st.text(min_size=1, max_size=32).filter(lambda s: "\x00" not in s))
+def test_string_values_never_reach_the_sql_text(value: str) -> None:
+    universe = UNIVERSE
+    literal = "'" + value.replace("'", "''") + "'"
+    fragment = compile_expression(f"band = {literal}", universe)
+    assert fragment.sql == 'd."dim_band" = %s'
+    assert fragment.params == [value]
+
+
+@given(st.text(max_size=60))
+def test_arbitrary_text_parses_or_fails_cleanly(text: str) -> None:
+    universe = UNIVERSE
+    try:
+        fragment = compile_expression(text, universe)
+    except ExpressionError as error:
+        assert 0 <= error.position <= len(text)
+    else:
+        assert fragment.sql.count("%s") == len(fragment.params)
