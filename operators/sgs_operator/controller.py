@@ -35,15 +35,7 @@ from sgs_operator.kube import Kube
 from sgs_operator.observe import JobSeen, Outcome, PodSeen, outcome, pod_is_final
 from sgs_operator.records import Finished, Started, TaskStore
 from sgs_operator.settings import FinishedJobs, OperatorSettings
-from sgs_operator.status import (
-    condition,
-    failed_tasks,
-    merge_conditions,
-    run_phase,
-    status_patch,
-    task_counts,
-    utc_now,
-)
+from sgs_operator.status import condition, merge_conditions, run_phase, run_status, status_patch, utc_now
 from sgs_operator.storage import (
     RunStorage,
     StorageError,
@@ -460,34 +452,18 @@ class RunController:
 
     def status(self, spec: RunSpec) -> RunStatus:
         assert self.planner is not None and self.site is not None
-        counts = task_counts(self.planner)
-        phase = run_phase(self.planner, spec.suspend)
-        if phase in (RunPhase.SUCCEEDED, RunPhase.FAILED):
+        if run_phase(self.planner, spec.suspend) in (RunPhase.SUCCEEDED, RunPhase.FAILED):
             self.finished_at = self.finished_at or utc_now()
         else:
             self.finished_at = None
-        conditions = [
-            condition("PipelineReady", True, "PipelineReady"),
-            condition("SiteReady", True, "SiteResolved", f"dispatched to {self.site.name}"),
-            condition("Suspended", spec.suspend, "Suspended" if spec.suspend else "NotSuspended"),
-            condition(
-                "Complete",
-                phase is RunPhase.SUCCEEDED,
-                phase.value,
-                f"{counts.succeeded}/{counts.total} tasks succeeded, {counts.failed} failed",
-            ),
-        ]
-        return RunStatus(
-            phase=phase,
+        return run_status(
+            self.planner,
+            suspended=spec.suspend,
             site=self.site.name,
-            tasks=counts,
-            progress=f"{counts.succeeded}/{counts.total}",
             start_time=self.started_at,
             completion_time=self.finished_at,
-            failed_tasks=failed_tasks(self.planner),
             task_table=self.shared.store.table_pointer(self.uid),
-            observed_generation=self.body["metadata"].get("generation"),
-            conditions=conditions,
+            generation=self.body["metadata"].get("generation"),
         )
 
     async def _write_status(self, spec: RunSpec) -> None:

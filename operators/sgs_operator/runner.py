@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -23,9 +24,26 @@ def operator_kwargs(settings: OperatorSettings) -> dict[str, object]:
     }
 
 
+READY_MESSAGE = "sgs operator ready"
+
+
 def run(settings: OperatorSettings) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM stop it cleanly)."""
-    asyncio.run(kopf.operator(**operator_kwargs(settings)))  # type: ignore[arg-type]
+    """Serve until interrupted (SIGINT/SIGTERM stop it cleanly); logs READY_MESSAGE once serving."""
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: OperatorSettings) -> None:
+    ready = asyncio.Event()
+
+    async def announce() -> None:
+        await ready.wait()
+        logging.getLogger("sgs_operator").info(READY_MESSAGE)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await kopf.operator(ready_flag=ready, **operator_kwargs(settings))  # type: ignore[arg-type]
+    finally:
+        announcer.cancel()
 
 
 @contextlib.contextmanager

@@ -53,6 +53,43 @@ def failed_entry(tid: str, attempt: int, failure: str) -> FailedTask:
     return FailedTask(task=tid, attempt=attempt, reason=reason or "Failed", message=message[:1024])
 
 
+def run_status(
+    planner: Planner,
+    *,
+    suspended: bool,
+    site: str,
+    start_time: datetime | None,
+    completion_time: datetime | None,
+    task_table: str | None,
+    generation: int | None,
+) -> RunStatus:
+    counts = task_counts(planner)
+    phase = run_phase(planner, suspended)
+    conditions = [
+        condition("PipelineReady", True, "PipelineReady"),
+        condition("SiteReady", True, "SiteResolved", f"dispatched to {site}"),
+        condition("Suspended", suspended, "Suspended" if suspended else "NotSuspended"),
+        condition(
+            "Complete",
+            phase is RunPhase.SUCCEEDED,
+            phase.value,
+            f"{counts.succeeded}/{counts.total} tasks succeeded, {counts.failed} failed",
+        ),
+    ]
+    return RunStatus(
+        phase=phase,
+        site=site,
+        tasks=counts,
+        progress=f"{counts.succeeded}/{counts.total}",
+        start_time=start_time,
+        completion_time=completion_time,
+        failed_tasks=failed_tasks(planner),
+        task_table=task_table,
+        observed_generation=generation,
+        conditions=conditions,
+    )
+
+
 def condition(kind: str, ok: bool, reason: str, message: str = "") -> Condition:
     return Condition(
         type=kind,

@@ -1,0 +1,298 @@
+"""The operator under test: a real `sgs operator` process against the real control plane and PostgreSQL.
+
+Each test gets its own namespace (the operator serves a namespace pattern), a POSIX Site whose store is a
+temporary directory, and the example Pipeline compiled by `sgs compile`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+from sgs_bridge.launch import BridgeProcess
+
+from sgs.testing.kube import KubePart
+from sgs.testing.postgres import PostgresPart
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLE = REPO / "examples" / "parallel_split"
+TEST_BIN = Path(__file__).resolve().parent / "bin"
+READY_MESSAGE = "sgs operator ready"
+SITE = "site-a"  # every test namespace's Site has this name; one bridge node serves them all
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60, interval_s: float = 0.25) -> Any:
+    """Poll until ``check()`` returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+
+
+class OperatorProcess:
+    """`sgs operator` as a subprocess: started, killed (-9) and restarted by the tests."""
+
+    def __init__(self, kube: KubePart, dsn: str, pattern: str, workdir: Path) -> None:
+        self.kube = kube
+        self.dsn = dsn
+        self.pattern = pattern
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"operator-{self.starts}.log"
+
+    def start(self, crash_at: str | None = None, timeout_s: float = 90) -> None:
+        self.starts += 1
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kube.kubeconfig),
+            "SGS_OPERATOR_DSN": self.dsn,
+            "SGS_OPERATOR_WEBHOOK_NAME": f"sgs-operator-{self.pattern.strip('*-')}.sgs.io",
+            "SGS_OPERATOR_RECONCILE_INTERVAL": "0.5",
+        }
+        env.pop("SGS_OPERATOR_CRASH_AT", None)
+        if crash_at:
+            env["SGS_OPERATOR_CRASH_AT"] = crash_at
+        argv = [sys.executable, "-m", "sgs.cli.main", "operator", "-n", self.pattern]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._ready, f"the operator to log {READY_MESSAGE!r} ({self.log})", timeout_s)
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+        return READY_MESSAGE in self.log.read_text(errors="replace")
+
+    def wait_exit(self, timeout_s: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout_s)
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+
+@pytest.fixture(scope="module")
+def operator_dsn(postgres: PostgresPart) -> Iterator[str]:
+    name = f"operator_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield postgres.dsn_for(name)
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kube: KubePart, operator_dsn: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[OperatorProcess]:
+    """One operator per test module, serving the namespaces `op-<module>-*`."""
+    prefix = f"op-{uuid.uuid4().hex[:6]}"
+    proc = OperatorProcess(kube, operator_dsn, f"{prefix}-*", tmp_path_factory.mktemp("operator"))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def example_pipeline() -> dict[str, Any]:
+    """The seed-002 parallel_split pipeline, compiled from its script by `sgs compile`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sgs.cli.main", "compile", f"{EXAMPLE / 'parallel_split.py'}:parallel_split"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    manifest: dict[str, Any] = yaml.safe_load(result.stdout)
+    return manifest
+
+
+class Cluster:
+    """kubectl in one test namespace, plus the objects the tests make."""
+
+    def __init__(self, kube: KubePart, namespace: str, store: Path, dsn: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.store = store
+        self.dsn = dsn
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self.kube.kubectl("-n", self.namespace, *args, check=check, input=input)
+
+    def sgs(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The `sgs` CLI against this cluster."""
+        env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig)}
+        argv = [sys.executable, "-m", "sgs.cli.main", *args]
+        return subprocess.run(argv, env=env, check=True, capture_output=True, text=True, cwd=REPO)
+
+    def apply(self, manifest: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=check)
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.kubectl("get", kind, name, "-o", "json").stdout)
+        return data
+
+    def jobs(self, run: str | None = None) -> list[dict[str, Any]]:
+        selector = ["-l", f"sgs.io/run={run}"] if run else ["-l", "sgs.io/run"]
+        items: list[dict[str, Any]] = json.loads(self.kubectl("get", "jobs", *selector, "-o", "json").stdout)["items"]
+        return items
+
+    def run_status(self, name: str) -> dict[str, Any]:
+        status: dict[str, Any] = self.get("runs", name).get("status") or {}
+        return status
+
+    def wait_phase(self, run: str, phases: set[str], timeout_s: float = 120) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            status = self.run_status(run)
+            return status if status.get("phase") in phases else None
+
+        result: dict[str, Any] = wait_for(reached, f"run {run} to reach {sorted(phases)}", timeout_s)
+        return result
+
+    def site(
+        self, name: str = SITE, max_parallel: int = 100, node_selector: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        compute: dict[str, Any] = {"nodeSelector": node_selector} if node_selector else {}
+        return {
+            "apiVersion": "sgs.io/v1alpha1",
+            "kind": "Site",
+            "metadata": {"name": name},
+            "spec": {
+                "compute": {"kind": "kubernetes", "maxParallel": max_parallel, **compute},
+                "storage": {"kind": "posix", "path": str(self.store)},
+                "capacity": {"cores": 16, "storageTb": 1},
+            },
+        }
+
+    def run(
+        self,
+        name: str,
+        pipeline: str = "parallel-split",
+        site: str = SITE,
+        inputs: dict[str, Any] | None = None,
+        **spec: Any,
+    ) -> dict[str, Any]:
+        if inputs is None:
+            inputs = {
+                port: {"uri": str(EXAMPLE / "inputs" / f"{port}.json")}
+                for port in ("images", "master_dark", "master_flat", "control_params")
+            }
+        return {
+            "apiVersion": "sgs.io/v1alpha1",
+            "kind": "Run",
+            "metadata": {"name": name},
+            "spec": {"pipeline": pipeline, "site": site, "inputs": inputs, **spec},
+        }
+
+    def task_rows(self, run: str) -> list[dict[str, Any]]:
+        uid = self.get("runs", run)["metadata"]["uid"]
+        with psycopg.connect(self.dsn) as conn:
+            cur = conn.execute(
+                "SELECT task, state, attempt, job, reason, exit_code, message, requested, usage"
+                " FROM sgs_task WHERE run_uid = %s ORDER BY task",
+                (uid,),
+            )
+            names = [d.name for d in cur.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def attempt_rows(self, run: str) -> list[dict[str, Any]]:
+        uid = self.get("runs", run)["metadata"]["uid"]
+        with psycopg.connect(self.dsn) as conn:
+            cur = conn.execute(
+                "SELECT task, attempt, job, state, reason FROM sgs_task_attempt WHERE run_uid = %s"
+                " ORDER BY task, attempt",
+                (uid,),
+            )
+            names = [d.name for d in cur.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+@pytest.fixture(scope="session")
+def bridge(kube: KubePart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
+    """The virtual node of Site `site-a`: the bridge's process provider, the example programs on its PATH."""
+    path = os.pathsep.join([str(EXAMPLE / "bin"), str(TEST_BIN), os.environ.get("PATH", "")])
+    process = BridgeProcess(
+        node_name="sgs-operator-test-node",
+        site=SITE,
+        kubeconfig=kube.kubeconfig,
+        workdir=tmp_path_factory.mktemp("bridge"),
+        poll_interval_s=0.2,
+        env={"PATH": path},
+    )
+    with process:
+        yield process
+
+
+def make_cluster(kube: KubePart, operator: OperatorProcess, tmp_path: Path) -> Iterator[Cluster]:
+    namespace = operator.pattern.replace("*", uuid.uuid4().hex[:6])
+    kube.kubectl("create", "namespace", namespace)
+    wait_for(
+        lambda: kube.kubectl("-n", namespace, "get", "sa", "default", "--ignore-not-found", "-o", "name").stdout,
+        "the namespace's default ServiceAccount (pods are refused before it exists)",
+    )
+    store = tmp_path / "store"
+    store.mkdir()
+    yield Cluster(kube, namespace, store, operator.dsn)
+    kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture
+def cluster(kube: KubePart, operator: OperatorProcess, tmp_path: Path) -> Iterator[Cluster]:
+    yield from make_cluster(kube, operator, tmp_path)
+
+
+def task_pipeline(name: str, steps: dict[str, tuple[str, float, str | None]]) -> dict[str, Any]:
+    """A Pipeline of `optest_task` steps: name → (mode, ram GiB, upstream step or None)."""
+    executables = []
+    graph = []
+    for step, (mode, ram, upstream) in steps.items():
+        executables.append(
+            {
+                "name": step,
+                "command": "optest_task",
+                "inputs": [{"name": "mode"}, {"name": "input", "optional": True}],
+                "outputs": [{"name": "out", "suffix": ".txt"}],
+                "resources": {"cores": 1, "ram": ram, "walltime": 0.05},
+            }
+        )
+        inputs: dict[str, Any] = {"mode": {"value": mode}}
+        if upstream is not None:
+            inputs["input"] = {"step": upstream, "output": "out"}
+        graph.append({"name": step, "executable": step, "inputs": inputs})
+    return {
+        "apiVersion": "sgs.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name},
+        "spec": {"executables": executables, "steps": graph},
+    }
