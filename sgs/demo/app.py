@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sgs.demo.archive import Archive, LocalArchive
-from sgs.demo.runner import ObservationOutcome, assess, register_observation, run_survey
+from sgs.demo.runner import ObservationOutcome, SurveyRunner, assess, register_observation
 from sgs.demo.survey import PlannedObservation, SurveyPlan, plan_survey, simulate_survey
 from sgs.nir.sim import ObservationFiles, SimConfig
 
@@ -77,16 +77,7 @@ def run_demo(options: DemoOptions, console: Console, archive: Archive | None = N
     config = SimConfig()
 
     with _progress(console) as progress:
-        mark = time.perf_counter()
         sim_bar = progress.add_task("simulate raw exposures", total=len(plan.observations), detail="")
-        survey = simulate_survey(
-            plan,
-            config,
-            lambda obs: progress.update(sim_bar, advance=1, detail=f"{obs.obs_id} @ {obs.primary.name}"),
-        )
-        timings["simulate"] = time.perf_counter() - mark
-
-        mark = time.perf_counter()
         bars = {
             obs.number: progress.add_task(f"NIR pipeline {obs.obs_id}", total=None, detail=f"@ {obs.primary.name}")
             for obs in plan.observations
@@ -95,13 +86,17 @@ def run_demo(options: DemoOptions, console: Console, archive: Archive | None = N
         def on_task(obs: PlannedObservation, done: int, total: int) -> None:
             progress.update(bars[obs.number], completed=done, total=total)
 
-        outcomes = run_survey(
-            [(obs, survey.observations[obs.number]) for obs in plan.observations],
-            options.parallel,
-            cores,
-            on_task,
-        )
-        timings["process"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        with SurveyRunner(options.parallel, cores, on_task) as runner:
+
+            def simulated(obs: PlannedObservation, files: ObservationFiles) -> None:
+                progress.update(sim_bar, advance=1, detail=f"{obs.obs_id} @ {obs.primary.name}")
+                runner.submit(obs, files)  # processing starts while the next observation is simulated
+
+            survey = simulate_survey(plan, config, simulated)
+            timings["simulate"] = time.perf_counter() - mark
+            outcomes = runner.results()
+        timings["simulate+process"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
         ingest_bar = progress.add_task("register, replicate, assess", total=len(outcomes), detail="")

@@ -10,7 +10,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,15 +100,26 @@ def run_observation(
     return outcome
 
 
-def run_survey(
-    observations: list[tuple[PlannedObservation, ObservationFiles]],
-    parallel: int,
-    cores: int,
-    on_progress: ProgressHook | None = None,
-) -> list[ObservationOutcome]:
-    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="sgs-demo-obs") as pool:
-        futures = [pool.submit(run_observation, obs, files, cores, on_progress) for obs, files in observations]
-        return [f.result() for f in futures]
+class SurveyRunner:
+    """Runs observations on a pool as they are submitted, so processing starts while others are simulated."""
+
+    def __init__(self, parallel: int, cores: int, on_progress: ProgressHook | None = None) -> None:
+        self.cores = cores
+        self.on_progress = on_progress
+        self.pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="sgs-demo-obs")
+        self.futures: list[Future[ObservationOutcome]] = []
+
+    def __enter__(self) -> SurveyRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, obs: PlannedObservation, files: ObservationFiles) -> None:
+        self.futures.append(self.pool.submit(run_observation, obs, files, self.cores, self.on_progress))
+
+    def results(self) -> list[ObservationOutcome]:
+        return [future.result() for future in self.futures]
 
 
 # ------------------------------------------------------------------------------------------ registration

@@ -135,7 +135,9 @@ def _replicated(source: Path, destination: Path) -> Path:
 
 
 def simulate_survey(
-    plan: SurveyPlan, config: SimConfig, on_observation: Callable[[PlannedObservation], None] | None = None
+    plan: SurveyPlan,
+    config: SimConfig,
+    on_observation: Callable[[PlannedObservation, ObservationFiles], None] | None = None,
 ) -> SimulatedSurvey:
     """Raw data at each observation's primary Site, with the calibrations and catalogues it needs."""
     home = plan.observations[0].primary
@@ -165,5 +167,5 @@ def simulate_survey(
             obs.seed,
         )
         if on_observation is not None:
-            on_observation(obs)
+            on_observation(obs, simulated[obs.number])
     return SimulatedSurvey(simulated, home, tile_home)
