@@ -85,7 +85,7 @@ def require_file(path: Path | str, what: str) -> Path:
     return p
 
 
-def _extension(hdul: fits.HDUList, name: str, path: Path) -> Any:
+def _extension(hdul: fits.HDUList, name: str) -> Any:
     try:
         return hdul[name]
     except KeyError:
@@ -95,12 +95,12 @@ def _extension(hdul: fits.HDUList, name: str, path: Path) -> Any:
 def read_exposure(path: Path | str) -> Exposure:
     p = require_file(path, "exposure")
     with fits.open(p, memmap=False) as hdul:
-        sci_hdu = _extension(hdul, "SCI", p)
-        dq_hdu = _extension(hdul, "DQ", p)
+        sci_hdu = _extension(hdul, "SCI")
+        dq_hdu = _extension(hdul, "DQ")
         if sci_hdu is None or dq_hdu is None:
             raise NirDataError(f"{p}: not a calibrated exposure (needs SCI and DQ extensions)")
-        var_hdu = _extension(hdul, "VAR", p)
-        rms_hdu = _extension(hdul, "RMS", p)
+        var_hdu = _extension(hdul, "VAR")
+        rms_hdu = _extension(hdul, "RMS")
         return Exposure(
             sci=np.asarray(sci_hdu.data, dtype=np.float32),
             dq=np.asarray(dq_hdu.data, dtype=np.uint16),

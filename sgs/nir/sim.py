@@ -175,9 +175,8 @@ def make_tile_sky(tile: Tile, sky: SkyModel, zero_point: float, seed: int) -> Tr
         _power_law_mags(sky.galaxy_mags, 0.3, len(xy), rng),
     )
     reff = np.where(is_star, 0.0, rng.uniform(*sky.galaxy_reff_arcsec, size=len(xy)))
-    ra, dec = offset_position(tile.ra, tile.dec, 0.0, 0.0)
-    ras = ra + xy[:, 0] * ARCSEC / math.cos(math.radians(tile.dec))
-    decs = dec + xy[:, 1] * ARCSEC
+    ras = tile.ra + xy[:, 0] * ARCSEC / math.cos(math.radians(tile.dec))
+    decs = tile.dec + xy[:, 1] * ARCSEC
     return TruthCatalog(
         ra=ras,
         dec=decs,
