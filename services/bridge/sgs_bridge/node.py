@@ -19,6 +19,8 @@ from sgs_bridge.state import now
 log = logging.getLogger("sgs_bridge.node")
 LEASE_NAMESPACE = "kube-node-lease"
 TAINT_KEY = "virtual-kubelet.io/provider"
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+READINESS_TAINTS = (NOT_READY_TAINT, "node.kubernetes.io/unreachable")
 MICROTIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -143,6 +145,7 @@ class NodeKeeper:
         self.ready = False
         self.node_uid = ""
         self._problem: str | None = "not checked yet"
+        self._taints_checked = False
 
     @property
     def path(self) -> str:
@@ -188,9 +191,24 @@ class NodeKeeper:
             capacity, problem = None, f"{self.identity.provider} backend unreachable: {error}"
         if problem != self._problem:
             log.info("node %s Ready=%s %s", self.identity.name, problem is None, problem or "")
+        changed = problem != self._problem or not self._taints_checked
         self._problem = problem
         self.ready = problem is None
         await self.kube.merge_patch(f"{self.path}/status", {"status": node_status(self.identity, capacity, problem)})
+        if changed:
+            await self._sync_readiness_taints()
+
+    async def _sync_readiness_taints(self) -> None:
+        """Keep the not-ready taint in step with Ready, as the node lifecycle controller would (a control
+        plane without that controller otherwise leaves the admission-time taint on for good)."""
+        node = await self.kube.get(self.path)
+        taints = node.get("spec", {}).get("taints") or []
+        wanted = [t for t in taints if t.get("key") not in READINESS_TAINTS]
+        if not self.ready:
+            wanted.append({"key": NOT_READY_TAINT, "effect": "NoSchedule"})
+        if wanted != taints:
+            await self.kube.merge_patch(self.path, {"spec": {"taints": wanted}})
+        self._taints_checked = True
 
     async def renew_lease(self) -> None:
         lease = lease_object(self.identity, self.node_uid, self.lease_duration_s)
