@@ -163,7 +163,13 @@ class _Registry:
 
 
 def _base_data_id(obs: PlannedObservation) -> dict[str, Any]:
+    """Dimensions of the archive's default universe (services/archive dimensions.yaml)."""
     return {"instrument": INSTRUMENT, "band": "H", "observation": obs.number, "tile": obs.tile_number}
+
+
+def exposure_number(obs: PlannedObservation, dither: int) -> int:
+    """The archive's ``exposure`` dimension (one readout, unique within the instrument) of a dither."""
+    return obs.number * 10 + dither
 
 
 def _dither_of(*names: str) -> int | None:
@@ -177,7 +183,7 @@ def _dither_of(*names: str) -> int | None:
 def _register_inputs(registry: _Registry, obs: PlannedObservation, files: ObservationFiles) -> None:
     base = _base_data_id(obs)
     for dither, path in enumerate(files.dithers, start=1):
-        registry.add(path, "nir_raw", base | {"dither": dither}, RAW_COLLECTION)
+        registry.add(path, "nir_raw", base | {"exposure": exposure_number(obs, dither)}, RAW_COLLECTION)
     registry.add(files.mdb, "nir_mdb", {"instrument": INSTRUMENT}, CALIB_COLLECTION)
     registry.add(files.master_dark, "nir_master_dark", {"instrument": INSTRUMENT}, CALIB_COLLECTION)
     registry.add(files.refcat, "ref_catalog", {"tile": obs.tile_number}, "refcats")
@@ -207,7 +213,8 @@ def _register_outputs(registry: _Registry, outcome: ObservationOutcome) -> None:
         for port, produced in lineage.get("outputs", {}).items():
             path = Path(produced["path"]).resolve()
             dither = _dither_of(row.id, port)
-            data_id = _base_data_id(obs) | ({"dither": dither} if dither is not None else {})
+            per_exposure = {"exposure": exposure_number(obs, dither)} if dither is not None else {}
+            data_id = _base_data_id(obs) | per_exposure
             dataset_type = _product_type(port, str(lineage.get("executable")), pipeline_outputs, str(path))
             ref = registry.add(path, dataset_type, data_id, outcome.run_id, task=row.id)
             inputs = [registry.by_path[p].id for p in map(_resolved, produced["inputs"]) if p in registry.by_path]
