@@ -147,6 +147,11 @@ class KubePart(Part):
     # --- PKI and credentials -------------------------------------------------------------------
 
     def _write_pki(self) -> None:
+        tokens = self.pki / "tokens.csv"
+        if tokens.is_file():
+            # A restart over kept data keeps its CA, keys and admin token: tokens already issued stay valid.
+            self._token = tokens.read_text().split(",", 1)[0]
+            return
         self.pki.mkdir(parents=True, exist_ok=True)
         ca_key, ca_cert = _self_signed_ca("sgs-dev-ca")
         serving_key = _rsa_key()
