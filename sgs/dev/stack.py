@@ -44,9 +44,7 @@ def parse_parts(spec: str) -> list[str]:
     wanted = [name.strip() for name in spec.split(",") if name.strip()]
     unknown = sorted(set(wanted) - set(PART_NAMES))
     if unknown:
-        raise ValueError(
-            f"--parts: unknown part(s) {', '.join(unknown)}; choose from {', '.join(PART_NAMES)}"
-        )
+        raise ValueError(f"--parts: unknown part(s) {', '.join(unknown)}; choose from {', '.join(PART_NAMES)}")
     if not wanted:
         raise ValueError(f"--parts: empty; choose from {', '.join(PART_NAMES)}")
     return [name for name in PART_NAMES if name in wanted]
@@ -124,11 +122,7 @@ def save_state(units: dict[str, PartState]) -> None:
 
 
 def write_env_file(units: dict[str, PartState]) -> None:
-    lines = [
-        f"export {key}={_shell_quote(value)}"
-        for unit in units.values()
-        for key, value in unit.exports.items()
-    ]
+    lines = [f"export {key}={_shell_quote(value)}" for unit in units.values() for key, value in unit.exports.items()]
     env_file().write_text("\n".join(lines) + ("\n" if lines else ""))
 
 
@@ -173,9 +167,7 @@ def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
                 pending.append((part, unit_name, unit))
     failures: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, len(pending))) as pool:
-        futures = {
-            unit_name: pool.submit(_start_unit, part, unit_name, unit) for part, unit_name, unit in pending
-        }
+        futures = {unit_name: pool.submit(_start_unit, part, unit_name, unit) for part, unit_name, unit in pending}
         for unit_name, future in futures.items():
             try:
                 state[unit_name] = future.result()
@@ -230,9 +222,7 @@ def _drain_slurm(unit: PartState) -> None:
     subprocess.run(["scancel", "--full", f"--user={os.getuid()}"], env=env, capture_output=True, check=False)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        queue = subprocess.run(
-            ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, check=False
-        )
+        queue = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, check=False)
         if queue.returncode != 0 or not queue.stdout.strip():
             return
         time.sleep(0.2)

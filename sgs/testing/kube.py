@@ -58,9 +58,7 @@ class KubePart(Part):
 
     name = "kube"
 
-    def __init__(
-        self, workdir: Path | None = None, *, crds: Iterable[Path] | None = None, keep: bool = False
-    ) -> None:
+    def __init__(self, workdir: Path | None = None, *, crds: Iterable[Path] | None = None, keep: bool = False) -> None:
         super().__init__(workdir, keep=keep)
         self.external = False
         self.kubeconfig = self.workdir / "kubeconfig"
@@ -89,9 +87,7 @@ class KubePart(Part):
     def exports(self) -> dict[str, str]:
         return {"KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl(
-        self, *args: str, check: bool = True, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run kubectl (the pinned build, else the one on PATH) against this cluster."""
         binary = require_binary(kubectl_path(), "kubectl", BUILD_HINT)
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
@@ -108,9 +104,7 @@ class KubePart(Part):
     def api(self) -> httpx.Client:
         """An HTTP client for the API server (own control plane only: token auth, our CA)."""
         if self.external:
-            raise PartError(
-                "kube: api() needs the control plane started here; use kubectl() for an existing one"
-            )
+            raise PartError("kube: api() needs the control plane started here; use kubectl() for an existing one")
         context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
         headers = {"Authorization": f"Bearer {self._token}"}
         return httpx.Client(base_url=self.server, verify=context, headers=headers, timeout=30)
@@ -165,9 +159,7 @@ class KubePart(Part):
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         _write_pem(self.pki / "sa.pub", public)
-        _write_pem(
-            self.pki / "tokens.csv", f'{self._token},admin,admin,"system:masters"\n'.encode(), private=True
-        )
+        _write_pem(self.pki / "tokens.csv", f'{self._token},admin,admin,"system:masters"\n'.encode(), private=True)
 
     def _write_kubeconfig(self) -> None:
         ca_data = (self.pki / "ca.crt").read_bytes()
@@ -310,9 +302,7 @@ class KubePart(Part):
                     headers={"Content-Type": "application/apply-patch+yaml"},
                 )
                 if response.status_code >= 400:
-                    raise PartError(
-                        f"kube: CRD {name} refused ({response.status_code}): {response.text[:2000]}"
-                    )
+                    raise PartError(f"kube: CRD {name} refused ({response.status_code}): {response.text[:2000]}")
             deadline = time.monotonic() + timeout_s
             for crd in crds:
                 name = crd["metadata"]["name"]
@@ -418,9 +408,7 @@ def _self_signed_ca(common_name: str) -> tuple[rsa.RSAPrivateKey, x509.Certifica
     return key, cert
 
 
-def _serving_cert(
-    key: rsa.RSAPrivateKey, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate
-) -> x509.Certificate:
+def _serving_cert(key: rsa.RSAPrivateKey, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate) -> x509.Certificate:
     dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     dns.append("kubernetes.default.svc.cluster.local")
     ips = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("10.0.0.1")]

@@ -47,9 +47,7 @@ class NatsPart(Part):
         argv = [str(binary), "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port)]
         argv += ["-js", "-sd", str(self.workdir / "jetstream"), "-n", f"sgs-{self.port}"]
         process = self._spawn(ManagedProcess("nats-server", argv, self.log_dir / "nats-server.log"))
-        wait_until(
-            self._jetstream_healthy, what="NATS JetStream to be healthy", timeout_s=30, process=process
-        )
+        wait_until(self._jetstream_healthy, what="NATS JetStream to be healthy", timeout_s=30, process=process)
 
     def _jetstream_healthy(self) -> bool:
         url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"

@@ -90,9 +90,7 @@ class PostgresPart(Part):
                 user=run_as,
             )
         )
-        wait_until(
-            self._accepts_connections, what="PostgreSQL to accept connections", timeout_s=60, process=process
-        )
+        wait_until(self._accepts_connections, what="PostgreSQL to accept connections", timeout_s=60, process=process)
 
     def _server_options(self) -> list[str]:
         # Durability is pointless for a throw-away cluster, and fsync dominates test time.

@@ -115,9 +115,7 @@ def test_deleting_a_job_garbage_collects_its_pods(kube: KubePart, namespace: str
     wait_until(lambda: not job_pods(kube, namespace, "doomed"), what="the pods to be collected", timeout_s=60)
 
 
-def test_custom_resource_with_an_invalid_field_is_rejected(
-    kube: KubePart, namespace: str, tmp_path: Path
-) -> None:
+def test_custom_resource_with_an_invalid_field_is_rejected(kube: KubePart, namespace: str, tmp_path: Path) -> None:
     crd_file = tmp_path / "widget-crd.yaml"
     crd_file.write_text(yaml.safe_dump(WIDGET_CRD))
     assert kube.install_crds([crd_file]) == ["widgets.smoke.sgs.dev"]

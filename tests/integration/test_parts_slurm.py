@@ -56,9 +56,7 @@ def test_two_gpu_jobs_run_and_a_third_waits_for_resources(slurm: SlurmPart, tmp_
         assert job(slurm, third)["JobState"] == "PENDING"
 
         def devices_reported() -> bool:
-            return all(
-                (tmp_path / f"{j}.out").is_file() and (tmp_path / f"{j}.out").read_text() for j in running
-            )
+            return all((tmp_path / f"{j}.out").is_file() and (tmp_path / f"{j}.out").read_text() for j in running)
 
         wait_until(devices_reported, what="both GPU jobs to print CUDA_VISIBLE_DEVICES", timeout_s=30)
         devices = {(tmp_path / f"{j}.out").read_text().strip() for j in running}
