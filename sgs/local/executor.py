@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -221,7 +222,9 @@ class LocalExecutor:
 
     def _environment(self, task: Task, scratch: Path) -> dict[str, str]:
         env = dict(os.environ)
-        env["PATH"] = os.pathsep.join([*(str(p) for p in self.extra_path), env.get("PATH", "")])
+        # The programs of pipelines installed beside sgs (console scripts) live next to this interpreter.
+        scripts = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([*(str(p) for p in self.extra_path), scripts, env.get("PATH", "")])
         env["TMPDIR"] = str(scratch)
         env["SGS_RUN_ID"] = self.run_id
         env["SGS_TASK_ID"] = task.id
