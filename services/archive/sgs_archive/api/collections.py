@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from sgs.model.dataset import CollectionType
+from sgs_archive.deps import Reader, StateDep, Writer
+from sgs_archive.registry import collections as ops
+from sgs_archive.schemas import ChainInsert, ChainUpdate, CollectionCreate, CollectionPublic, TagRequest, TagResult
+
+router = APIRouter(prefix="/collections", tags=["collections"])
+# Collection names may contain '/', hence path parameters; sub-resource routes are declared first.
+Name = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a RUN, TAGGED or CHAINED collection.")
+async def create(body: CollectionCreate, state: StateDep, _: Writer) -> CollectionPublic:
+    async with state.transaction() as conn:
+        return await ops.create(conn, body)
+
+
+@router.get("", summary="Collections, optionally of one type or under a name prefix.")
+async def list_collections(
+    state: StateDep,
+    _: Reader,
+    type: CollectionType | None = None,
+    prefix: Annotated[str | None, Query(max_length=200)] = None,
+) -> list[CollectionPublic]:
+    async with state.transaction() as conn:
+        return await ops.list_all(conn, type, prefix)
+
+
+@router.put("/{name:path}/chain", summary="Replace a CHAINED collection's search path.")
+async def set_chain(name: Name, body: ChainUpdate, state: StateDep, _: Writer) -> CollectionPublic:
+    async with state.transaction() as conn:
+        return await ops.set_chain(conn, name, body.children)
+
+
+@router.post("/{name:path}/chain", summary="Insert one child into a chain at a position (0 = searched first).")
+async def insert_child(name: Name, body: ChainInsert, state: StateDep, _: Writer) -> CollectionPublic:
+    async with state.transaction() as conn:
+        return await ops.insert_child(conn, name, body.child, body.position)
+
+
+@router.delete("/{name:path}/chain/{child}", summary="Remove one child from a chain.")
+async def remove_child(
+    name: Name, child: Annotated[str, Path(max_length=200)], state: StateDep, _: Writer
+) -> CollectionPublic:
+    async with state.transaction() as conn:
+        return await ops.remove_child(conn, name, child)
+
+
+@router.post("/{name:path}/tags", summary="Add datasets to a TAGGED collection.")
+async def tag(name: Name, body: TagRequest, state: StateDep, _: Writer) -> TagResult:
+    async with state.transaction() as conn:
+        return TagResult(changed=await ops.tag(conn, name, body.dataset_ids))
+
+
+@router.post("/{name:path}/untag", summary="Remove datasets from a TAGGED collection.")
+async def untag(name: Name, body: TagRequest, state: StateDep, _: Writer) -> TagResult:
+    async with state.transaction() as conn:
+        return TagResult(changed=await ops.untag(conn, name, body.dataset_ids))
+
+
+@router.get("/{name:path}", summary="One collection (a chain lists its children in search order).")
+async def get_collection(name: Name, state: StateDep, _: Reader) -> CollectionPublic:
+    async with state.transaction() as conn:
+        return await ops.get(conn, name)
+
+
+@router.delete(
+    "/{name:path}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an empty, unreferenced collection."
+)
+async def delete(name: Name, state: StateDep, _: Writer) -> Response:
+    async with state.transaction() as conn:
+        await ops.delete(conn, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,142 @@
+"""The FastAPI application: ``create_app(settings)``; ``uvicorn --factory sgs_archive.app:create_app``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from sgs_archive.api import admin, collections, dataset_types, datasets, dimensions, health, replicas
+from sgs_archive.api.datasets import ValidationFailedError
+from sgs_archive.auth import hash_token
+from sgs_archive.db import create_pool
+from sgs_archive.deps import ArchiveState
+from sgs_archive.errors import ArchiveError
+from sgs_archive.metrics import ArchiveMetrics
+from sgs_archive.migrate import migrate
+from sgs_archive.outbox import OutboxRelay
+from sgs_archive.registry.dataset_types import TypeCatalog
+from sgs_archive.schemas import IngestRequest
+from sgs_archive.settings import ArchiveSettings
+from sgs_archive.universe import load_universe
+
+log = logging.getLogger(__name__)
+API_VERSION = "1.0.0"
+
+
+def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
+    settings = settings or ArchiveSettings()
+    universe = load_universe(settings.universe_path)
+    metrics = ArchiveMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            applied = await asyncio.to_thread(migrate, settings.dsn, universe)
+            if applied:
+                log.info("archive schema: applied %s", ", ".join(applied))
+        pool = create_pool(settings.dsn, universe, settings.pool_min_size, settings.pool_max_size)
+        await pool.open(wait=True)
+        admin_hash = hash_token(settings.admin_token.get_secret_value()) if settings.admin_token else None
+        state = ArchiveState(settings, universe, pool, TypeCatalog(universe), metrics, admin_hash)
+        relay_task: asyncio.Task[None] | None = None
+        if settings.nats_url:
+            state.relay = OutboxRelay(
+                pool,
+                settings.nats_url,
+                batch=settings.relay_batch,
+                poll_interval_s=settings.relay_poll_interval_s,
+                paused=settings.relay_paused,
+                crash_after_publish=settings.relay_crash_after_publish,
+                published=metrics.outbox_published,
+                pending=metrics.outbox_pending,
+            )
+            relay_task = asyncio.create_task(state.relay.run(), name="outbox-relay")
+        app.state.archive = state
+        try:
+            yield
+        finally:
+            if relay_task is not None:
+                relay_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await relay_task
+            await pool.close()
+
+    app = FastAPI(
+        title="sgs archive",
+        version=API_VERSION,
+        summary="Datasets by dimensions, collections, replicas and lineage across Sites.",
+        lifespan=lifespan,
+    )
+    for router in (health, dimensions, dataset_types, datasets, replicas, collections, admin):
+        app.include_router(router.router)
+    _install_error_handlers(app)
+    _install_metrics_middleware(app, metrics)
+    _publish_ingest_schema(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ArchiveError)
+    async def archive_error(_: Request, error: ArchiveError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(ValidationFailedError)
+    async def validation_failed(_: Request, error: ValidationFailedError) -> JSONResponse:
+        return JSONResponse({"detail": jsonable_encoder(error.errors)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(psycopg.DataError)
+    async def data_error(_: Request, error: psycopg.DataError) -> JSONResponse:
+        # Values PostgreSQL cannot store (a NUL character in text, a number out of range) are bad input.
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return JSONResponse(
+            {"detail": [{"loc": ["body"], "msg": f"value not storable: {message}", "type": "invalid"}]},
+            status_code=422,
+        )
+
+
+def _install_metrics_middleware(app: FastAPI, metrics: ArchiveMetrics) -> None:
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.requests.labels(template, request.method, str(response.status_code)).observe(
+            time.perf_counter() - start
+        )
+        return response
+
+
+def _publish_ingest_schema(app: FastAPI) -> None:
+    """Add IngestRequest (validated by hand in the route) to the OpenAPI components it references."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        definition = IngestRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, nested in definition.pop("$defs", {}).items():
+            components.setdefault(name, nested)
+        components["IngestRequest"] = definition
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,227 @@
+"""Collections: RUN, TAGGED and CHAINED, with their invariants (see CollectionType) enforced here and in SQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from psycopg import errors as pg_errors
+
+from sgs.model.dataset import CollectionType
+from sgs_archive.db import Conn
+from sgs_archive.errors import ConflictError, InvalidInputError, NotFoundError
+from sgs_archive.schemas import CollectionCreate, CollectionPublic
+
+CHAIN_LOCK_ID = 0x5A5C_0002  # serialises chain edits so two concurrent edits cannot build a cycle together
+
+
+@dataclass(frozen=True)
+class SearchPath:
+    """A flattened collection search path: leaf (RUN/TAGGED) collection ids in lookup order."""
+
+    run_ids: list[int]
+    run_ranks: list[int]
+    tagged_ids: list[int]
+    tagged_ranks: list[int]
+
+    @property
+    def empty(self) -> bool:
+        return not self.run_ids and not self.tagged_ids
+
+
+async def create(conn: Conn, request: CollectionCreate) -> CollectionPublic:
+    if request.children and request.type is not CollectionType.CHAINED:
+        raise InvalidInputError(("body", "children"), f"only a CHAINED collection has children, not {request.type}")
+    cursor = await conn.execute(
+        "INSERT INTO collection (name, type, doc) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
+        (request.name, request.type.value, request.doc),
+    )
+    if await cursor.fetchone() is None:
+        existing = await get(conn, request.name)
+        if existing.type is not request.type:
+            raise ConflictError(("body", "name"), f"collection {request.name!r} exists as {existing.type}")
+        if request.type is CollectionType.CHAINED and existing.children != request.children:
+            raise ConflictError(("body", "children"), f"chain {request.name!r} exists with other children")
+        return existing
+    if request.children:
+        await set_chain(conn, request.name, request.children, loc=("body", "children"))
+    return await get(conn, request.name)
+
+
+async def get(conn: Conn, name: str) -> CollectionPublic:
+    cursor = await conn.execute("SELECT id, name, type, doc FROM collection WHERE name = %s", (name,))
+    row = await cursor.fetchone()
+    if row is None:
+        raise NotFoundError(("path", "name"), f"no collection named {name!r}")
+    children: list[str] = []
+    if row["type"] == CollectionType.CHAINED.value:
+        cursor = await conn.execute(
+            """SELECT c.name FROM collection_chain ch JOIN collection c ON c.id = ch.child_id
+               WHERE ch.parent_id = %s ORDER BY ch.position""",
+            (row["id"],),
+        )
+        children = [str(r["name"]) for r in await cursor.fetchall()]
+    return CollectionPublic(
+        name=str(row["name"]), type=CollectionType(row["type"]), doc=str(row["doc"]), children=children
+    )
+
+
+async def list_all(conn: Conn, type_: CollectionType | None, prefix: str | None) -> list[CollectionPublic]:
+    cursor = await conn.execute(
+        """SELECT name FROM collection WHERE (%(type)s::text IS NULL OR type = %(type)s)
+           AND (%(prefix)s::text IS NULL OR starts_with(name, %(prefix)s)) ORDER BY name LIMIT 10000""",
+        {"type": type_.value if type_ else None, "prefix": prefix},
+    )
+    return [await get(conn, str(row["name"])) for row in await cursor.fetchall()]
+
+
+async def delete(conn: Conn, name: str) -> None:
+    collection_id, _ = await _id_and_type(conn, name, ("path", "name"))
+    cursor = await conn.execute(
+        """SELECT p.name FROM collection_chain ch JOIN collection p ON p.id = ch.parent_id
+           WHERE ch.child_id = %s LIMIT 1""",
+        (collection_id,),
+    )
+    parent = await cursor.fetchone()
+    if parent is not None:
+        raise ConflictError(("path", "name"), f"collection {name!r} is a child of chain {parent['name']!r}")
+    try:
+        async with conn.transaction():
+            await conn.execute("DELETE FROM collection WHERE id = %s", (collection_id,))
+    except pg_errors.ForeignKeyViolation:
+        raise ConflictError(("path", "name"), f"RUN collection {name!r} still holds datasets") from None
+
+
+async def _id_and_type(conn: Conn, name: str, loc: tuple[str | int, ...]) -> tuple[int, CollectionType]:
+    cursor = await conn.execute("SELECT id, type FROM collection WHERE name = %s", (name,))
+    row = await cursor.fetchone()
+    if row is None:
+        raise NotFoundError(loc, f"no collection named {name!r}")
+    return int(row["id"]), CollectionType(row["type"])
+
+
+async def set_chain(
+    conn: Conn, name: str, children: Sequence[str], loc: tuple[str | int, ...] = ("body", "children")
+) -> CollectionPublic:
+    """Replace a CHAINED collection's search path, refusing unknown children, duplicates and cycles."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK_ID,))
+    parent_id, parent_type = await _id_and_type(conn, name, ("path", "name"))
+    if parent_type is not CollectionType.CHAINED:
+        raise InvalidInputError(("path", "name"), f"collection {name!r} is {parent_type}, not CHAINED")
+    child_ids: list[int] = []
+    for index, child in enumerate(children):
+        if child in children[:index]:
+            raise InvalidInputError((*loc, index), f"{child!r} appears twice in the chain")
+        child_id, _ = await _id_and_type(conn, child, (*loc, index))
+        if child_id == parent_id or await _reaches(conn, child_id, parent_id):
+            raise InvalidInputError((*loc, index), f"adding {child!r} to {name!r} would make a cycle")
+        child_ids.append(child_id)
+    await conn.execute("DELETE FROM collection_chain WHERE parent_id = %s", (parent_id,))
+    if child_ids:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                "INSERT INTO collection_chain (parent_id, position, child_id) VALUES (%s, %s, %s)",
+                [(parent_id, position, child_id) for position, child_id in enumerate(child_ids)],
+            )
+    return await get(conn, name)
+
+
+async def insert_child(conn: Conn, name: str, child: str, position: int) -> CollectionPublic:
+    current = await get(conn, name)
+    if child in current.children:
+        raise ConflictError(("body", "child"), f"{child!r} is already in chain {name!r}")
+    children = list(current.children)
+    children.insert(min(position, len(children)), child)
+    return await set_chain(conn, name, children, loc=("body", "child"))
+
+
+async def remove_child(conn: Conn, name: str, child: str) -> CollectionPublic:
+    current = await get(conn, name)
+    if child not in current.children:
+        raise NotFoundError(("path", "child"), f"{child!r} is not in chain {name!r}")
+    return await set_chain(conn, name, [c for c in current.children if c != child], loc=("path", "child"))
+
+
+async def _reaches(conn: Conn, start: int, target: int) -> bool:
+    """Whether ``target`` is reachable from ``start`` through chain edges (i.e. start contains target)."""
+    cursor = await conn.execute(
+        """WITH RECURSIVE down(id) AS (
+               SELECT %s::bigint
+               UNION
+               SELECT ch.child_id FROM down JOIN collection_chain ch ON ch.parent_id = down.id)
+           SELECT 1 FROM down WHERE id = %s""",
+        (start, target),
+    )
+    return await cursor.fetchone() is not None
+
+
+async def search_path(conn: Conn, names: Sequence[str], loc: tuple[str | int, ...]) -> SearchPath:
+    """Flatten ``names`` (chains expanded depth-first, first occurrence wins) into leaf collections."""
+    cursor = await conn.execute("SELECT name FROM collection WHERE name = ANY(%s)", (list(names),))
+    known = {str(row["name"]) for row in await cursor.fetchall()}
+    for index, name in enumerate(names):
+        if name not in known:
+            raise NotFoundError((*loc, index), f"no collection named {name!r}")
+    cursor = await conn.execute(
+        """WITH RECURSIVE walk(id, type, path, sort) AS (
+               SELECT c.id, c.type, ARRAY[c.id], ARRAY[n.ord]
+               FROM unnest(%s::text[]) WITH ORDINALITY AS n(name, ord) JOIN collection c ON c.name = n.name
+               UNION ALL
+               SELECT c.id, c.type, w.path || c.id, w.sort || ch.position::bigint
+               FROM walk w JOIN collection_chain ch ON ch.parent_id = w.id JOIN collection c ON c.id = ch.child_id
+               WHERE w.type = 'CHAINED' AND NOT c.id = ANY(w.path))
+           SELECT id, type FROM walk WHERE type <> 'CHAINED' ORDER BY sort""",
+        (list(names),),
+    )
+    path = SearchPath([], [], [], [])
+    seen: set[int] = set()
+    for rank, row in enumerate(await cursor.fetchall()):
+        collection_id = int(row["id"])
+        if collection_id in seen:
+            continue
+        seen.add(collection_id)
+        if row["type"] == CollectionType.RUN.value:
+            path.run_ids.append(collection_id)
+            path.run_ranks.append(rank)
+        else:
+            path.tagged_ids.append(collection_id)
+            path.tagged_ranks.append(rank)
+    return path
+
+
+async def tag(conn: Conn, name: str, dataset_ids: Sequence[uuid.UUID]) -> int:
+    """Add datasets to a TAGGED collection; a second dataset for the same (type, data ID) is a ConflictError."""
+    collection_id, collection_type = await _id_and_type(conn, name, ("path", "name"))
+    if collection_type is not CollectionType.TAGGED:
+        raise InvalidInputError(("path", "name"), f"collection {name!r} is {collection_type}, not TAGGED")
+    cursor = await conn.execute("SELECT id FROM dataset WHERE id = ANY(%s)", (list(dataset_ids),))
+    found = {row["id"] for row in await cursor.fetchall()}
+    for index, dataset_id in enumerate(dataset_ids):
+        if dataset_id not in found:
+            raise NotFoundError(("body", "dataset_ids", index), f"no dataset {dataset_id}")
+    try:
+        async with conn.transaction():
+            cursor = await conn.execute(
+                """INSERT INTO collection_tag (collection_id, dataset_id, dataset_type_id, data_id_key)
+                   SELECT %s, d.id, d.dataset_type_id, d.data_id_key FROM dataset d WHERE d.id = ANY(%s)
+                   ON CONFLICT (collection_id, dataset_id) DO NOTHING""",
+                (collection_id, list(dataset_ids)),
+            )
+            return cursor.rowcount
+    except pg_errors.UniqueViolation:
+        raise ConflictError(
+            ("body", "dataset_ids"),
+            f"collection {name!r} already holds a dataset with the same type and data ID as one of these",
+        ) from None
+
+
+async def untag(conn: Conn, name: str, dataset_ids: Sequence[uuid.UUID]) -> int:
+    collection_id, collection_type = await _id_and_type(conn, name, ("path", "name"))
+    if collection_type is not CollectionType.TAGGED:
+        raise InvalidInputError(("path", "name"), f"collection {name!r} is {collection_type}, not TAGGED")
+    cursor = await conn.execute(
+        "DELETE FROM collection_tag WHERE collection_id = %s AND dataset_id = ANY(%s)",
+        (collection_id, list(dataset_ids)),
+    )
+    return cursor.rowcount

@@ -1,0 +1,133 @@
+"""Replicas: register, change state (announced through the outbox), locate by dataset and site."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from psycopg import errors as pg_errors
+
+from sgs.events import ReplicaStateChanged, replica_subject
+from sgs.model.dataset import ReplicaState
+from sgs_archive.auth import Principal
+from sgs_archive.db import Conn
+from sgs_archive.errors import ConflictError, NotFoundError
+from sgs_archive.outbox import enqueue
+from sgs_archive.schemas import ReplicaCreate, ReplicaPage, ReplicaPublic
+
+_COLUMNS = "r.id, r.dataset_id, r.site, r.uri, r.size, r.adler32, r.sha256, r.state, r.updated_at"
+
+
+async def _event(conn: Conn, replica: ReplicaPublic, previous: ReplicaState | None, source: str) -> None:
+    cursor = await conn.execute(
+        "SELECT dt.name FROM dataset d JOIN dataset_type dt ON dt.id = d.dataset_type_id WHERE d.id = %s",
+        (replica.dataset_id,),
+    )
+    row = await cursor.fetchone()
+    event = ReplicaStateChanged(
+        source=source,
+        replica_id=replica.id,
+        dataset_id=replica.dataset_id,
+        dataset_type=str(row["name"]) if row else "",
+        site=replica.site,
+        uri=replica.uri,
+        size=replica.size,
+        adler32=replica.adler32,
+        sha256=replica.sha256,
+        state=replica.state,
+        previous_state=previous,
+    )
+    await enqueue(conn, [(replica_subject(replica.state), event)])
+
+
+async def register(conn: Conn, request: ReplicaCreate, principal: Principal, source: str) -> tuple[ReplicaPublic, bool]:
+    """Register a replica of an existing dataset; the same again is a no-op, another size or checksum a conflict."""
+    principal.require_site(request.site, ("body", "site"))
+    try:
+        async with conn.transaction():
+            cursor = await conn.execute(
+                f"""INSERT INTO replica AS r (dataset_id, site, uri, size, adler32, sha256, state)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (dataset_id, site, uri) DO NOTHING
+                    RETURNING {_COLUMNS}""".encode(),
+                (
+                    request.dataset_id,
+                    request.site,
+                    request.uri,
+                    request.size,
+                    request.adler32,
+                    request.sha256,
+                    request.state.value,
+                ),
+            )
+            row = await cursor.fetchone()
+    except pg_errors.ForeignKeyViolation:
+        raise NotFoundError(("body", "dataset_id"), f"no dataset {request.dataset_id}") from None
+    if row is not None:
+        replica = ReplicaPublic.model_validate(row)
+        await _event(conn, replica, None, source)
+        return replica, True
+    cursor = await conn.execute(
+        f"SELECT {_COLUMNS} FROM replica r WHERE dataset_id = %s AND site = %s AND uri = %s".encode(),
+        (request.dataset_id, request.site, request.uri),
+    )
+    existing = ReplicaPublic.model_validate(await cursor.fetchone())
+    if (existing.size, existing.adler32, existing.sha256) != (request.size, request.adler32, request.sha256):
+        raise ConflictError(("body", "sha256"), "a replica at this site and URI exists with another size or checksum")
+    return existing, False
+
+
+async def update_state(
+    conn: Conn, replica_id: int, state: ReplicaState, principal: Principal, source: str
+) -> ReplicaPublic:
+    cursor = await conn.execute(f"SELECT {_COLUMNS} FROM replica r WHERE r.id = %s FOR UPDATE".encode(), (replica_id,))
+    row = await cursor.fetchone()
+    if row is None:
+        raise NotFoundError(("path", "replica_id"), f"no replica {replica_id}")
+    current = ReplicaPublic.model_validate(row)
+    principal.require_site(current.site, ("path", "replica_id"))
+    if current.state is state:
+        return current
+    cursor = await conn.execute(
+        f"UPDATE replica r SET state = %s, updated_at = now() WHERE r.id = %s RETURNING {_COLUMNS}".encode(),
+        (state.value, replica_id),
+    )
+    updated = ReplicaPublic.model_validate(await cursor.fetchone())
+    await _event(conn, updated, current.state, source)
+    return updated
+
+
+async def get(conn: Conn, replica_id: int) -> ReplicaPublic:
+    cursor = await conn.execute(f"SELECT {_COLUMNS} FROM replica r WHERE r.id = %s".encode(), (replica_id,))
+    row = await cursor.fetchone()
+    if row is None:
+        raise NotFoundError(("path", "replica_id"), f"no replica {replica_id}")
+    return ReplicaPublic.model_validate(row)
+
+
+async def locate(
+    conn: Conn, dataset_ids: Sequence[uuid.UUID], site: str | None, state: ReplicaState | None
+) -> dict[str, list[ReplicaPublic]]:
+    """Replicas of the given datasets, at every Site or only at ``site``, optionally in one state."""
+    cursor = await conn.execute(
+        f"""SELECT {_COLUMNS} FROM replica r WHERE r.dataset_id = ANY(%s)
+            AND (%s::text IS NULL OR r.site = %s) AND (%s::text IS NULL OR r.state = %s)
+            ORDER BY r.dataset_id, r.site, r.id""".encode(),
+        (list(dataset_ids), site, site, state.value if state else None, state.value if state else None),
+    )
+    found: dict[str, list[ReplicaPublic]] = {}
+    for row in await cursor.fetchall():
+        replica = ReplicaPublic.model_validate(row)
+        found.setdefault(str(replica.dataset_id), []).append(replica)
+    return found
+
+
+async def at_site(conn: Conn, site: str, state: ReplicaState | None, limit: int, cursor_id: int | None) -> ReplicaPage:
+    """The per-site view (what a facility's local repository holds), paged by replica id."""
+    cursor = await conn.execute(
+        f"""SELECT {_COLUMNS} FROM replica r WHERE r.site = %s AND (%s::text IS NULL OR r.state = %s)
+            AND r.id > %s ORDER BY r.id LIMIT %s""".encode(),
+        (site, state.value if state else None, state.value if state else None, cursor_id or 0, limit + 1),
+    )
+    rows = await cursor.fetchall()
+    items = [ReplicaPublic.model_validate(row) for row in rows[:limit]]
+    return ReplicaPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
