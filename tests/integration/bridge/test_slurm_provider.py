@@ -17,6 +17,7 @@ from bridge_kit import (
     terminated,
 )
 from sgs_bridge.launch import BridgeProcess
+from sgs_bridge.quantity import parse_quantity
 
 from sgs.testing import wait_until
 from sgs.testing.kube import KubePart
@@ -47,7 +48,7 @@ def test_node_capacity_comes_from_slurm(kube: KubePart, slurm: SlurmPart, slurm_
     capacity = node["status"]["capacity"]
     assert capacity["cpu"] == str(slurm.cpus)
     assert capacity["nvidia.com/gpu"] == "2"
-    assert capacity["memory"] == f"{slurm.memory_mb * 1024}Ki"
+    assert parse_quantity(capacity["memory"]) == slurm.memory_mb * 2**20
     assert node["spec"]["taints"][0]["value"] == "slurm"
 
 
