@@ -43,7 +43,7 @@ async def insert_child(name: Name, body: ChainInsert, state: StateDep, _: Writer
         return await ops.insert_child(conn, name, body.child, body.position)
 
 
-@router.delete("/{name:path}/chain/{child}", summary="Remove one child from a chain.")
+@router.delete("/{name:path}/chain/{child:path}", summary="Remove one child from a chain.")
 async def remove_child(
     name: Name, child: Annotated[str, Path(max_length=200)], state: StateDep, _: Writer
 ) -> CollectionPublic:
