@@ -14,7 +14,7 @@ from sgs.testing.kube import KubePart, default_crd_files
 
 pytestmark = pytest.mark.integration
 
-WIDGET_CRD = {
+WIDGET_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
     "metadata": {"name": "widgets.smoke.sgs.dev"},
@@ -140,3 +140,17 @@ def test_sgs_crds_are_installed_and_established(kube: KubePart, crd_file: Path) 
             crd = get_json(kube, "crd", doc["metadata"]["name"])
             established = [c for c in crd["status"]["conditions"] if c["type"] == "Established"]
             assert [c["status"] for c in established] == ["True"]
+
+
+def test_an_existing_cluster_is_used_as_is(kube: KubePart, tmp_path: Path) -> None:
+    """What the `kube` fixture does when KUBECONFIG is set: start nothing, install CRDs with kubectl."""
+    crd = {**WIDGET_CRD, "metadata": {"name": "gadgets.smoke.sgs.dev"}}
+    crd["spec"] = {**WIDGET_CRD["spec"], "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget"}}
+    crd_file = tmp_path / "gadget-crd.yaml"
+    crd_file.write_text(yaml.safe_dump(crd))
+    with KubePart.existing(kube.kubeconfig, crds=[crd_file]) as existing:
+        assert existing.external and existing.server == kube.server and not existing.processes
+        gadget = get_json(existing, "crd", "gadgets.smoke.sgs.dev")
+    established = [c["status"] for c in gadget["status"]["conditions"] if c["type"] == "Established"]
+    assert established == ["True"]
+    assert kube.kubeconfig.is_file()  # leaving the existing cluster touched nothing of its files
