@@ -153,6 +153,12 @@ take_lock() {
 main() {
     local names=("$@")
     if [[ ${#names[@]} -eq 0 ]]; then names=("${ALL_NAMES[@]}"); fi
+    for name in "${names[@]}"; do
+        if [[ " ${ALL_NAMES[*]} " != *" $name "* ]]; then
+            log "ERROR: unknown binary '$name' (known: ${ALL_NAMES[*]})" >&2
+            exit 2
+        fi
+    done
     require_go
     take_lock
     check_sumdb

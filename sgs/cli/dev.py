@@ -28,7 +28,7 @@ def _parts(spec: str) -> list[str]:
     try:
         return parse_parts(spec)
     except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--parts") from err
+        raise typer.BadParameter(str(err).removeprefix("--parts: "), param_hint="--parts") from err
 
 
 def _report(unit: str, message: str) -> None:
