@@ -104,8 +104,8 @@ def run_provider(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=100, help="pods per provider")
-    parser.add_argument("--slurm-pods", type=int, default=40, help="pods for the Slurm provider")
-    parser.add_argument("--seconds", type=float, default=2.0, help="how long each pod's task runs")
+    parser.add_argument("--slurm-pods", type=int, default=8, help="pods for Slurm (8 = all its slots here)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long each pod's task runs")
     parser.add_argument("--skip-slurm", action="store_true")
     args = parser.parse_args()
     with TemporaryDirectory(prefix="sgs-bench-bridge-") as tmp:

@@ -361,6 +361,8 @@ class Bridge:
         status = pod_status(state, container, created=_start_time(pod), image=_image(pod))
         if _summary(status) == _summary(pod.get("status", {})):
             return
+        if state.phase is Phase.PENDING and not state.message and pod.get("status", {}).get("phase") == "Pending":
+            return  # a moment before the task starts: nothing worth a status write
         if state.phase.terminal and state.usage:
             usage = json.dumps(dict(state.usage), sort_keys=True)
             await self._patch_pod(pod, {"metadata": {"annotations": {USAGE_ANNOTATION: usage}}})

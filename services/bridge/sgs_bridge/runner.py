@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from sgs_bridge.providers.base import read_json, write_json_atomically
+from sgs_bridge.files import read_json, write_json_atomically
 
 if TYPE_CHECKING:
     from sgs.local.process import Outcome, TaskProcess

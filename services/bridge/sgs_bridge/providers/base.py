@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sgs_bridge.files import read_json, write_json_atomically
 from sgs_bridge.podspec import TaskSpec
 from sgs_bridge.state import JobState
+
+__all__ = ["read_json", "write_json_atomically"]
 
 
 class BackendUnavailableError(RuntimeError):
@@ -70,21 +72,6 @@ def prepare_pod_dir(spec: TaskSpec) -> None:
             target.write_bytes(content)
             target.chmod(volume.file_mode)
     spec.log_path.touch(exist_ok=True)
-
-
-def write_json_atomically(path: Path, data: object) -> None:
-    """Readers see the old file or the whole new one, never half of it (a crash mid-write included)."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(data))
-    temporary.replace(path)
-
-
-def read_json(path: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def spec_summary(spec: TaskSpec) -> dict[str, object]:
