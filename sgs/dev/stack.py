@@ -122,7 +122,11 @@ def save_state(units: dict[str, PartState]) -> None:
 
 
 def write_env_file(units: dict[str, PartState]) -> None:
-    lines = [f"export {key}={_shell_quote(value)}" for unit in units.values() for key, value in unit.exports.items()]
+    exports = {key: value for unit in units.values() for key, value in unit.exports.items()}
+    sites = [str(unit.info["site"]) for unit in units.values() if unit.part == "minio"]
+    if sites:
+        exports["SGS_S3_SITES"] = ",".join(sites)
+    lines = [f"export {key}={_shell_quote(value)}" for key, value in exports.items()]
     env_file().write_text("\n".join(lines) + ("\n" if lines else ""))
 
 
@@ -157,7 +161,14 @@ Report = Callable[[str, str], None]  # (unit, message)
 
 def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
     """Start the parts not already running, all at once; returns the whole stack's state."""
-    state = {name: unit for name, unit in load_state().items() if all(unit.alive())}
+    state: dict[str, PartState] = {}
+    for name, recorded in load_state().items():
+        if all(recorded.alive()):
+            state[name] = recorded
+        else:
+            # Half a part (say, an apiserver whose etcd died) would hold ports and data: restart it whole.
+            for record in reversed(recorded.processes):
+                record.stop()
     pending: list[tuple[str, str, Part]] = []
     for part in parts:
         for unit_name, unit in units_of(part):

@@ -37,7 +37,17 @@ class MinioPart(Part):
         self.port = port or free_port()
         self.console_port = free_port()
         self.access_key = access_key or f"sgs-{site}"
-        self.secret_key = secret_key or secrets.token_hex(16)
+        self.secret_key = secret_key or self._kept_or_new_secret()
+
+    def _kept_or_new_secret(self) -> str:
+        """A restart over kept data keeps its secret, so clients' saved settings stay valid."""
+        path = self.workdir / "secret-key"
+        if path.is_file():
+            return path.read_text().strip()
+        secret = secrets.token_hex(16)
+        path.write_text(secret)
+        path.chmod(0o600)
+        return secret
 
     @property
     def endpoint(self) -> str:

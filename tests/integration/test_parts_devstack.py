@@ -59,12 +59,19 @@ async def test_dev_up_status_env_down(tmp_path: Path, monkeypatch: pytest.Monkey
         psycopg.connect(env["SGS_ARCHIVE_DSN"], connect_timeout=2)
 
 
-def test_dev_status_fails_when_a_part_died(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_half_dead_part_is_reported_and_restarted_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
-    assert sgs("up", "--parts", "nats", cache=cache).returncode == 0
+    assert sgs("up", "--parts", "slurm", cache=cache).returncode == 0
     monkeypatch.setenv("SGS_CACHE", str(cache))
     try:
-        load_state()["nats"].processes[0].stop()
+        before = load_state()["slurm"].processes
+        munged = next(record for record in before if record.name == "munged")
+        munged.stop()
         assert sgs("status", cache=cache).returncode == 1
+        assert sgs("up", "--parts", "slurm", cache=cache).returncode == 0
+        assert not any(record.is_alive() for record in before)  # slurmctld and slurmd were not left behind
+        after = load_state()["slurm"]
+        assert all(after.alive()) and {r.pid for r in after.processes}.isdisjoint({r.pid for r in before})
+        assert sgs("status", cache=cache).returncode == 0
     finally:
         sgs("down", cache=cache)
