@@ -95,10 +95,16 @@ class SlurmPart(Part):
     def jobcomp_file(self) -> Path:
         return self.log_dir / "jobcomp.txt"
 
-    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run a Slurm client command against this cluster."""
+    def run(self, *argv: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a Slurm client command against this cluster.
+
+        The default working directory is the part's `jobs/`, so a job without `-o` writes its
+        `slurm-<id>.out` there and not into the caller's checkout.
+        """
+        workdir = cwd or self.workdir / "jobs"
+        workdir.mkdir(parents=True, exist_ok=True)
         return subprocess.run(
-            list(argv), env=self.client_env(), capture_output=True, text=True, check=check, timeout=60
+            list(argv), env=self.client_env(), cwd=workdir, capture_output=True, text=True, check=check, timeout=60
         )
 
     def _start(self) -> None:
