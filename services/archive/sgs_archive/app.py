@@ -60,6 +60,7 @@ def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
                 paused=settings.relay_paused,
                 crash_after_publish=settings.relay_crash_after_publish,
                 published=metrics.outbox_published,
+                duplicates=metrics.outbox_duplicates,
                 pending=metrics.outbox_pending,
             )
             relay_task = asyncio.create_task(state.relay.run(), name="outbox-relay")

@@ -25,6 +25,11 @@ class ArchiveMetrics:
         self.outbox_published = Counter(
             "sgs_archive_outbox_published_total", "Events relayed to JetStream.", registry=self.registry
         )
+        self.outbox_duplicates = Counter(
+            "sgs_archive_outbox_duplicates_total",
+            "Re-published events JetStream dropped as duplicates (a crash between publish and stamp).",
+            registry=self.registry,
+        )
         self.outbox_pending = Gauge(
             "sgs_archive_outbox_pending", "Events committed but not yet relayed.", registry=self.registry
         )

@@ -49,6 +49,7 @@ class OutboxRelay:
         paused: bool,
         crash_after_publish: bool,
         published: Counter,
+        duplicates: Counter,
         pending: Gauge,
     ) -> None:
         self.pool = pool
@@ -58,6 +59,7 @@ class OutboxRelay:
         self.paused = paused
         self.crash_after_publish = crash_after_publish
         self.published = published
+        self.duplicates = duplicates
         self.pending = pending
         self.connected = False
         self._wake = asyncio.Event()
@@ -107,6 +109,7 @@ class OutboxRelay:
                     str(row["subject"]), str(row["payload"]).encode(), headers={MSG_ID_HEADER: str(row["msg_id"])}
                 )
                 if ack.duplicate:
+                    self.duplicates.inc()
                     log.info("outbox relay: %s was already published (dropped as duplicate)", row["msg_id"])
                 if self.crash_after_publish:
                     log.error("outbox relay: crash hook: dying between publish and stamp")
