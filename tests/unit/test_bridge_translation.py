@@ -1,0 +1,87 @@
+"""The bridge's pure translations: Kubernetes quantities, pods into tasks, Slurm's words into pod states."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sgs_bridge.podspec import PodSpecError, task_from_pod
+from sgs_bridge.providers.slurm_states import exit_code_of, job_state, parse_fields
+from sgs_bridge.quantity import QuantityError, parse_quantity
+from sgs_bridge.state import Phase
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("500m", Decimal("0.5")), ("2", Decimal(2)), ("1Gi", Decimal(2**30)), ("100M", Decimal(10**8))],
+)
+def test_quantities(text: str, value: Decimal) -> None:
+    assert parse_quantity(text) == value
+
+
+def test_bad_quantity_names_the_text() -> None:
+    with pytest.raises(QuantityError, match="'lots'"):
+        parse_quantity("lots")
+
+
+def pod(**container: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"uid": "u-1", "name": "p", "namespace": "ns"},
+        "spec": {
+            "activeDeadlineSeconds": 600,
+            "volumes": [{"name": "tmpdir", "emptyDir": {"sizeLimit": "100Mi"}}],
+            "containers": [
+                {
+                    "name": "task",
+                    "volumeMounts": [{"name": "tmpdir", "mountPath": "/sgs/tmp"}],
+                    "resources": {"limits": {"cpu": "2", "memory": "1Gi", "nvidia.com/gpu": "1"}},
+                    **container,
+                }
+            ],
+        },
+    }
+
+
+def test_pod_becomes_a_task_with_volumes_as_host_directories(tmp_path: Path) -> None:
+    spec = task_from_pod(
+        pod(command=["work"], args=["/sgs/tmp/x"], env=[{"name": "TMPDIR", "value": "/sgs/tmp"}]),
+        tmp_path,
+    )
+    scratch = str(tmp_path / "u-1")
+    assert spec.argv[0] == "work" and spec.argv[1] == f"{scratch}/volumes/tmpdir/x"
+    assert spec.env["TMPDIR"].startswith(scratch) and spec.env["TMPDIR"] != "/sgs/tmp"
+    assert (spec.cpus, spec.memory_bytes, spec.gpus, spec.walltime_s) == (2, 2**30, 1, 600)
+    assert spec.tmp_bytes == 100 * 2**20
+
+
+def test_pod_without_command_is_refused_naming_the_field(tmp_path: Path) -> None:
+    with pytest.raises(PodSpecError, match=r"spec\.containers\[0\]\.command"):
+        task_from_pod(pod(), tmp_path)
+
+
+def fields(line: str) -> dict[str, str]:
+    return parse_fields(line)
+
+
+def test_pending_reason_is_named() -> None:
+    state = job_state("7", fields("JobId=7 JobState=PENDING Reason=Resources"), "")
+    assert state.phase is Phase.PENDING and state.reason == "SlurmResources"
+    assert "Reason=Resources" in state.message and "waiting for resources" in state.message
+
+
+def test_over_memory_kill_is_oomkilled_with_slurms_words() -> None:
+    line = "JobId=8 JobState=FAILED Reason=JobLaunchFailure ExitCode=0:9"
+    tail = "slurmstepd: error: Step 8.batch exceeded memory limit (2147483648 > 1073741824), being killed"
+    state = job_state("8", fields(line), tail)
+    assert (state.phase, state.reason) == (Phase.FAILED, "OOMKilled")
+    assert "JobLaunchFailure" in state.message and "exceeded the limit of 1024 MiB" in state.message
+
+
+def test_timeout_and_completion_and_exit_codes() -> None:
+    timeout = job_state("9", fields("JobId=9 JobState=TIMEOUT Reason=TimeLimit ExitCode=0:15 TimeLimit=00:01:00"), "")
+    assert timeout.reason == "DeadlineExceeded"
+    done = job_state("10", fields("JobId=10 JobState=COMPLETED Reason=None ExitCode=0:0"), "")
+    assert (done.phase, done.exit_code) == (Phase.SUCCEEDED, 0)
+    assert exit_code_of("3:0") == 3 and exit_code_of("0:9") == 137
