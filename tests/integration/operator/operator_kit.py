@@ -72,7 +72,7 @@ class OperatorProcess:
         env.pop("SGS_OPERATOR_CRASH_AT", None)
         if crash_at:
             env["SGS_OPERATOR_CRASH_AT"] = crash_at
-        argv = [sys.executable, "-m", "sgs.cli.main", "operator", "-n", self.pattern]
+        argv = [sys.executable, "-m", "sgs.cli.main", "operator", "-v", "-n", self.pattern]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(self._ready, f"the operator to log {READY_MESSAGE!r} ({self.log})", timeout_s)

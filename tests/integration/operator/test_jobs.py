@@ -30,12 +30,15 @@ def test_the_first_task_becomes_a_job_that_honours_the_bridge_contract(
     run = cluster.get("runs", "shape")
 
     assert job["metadata"]["name"] == "shape-ialtest-split-images-0"
-    assert job["metadata"]["labels"] | {} >= {
-        "sgs.io/run": "shape",
-        "sgs.io/task": "ialtest-split-images",
-        "sgs.io/attempt": "0",
-        "sgs.io/site": "site-a",
-    }
+    assert (
+        job["metadata"]["labels"].items()
+        >= {
+            "sgs.io/run": "shape",
+            "sgs.io/task": "ialtest-split-images",
+            "sgs.io/attempt": "0",
+            "sgs.io/site": "site-a",
+        }.items()
+    )
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
         "Run",

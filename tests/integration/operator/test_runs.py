@@ -57,7 +57,7 @@ def test_a_failing_task_is_retried_then_fails_the_run(served: Cluster) -> None:
     status = served.wait_phase("failing", {"Succeeded", "Failed"}, timeout_s=120)
 
     assert status["phase"] == "Failed"
-    assert status["tasks"] | {} >= {"succeeded": 1, "failed": 1, "total": 2}
+    assert status["tasks"].items() >= {"succeeded": 1, "failed": 1, "total": 2}.items()
     [failed] = status["failedTasks"]
     assert failed["task"] == "second" and failed["attempt"] == 1 and failed["reason"] == "Error"
     assert "exit code 3" in failed["message"]
@@ -97,7 +97,7 @@ def test_retry_failed_reruns_only_the_failed_tasks(served: Cluster) -> None:
     served.apply(served.run("flaky", pipeline="flaky", inputs={}, retry={"max": 0}))
     first = served.wait_phase("flaky", {"Succeeded", "Failed"}, timeout_s=120)
     assert first["phase"] == "Failed"
-    assert first["tasks"] | {} >= {"succeeded": 2, "failed": 1, "skipped": 1}
+    assert first["tasks"].items() >= {"succeeded": 2, "failed": 1, "skipped": 1}.items()
 
     Path(marker).write_text("yes")
     served.sgs("run", "retry-failed", "flaky", "-n", served.namespace)

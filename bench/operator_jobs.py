@@ -1,0 +1,228 @@
+"""Jobs created per second for a 2,000-wide map through the whole operator path, against a bare client.
+
+Against one real API server (started here, or $KUBECONFIG's), in the same run:
+1. bare client: kubernetes_asyncio creating the same 2,000 Jobs with the operator's concurrency — the box's limit;
+2. operator: `sgs operator` (a subprocess, as deployed) given a Run whose map fans out over 2,000 inputs: from
+   the Run's creation to the 2,000th Job seen by a watch — planner, PostgreSQL records, Job creation, status.
+Pods stay Pending (the Site's nodes do not exist), so only the control-plane path is measured.
+Targets (DESIGN.md): ≥ 50 Jobs/s, and ≥ 80 % of the bare client's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, config, watch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sgs_operator.jobs import RunRef, SitePlacement, TaskAttempt, build_job
+from sgs_operator.kube import Kube
+
+from sgs.model.pipeline import Resources
+from sgs.testing.kube import KubePart
+from sgs.testing.postgres import PostgresPart
+
+TARGET_RATE = 50.0
+TARGET_RATIO = 0.80
+UNSERVED = {"sgs.io/bench": "no-such-node"}
+console = Console()
+
+
+def wide_pipeline(name: str) -> dict[str, Any]:
+    """One map over the Run's `items`: every item is one task of one executable."""
+    return {
+        "apiVersion": "sgs.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name},
+        "spec": {
+            "inputs": [{"name": "items"}],
+            "executables": [
+                {
+                    "name": "work",
+                    "command": "work",
+                    "inputs": [{"name": "item"}],
+                    "outputs": [{"name": "out", "suffix": ".json"}],
+                    "resources": {"cores": 1, "ram": 0.5, "walltime": 1.0},
+                }
+            ],
+            "steps": [
+                {
+                    "name": "m",
+                    "map": {
+                        "over": "item",
+                        "params": ["item"],
+                        "outputs": [{"name": "out", "from": {"step": "m.work", "output": "out"}}],
+                    },
+                    "inputs": {"item": {"input": "items"}},
+                },
+                {"name": "m.work", "executable": "work", "scope": "m", "inputs": {"item": {"input": "item"}}},
+            ],
+        },
+    }
+
+
+async def bare_client(kubeconfig: Path, namespace: str, width: int, concurrency: int, store: str) -> float:
+    """The same Jobs the operator would create, straight from a client: Jobs per second."""
+    kube = await Kube.connect(str(kubeconfig), pool_size=concurrency)
+    run = RunRef(name="bare", namespace=namespace, uid="00000000-0000-0000-0000-000000000000", priority=0)
+    site = SitePlacement(name="site-a", node_selector=dict(UNSERVED), host_paths=(store,))
+    jobs = [
+        build_job(
+            run,
+            site,
+            TaskAttempt(
+                tid=f"m.work[{i}]",
+                attempt=0,
+                argv=["work", f"--item={store}/in/{i}.json", f"--out={store}/out/{i}.json"],
+                resources=Resources(cores=1, ram=0.5, walltime=1.0),
+                image="ghcr.io/sgs/task-runner:latest",
+                env={"SGS_TASK_ID": f"m.work[{i}]"},
+            ),
+            "/sgs/tmp",
+        )
+        for i in range(width)
+    ]
+    for job in jobs:
+        del job["metadata"]["ownerReferences"]  # no Run owns them
+    slots = asyncio.Semaphore(concurrency)
+
+    async def create(job: dict[str, Any]) -> None:
+        async with slots:
+            await kube.create_job(job)
+
+    start = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task("bare client", total=width)
+        pending = [asyncio.create_task(create(j)) for j in jobs]
+        for done in asyncio.as_completed(pending):
+            await done
+            progress.advance(task)
+    elapsed = time.perf_counter() - start
+    await kube.close()
+    return width / elapsed
+
+
+async def operator_path(kube: KubePart, namespace: str, width: int, store: str) -> float:
+    """Apply the Run, watch its Jobs appear: Jobs per second from creation to the last one."""
+    kubectl_apply(kube, namespace, wide_pipeline("wide"))
+    site = {
+        "apiVersion": "sgs.io/v1alpha1",
+        "kind": "Site",
+        "metadata": {"name": "site-a"},
+        "spec": {
+            "compute": {"maxParallel": width, "nodeSelector": UNSERVED},
+            "storage": {"kind": "posix", "path": store},
+            "capacity": {"cores": 4000, "storageTb": 100},
+        },
+    }
+    kubectl_apply(kube, namespace, site)
+    await asyncio.sleep(2)  # the Pipeline's status and the Site index settle before the Run arrives
+    run = {
+        "apiVersion": "sgs.io/v1alpha1",
+        "kind": "Run",
+        "metadata": {"name": "wide"},
+        "spec": {
+            "pipeline": "wide",
+            "site": "site-a",
+            "maxParallel": width,
+            "inputs": {"items": {"uris": [f"{store}/in/{i}.json" for i in range(width)]}},
+        },
+    }
+    api = await config.new_client_from_config(config_file=str(kube.kubeconfig))
+    batch = client.BatchV1Api(api)
+    seen: set[str] = set()
+    start = time.perf_counter()
+    kubectl_apply(kube, namespace, run)
+    last = start
+    with _progress() as progress:
+        bar = progress.add_task("operator", total=width)
+        stream = watch.Watch()
+        async for event in stream.stream(
+            batch.list_namespaced_job, namespace, label_selector="sgs.io/run=wide", timeout_seconds=600
+        ):
+            name = event["object"].metadata.name
+            if event["type"] == "ADDED" and name not in seen:
+                seen.add(name)
+                last = time.perf_counter()
+                progress.advance(bar)
+                if len(seen) >= width:
+                    stream.stop()
+    await api.close()
+    return width / (last - start)
+
+
+def kubectl_apply(kube: KubePart, namespace: str, manifest: dict[str, Any]) -> None:
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+
+
+def start_operator(kube: KubePart, dsn: str, pattern: str, concurrency: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kube.kubeconfig),
+        "SGS_OPERATOR_DSN": dsn,
+        "SGS_OPERATOR_CREATE_CONCURRENCY": str(concurrency),
+        "SGS_OPERATOR_WEBHOOK_NAME": "sgs-operator-bench.sgs.io",
+    }
+    argv = [sys.executable, "-m", "sgs.cli.main", "operator", "-n", pattern]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while "sgs operator ready" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"operator did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return proc
+
+
+async def measure(kube: KubePart, dsn: str, width: int, concurrency: int, workdir: Path) -> tuple[float, float]:
+    store = str(workdir / "store")
+    for namespace in ("bench-bare", "bench-op-1"):
+        kube.kubectl("create", "namespace", namespace)
+    console.print(f"[bold]bare client[/]: {width} Jobs, {concurrency} requests in flight")
+    bare = await bare_client(kube.kubeconfig, "bench-bare", width, concurrency, store)
+    proc = start_operator(kube, dsn, "bench-op-*", concurrency, workdir / "operator.log")
+    try:
+        console.print(f"[bold]operator[/]: a Run mapping over {width} inputs (log {workdir / 'operator.log'})")
+        through_operator = await operator_path(kube, "bench-op-1", width, store)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return bare, through_operator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32, help="Job creations in flight (both paths)")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="sgs-bench-operator-"))
+    (workdir / "store").mkdir()
+    preset = os.environ.get("KUBECONFIG")
+    kube = KubePart.existing(Path(preset)) if preset else KubePart(workdir / "kube")
+    with PostgresPart(workdir / "pg") as postgres, kube:
+        bare, operator = asyncio.run(measure(kube, postgres.dsn, args.width, args.concurrency, workdir))
+    ratio = operator / bare
+    console.print(f"bare client: {bare:8.1f} Jobs/s  (the limit of this API server)")
+    console.print(
+        f"operator:    {operator:8.1f} Jobs/s  target ≥ {TARGET_RATE:.0f}: ratio {operator / TARGET_RATE:.2f}"
+    )
+    console.print(f"operator / bare client: {ratio:.1%}  target ≥ {TARGET_RATIO:.0%}: ratio {ratio / TARGET_RATIO:.2f}")
+
+
+if __name__ == "__main__":
+    main()
