@@ -33,6 +33,9 @@ def _register_subcommands() -> None:
     from sgs.cli.bridge import bridge_command
 
     app.command("bridge")(bridge_command)
+    from sgs.cli.archive import app as archive_app
+
+    app.add_typer(archive_app, name="archive")
 
 
 _register_subcommands()

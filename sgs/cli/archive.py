@@ -1,0 +1,260 @@
+"""`sgs archive ...`: run the archive service, migrate its schema, ingest, query and show lineage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.tree import Tree
+
+app = typer.Typer(
+    name="archive", help="The archive: datasets, collections, replicas and lineage.", no_args_is_help=True
+)
+console = Console()
+
+DEFAULT_URL = "http://127.0.0.1:8400"
+UrlOption = Annotated[str, typer.Option("--url", envvar="SGS_ARCHIVE_URL", help="Archive base URL.")]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", envvar="SGS_ARCHIVE_TOKEN", help="Bearer token (Site or admin).")
+]
+
+
+def _client(url: str, token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=120)
+
+
+def _fail_on_error(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            details = response.json().get("detail", response.text)
+        except ValueError:
+            details = response.text
+        if isinstance(details, list):
+            for item in details:
+                where = ".".join(str(p) for p in item.get("loc", []))
+                console.print(f"[red]error[/red] {response.status_code} {where}: {item.get('msg')}")
+        else:
+            console.print(f"[red]error[/red] {response.status_code}: {details}")
+        raise typer.Exit(1)
+    return response.json() if response.content else None
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8400,
+    dsn: Annotated[str | None, typer.Option(envvar="SGS_ARCHIVE_DSN", help="PostgreSQL DSN.")] = None,
+    nats_url: Annotated[str | None, typer.Option(envvar="SGS_ARCHIVE_NATS_URL", help="NATS URL.")] = None,
+) -> None:
+    """Run the archive service (migrates the schema on start-up)."""
+    import uvicorn
+    from sgs_archive.app import create_app
+    from sgs_archive.settings import ArchiveSettings
+
+    overrides: dict[str, Any] = {}
+    if dsn:
+        overrides["dsn"] = dsn
+    if nats_url:
+        overrides["nats_url"] = nats_url
+    uvicorn.run(create_app(ArchiveSettings(**overrides)), host=host, port=port, log_level="info")
+
+
+@app.command()
+def migrate(
+    dsn: Annotated[str, typer.Option(envvar="SGS_ARCHIVE_DSN", help="PostgreSQL DSN.")],
+    universe: Annotated[Path | None, typer.Option(help="Dimension universe YAML (default: packaged).")] = None,
+) -> None:
+    """Apply pending schema migrations and dimension columns, then exit."""
+    from sgs_archive.migrate import migrate as run_migrations
+    from sgs_archive.universe import load_universe
+
+    applied = run_migrations(dsn, load_universe(universe))
+    if not applied:
+        console.print("schema is up to date")
+    for name in applied:
+        console.print(f"applied [green]{name}[/green]")
+
+
+def _checksums(path: Path) -> dict[str, Any]:
+    adler, sha, size = 1, hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            adler = zlib.adler32(chunk, adler)
+            sha.update(chunk)
+            size += len(chunk)
+    return {"size": size, "adler32": f"{adler & 0xFFFFFFFF:08x}", "sha256": sha.hexdigest()}
+
+
+def _parse_pairs(pairs: list[str]) -> dict[str, int | str]:
+    values: dict[str, int | str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r}: expected dimension=value", param_hint="--data-id")
+        values[key] = int(value) if value.isdigit() else value
+    return values
+
+
+def _manifest_datasets(path: Path) -> list[dict[str, Any]]:
+    loaded = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
+    datasets = loaded.get("datasets") if isinstance(loaded, dict) else loaded
+    if not isinstance(datasets, list):
+        raise typer.BadParameter(f"{path}: expected a list of datasets or {{datasets: [...]}}")
+    return datasets
+
+
+def _file_dataset(
+    path: Path, dataset_type: str, run: str, site: str, common: dict[str, int | str], pattern: re.Pattern[str] | None
+) -> dict[str, Any]:
+    data_id = dict(common)
+    if pattern is not None:
+        match = pattern.search(path.name)
+        if match is None:
+            raise typer.BadParameter(f"{path.name} does not match --pattern", param_hint="--pattern")
+        data_id.update({k: int(v) if v.isdigit() else v for k, v in match.groupdict().items() if v is not None})
+    return {
+        "dataset_type": dataset_type,
+        "data_id": data_id,
+        "run": run,
+        "replicas": [{"site": site, "uri": path.resolve().as_uri(), **_checksums(path)}],
+    }
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(exists=True, help="Manifests (.json/.yaml) or data files.")],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    dataset_type: Annotated[str | None, typer.Option("--type", help="Dataset type of plain data files.")] = None,
+    run: Annotated[str | None, typer.Option(help="RUN collection of plain data files.")] = None,
+    site: Annotated[str | None, typer.Option(help="Site holding plain data files.")] = None,
+    data_id: Annotated[list[str] | None, typer.Option("--data-id", help="dimension=value for every file.")] = None,
+    pattern: Annotated[
+        str | None, typer.Option(help=r"Regex with named groups giving dimensions from file names.")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, max=50_000, help="Datasets per request.")] = 5000,
+) -> None:
+    """Register datasets from manifests, or plain files (checksummed here) with --type/--run/--site."""
+    datasets: list[dict[str, Any]] = []
+    manifests = [p for p in paths if p.suffix in (".json", ".yaml", ".yml")]
+    files = [p for p in paths if p not in manifests]
+    for manifest in manifests:
+        datasets.extend(_manifest_datasets(manifest))
+    if files:
+        if not (dataset_type and run and site):
+            raise typer.BadParameter("plain files need --type, --run and --site", param_hint="--type")
+        regex = re.compile(pattern) if pattern else None
+        common = _parse_pairs(data_id or [])
+        datasets.extend(_file_dataset(f, dataset_type, run, site, common, regex) for f in files)
+    inserted = existing = 0
+    with _client(url, token) as client, _progress() as progress:
+        task = progress.add_task("ingesting", total=len(datasets))
+        for start in range(0, len(datasets), batch):
+            chunk = datasets[start : start + batch]
+            result = _fail_on_error(client.post("/datasets/ingest", json={"datasets": chunk}))
+            inserted += result["inserted"]
+            existing += result["existing"]
+            progress.advance(task, len(chunk))
+    console.print(f"[green]{inserted}[/green] new, {existing} already registered")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+    )
+
+
+@app.command()
+def query(
+    where: Annotated[str, typer.Argument(help="Dimension expression, e.g. \"band IN ('VIS','Y') AND tile = 1\".")] = "",
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    dataset_type: Annotated[str | None, typer.Option("--type", help="Only this dataset type.")] = None,
+    collection: Annotated[list[str] | None, typer.Option(help="Collections to search, in order.")] = None,
+    find_first: Annotated[bool, typer.Option(help="One dataset per data ID: the first collection's.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Find datasets by type, collections and a dimension expression."""
+    body = {
+        "dataset_type": dataset_type,
+        "collections": collection or [],
+        "where": where,
+        "find_first": find_first,
+        "limit": limit,
+    }
+    with _client(url, token) as client:
+        page = _fail_on_error(client.post("/datasets/query", json=body))
+    if as_json:
+        console.print_json(data=page)
+        return
+    table = Table("id", "type", "data ID", "run")
+    for item in page["items"]:
+        data = ", ".join(f"{k}={v}" for k, v in item["data_id"].items())
+        table.add_row(item["id"], item["dataset_type"], data, item["run"])
+    console.print(table)
+    more = " (more: use the API's cursor)" if page["next_cursor"] else ""
+    console.print(f"{len(page['items'])} datasets{more}")
+
+
+@app.command()
+def lineage(
+    dataset: Annotated[str, typer.Argument(help="Dataset id.")],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    direction: Annotated[str, typer.Option(help="up: inputs; down: products.")] = "up",
+    depth: Annotated[int, typer.Option(min=1, max=100)] = 5,
+) -> None:
+    """Print how a dataset was made (up) or what was made from it (down), as a tree."""
+    if direction not in ("up", "down"):
+        raise typer.BadParameter("must be 'up' or 'down'", param_hint="--direction")
+    with _client(url, token) as client:
+        graph = _fail_on_error(
+            client.get(f"/datasets/{dataset}/lineage", params={"direction": direction, "depth": depth})
+        )
+    console.print(render_lineage(graph))
+
+
+def render_lineage(graph: dict[str, Any]) -> Tree:
+    """The lineage graph as a rich tree rooted at the dataset (a node reached twice is shown once per path)."""
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    children: dict[str, list[str]] = {}
+    for edge in graph["edges"]:
+        parent, child = (
+            (edge["output"], edge["input"]) if graph["direction"] == "up" else (edge["input"], edge["output"])
+        )
+        children.setdefault(parent, []).append(child)
+
+    def label(node: dict[str, Any]) -> str:
+        data = ", ".join(f"{k}={v}" for k, v in node["data_id"].items())
+        text = f"[bold]{node['dataset_type']}[/bold] {data} [dim]{node['run']} {node['id']}[/dim]"
+        provenance = node.get("provenance")
+        if provenance:
+            made = f"{provenance['executable']} {provenance['version']}"
+            if provenance.get("image"):
+                made += f" ({provenance['image']})"
+            text += f"\n  [cyan]made by[/cyan] {made}, config {provenance['config_digest']}"
+            if provenance.get("pipeline_run"):
+                text += f", run {provenance['pipeline_run']} task {provenance.get('task')} #{provenance['attempt']}"
+        return text
+
+    def grow(tree: Tree, node_id: str, path: frozenset[str]) -> None:
+        for child_id in sorted(children.get(node_id, [])):
+            if child_id in nodes and child_id not in path:
+                grow(tree.add(label(nodes[child_id])), child_id, path | {child_id})
+
+    root = graph["root"]
+    tree = Tree(label(nodes[root]))
+    grow(tree, root, frozenset({root}))
+    return tree
