@@ -11,6 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Self
@@ -203,28 +204,36 @@ class DatasetType(ArchiveModel):
     def implied(self, universe: DimensionUniverse) -> tuple[str, ...]:
         return universe.implied_closure(self.dimensions)
 
-    def validate_data_id(self, universe: DimensionUniverse, data_id: Mapping[str, object]) -> DataId:
+    def validate_data_id(
+        self,
+        universe: DimensionUniverse,
+        data_id: Mapping[str, object],
+        implied: AbstractSet[str] | None = None,
+    ) -> DataId:
         """The data ID checked against this (normalized) type: every required key, only known keys, right types.
 
         Returns required and implied values in universe order. Raises DataIdError naming the dimension.
+        ``implied`` may be passed precomputed (bulk ingest validates many data IDs of one type).
         """
-        implied = set(self.implied(universe))
+        if implied is None:
+            implied = set(self.implied(universe))
         for key in data_id:
             if key not in self.dimensions and key not in implied:
                 if key not in universe.elements:
                     raise DataIdError(key, "unknown dimension")
                 raise DataIdError(key, f"not a dimension of dataset type {self.name}")
         checked: DataId = {}
-        for name in universe.names:
+        for name, element in universe.elements.items():
             if name in data_id:
-                checked[name] = universe.element(name).check_value(data_id[name])
+                checked[name] = element.check_value(data_id[name])
             elif name in self.dimensions:
                 raise DataIdError(name, f"required by dataset type {self.name} but missing")
         return checked
 
     def data_id_key(self, data_id: Mapping[str, DimensionValue]) -> str:
         """Canonical text of the identifying part of a data ID (its required dimensions), for unique keys."""
-        return json.dumps([data_id[name] for name in self.dimensions], separators=(",", ":"), ensure_ascii=False)
+        # Default json.dumps arguments keep the C encoder's fast path (this runs once per ingested dataset).
+        return json.dumps([data_id[name] for name in self.dimensions])
 
 
 def dataset_uuid(dataset_type: str, data_id_key: str, run: str) -> uuid.UUID:

@@ -115,7 +115,8 @@ def sync_universe(conn: psycopg.Connection[tuple[object, ...]], universe: Dimens
                 )
             )
             conn.execute(
-                sql.SQL("CREATE INDEX {} ON dataset ({})").format(
+                # Partial: most dataset types lack most dimensions, and NULLs need no index entries.
+                sql.SQL("CREATE INDEX {0} ON dataset ({1}) WHERE {1} IS NOT NULL").format(
                     sql.Identifier(f"dataset_dim_{element.name}"), sql.Identifier(f"dim_{element.name}")
                 )
             )

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Sequence
 
 import nats
@@ -25,15 +26,20 @@ log = logging.getLogger(__name__)
 CRASH_EXIT_CODE = 17
 
 
-async def enqueue(conn: Conn, events: Sequence[tuple[str, Event]]) -> None:
+OutboxRow = tuple[uuid.UUID, str, str]
+"""(msg_id, subject, JSON payload) of one event."""
+
+
+def outbox_row(subject: str, event: Event) -> OutboxRow:
+    return (event.event_id, subject, event.model_dump_json())
+
+
+async def enqueue(conn: Conn, rows: Sequence[OutboxRow]) -> None:
     """Write events in the caller's transaction; they are published only if it commits."""
-    if not events:
+    if not rows:
         return
     async with conn.cursor() as cursor:
-        await cursor.executemany(
-            "INSERT INTO outbox (msg_id, subject, payload) VALUES (%s, %s, %s::jsonb)",
-            [(event.event_id, subject, event.model_dump_json()) for subject, event in events],
-        )
+        await cursor.executemany("INSERT INTO outbox (msg_id, subject, payload) VALUES (%s, %s, %s::jsonb)", list(rows))
 
 
 class OutboxRelay:

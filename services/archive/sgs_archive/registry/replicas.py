@@ -12,7 +12,7 @@ from sgs.model.dataset import ReplicaState
 from sgs_archive.auth import Principal
 from sgs_archive.db import Conn
 from sgs_archive.errors import ConflictError, NotFoundError
-from sgs_archive.outbox import enqueue
+from sgs_archive.outbox import enqueue, outbox_row
 from sgs_archive.schemas import ReplicaCreate, ReplicaPage, ReplicaPublic
 
 _COLUMNS = "r.id, r.dataset_id, r.site, r.uri, r.size, r.adler32, r.sha256, r.state, r.updated_at"
@@ -37,7 +37,7 @@ async def _event(conn: Conn, replica: ReplicaPublic, previous: ReplicaState | No
         state=replica.state,
         previous_state=previous,
     )
-    await enqueue(conn, [(replica_subject(replica.state), event)])
+    await enqueue(conn, [outbox_row(replica_subject(replica.state), event)])
 
 
 async def register(conn: Conn, request: ReplicaCreate, principal: Principal, source: str) -> tuple[ReplicaPublic, bool]:
