@@ -16,6 +16,26 @@ _COLUMNS = "d.id, d.dataset_type_id, d.run_id, d.data_id, d.data_id_key, d.task,
 
 
 async def query(conn: Conn, universe: DimensionUniverse, catalog: TypeCatalog, request: DatasetQuery) -> DatasetPage:
+    text, params = await build(conn, universe, catalog, request)
+    # Only trusted templates and compiled placeholders are in ``text``; every value travels as a parameter.
+    cursor = await conn.execute(text.encode(), params)
+    rows = await cursor.fetchall()
+    items = [DatasetPublic.model_validate(row) for row in rows[: request.limit]]
+    next_cursor = items[-1].id if len(rows) > request.limit else None
+    return DatasetPage(items=items, next_cursor=next_cursor)
+
+
+async def explain(conn: Conn, universe: DimensionUniverse, catalog: TypeCatalog, request: DatasetQuery) -> str:
+    """PostgreSQL's plan (EXPLAIN ANALYZE) for exactly the SQL ``query`` would run."""
+    text, params = await build(conn, universe, catalog, request)
+    cursor = await conn.execute(("EXPLAIN (ANALYZE, BUFFERS) " + text).encode(), params)
+    return "\n".join(str(next(iter(row.values()))) for row in await cursor.fetchall())
+
+
+async def build(
+    conn: Conn, universe: DimensionUniverse, catalog: TypeCatalog, request: DatasetQuery
+) -> tuple[str, list[object]]:
+    """The page query's SQL text (placeholders only) and its parameters."""
     filters: list[str] = []
     params: list[object] = []
     allowed: list[str] | None = None
@@ -37,12 +57,7 @@ async def query(conn: Conn, universe: DimensionUniverse, catalog: TypeCatalog, r
                FROM ({inner}) f JOIN dataset_type dt ON dt.id = f.dataset_type_id
                JOIN collection c ON c.id = f.run_id
                WHERE {page_filter} ORDER BY f.id LIMIT %s"""
-    # Only trusted templates and compiled placeholders are in ``text``; every value travels as a parameter.
-    cursor = await conn.execute(text.encode(), [*inner_params, *page_params, request.limit + 1])
-    rows = await cursor.fetchall()
-    items = [DatasetPublic.model_validate(row) for row in rows[: request.limit]]
-    next_cursor = items[-1].id if len(rows) > request.limit else None
-    return DatasetPage(items=items, next_cursor=next_cursor)
+    return text, [*inner_params, *page_params, request.limit + 1]
 
 
 async def _inner(
