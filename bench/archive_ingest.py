@@ -51,7 +51,7 @@ def make_datasets(count: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]
             "sha256": hashlib.sha256(content).hexdigest(),
         }
 
-    raws = [
+    raws: list[dict[str, Any]] = [
         {
             "dataset_type": "raw",
             "data_id": {"instrument": "NISP", "exposure": i // DETECTORS, "detector": i % DETECTORS, "band": "Y"},

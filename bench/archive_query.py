@@ -99,7 +99,7 @@ def load(dsn: str, count: int) -> dict[str, int]:
             for kind, n in (("raw", raw_n), ("calexp", calexp_n)):
                 for i in range(n):
                     exposure, detector = i // DETECTORS, i % DETECTORS
-                    data_id = {
+                    data_id: dict[str, int | str] = {
                         "instrument": "NISP",
                         "band": BANDS[exposure % 6],
                         "exposure": exposure,
@@ -107,7 +107,6 @@ def load(dsn: str, count: int) -> dict[str, int]:
                     }
                     key = key_types["raw"].data_id_key(data_id)
                     run = run_ids[exposure % RUNS]
-                    dims = {**data_id}
                     copy.write_row(
                         (
                             dataset_uuid(kind, key, f"run/{run}"),
@@ -115,21 +114,25 @@ def load(dsn: str, count: int) -> dict[str, int]:
                             run,
                             json.dumps(data_id),
                             key,
-                            *(dims.get(n) for n in universe.names),
+                            *(data_id.get(n) for n in universe.names),
                         )
                     )
             for i in range(coadd_n):
                 tile, band = i // len(BANDS), BANDS[i % len(BANDS)]
-                data_id = {"band": band, "tile": 100_000 + tile, "skypix": int(tile_pix[tile % tiles])}
-                key = key_types["coadd"].data_id_key(data_id)
+                coadd_id: dict[str, int | str] = {
+                    "band": band,
+                    "tile": 100_000 + tile,
+                    "skypix": int(tile_pix[tile % tiles]),
+                }
+                key = key_types["coadd"].data_id_key(coadd_id)
                 copy.write_row(
                     (
                         dataset_uuid("coadd", key, "run/0"),
                         type_ids["coadd"],
                         run_ids[0],
-                        json.dumps(data_id),
+                        json.dumps(coadd_id),
                         key,
-                        *(data_id.get(n) for n in universe.names),
+                        *(coadd_id.get(n) for n in universe.names),
                     )
                 )
         conn.commit()
