@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+def _exit_on_sigterm(signum: int, _: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+class ArchiveChoice(StrEnum):
+    SERVICE = "service"
+    LOCAL = "local"
 
 
 def demo_command(
@@ -20,14 +31,30 @@ def demo_command(
     cores: Annotated[int | None, typer.Option(min=1, help="Cores per observation run (default: all)")] = None,
     seed: Annotated[int, typer.Option(help="Simulation seed")] = 1,
     clean: Annotated[bool, typer.Option("--clean", help="Start from an empty root directory")] = False,
+    archive: Annotated[
+        ArchiveChoice,
+        typer.Option(help="service: embedded PostgreSQL + archive service; local: a JSON-lines record"),
+    ] = ArchiveChoice.SERVICE,
+    keep_serving: Annotated[
+        bool, typer.Option("--keep-serving", help="Keep the archive service up after the demo, until Ctrl-C")
+    ] = False,
+    archive_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port of the archive service (default: a free one)")
+    ] = None,
 ) -> None:
     """Simulate a small survey, run the NIR pipeline per observation at its Site, record and copy products."""
     from rich.console import Console
 
     from sgs.demo.app import DemoOptions, run_demo
 
-    options = DemoOptions(root, observations, tiles, sites, parallel, cores, seed, clean)
-    # Piped output (CI logs) gets a width that fits the summary table instead of rich's 80 columns.
-    result = run_demo(options, Console(width=None if sys.stdout.isatty() else 132))
+    if keep_serving and archive is ArchiveChoice.LOCAL:
+        raise typer.BadParameter("needs --archive service", param_hint="--keep-serving")
+    options = DemoOptions(
+        root, observations, tiles, sites, parallel, cores, seed, clean, archive.value, keep_serving, archive_port
+    )
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so the archive service and PostgreSQL are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Piped output (CI logs) gets a width that fits the summary tables instead of rich's 80 columns.
+    result = run_demo(options, Console(width=None if sys.stdout.isatty() else 160))
     if not result.succeeded:
         raise typer.Exit(1)

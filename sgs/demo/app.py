@@ -1,9 +1,10 @@
 """`sgs demo`: simulate a tiny survey, process it at its Sites, record and replicate the products, report.
 
-Steps: plan (Sites, tiles, observations, placement) → simulate raw data at each primary Site → run the NIR
-pipeline per observation with the local executor → register inputs, products, lineage and replicas in the
-archive (a local run record until the archive service is plugged in) → replicate stacks and catalogues to the
-secondary Site → compare catalogues with truth → summary table and a PNG preview.
+Steps: start the embedded archive (PostgreSQL + archive service, in the background) → plan (Sites, tiles,
+observations, placement) → simulate raw data at each primary Site → run the NIR pipeline per observation with
+the local executor → register inputs, products, lineage and replicas in the archive over HTTP → replicate
+stacks and catalogues to the secondary Site → compare catalogues with truth → summary read back from the
+archive, and a PNG preview. ``--archive local`` keeps a JSON-lines record instead of running the service.
 """
 
 from __future__ import annotations
@@ -12,18 +13,29 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sgs.demo.archive import Archive, LocalArchive
+from sgs.demo.archive import NOTHING, Archive, LocalArchive, Registered
 from sgs.demo.runner import ObservationOutcome, SurveyRunner, assess, register_observation
 from sgs.demo.survey import PlannedObservation, SurveyPlan, plan_survey, simulate_survey
 from sgs.nir.sim import ObservationFiles, SimConfig
+
+if TYPE_CHECKING:
+    from sgs.demo.http_archive import HttpArchive
+    from sgs.demo.report import ArchiveReport
+    from sgs.demo.service import EmbeddedArchive
+
+ArchiveKind = Literal["service", "local"]
+ARCHIVE_DB_DIR = "archive-db"
+LOCAL_ARCHIVE_DIR = "archive"
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,9 @@ class DemoOptions:
     cores: int | None = None
     seed: int = 1
     clean: bool = False
+    archive: ArchiveKind = "service"
+    keep_serving: bool = False
+    archive_port: int | None = None
 
 
 @dataclass
@@ -46,6 +61,10 @@ class DemoResult:
     archive_root: Path
     wall_s: float
     timings: dict[str, float] = field(default_factory=dict)
+    archive_url: str | None = None
+    registered: Registered = NOTHING
+    copies: Registered = NOTHING
+    report: ArchiveReport | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -63,54 +82,99 @@ def _progress(console: Console) -> Progress:
     )
 
 
+@dataclass
+class _Processed:
+    outcomes: list[ObservationOutcome]
+    files: dict[int, ObservationFiles]
+
+
+def _simulate_and_process(
+    plan: SurveyPlan, options: DemoOptions, cores: int, progress: Progress, timings: dict[str, float]
+) -> _Processed:
+    sim_bar = progress.add_task("simulate raw exposures", total=len(plan.observations), detail="")
+    bars = {
+        obs.number: progress.add_task(f"NIR pipeline {obs.obs_id}", total=None, detail=f"@ {obs.primary.name}")
+        for obs in plan.observations
+    }
+
+    def on_task(obs: PlannedObservation, done: int, total: int) -> None:
+        progress.update(bars[obs.number], completed=done, total=total)
+
+    mark = time.perf_counter()
+    with SurveyRunner(options.parallel, cores, on_task) as runner:
+
+        def simulated(obs: PlannedObservation, files: ObservationFiles) -> None:
+            progress.update(sim_bar, advance=1, detail=f"{obs.obs_id} @ {obs.primary.name}")
+            runner.submit(obs, files)  # processing starts while the next observation is simulated
+
+        survey = simulate_survey(plan, SimConfig(), simulated)
+        timings["simulate"] = time.perf_counter() - mark
+        outcomes = runner.results()
+    timings["simulate+process"] = time.perf_counter() - mark
+    return _Processed(outcomes, survey.observations)
+
+
+def _register_all(archive: Archive, processed: _Processed, progress: Progress) -> tuple[Registered, Registered]:
+    bar = progress.add_task("register, replicate, assess", total=len(processed.outcomes), detail="")
+    registered = copies = NOTHING
+    for outcome in processed.outcomes:
+        files = processed.files[outcome.observation.number]
+        registered += register_observation(archive, outcome, files)
+        copies += outcome.copies
+        assess(outcome, files)
+        progress.update(bar, advance=1, detail=outcome.observation.obs_id)
+    return registered, copies
+
+
+@contextmanager
+def _archive_service(options: DemoOptions, root: Path, progress: Progress) -> Iterator[EmbeddedArchive]:
+    """The embedded archive, started in the background at once and always stopped (Ctrl-C included)."""
+    from sgs.demo.service import EmbeddedArchive
+
+    row = progress.add_task("archive service", total=1, detail="starting PostgreSQL + archive service")
+
+    def ready(service: EmbeddedArchive) -> None:
+        progress.update(row, completed=1, detail=f"{service.url} (up in {service.startup_s:.1f} s)")
+
+    service = EmbeddedArchive(root / ARCHIVE_DB_DIR, options.archive_port)
+    try:
+        yield service.start_in_background(on_ready=ready)
+    finally:
+        service.stop()
+
+
 def run_demo(options: DemoOptions, console: Console, archive: Archive | None = None) -> DemoResult:
+    """The whole demo; ``archive`` replaces the one ``options.archive`` names (tests pass their own)."""
     started = time.perf_counter()
     root = options.root.resolve()
     if options.clean and root.exists():
         shutil.rmtree(root)
     plan = plan_survey(root, options.observations, options.tiles, options.sites, options.seed)
-    local_archive = LocalArchive(root / "archive")
-    the_archive: Archive = archive or local_archive
     cores = options.cores or os.cpu_count() or 1
     console.print(_plan_line(plan, cores, options.parallel))
     timings: dict[str, float] = {}
-    config = SimConfig()
-
-    with _progress(console) as progress:
-        sim_bar = progress.add_task("simulate raw exposures", total=len(plan.observations), detail="")
-        bars = {
-            obs.number: progress.add_task(f"NIR pipeline {obs.obs_id}", total=None, detail=f"@ {obs.primary.name}")
-            for obs in plan.observations
-        }
-
-        def on_task(obs: PlannedObservation, done: int, total: int) -> None:
-            progress.update(bars[obs.number], completed=done, total=total)
-
+    use_service = archive is None and options.archive == "service"
+    with _progress(console) as progress, ExitStack() as stack:
+        service = stack.enter_context(_archive_service(options, root, progress)) if use_service else None
+        processed = _simulate_and_process(plan, options, cores, progress, timings)
         mark = time.perf_counter()
-        with SurveyRunner(options.parallel, cores, on_task) as runner:
+        if service is not None:
+            from sgs.demo.http_archive import HttpArchive
 
-            def simulated(obs: PlannedObservation, files: ObservationFiles) -> None:
-                progress.update(sim_bar, advance=1, detail=f"{obs.obs_id} @ {obs.primary.name}")
-                runner.submit(obs, files)  # processing starts while the next observation is simulated
-
-            survey = simulate_survey(plan, config, simulated)
-            timings["simulate"] = time.perf_counter() - mark
-            outcomes = runner.results()
-        timings["simulate+process"] = time.perf_counter() - mark
-
-        mark = time.perf_counter()
-        ingest_bar = progress.add_task("register, replicate, assess", total=len(outcomes), detail="")
-        for outcome in outcomes:
-            files = survey.observations[outcome.observation.number]
-            register_observation(the_archive, outcome, files)
-            assess(outcome, files)
-            progress.update(ingest_bar, advance=1, detail=outcome.observation.obs_id)
+            service.wait_ready()
+            http = stack.enter_context(HttpArchive(service.url, service.admin_token))
+            http.issue_site_tokens(site.name for site in plan.sites)
+            the_archive: Archive = http
+        else:
+            the_archive = archive or LocalArchive(root / LOCAL_ARCHIVE_DIR)
+        registered, copies = _register_all(the_archive, processed, progress)
         timings["register"] = time.perf_counter() - mark
-
-    preview = _write_preview(outcomes, survey.observations, root)
-    result = DemoResult(plan, outcomes, preview, local_archive.root, time.perf_counter() - started, timings)
-    console.print(summary_table(result))
-    _print_footer(console, result, local_archive if archive is None else None)
+        progress.stop()
+        result = _finish(options, console, plan, processed, the_archive, started, timings)
+        result.registered, result.copies = registered, copies
+        _print_footer(console, result, the_archive)
+        if service is not None and options.keep_serving:
+            _serve_until_interrupted(console, service, result.report)
     return result
 
 
@@ -186,18 +250,90 @@ def summary_table(result: DemoResult) -> Table:
     return table
 
 
-def _print_footer(console: Console, result: DemoResult, archive: LocalArchive | None) -> None:
+def _finish(
+    options: DemoOptions,
+    console: Console,
+    plan: SurveyPlan,
+    processed: _Processed,
+    archive: Archive,
+    started: float,
+    timings: dict[str, float],
+) -> DemoResult:
+    from sgs.demo.http_archive import HttpArchive
+
+    root = plan.root
+    preview = _write_preview(processed.outcomes, processed.files, root)
+    is_http = isinstance(archive, HttpArchive)
+    archive_root = root / (ARCHIVE_DB_DIR if is_http else LOCAL_ARCHIVE_DIR)
+    result = DemoResult(plan, processed.outcomes, preview, archive_root, 0.0, timings)
+    console.print(summary_table(result))
+    if isinstance(archive, HttpArchive):
+        _print_archive_report(console, result, archive)
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def _print_archive_report(console: Console, result: DemoResult, archive: HttpArchive) -> None:
+    from sgs.demo.report import holdings_table, lineage_tree, read_report
+
+    first = next((o.observation.number for o in result.outcomes if o.succeeded), None)
+    mark = time.perf_counter()
+    report = read_report(archive, [site.name for site in result.plan.sites], first)
+    result.timings["query archive"] = time.perf_counter() - mark
+    result.archive_url, result.report = archive.url, report
+    console.print(holdings_table(report))
+    if report.lineage is not None:
+        console.print(
+            f"[bold]lineage of a source catalogue[/] (from the archive, {len(report.lineage['nodes'])} datasets):"
+        )
+        console.print(lineage_tree(report.lineage))
+
+
+def _print_footer(console: Console, result: DemoResult, archive: Archive) -> None:
     ok = sum(o.succeeded for o in result.outcomes)
     status = "[green]all observations processed[/]" if result.succeeded else f"[red]{ok}/{len(result.outcomes)} ok[/]"
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
     console.print(f"{status} in {result.wall_s:.1f} s ({phases})")
-    if archive is not None:
-        counts = archive.counts()
+    registered, copies = result.registered, result.copies
+    this_run = (
+        f"this run: {registered.new} datasets new, {registered.existing} already registered; "
+        f"{copies.new} copies at secondary Sites new, {copies.existing} already registered"
+    )
+    if result.report is not None:
+        report = result.report
         console.print(
-            f"archive (local run record until the archive service is plugged in): {archive.root} — "
-            + ", ".join(f"{v} {k}" for k, v in counts.items())
+            f"archive {report.url}: {report.datasets} datasets, {report.replicas} replicas at "
+            f"{len(report.sites)} Sites, {report.placements} placements\n  {this_run}\n"
+            f"  PostgreSQL data in {result.archive_root} (a re-run reuses it and registers nothing twice)"
         )
+    elif isinstance(archive, LocalArchive):
+        counts = ", ".join(f"{v} {k}" for k, v in archive.counts().items())
+        console.print(f"archive (local JSON-lines record, --archive local): {archive.root} — {counts}; {this_run}")
     for site in result.plan.sites:
         console.print(f"  Site {site.name}: data {site.store}, runs {site.work}")
     if result.preview is not None:
         console.print(f"preview of a stack with its detections: [bold]{result.preview}[/]")
+
+
+def try_commands(report: ArchiveReport) -> list[str]:
+    """Ready-to-paste commands against the running archive."""
+    url = report.url
+    commands = [
+        f'sgs archive query "tile = 1" --type nir_stack --url {url}',
+        f"sgs archive query \"band = 'H' AND observation = 1\" --type nir_raw --url {url}",
+        f"curl -s '{url}/replicas?site={report.sites[0].site}&limit=5'",
+    ]
+    if report.catalog is not None:
+        commands.insert(1, f"sgs archive lineage {report.catalog['id']} --depth 12 --url {url}")
+    return commands
+
+
+def _serve_until_interrupted(console: Console, service: EmbeddedArchive, report: ArchiveReport | None) -> None:
+    console.print(f"\n[bold]the archive keeps serving at {service.url}[/] (API docs: {service.url}/docs); try:")
+    for command in try_commands(report) if report is not None else []:
+        console.print(f"  {command}", markup=False, highlight=False)
+    console.print("press Ctrl-C to stop it")
+    try:
+        service.wait_until_stopped()
+    except KeyboardInterrupt:
+        console.print("stopping the archive service and PostgreSQL")

@@ -16,19 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from sgs import __version__
-from sgs.demo.archive import Archive, checksums
+from sgs.demo.archive import (
+    NOTHING,
+    Archive,
+    Registered,
+    Registration,
+    archive_universe,
+    checksums,
+    dataset_ref,
+    dataset_type_for,
+)
 from sgs.demo.survey import DemoSite, PlannedObservation, replicate
 from sgs.local.executor import LocalExecutor, LocalRunResult, as_pipeline, machine_capacity
 from sgs.local.record import RunRecord
-from sgs.model.dataset import (
-    DatasetRef,
-    DatasetType,
-    Lineage,
-    Placement,
-    PlacementDimension,
-    Replica,
-    dataset_uuid,
-)
+from sgs.model.dataset import DatasetRef, Lineage, Placement, PlacementDimension, Replica
 from sgs.nir.quality import QualityReport, evaluate
 from sgs.nir.sim import ObservationFiles
 from sgs.planner import Planner, TaskState
@@ -55,6 +56,7 @@ class ObservationOutcome:
     sources: int = 0
     products: dict[str, Path] = field(default_factory=dict)
     replicated_to: list[str] = field(default_factory=list)
+    copies: Registered = NOTHING
 
     @property
     def succeeded(self) -> bool:
@@ -130,25 +132,18 @@ class _Registry:
     """Dataset refs, replicas and lineage gathered for one observation, keyed by the file they describe."""
 
     site: DemoSite
-    refs: list[DatasetRef] = field(default_factory=list)
-    replicas: list[Replica] = field(default_factory=list)
-    lineage: list[Lineage] = field(default_factory=list)
+    batch: Registration = field(default_factory=Registration)
     by_path: dict[str, DatasetRef] = field(default_factory=dict)
 
     def add(
         self, path: Path, dataset_type: str, data_id: dict[str, Any], run: str, task: str | None = None
     ) -> DatasetRef:
-        kind = DatasetType(name=dataset_type, dimensions=tuple(sorted(data_id)), storage_class="FitsFile")
-        ref = DatasetRef(
-            id=dataset_uuid(dataset_type, kind.data_id_key(data_id), run),
-            dataset_type=dataset_type,
-            data_id=data_id,
-            run=run,
-            task=task,
-        )
+        kind = self.batch.dataset_types.get(dataset_type) or dataset_type_for(dataset_type, data_id, archive_universe())
+        self.batch.dataset_types[dataset_type] = kind
+        ref = dataset_ref(kind, data_id, run, task)
         sums = checksums(path)
-        self.refs.append(ref)
-        self.replicas.append(
+        self.batch.datasets.append(ref)
+        self.batch.replicas.append(
             Replica(
                 dataset_id=ref.id,
                 site=self.site.name,
@@ -218,7 +213,7 @@ def _register_outputs(registry: _Registry, outcome: ObservationOutcome) -> None:
             dataset_type = _product_type(port, str(lineage.get("executable")), pipeline_outputs, str(path))
             ref = registry.add(path, dataset_type, data_id, outcome.run_id, task=row.id)
             inputs = [registry.by_path[p].id for p in map(_resolved, produced["inputs"]) if p in registry.by_path]
-            registry.lineage.append(
+            registry.batch.lineage.append(
                 Lineage(
                     dataset_id=ref.id,
                     inputs=tuple(inputs),
@@ -236,8 +231,11 @@ def _resolved(path: str) -> str:
     return str(Path(path).resolve())
 
 
-def register_observation(archive: Archive, outcome: ObservationOutcome, files: ObservationFiles) -> None:
-    """Inputs and every task output as datasets with a replica at the primary Site, lineage for outputs."""
+def register_observation(archive: Archive, outcome: ObservationOutcome, files: ObservationFiles) -> Registered:
+    """Inputs and every task output as datasets with a replica at the primary Site, lineage for outputs.
+
+    Returns the datasets registered; the secondary Site's copies are counted on the outcome.
+    """
     obs = outcome.observation
     registry = _Registry(site=obs.primary)
     _register_inputs(registry, obs, files)
@@ -253,18 +251,17 @@ def register_observation(archive: Archive, outcome: ObservationOutcome, files: O
             )
         ]
     )
-    archive.register_datasets(registry.refs)
-    archive.register_replicas(registry.replicas)
-    archive.register_lineage(registry.lineage)
-    outcome.datasets = len({r.id for r in registry.refs})
+    registered = archive.register(registry.batch)
+    outcome.datasets = len({r.id for r in registry.batch.datasets})
     if outcome.succeeded:
-        _replicate_products(archive, outcome, registry)
+        outcome.copies = _replicate_products(archive, outcome, registry)
+    return registered
 
 
-def _replicate_products(archive: Archive, outcome: ObservationOutcome, registry: _Registry) -> None:
+def _replicate_products(archive: Archive, outcome: ObservationOutcome, registry: _Registry) -> Registered:
     obs = outcome.observation
     if obs.secondary == obs.primary:
-        return
+        return NOTHING
     copies = []
     for name in REPLICATED_PRODUCTS:
         source = outcome.products[name]
@@ -281,8 +278,9 @@ def _replicate_products(archive: Archive, outcome: ObservationOutcome, registry:
                 sha256=sums.sha256,
             )
         )
-    archive.register_replicas(copies)
+    registered = archive.register_replicas(copies)
     outcome.replicated_to = [obs.secondary.name]
+    return registered
 
 
 def assess(outcome: ObservationOutcome, files: ObservationFiles) -> None:

@@ -1,25 +1,71 @@
-"""`sgs demo` end to end on a smaller survey: Sites, runs, archive record, replicas, preview, re-run."""
+"""`sgs demo` end to end on a smaller survey: Sites, runs, the embedded archive service, replicas, lineage,
+preview, an idempotent re-run, the local fallback and `--keep-serving` with Ctrl-C."""
 
 from __future__ import annotations
 
-import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import psutil
+import psycopg
 import pytest
 from rich.console import Console
 
-from sgs.demo.app import DemoOptions, DemoResult, run_demo
+from sgs.demo.app import ARCHIVE_DB_DIR, ArchiveKind, DemoOptions, DemoResult, run_demo
 from sgs.demo.archive import LocalArchive, checksums
+from sgs.demo.http_archive import HttpArchive
+from sgs.demo.service import EmbeddedArchive
 
 pytestmark = pytest.mark.slow
+
+
+def small(root: Path, archive: ArchiveKind = "service") -> DemoOptions:
+    return DemoOptions(root=root, observations=2, tiles=1, sites=2, parallel=2, archive=archive)
+
+
+TABLES = ("dataset", "replica", "lineage", "lineage_input", "placement", "dataset_type", "collection")
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoResult, str]:
     root = tmp_path_factory.mktemp("demo")
-    console = Console(record=True, width=140)
-    result = run_demo(DemoOptions(root=root, observations=2, tiles=1, sites=2, parallel=2), console)
+    console = Console(record=True, width=160)
+    result = run_demo(small(root), console)
     return root, result, console.export_text()
+
+
+@contextmanager
+def reopened(root: Path) -> Iterator[tuple[HttpArchive, EmbeddedArchive]]:
+    """The demo's archive started again on the database it left under its root."""
+    with EmbeddedArchive(root / ARCHIVE_DB_DIR) as service, HttpArchive(service.url, service.admin_token) as http:
+        yield http, service
+
+
+def row_counts(dsn: str) -> dict[str, int]:
+    counts = {}
+    with psycopg.connect(dsn) as conn:
+        for table in TABLES:
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            assert row is not None
+            counts[table] = int(row[0])
+    return counts
+
+
+def postgres_on(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and str(data_dir) in " ".join(process.info["cmdline"] or []):
+            found.append(process)
+    return found
 
 
 def test_every_observation_is_processed_at_its_primary_site(demo: tuple[Path, DemoResult, str]) -> None:
@@ -32,25 +78,46 @@ def test_every_observation_is_processed_at_its_primary_site(demo: tuple[Path, De
     assert "OBS000001" in output and "sdc-it → sdc-fr" in output and "sdc-fr → sdc-it" in output
 
 
-def test_products_are_registered_with_lineage_and_replicated(demo: tuple[Path, DemoResult, str]) -> None:
-    root, _, _ = demo
-    archive = LocalArchive(root / "archive")
-    counts = archive.counts()
-    assert counts["placements"] == 2
-    by_type: dict[str, int] = {}
-    for ref in archive.datasets():
-        by_type[ref.dataset_type] = by_type.get(ref.dataset_type, 0) + 1
-    assert by_type["nir_raw"] == 8 and by_type["nir_stack"] == 2 and by_type["nir_catalog"] == 2
-    assert by_type["nir_calexp"] == 8
-    catalog = next(r for r in archive.datasets() if r.dataset_type == "nir_catalog")
-    replicas = archive.replicas_of(str(catalog.id))
-    assert {r.site for r in replicas} == {"sdc-it", "sdc-fr"}
-    for replica in replicas:
-        path = Path(replica.uri.removeprefix("file://"))
-        assert checksums(path).sha256 == replica.sha256
-    lineage = [json.loads(line) for line in (root / "archive" / "lineage.jsonl").read_text().splitlines()]
-    of_catalog = next(item for item in lineage if item["dataset_id"] == str(catalog.id))
-    assert of_catalog["executable"] == "catalogPhot" and len(of_catalog["inputs"]) == 2
+def test_summary_is_read_from_the_archive(demo: tuple[Path, DemoResult, str]) -> None:
+    _, result, output = demo
+    report = result.report
+    assert report is not None and result.archive_url == report.url
+    assert report.datasets_by_type["nir_raw"] == 8 and report.datasets_by_type["nir_catalog"] == 2
+    # Each Site holds its own observation's raw data and products, the calibrations, and the other's copies.
+    assert {s.site: s.replicas for s in report.sites} == {"sdc-it": 41, "sdc-fr": 41}
+    assert report.placements == 2 and report.catalog is not None
+    assert re.search(r"nir_catalog\s+│\s+2\s+│\s+2\s+│\s+2", output), "datasets per type and per Site"
+    assert "nir_catalog tile=1 observation=1 ← catalogPhot" in output
+    assert "nir_raw tile=1 exposure=11 observation=1 in NISP-SIM/raw/all" in output
+    assert "+ 3 more made the same way (exposure=12, exposure=13, exposure=14)" in output
+    assert f"{report.datasets} datasets, {report.replicas} replicas at 2 Sites, 2 placements" in output
+
+
+def test_archive_holds_datasets_replicas_lineage_and_placements(demo: tuple[Path, DemoResult, str]) -> None:
+    root, result, _ = demo
+    with reopened(root) as (archive, _service):
+        datasets = list(archive.datasets())
+        by_type = Counter(d["dataset_type"] for d in datasets)
+        assert by_type["nir_raw"] == 8 and by_type["nir_calexp"] == 8
+        assert by_type["nir_stack"] == 2 and by_type["nir_catalog"] == 2 and by_type["nir_mdb"] == 1
+        assert len(datasets) == len({d["id"] for d in datasets}) == result.registered.new
+
+        catalog = next(iter(archive.datasets("nir_catalog", where="observation = 1")))
+        assert catalog["data_id"] == {"instrument": "NISP-SIM", "band": "H", "observation": 1, "tile": 1}
+        replicas = archive.replicas_of(catalog["id"])
+        assert {r.site for r in replicas} == {"sdc-it", "sdc-fr"}
+        for replica in replicas:
+            assert checksums(Path(replica.uri.removeprefix("file://"))).sha256 == replica.sha256
+
+        graph = archive.lineage(catalog["id"], depth=30)
+        nodes = {n["id"]: n for n in graph["nodes"]}
+        assert nodes[catalog["id"]]["provenance"]["executable"] == "catalogPhot"
+        raws = sorted(n["data_id"]["exposure"] for n in graph["nodes"] if n["dataset_type"] == "nir_raw")
+        assert raws == [11, 12, 13, 14], "the catalogue's lineage reaches its four raw exposures"
+        assert not graph["truncated"]
+
+        placements = {p["value"]: (p["primary_site"], p["secondary_site"]) for p in archive.placements()}
+        assert placements == {1: ("sdc-it", "sdc-fr"), 2: ("sdc-fr", "sdc-it")}
 
 
 def test_preview_png_is_written(demo: tuple[Path, DemoResult, str]) -> None:
@@ -60,10 +127,81 @@ def test_preview_png_is_written(demo: tuple[Path, DemoResult, str]) -> None:
     assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and preview.stat().st_size > 20_000
 
 
-def test_rerun_resumes_and_registers_nothing_twice(demo: tuple[Path, DemoResult, str]) -> None:
-    root, _, _ = demo
-    before = {p.name: p.read_text() for p in (root / "archive").glob("*.jsonl")}
-    again = run_demo(DemoOptions(root=root, observations=2, tiles=1, sites=2, parallel=2), Console(quiet=True))
+def test_rerun_reuses_the_database_and_registers_nothing_twice(demo: tuple[Path, DemoResult, str]) -> None:
+    root, first, _ = demo
+    with reopened(root) as (_archive, service):
+        assert service.postgres is not None
+        before = row_counts(service.postgres.dsn)
+    again = run_demo(small(root), Console(quiet=True))
     assert again.succeeded
-    after = {p.name: p.read_text() for p in (root / "archive").glob("*.jsonl")}
-    assert after == before
+    assert again.registered.new == 0 and again.registered.existing == first.registered.total
+    assert again.copies.new == 0 and again.copies.existing == first.copies.new == 4
+    with reopened(root) as (_archive, service):
+        assert service.postgres is not None
+        assert row_counts(service.postgres.dsn) == before
+    assert not postgres_on(root / ARCHIVE_DB_DIR), "the demo left PostgreSQL running"
+
+
+def test_local_fallback_records_the_same_datasets(demo: tuple[Path, DemoResult, str]) -> None:
+    root, _, _ = demo
+    local = run_demo(small(root, "local"), Console(quiet=True))
+    assert local.succeeded and local.report is None
+    record = LocalArchive(root / "archive")
+    with reopened(root) as (archive, _service):
+        in_service = {d["id"] for d in archive.datasets()}
+    assert {str(ref.id) for ref in record.datasets()} == in_service, "both archives derive the same dataset ids"
+    assert record.counts()["placements"] == 2
+
+
+def _wait_for_line(process: subprocess.Popen[str], pattern: str, timeout_s: float) -> list[str]:
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        lines.append(line.rstrip("\n"))
+        if re.search(pattern, line):
+            return lines
+    raise AssertionError(f"no line matching {pattern!r} within {timeout_s} s:\n" + "\n".join(lines))
+
+
+def _run_printed(command: str) -> str:
+    argv: list[Any] = command.split(" ", 2)
+    assert argv[:2] == ["sgs", "archive"], command
+    sgs = Path(sys.executable).parent / "sgs"
+    rest = re.findall(r'"[^"]*"|\S+', argv[2])
+    result = subprocess.run(
+        [str(sgs), "archive", *(r.strip('"') for r in rest)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_keep_serving_answers_the_printed_commands_until_ctrl_c(demo: tuple[Path, DemoResult, str]) -> None:
+    root, _, _ = demo
+    sgs = Path(sys.executable).parent / "sgs"
+    argv = [str(sgs), "demo", "--root", str(root), "--observations", "2", "--tiles", "1", "--sites", "2"]
+    process = subprocess.Popen(
+        [*argv, "--keep-serving"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    try:
+        lines = _wait_for_line(process, r"press Ctrl-C", timeout_s=300)
+        # Piped output gets a wide console: a table row is not wrapped into pieces.
+        assert any("OBS000001" in line and "sdc-it → sdc-fr" in line for line in lines)
+        query = next(line.strip() for line in lines if line.strip().startswith("sgs archive query"))
+        assert "2 datasets" in _run_printed(query)
+        lineage = next(line.strip() for line in lines if line.strip().startswith("sgs archive lineage"))
+        assert "catalogPhot" in _run_printed(lineage)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not postgres_on(root / ARCHIVE_DB_DIR), "Ctrl-C left PostgreSQL running"

@@ -1,0 +1,168 @@
+"""The embedded archive: PostgreSQL from the wheel + the archive service (uvicorn) on free loopback ports.
+
+The database directory lives under the demo's output directory, so a re-run reuses it (and the archive's
+idempotent ingest registers nothing twice). The service runs in a thread of the demo's own process: the demo
+has already imported what it needs (astropy, pydantic), so it starts in well under a second once PostgreSQL
+answers. ``start_in_background`` lets the demo simulate data while both start.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self
+
+import psutil
+
+from sgs.testing._process import PartError, free_port
+from sgs.testing.postgres import PostgresPart
+
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 15.0
+
+
+class ArchiveStartError(RuntimeError):
+    """PostgreSQL or the archive service did not come up; the message says which and where its log is."""
+
+
+def stop_stale_postgres(data_dir: Path, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+    """Stop a PostgreSQL left running on ``data_dir`` by a demo that was killed (its lock file names it).
+
+    Only a live ``postgres`` process whose lock file sits in this very directory is stopped (fast shutdown),
+    so a re-run can start the cluster again. Returns True when one was stopped.
+    """
+    lock = data_dir / "postmaster.pid"
+    try:
+        pid = int(lock.read_text().splitlines()[0])
+        process = psutil.Process(pid)
+        if process.name() != "postgres" or Path(process.cwd()).resolve() != data_dir.resolve():
+            return False
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return False
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout_s
+    while process.is_running() and process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+class EmbeddedArchive:
+    """PostgreSQL + archive service for one demo run; ``url`` and ``admin_token`` once :meth:`start` returns."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port
+        self.admin_token = "sgs_demo_" + secrets.token_urlsafe(24)
+        self.postgres: PostgresPart | None = None
+        self._server: Any = None  # uvicorn.Server, imported lazily
+        self._thread: threading.Thread | None = None
+        self._starter: threading.Thread | None = None
+        self._start_error: BaseException | None = None
+        self._ready = threading.Event()
+        self.startup_s = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.directory / "log"
+
+    def start(self) -> Self:
+        started = time.perf_counter()
+        try:
+            self._start_postgres()
+            self._start_service()
+        except BaseException as error:
+            self._start_error = error
+            raise
+        finally:
+            self.startup_s = time.perf_counter() - started
+            self._ready.set()
+        return self
+
+    def start_in_background(self, on_ready: Callable[[EmbeddedArchive], None] | None = None) -> Self:
+        def start_quietly() -> None:
+            try:
+                self.start()
+            except BaseException:  # kept in _start_error, raised by wait_ready in the caller's thread
+                return
+            if on_ready is not None:
+                on_ready(self)
+
+        self._starter = threading.Thread(target=start_quietly, name="sgs-demo-archive-start", daemon=True)
+        self._starter.start()
+        return self
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> Self:
+        if not self._ready.wait(timeout_s):
+            raise ArchiveStartError(f"the archive did not start within {timeout_s:.0f} s; logs in {self.log_dir}")
+        if self._start_error is not None:
+            raise ArchiveStartError(f"the archive did not start: {self._start_error}") from self._start_error
+        return self
+
+    def _start_postgres(self) -> None:
+        workdir = self.directory / "postgres"
+        stop_stale_postgres(workdir / "data")
+        try:
+            self.postgres = PostgresPart(workdir).start()
+        except PartError as error:
+            raise ArchiveStartError(f"PostgreSQL did not start (data in {workdir}): {error}") from error
+
+    def _start_service(self) -> None:
+        import uvicorn
+        from sgs_archive.app import create_app
+        from sgs_archive.settings import ArchiveSettings
+
+        assert self.postgres is not None
+        settings = ArchiveSettings(
+            dsn=self.postgres.dsn,
+            admin_token=self.admin_token,
+            nats_url=None,  # events stay in the outbox: the demo runs no transfer service to consume them
+            source="sgs-demo",
+            pool_min_size=1,
+            pool_max_size=4,
+        )
+        self.port = self.port or free_port()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="sgs-demo-archive", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise ArchiveStartError(f"the archive service exited during start-up (port {self.port})")
+            if time.monotonic() > deadline:
+                raise ArchiveStartError(f"the archive service did not answer within {READY_TIMEOUT_S:.0f} s")
+            time.sleep(0.02)
+
+    def wait_until_stopped(self) -> None:
+        """Block while the service runs (Ctrl-C raises KeyboardInterrupt here, in the main thread)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(1.0)
+
+    def stop(self) -> None:
+        """Stop the service, then PostgreSQL (fast shutdown); safe to call twice or before start finished."""
+        if self._starter is not None:
+            self._starter.join(READY_TIMEOUT_S)
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(STOP_TIMEOUT_S)
+            self._server = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
