@@ -133,12 +133,15 @@ def _archive_service(options: DemoOptions, root: Path, progress: Progress) -> It
 
     row = progress.add_task("archive service", total=1, detail="starting PostgreSQL + archive service")
 
-    def ready(service: EmbeddedArchive) -> None:
-        progress.update(row, completed=1, detail=f"{service.url} (up in {service.startup_s:.1f} s)")
+    def done(service: EmbeddedArchive) -> None:
+        if service.start_error is not None:
+            progress.update(row, detail=f"[red]failed after {service.startup_s:.1f} s: {service.start_error}[/]")
+        else:
+            progress.update(row, completed=1, detail=f"{service.url} (up in {service.startup_s:.1f} s)")
 
     service = EmbeddedArchive(root / ARCHIVE_DB_DIR, options.archive_port)
     try:
-        yield service.start_in_background(on_ready=ready)
+        yield service.start_in_background(on_done=done)
     finally:
         service.stop()
 

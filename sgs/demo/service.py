@@ -8,6 +8,7 @@ answers. ``start_in_background`` lets the demo simulate data while both start.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -87,14 +88,19 @@ class EmbeddedArchive:
             self._ready.set()
         return self
 
-    def start_in_background(self, on_ready: Callable[[EmbeddedArchive], None] | None = None) -> Self:
+    @property
+    def start_error(self) -> BaseException | None:
+        return self._start_error
+
+    def start_in_background(self, on_done: Callable[[EmbeddedArchive], None] | None = None) -> Self:
+        """Start in a thread; ``on_done`` is called there once it is up or has failed (see ``start_error``)."""
+
         def start_quietly() -> None:
-            try:
+            # A failure is kept in _start_error and raised by wait_ready, in the caller's thread.
+            with contextlib.suppress(BaseException):
                 self.start()
-            except BaseException:  # kept in _start_error, raised by wait_ready in the caller's thread
-                return
-            if on_ready is not None:
-                on_ready(self)
+            if on_done is not None:
+                on_done(self)
 
         self._starter = threading.Thread(target=start_quietly, name="sgs-demo-archive-start", daemon=True)
         self._starter.start()
