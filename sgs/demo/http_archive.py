@@ -76,6 +76,10 @@ class HttpArchive:
             raise ArchiveRequestError(response)
         return response.json() if response.content else None
 
+    def site_token(self, site: str) -> str:
+        """The token issued to ``site`` by :meth:`issue_site_tokens`."""
+        return self._site_tokens[site]
+
     def _token_for(self, sites: Iterable[str]) -> str:
         """A Site's own token when every replica is at that Site; the admin token otherwise."""
         distinct = set(sites)
