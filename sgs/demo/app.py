@@ -151,6 +151,9 @@ def run_demo(options: DemoOptions, console: Console, archive: Archive | None = N
     started = time.perf_counter()
     root = options.root.resolve()
     if options.clean and root.exists():
+        from sgs.demo.service import EmbeddedArchive
+
+        EmbeddedArchive.stop_leftovers(root / ARCHIVE_DB_DIR)
         shutil.rmtree(root)
     plan = plan_survey(root, options.observations, options.tiles, options.sites, options.seed)
     cores = options.cores or os.cpu_count() or 1

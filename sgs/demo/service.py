@@ -113,9 +113,14 @@ class EmbeddedArchive:
             raise ArchiveStartError(f"the archive did not start: {self._start_error}") from self._start_error
         return self
 
+    @staticmethod
+    def stop_leftovers(directory: Path) -> bool:
+        """Stop a PostgreSQL that a killed demo left running on ``directory`` (before deleting it, say)."""
+        return stop_stale_postgres(directory / "postgres" / "data")
+
     def _start_postgres(self) -> None:
         workdir = self.directory / "postgres"
-        stop_stale_postgres(workdir / "data")
+        self.stop_leftovers(self.directory)
         try:
             self.postgres = PostgresPart(workdir).start()
         except PartError as error:

@@ -25,7 +25,7 @@ from sgs.demo.archive import LocalArchive, checksums
 from sgs.demo.http_archive import HttpArchive
 from sgs.demo.service import EmbeddedArchive
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def small(root: Path, archive: ArchiveKind = "service") -> DemoOptions:
