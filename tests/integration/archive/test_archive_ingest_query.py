@@ -226,7 +226,7 @@ async def test_lineage_up_and_down(archive: Archive) -> None:
     await archive.ok(
         "POST", "/dataset-types", 201, json={"name": "mosaic", "dimensions": ["exposure"], "storage_class": "Fits"}
     )
-    mosaic_body = {
+    mosaic_body: dict[str, Any] = {
         "dataset_type": "mosaic",
         "data_id": {"instrument": "NISP", "exposure": 1},
         "run": RUN,
