@@ -355,10 +355,16 @@ class RunController:
         for task in tasks:
             self.inflight[task.id] = InFlight(job_name(self._ref(), task.id, task.attempt), time.monotonic())
         self._report(spec)  # before any await: other Runs at this Site see the slots as taken
+        began = time.perf_counter()
         await self.shared.store.save_started(self.uid, [self._started(t) for t in tasks])
+        recorded = time.perf_counter()
         crash_point("after-record-before-job")
         await self._create_jobs(tasks)
         crash_point("after-job-before-status")
+        self.log.info(
+            f"run {self.key}: started {len(tasks)} task(s): records {recorded - began:.2f} s, "
+            f"Jobs {time.perf_counter() - recorded:.2f} s"
+        )
 
     def _due_retries(self) -> int:
         assert self.planner is not None

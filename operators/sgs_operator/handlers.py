@@ -20,11 +20,11 @@ from pydantic import ValidationError
 from sgs.model.base import GROUP, VERSION
 from sgs.model.run import RunSpec
 from sgs.model.site import SiteSpec, StorageKind
-from sgs_operator import checks, metrics, tls
+from sgs_operator import checks, metrics, tls, watch
 from sgs_operator.controller import RunController, Shared
 from sgs_operator.kube import Kube
 from sgs_operator.naming import LABEL_RUN, label_value
-from sgs_operator.observe import JobSeen, PodSeen, job_entry, pod_entry, run_key
+from sgs_operator.observe import JobSeen, PodSeen, run_key
 from sgs_operator.records import TaskStore
 from sgs_operator.settings import OperatorSettings
 from sgs_operator.status import utc_now
@@ -47,6 +47,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     store = await TaskStore.open(config.dsn)
     kube = await Kube.connect(config.kubeconfig, pool_size=max(8, config.create_concurrency))
     memo["shared"] = Shared(kube, store, config, create_slots=asyncio.Semaphore(config.create_concurrency))
+    memo["jobs"], memo["pods"] = watch.job_objects(config.namespaces), watch.pod_objects(config.namespaces)
+    memo["watch_stop"] = asyncio.Event()
+    memo["watches"] = [
+        asyncio.create_task(watch.follow(kube, memo[kind], memo["watch_stop"]), name=f"watch-{kind}")
+        for kind in ("jobs", "pods")
+    ]
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)
     logger.info(f"sgs operator: namespaces {config.namespaces or 'all'}, task table {store.table_pointer('*')}")
@@ -54,6 +60,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    if "watch_stop" in memo:
+        memo["watch_stop"].set()
+        for task in memo["watches"]:
+            task.cancel()
+        await asyncio.gather(*memo["watches"], return_exceptions=True)
     shared: Shared | None = memo.get("shared")
     if shared is not None:
         await shared.kube.close()
@@ -73,30 +84,6 @@ def webhook_server(config: OperatorSettings) -> kopf.WebhookServer:
 
 
 # ----------------------------------------------------------------------------------------------- indexes
-
-
-@kopf.index("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})
-def run_jobs(
-    name: str,
-    namespace: str | None,
-    labels: Mapping[str, str],
-    annotations: Mapping[str, str],
-    status: Mapping[str, Any],
-    **_: Any,
-) -> dict[tuple[str, str], JobSeen]:
-    return {run_key(namespace, labels): job_entry(name, annotations, labels, status)}
-
-
-@kopf.index("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
-def run_pods(
-    name: str,
-    namespace: str | None,
-    labels: Mapping[str, str],
-    annotations: Mapping[str, str],
-    status: Mapping[str, Any],
-    **_: Any,
-) -> dict[tuple[str, str], PodSeen]:
-    return {run_key(namespace, labels): pod_entry(name, annotations, labels, status)}
 
 
 @kopf.index(GROUP, VERSION, "sites")
@@ -193,29 +180,31 @@ def _directory_exists(path: Path) -> tuple[bool, str]:
 # ----------------------------------------------------------------------------------------------- Runs
 
 
-# kopf injects the indexes by parameter name, which its DaemonFn protocol cannot express.
+# kopf injects the Site index by parameter name, which its DaemonFn protocol cannot express.
 @kopf.daemon(GROUP, VERSION, "runs", cancellation_timeout=10.0)  # type: ignore[arg-type]
 async def run_daemon(
     stopped: kopf.DaemonStopped,
     body: kopf.Body,
     memo: kopf.Memo,
     logger: kopf.Logger,
-    run_jobs: kopf.Index[tuple[str, str], JobSeen],
-    run_pods: kopf.Index[tuple[str, str], PodSeen],
     site_specs: kopf.Index[tuple[str, str], dict[str, Any]],
     **_: Any,
 ) -> None:
     """Reconcile one Run until it is deleted; any unexpected error rebuilds it from the records."""
     shared: Shared = memo["shared"]
+    jobs: watch.RunObjects[JobSeen] = memo["jobs"]
+    pods: watch.RunObjects[PodSeen] = memo["pods"]
     controller = RunController(shared, body, logger)
     key = run_key(controller.namespace, {LABEL_RUN: label_value(controller.name)})
+    # Reconciling before the first LIST of Jobs would take existing Jobs for missing ones.
+    await asyncio.gather(jobs.synced.wait(), pods.synced.wait())
     try:
         while not stopped:
             try:
                 if controller.planner is None and not await controller.start(site_specs):
                     await stopped.wait(BLOCKED_RECHECK_S)
                     continue
-                await controller.step(run_jobs.get(key, []), run_pods.get(key, []), site_specs)
+                await controller.step(jobs.of(key), pods.of(key), site_specs)
             except Exception:
                 logger.exception(f"run {controller.key}: reconcile failed; rebuilding from the task records")
                 controller.leave()

@@ -42,7 +42,7 @@ class Kube:
     async def create_job(self, job: Any) -> bool:
         """Create a Job; False when one of that name exists already (a restart re-creating it: no harm)."""
         try:
-            await _checked(
+            await checked_response(
                 await self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)
             )
         except ApiException as err:
@@ -53,7 +53,7 @@ class Kube:
 
     async def delete_job(self, namespace: str, name: str) -> None:
         try:
-            await _checked(
+            await checked_response(
                 await self.batch.delete_namespaced_job(
                     name, namespace, propagation_policy="Background", _preload_content=False
                 )
@@ -76,7 +76,7 @@ class Kube:
             "description": f"sgs Runs of priority {priority}",
         }
         try:
-            await _checked(await self.scheduling.create_priority_class(body, _preload_content=False))
+            await checked_response(await self.scheduling.create_priority_class(body, _preload_content=False))
         except ApiException as err:
             if err.status != CONFLICT:
                 raise
@@ -85,7 +85,7 @@ class Kube:
 
     async def get_object(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         try:
-            response = await _checked(
+            response = await checked_response(
                 await self.custom.get_namespaced_custom_object(
                     GROUP, VERSION, namespace, plural, name, _preload_content=False
                 ),
@@ -99,7 +99,7 @@ class Kube:
 
     async def patch_status(self, namespace: str, plural: str, name: str, patch: dict[str, Any]) -> None:
         custom: Any = self.custom  # the stubs omit _content_type, which the client accepts
-        await _checked(
+        await checked_response(
             await custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, plural, name, patch, _content_type=MERGE_PATCH, _preload_content=False
             )
@@ -107,7 +107,7 @@ class Kube:
 
     async def patch_spec(self, namespace: str, plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         custom: Any = self.custom
-        response = await _checked(
+        response = await checked_response(
             await custom.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
@@ -124,14 +124,14 @@ class Kube:
 
     async def nodes(self, selector: dict[str, str]) -> list[dict[str, Any]]:
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        response = await _checked(
+        response = await checked_response(
             await self.core.list_node(label_selector=label_selector, _preload_content=False), keep=True
         )
         items: list[dict[str, Any]] = (await _json(response)).get("items", [])
         return items
 
 
-async def _checked(response: Any, keep: bool = False) -> Any:
+async def checked_response(response: Any, keep: bool = False) -> Any:
     """Raise ApiException for an error status: unread responses (_preload_content=False) are not checked."""
     if response.status >= 400:
         body = await response.read()

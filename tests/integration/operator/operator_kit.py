@@ -1,6 +1,6 @@
 """The operator under test: a real `sgs operator` process against the real control plane and PostgreSQL.
 
-Each test gets its own namespace (the operator serves a namespace pattern), a POSIX Site whose store is a
+Each test gets its own namespace, a POSIX Site whose store is a
 temporary directory, and the example Pipeline compiled by `sgs compile`.
 """
 
@@ -48,10 +48,10 @@ def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60, interva
 class OperatorProcess:
     """`sgs operator` as a subprocess: started, killed (-9) and restarted by the tests."""
 
-    def __init__(self, kube: KubePart, dsn: str, pattern: str, workdir: Path) -> None:
+    def __init__(self, kube: KubePart, dsn: str, workdir: Path) -> None:
         self.kube = kube
         self.dsn = dsn
-        self.pattern = pattern
+        self.name = f"sgs-operator-{uuid.uuid4().hex[:6]}"
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -66,13 +66,15 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(self.kube.kubeconfig),
             "SGS_OPERATOR_DSN": self.dsn,
-            "SGS_OPERATOR_WEBHOOK_NAME": f"sgs-operator-{self.pattern.strip('*-')}.sgs.io",
+            "SGS_OPERATOR_WEBHOOK_NAME": f"{self.name}.sgs.io",
             "SGS_OPERATOR_RECONCILE_INTERVAL": "0.5",
         }
         env.pop("SGS_OPERATOR_CRASH_AT", None)
         if crash_at:
             env["SGS_OPERATOR_CRASH_AT"] = crash_at
-        argv = [sys.executable, "-m", "sgs.cli.main", "operator", "-v", "-n", self.pattern]
+        # Cluster-wide: kopf can miss a namespace created while it starts watching a pattern (seen here), and
+        # test modules run one after another, so one operator at a time serves the test cluster.
+        argv = [sys.executable, "-m", "sgs.cli.main", "operator", "-v"]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(self._ready, f"the operator to log {READY_MESSAGE!r} ({self.log})", timeout_s)
@@ -116,9 +118,8 @@ def operator_dsn(postgres: PostgresPart) -> Iterator[str]:
 def operator(
     kube: KubePart, operator_dsn: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[OperatorProcess]:
-    """One operator per test module, serving the namespaces `op-<module>-*`."""
-    prefix = f"op-{uuid.uuid4().hex[:6]}"
-    proc = OperatorProcess(kube, operator_dsn, f"{prefix}-*", tmp_path_factory.mktemp("operator"))
+    """One operator per test module (cluster-wide; modules run one after another)."""
+    proc = OperatorProcess(kube, operator_dsn, tmp_path_factory.mktemp("operator"))
     proc.start()
     yield proc
     proc.stop()
@@ -255,7 +256,7 @@ def bridge(kube: KubePart, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def make_cluster(kube: KubePart, operator: OperatorProcess, tmp_path: Path) -> Iterator[Cluster]:
-    namespace = operator.pattern.replace("*", uuid.uuid4().hex[:6])
+    namespace = f"op-{uuid.uuid4().hex[:8]}"
     kube.kubectl("create", "namespace", namespace)
     wait_for(
         lambda: kube.kubectl("-n", namespace, "get", "sa", "default", "--ignore-not-found", "-o", "name").stdout,
