@@ -23,6 +23,7 @@ import yaml
 from psycopg import sql
 from sgs_bridge.launch import BridgeProcess
 
+from sgs.testing import free_port
 from sgs.testing.kube import KubePart
 from sgs.testing.postgres import PostgresPart
 
@@ -55,6 +56,7 @@ class OperatorProcess:
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.metrics_port = free_port()
 
     @property
     def log(self) -> Path:
@@ -68,6 +70,7 @@ class OperatorProcess:
             "SGS_OPERATOR_DSN": self.dsn,
             "SGS_OPERATOR_WEBHOOK_NAME": f"{self.name}.sgs.io",
             "SGS_OPERATOR_RECONCILE_INTERVAL": "0.5",
+            "SGS_OPERATOR_METRICS_PORT": str(self.metrics_port),
         }
         env.pop("SGS_OPERATOR_CRASH_AT", None)
         if crash_at:
@@ -179,6 +182,14 @@ class Cluster:
             return status if status.get("phase") in phases else None
 
         result: dict[str, Any] = wait_for(reached, f"run {run} to reach {sorted(phases)}", timeout_s)
+        return result
+
+    def wait_site_phase(self, name: str, phases: set[str], timeout_s: float = 60) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            status: dict[str, Any] = self.get("sites", name).get("status") or {}
+            return status if status.get("phase") in phases else None
+
+        result: dict[str, Any] = wait_for(reached, f"site {name} to reach {sorted(phases)}", timeout_s)
         return result
 
     def site(

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from operator_kit import Cluster, task_pipeline, wait_for
+from operator_kit import Cluster, OperatorProcess, task_pipeline, wait_for
 from sgs_bridge.launch import BridgeProcess
 
 pytest_plugins = ["operator_kit"]  # the operator fixtures (a conftest here would clash with mypy)
@@ -24,7 +25,18 @@ def served(cluster: Cluster, bridge: BridgeProcess) -> Cluster:
     return cluster
 
 
-def test_the_example_pipeline_runs_to_succeeded(served: Cluster, example_pipeline: dict[str, Any]) -> None:
+def test_the_site_reports_its_bridge_node_and_storage(served: Cluster) -> None:
+    status = served.wait_site_phase("site-a", {"Ready"})
+
+    assert status["nodesReady"] >= 1
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["ComputeReady"]["status"] == "True"
+    assert conditions["StorageReachable"]["status"] == "True"
+
+
+def test_the_example_pipeline_runs_to_succeeded(
+    served: Cluster, example_pipeline: dict[str, Any], operator: OperatorProcess
+) -> None:
     served.apply(example_pipeline)
     served.apply(served.run("example"))
 
@@ -48,6 +60,10 @@ def test_the_example_pipeline_runs_to_succeeded(served: Cluster, example_pipelin
     assert dark["requested"]["cores"] == 2
     assert dark["usage"]["wall_s"] > 0 and dark["usage"]["max_rss_mb"] > 0
     assert dark["usage"]["cpu_efficiency"] > 0 and dark["usage"]["memory_used_ratio"] > 0
+    metrics = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=10).text
+    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+    assert float(samples['sgs_task_cpu_efficiency_ratio_count{executable="ialtest_correct_dark"}']) == 4
+    assert float(samples['sgs_task_memory_used_ratio_count{executable="ialtest_combine_images"}']) == 1
 
 
 def test_a_failing_task_is_retried_then_fails_the_run(served: Cluster) -> None:
