@@ -35,6 +35,23 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.0.0"
 
 
+SHUTDOWN_GRACE_S = 5.0
+
+
+async def _stop_within(task: asyncio.Task[None], grace_s: float) -> None:
+    """Cancel a background task and wait for it a bounded time: shutdown must never hang on a stuck client
+    (asyncio.wait, unlike wait_for, does not wait again for the cancellation it gives up on)."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=grace_s)
+    if not done:
+        log.warning(
+            "%s did not stop within %.0f s of being cancelled; shutting down without it", task.get_name(), grace_s
+        )
+        return
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
+
+
 def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
     settings = settings or ArchiveSettings()
     universe = load_universe(settings.universe_path)
@@ -69,10 +86,8 @@ def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
             yield
         finally:
             if relay_task is not None:
-                relay_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await relay_task
-            await pool.close()
+                await _stop_within(relay_task, SHUTDOWN_GRACE_S)
+            await pool.close(timeout=SHUTDOWN_GRACE_S)
 
     app = FastAPI(
         title="sgs archive",

@@ -30,6 +30,9 @@ OutboxRow = tuple[uuid.UUID, str, str]
 """(msg_id, subject, JSON payload) of one event."""
 
 
+CLOSE_GRACE_S = 3.0
+
+
 def outbox_row(subject: str, event: Event) -> OutboxRow:
     return (event.event_id, subject, event.model_dump_json())
 
@@ -94,8 +97,12 @@ class OutboxRelay:
                     await self._sleep()
         finally:
             self.connected = False
-            with contextlib.suppress(Exception):
-                await nc.close()
+            # Bounded: a close stuck on a half-open connection must not keep the relay (and shutdown) alive.
+            closing = asyncio.ensure_future(nc.close())
+            await asyncio.wait({closing}, timeout=CLOSE_GRACE_S)
+            if closing.done() and not closing.cancelled():
+                with contextlib.suppress(Exception):
+                    closing.result()
 
     async def _sleep(self) -> None:
         with contextlib.suppress(TimeoutError):
