@@ -59,6 +59,55 @@ async def test_conflicting_reingest_is_refused_and_nothing_is_half_written(archi
     assert page["items"] == [], "the rolled-back batch left a dataset behind"
 
 
+async def test_a_new_batch_round_trips_awkward_text_and_same_batch_lineage(archive: Archive) -> None:
+    """A batch with no registered dataset takes the direct COPY path: its text escaping and in-batch lineage
+    must store exactly what the general (staging) path would, so re-ingesting it is a no-op, not a conflict."""
+    await register_types(archive)
+    awkward_uri = "s3://sdc-fr/odd\tname\\with\nbreaks\r.fits"
+    awkward_task = 'run\\1/step\t"quoted"\n/0'
+    source = raw(7, 1, replicas=[{**replica("sdc-fr", "x"), "uri": awkward_uri}], task=awkward_task)
+    (source_id,) = (await ingest(archive, [source]))["ids"]
+    product = {
+        "dataset_type": "calexp",
+        "data_id": {"instrument": "NISP", "exposure": 7, "detector": 1, "band": "Y"},
+        "run": RUN,
+        "task": awkward_task,
+        "lineage": {
+            "inputs": [source_id, source_id],
+            "executable": "tab\there",
+            "version": "1\\2",
+            "config_digest": "sha256:abc",
+            "task": None,
+        },
+    }
+    sibling = {**raw(7, 2), "lineage": None}
+    first = await ingest(archive, [sibling, product])
+    assert (first["inserted"], first["existing"]) == (2, 0)
+    again = await ingest(archive, [sibling, product, source])
+    assert (again["inserted"], again["existing"]) == (0, 3)
+
+    stored = await archive.ok("GET", f"/datasets/{source_id}")
+    assert stored["task"] == awkward_task
+    (where,) = await archive.ok("GET", f"/datasets/{source_id}/replicas")
+    assert where["uri"] == awkward_uri
+    up = await archive.ok("GET", f"/datasets/{first['ids'][1]}/lineage", params={"direction": "up", "depth": 1})
+    assert {n["id"] for n in up["nodes"]} == {first["ids"][1], source_id}
+    node = next(n for n in up["nodes"] if n["id"] == first["ids"][1])
+    assert node["provenance"]["executable"] == "tab\there"
+
+
+async def test_a_new_id_for_a_registered_data_id_is_a_conflict_not_a_duplicate(archive: Archive) -> None:
+    """No id of this batch exists, so it starts on the direct path; the unique (type, run, data ID) index
+    refuses it there and the general path names the offending item."""
+    await register_types(archive)
+    await ingest(archive, [raw(3, 3)])
+    renamed = raw(3, 3, id="5f0c2d2e-7a5b-4c7e-9a61-0c9a0e7d1f00")
+    error = await ingest(archive, [raw(3, 4), renamed], expected=409)
+    assert error["detail"][0]["loc"] == ["body", "datasets", 1]
+    page = await archive.ok("GET", "/datasets", params={"where": "exposure = 3"})
+    assert len(page["items"]) == 1, "the refused batch left a dataset behind"
+
+
 @pytest.mark.parametrize(
     ("dataset", "loc", "status"),
     [
