@@ -7,15 +7,18 @@ the real tables. The COPY runs under a savepoint: any integrity error (a concurr
 datasets first, a producer-chosen id collides, a lineage input is missing) rolls back to it and the caller takes
 the general path, which explains the error field by field.
 
-Rows are formatted here as PostgreSQL COPY text (one write per table) rather than row by row through
-``copy.write_row``: the values are already validated and mostly of known, escape-free shapes.
+Rows are formatted here as PostgreSQL COPY text, a chunk at a time, instead of row by row through
+``copy.write_row``: the values are validated already and mostly escape-free, and the server inserts one chunk
+(on the other core) while the next is being formatted.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
@@ -23,9 +26,12 @@ from psycopg import sql
 from sgs.model.dataset import DimensionUniverse
 from sgs_archive.db import Conn
 
+if TYPE_CHECKING:
+    from sgs_archive.registry.ingest import PlannedDataset
+
 NULL = "\\N"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-CHUNK_ROWS = 2_000
+CHUNK_ROWS = 1_000
 
 
 def text_field(value: str | None) -> str:
@@ -47,83 +53,87 @@ async def any_registered(conn: Conn, ids: Sequence[uuid.UUID]) -> bool:
     return bool(row and next(iter(row.values())))
 
 
-class DirectRows:
-    """The four tables' COPY text for a batch of planned datasets, built once per batch."""
-
-    def __init__(self, universe: DimensionUniverse) -> None:
-        self.dimension_names = universe.names
-        self.dataset: list[str] = []
-        self.replica: list[str] = []
-        self.lineage: list[str] = []
-        self.lineage_input: list[str] = []
-
-    def add(
-        self,
-        dataset_id: str,
-        type_id: int,
-        run_id: int,
-        data_id: dict[str, int | str],
-        data_id_key: str,
-        task: str | None,
-    ) -> None:
-        dims = "\t".join(dimension_field(data_id.get(name)) for name in self.dimension_names)
+def dataset_lines(
+    universe: DimensionUniverse, datasets: Sequence[PlannedDataset], run_ids: dict[str, int]
+) -> Iterator[str]:
+    names = universe.names
+    for d in datasets:
+        data_id = d.data_id
+        dims = "\t".join([dimension_field(data_id.get(name)) for name in names])
         data_id_json = json.dumps(data_id, separators=(",", ":")).translate(_ESCAPES)
-        self.dataset.append(
-            f"{dataset_id}\t{type_id}\t{run_id}\t{data_id_json}\t{data_id_key.translate(_ESCAPES)}\t"
-            f"{text_field(task)}\t{dims}\n"
-        )
-
-    def add_replica(
-        self, dataset_id: str, site: str, uri: str, size: int, adler32: str, sha256: str, state: str
-    ) -> None:
-        self.replica.append(f"{dataset_id}\t{site}\t{text_field(uri)}\t{size}\t{adler32}\t{sha256}\t{state}\n")
-
-    def add_lineage(
-        self,
-        dataset_id: str,
-        fields: tuple[str, str | None, str, str, str | None, str | None],
-        attempt: int,
-        inputs: Sequence[uuid.UUID],
-    ) -> None:
-        texts = "\t".join(map(text_field, fields))
-        self.lineage.append(f"{dataset_id}\t{texts}\t{attempt}\n")
-        self.lineage_input.extend(f"{dataset_id}\t{input_id}\n" for input_id in dict.fromkeys(inputs))
+        key = d.data_id_key.translate(_ESCAPES)
+        yield f"{d.id}\t{d.stored.id}\t{run_ids[d.run]}\t{data_id_json}\t{key}\t{text_field(d.source.task)}\t{dims}\n"
 
 
-async def copy_into_tables(conn: Conn, rows: DirectRows) -> bool:
+def replica_lines(datasets: Sequence[PlannedDataset]) -> Iterator[str]:
+    # Sites, checksums and states match escape-free patterns (validated on the way in); URIs may hold anything.
+    for d in datasets:
+        for r in d.source.replicas:
+            yield f"{d.id}\t{r.site}\t{text_field(r.uri)}\t{r.size}\t{r.adler32}\t{r.sha256}\t{r.state.value}\n"
+
+
+def lineage_lines(datasets: Sequence[PlannedDataset]) -> Iterator[str]:
+    for d in datasets:
+        lin = d.source.lineage
+        if lin is not None:
+            texts = "\t".join(
+                [
+                    text_field(value)
+                    for value in (lin.executable, lin.image, lin.version, lin.config_digest, lin.pipeline_run, lin.task)
+                ]
+            )
+            yield f"{d.id}\t{texts}\t{lin.attempt}\n"
+
+
+def lineage_input_lines(datasets: Sequence[PlannedDataset]) -> Iterator[str]:
+    for d in datasets:
+        if d.source.lineage is not None:
+            # Repeated inputs are one edge (the primary key says so; the general path's ON CONFLICT agrees).
+            yield from (f"{d.id}\t{input_id}\n" for input_id in dict.fromkeys(d.source.lineage.inputs))
+
+
+def _statements(universe: DimensionUniverse) -> tuple[sql.Composed, sql.SQL, sql.SQL, sql.SQL]:
+    fixed = ("id", "dataset_type_id", "run_id", "data_id", "data_id_key", "task")
+    columns = [*fixed, *(f"dim_{name}" for name in universe.names)]
+    return (
+        sql.SQL("COPY dataset ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, columns))),
+        sql.SQL("COPY replica (dataset_id, site, uri, size, adler32, sha256, state) FROM STDIN"),
+        sql.SQL(
+            "COPY lineage (dataset_id, executable, image, version, config_digest, pipeline_run, task, attempt) "
+            "FROM STDIN"
+        ),
+        sql.SQL("COPY lineage_input (dataset_id, input_id) FROM STDIN"),
+    )
+
+
+async def copy_new_datasets(
+    conn: Conn, universe: DimensionUniverse, datasets: Sequence[PlannedDataset], run_ids: dict[str, int]
+) -> bool:
     """COPY every row under a savepoint; False (and nothing written) if any integrity rule refused a row."""
-    dimension_columns = [sql.Identifier(f"dim_{name}") for name in rows.dimension_names]
-    fixed_columns = ("id", "dataset_type_id", "run_id", "data_id", "data_id_key", "task")
-    dataset_columns = sql.SQL(", ").join([*map(sql.Identifier, fixed_columns), *dimension_columns])
-    statements: list[tuple[sql.SQL | sql.Composed, list[str]]] = [
-        (sql.SQL("COPY dataset ({}) FROM STDIN").format(dataset_columns), rows.dataset),
-        (
-            sql.SQL("COPY replica (dataset_id, site, uri, size, adler32, sha256, state) FROM STDIN"),
-            rows.replica,
-        ),
-        (
-            sql.SQL(
-                "COPY lineage (dataset_id, executable, image, version, config_digest, pipeline_run, task, attempt) "
-                "FROM STDIN"
-            ),
-            rows.lineage,
-        ),
-        (sql.SQL("COPY lineage_input (dataset_id, input_id) FROM STDIN"), rows.lineage_input),
+    dataset_copy, replica_copy, lineage_copy, input_copy = _statements(universe)
+    tables: list[tuple[sql.SQL | sql.Composed, Iterator[str]]] = [
+        (dataset_copy, dataset_lines(universe, datasets, run_ids)),
+        (replica_copy, replica_lines(datasets)),
+        (lineage_copy, lineage_lines(datasets)),
+        (input_copy, lineage_input_lines(datasets)),
     ]
     try:
         async with conn.transaction(), conn.cursor() as cursor:
-            for statement, lines in statements:
-                if not lines:
+            for statement, lines in tables:
+                chunks = _chunks(lines)
+                first = next(chunks, None)
+                if first is None:
                     continue
                 async with cursor.copy(statement) as copy:
-                    for chunk in _chunks(lines):
+                    await copy.write(first)
+                    for chunk in chunks:
                         await copy.write(chunk)
     except psycopg.errors.IntegrityError:
         return False
     return True
 
 
-def _chunks(lines: list[str]) -> Iterator[bytes]:
-    # Bounded writes let the server start on the first rows while later ones are still being encoded.
-    for start in range(0, len(lines), CHUNK_ROWS):
-        yield "".join(lines[start : start + CHUNK_ROWS]).encode()
+def _chunks(lines: Iterable[str]) -> Iterator[bytes]:
+    iterator = iter(lines)
+    while chunk := "".join(islice(iterator, CHUNK_ROWS)):
+        yield chunk.encode()

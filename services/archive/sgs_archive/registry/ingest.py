@@ -19,7 +19,14 @@ import pydantic_core
 from psycopg import sql
 
 from sgs.events import DATASET_REGISTERED, MAX_DATASETS_PER_EVENT, ReplicaStateChanged, replica_subject
-from sgs.model.dataset import DataId, DataIdError, DimensionUniverse, ReplicaState, dataset_uuid
+from sgs.model.dataset import (
+    DataId,
+    DataIdError,
+    DimensionElement,
+    DimensionUniverse,
+    ReplicaState,
+    dataset_uuid,
+)
 from sgs_archive.auth import Principal
 from sgs_archive.db import Conn
 from sgs_archive.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
@@ -58,13 +65,14 @@ def plan(
     result = IngestPlan()
     seen: dict[tuple[int, str, str], PlannedDataset] = {}
     implied = {name: frozenset(stored.implied) for name, stored in types.items()}
+    shapes: dict[tuple[str, tuple[str, ...]], list[tuple[str, DimensionElement]]] = {}
     for index, item in enumerate(items):
         loc: tuple[str | int, ...] = ("body", "datasets", index)
         stored = types.get(item.dataset_type)
         if stored is None:
             raise InvalidInputError((*loc, "dataset_type"), f"unknown dataset type {item.dataset_type!r}")
         try:
-            data_id = stored.type.validate_data_id(universe, item.data_id, implied[item.dataset_type])
+            data_id = _validated_data_id(universe, stored, item, implied[item.dataset_type], shapes)
         except DataIdError as error:
             raise InvalidInputError((*loc, "data_id", *([error.field] if error.field else [])), error.reason) from None
         key = stored.type.data_id_key(data_id)
@@ -86,6 +94,25 @@ def plan(
         result.datasets.append(planned)
         result.ids.append(dataset_id)
     return result
+
+
+def _validated_data_id(
+    universe: DimensionUniverse,
+    stored: StoredType,
+    item: DatasetIn,
+    implied: frozenset[str],
+    shapes: dict[tuple[str, tuple[str, ...]], list[tuple[str, DimensionElement]]],
+) -> DataId:
+    """``validate_data_id``, with the key checks done once per (type, key set) of a batch: a batch of 10,000
+    usually has one or two shapes, and only the values still need checking."""
+    shape = (item.dataset_type, tuple(item.data_id))
+    order = shapes.get(shape)
+    if order is None:
+        data_id = stored.type.validate_data_id(universe, item.data_id, implied)
+        shapes[shape] = [(name, universe.elements[name]) for name in data_id]
+        return data_id
+    values = item.data_id
+    return {name: element.check_value(values[name]) for name, element in order}
 
 
 def _check_replicas(item: DatasetIn, loc: tuple[str | int, ...], principal: Principal) -> None:
@@ -158,17 +185,7 @@ async def _ingest_new_batch_directly(
     """The fast path, when no dataset of the batch exists yet; False sends the caller down the general path."""
     if not datasets or await direct_copy.any_registered(conn, [d.id for d in datasets]):
         return False
-    rows = direct_copy.DirectRows(universe)
-    for d in datasets:
-        dataset_id = str(d.id)
-        rows.add(dataset_id, d.stored.id, run_ids[d.run], d.data_id, d.data_id_key, d.source.task)
-        for r in d.source.replicas:
-            rows.add_replica(dataset_id, r.site, r.uri, r.size, r.adler32, r.sha256, r.state.value)
-        lin = d.source.lineage
-        if lin is not None:
-            texts = (lin.executable, lin.image, lin.version, lin.config_digest, lin.pipeline_run, lin.task)
-            rows.add_lineage(dataset_id, texts, lin.attempt, lin.inputs)
-    return await direct_copy.copy_into_tables(conn, rows)
+    return await direct_copy.copy_new_datasets(conn, universe, datasets, run_ids)
 
 
 def _dimension_columns(universe: DimensionUniverse) -> list[str]:
