@@ -62,34 +62,36 @@ def dataset_lines(
         dims = "\t".join([dimension_field(data_id.get(name)) for name in names])
         data_id_json = json.dumps(data_id, separators=(",", ":")).translate(_ESCAPES)
         key = d.data_id_key.translate(_ESCAPES)
-        yield f"{d.id}\t{d.stored.id}\t{run_ids[d.run]}\t{data_id_json}\t{key}\t{text_field(d.source.task)}\t{dims}\n"
+        task = text_field(d.source.task)
+        yield f"{d.id_text}\t{d.stored.id}\t{run_ids[d.run]}\t{data_id_json}\t{key}\t{task}\t{dims}\n"
 
 
 def replica_lines(datasets: Sequence[PlannedDataset]) -> Iterator[str]:
     # Sites, checksums and states match escape-free patterns (validated on the way in); URIs may hold anything.
     for d in datasets:
         for r in d.source.replicas:
-            yield f"{d.id}\t{r.site}\t{text_field(r.uri)}\t{r.size}\t{r.adler32}\t{r.sha256}\t{r.state.value}\n"
+            yield f"{d.id_text}\t{r.site}\t{text_field(r.uri)}\t{r.size}\t{r.adler32}\t{r.sha256}\t{r.state.value}\n"
 
 
 def lineage_lines(datasets: Sequence[PlannedDataset]) -> Iterator[str]:
+    # A batch usually comes from one executable, image and config: their escaped text is built once.
+    provenance_texts: dict[tuple[str, str | None, str, str, str | None], str] = {}
     for d in datasets:
         lin = d.source.lineage
-        if lin is not None:
-            texts = "\t".join(
-                [
-                    text_field(value)
-                    for value in (lin.executable, lin.image, lin.version, lin.config_digest, lin.pipeline_run, lin.task)
-                ]
-            )
-            yield f"{d.id}\t{texts}\t{lin.attempt}\n"
+        if lin is None:
+            continue
+        provenance = (lin.executable, lin.image, lin.version, lin.config_digest, lin.pipeline_run)
+        text = provenance_texts.get(provenance)
+        if text is None:
+            text = provenance_texts[provenance] = "\t".join([text_field(value) for value in provenance])
+        yield f"{d.id_text}\t{text}\t{text_field(lin.task)}\t{lin.attempt}\n"
 
 
 def lineage_input_lines(datasets: Sequence[PlannedDataset]) -> Iterator[str]:
     for d in datasets:
         if d.source.lineage is not None:
             # Repeated inputs are one edge (the primary key says so; the general path's ON CONFLICT agrees).
-            yield from (f"{d.id}\t{input_id}\n" for input_id in dict.fromkeys(d.source.lineage.inputs))
+            yield from (f"{d.id_text}\t{input_id}\n" for input_id in dict.fromkeys(d.source.lineage.inputs))
 
 
 def _statements(universe: DimensionUniverse) -> tuple[sql.Composed, sql.SQL, sql.SQL, sql.SQL]:

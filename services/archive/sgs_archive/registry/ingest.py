@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 import pydantic_core
 from psycopg import sql
@@ -47,6 +48,11 @@ class PlannedDataset:
     data_id: DataId
     data_id_key: str
     source: DatasetIn
+
+    @cached_property
+    def id_text(self) -> str:
+        """The id as text, formatted once (the COPY rows of four tables each need it)."""
+        return str(self.id)
 
 
 @dataclass
