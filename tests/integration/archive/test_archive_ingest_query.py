@@ -355,3 +355,18 @@ async def test_collections_chains_and_tags(archive: Archive) -> None:
     assert error["detail"][0]["loc"] == ["body", "datasets", 0, "run"]
     listed = await archive.ok("GET", "/collections", params={"type": "RUN"})
     assert {c["name"] for c in listed} == {"calib/v1", "calib/v2"}
+
+
+async def test_request_latency_is_measured_per_route_template(archive: Archive) -> None:
+    await register_types(archive)
+    (dataset_id,) = (await ingest(archive, [raw(5, 5)]))["ids"]
+    await archive.ok("GET", f"/datasets/{dataset_id}")
+    await archive.ok("GET", "/datasets/not-a-uuid", 422)
+    metrics = (await archive.client.get("/metrics")).text
+    for route, method, status in (
+        ("/datasets/ingest", "POST", "200"),
+        ("/datasets/{dataset_id}", "GET", "200"),
+        ("/datasets/{dataset_id}", "GET", "422"),
+    ):
+        series = f'sgs_archive_request_seconds_count{{method="{method}",route="{route}",status="{status}"}}'
+        assert f"{series} 1.0" in metrics, f"{series} missing from /metrics"
