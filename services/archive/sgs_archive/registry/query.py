@@ -18,7 +18,11 @@ _COLUMNS = "d.id, d.dataset_type_id, d.run_id, d.data_id, d.data_id_key, d.task,
 async def query(conn: Conn, universe: DimensionUniverse, catalog: TypeCatalog, request: DatasetQuery) -> DatasetPage:
     text, params = await build(conn, universe, catalog, request)
     # Only trusted templates and compiled placeholders are in ``text``; every value travels as a parameter.
-    cursor = await conn.execute(text.encode(), params)
+    # Never prepared: psycopg would prepare it after 5 runs and PostgreSQL then switch to a generic plan that
+    # cannot see which dimension values are selective (every raw has instrument 'NISP', an exposure 36 rows);
+    # measured at 1M datasets, 1.6 ms became 10-13 ms. (Not plan_cache_mode for the whole session: foreign-key
+    # checks are prepared statements too, and re-planning them halved the ingest rate.)
+    cursor = await conn.execute(text.encode(), params, prepare=False)
     rows = await cursor.fetchall()
     items = [DatasetPublic.model_validate(row) for row in rows[: request.limit]]
     next_cursor = items[-1].id if len(rows) > request.limit else None
