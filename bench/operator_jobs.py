@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -148,29 +151,44 @@ async def operator_path(kube: KubePart, namespace: str, width: int, store: str) 
     start = time.perf_counter()
     kubectl_apply(kube, namespace, run)
     last = start
-    response: Any = await batch.list_namespaced_job(
-        namespace,
-        label_selector="sgs.io/run=wide",
-        watch=True,
-        resource_version=version,
-        timeout_seconds=600,
-        _preload_content=False,
-    )
     with _progress() as progress:
         bar = progress.add_task("operator", total=width)
-        while len(seen) < width:
-            line = await response.content.readline()
-            if not line:
-                raise RuntimeError(f"the watch ended after {len(seen)} Jobs")
-            event = json.loads(line)
-            name = event["object"]["metadata"]["name"]
-            if event["type"] == "ADDED" and name not in seen:
-                seen.add(name)
-                last = time.perf_counter()
-                progress.advance(bar)
-    response.release()
+        async with contextlib.aclosing(added_jobs(batch, namespace, version)) as names:
+            async for name in names:
+                if name not in seen:
+                    seen.add(name)
+                    last = time.perf_counter()
+                    progress.advance(bar)
+                if len(seen) >= width:
+                    break
     await api.close()
     return width / (last - start)
+
+
+async def added_jobs(batch: client.BatchV1Api, namespace: str, version: str) -> AsyncGenerator[str, None]:
+    """Names of Jobs added after ``version``; a watch the server ends (a slow reader on a loaded box is cut
+    off) is reopened from the last event seen, so nothing is missed and nothing is counted late by much."""
+    while True:
+        response: Any = await batch.list_namespaced_job(
+            namespace,
+            label_selector="sgs.io/run=wide",
+            watch=True,
+            resource_version=version,
+            timeout_seconds=600,
+            allow_watch_bookmarks=True,
+            _preload_content=False,
+        )
+        try:
+            while line := await response.content.readline():
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    raise RuntimeError(f"watch error: {event['object']}")
+                version = event["object"]["metadata"]["resourceVersion"]
+                if event["type"] == "ADDED":
+                    yield event["object"]["metadata"]["name"]
+        finally:
+            response.release()
+        console.print(f"[yellow]the server ended the watch; resuming from resourceVersion {version}[/]")
 
 
 async def settle(kube: KubePart, namespace: str, width: int, timeout_s: float = 240) -> None:
@@ -204,6 +222,10 @@ def start_operator(kube: KubePart, dsn: str, concurrency: int, log: Path) -> sub
     }
     profile = ["-m", "cProfile", "-o", str(log.with_suffix(".prof"))] if os.environ.get("SGS_BENCH_PROFILE") else []
     argv = [sys.executable, *profile, "-m", "sgs.cli.main", "operator"]
+    pyspy = os.environ.get("SGS_BENCH_PYSPY")  # a raw py-spy profile of the operator alone, written at its exit
+    if pyspy:
+        py_spy = str(Path(sys.executable).with_name("py-spy"))
+        argv = [py_spy, "record", "-r", "50", "-f", "raw", "-o", pyspy, "--", *argv]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -231,16 +253,26 @@ async def measure(
             bare = await bare_client(kube.kubeconfig, bare_ns, width, concurrency, store)
             await settle(kube, bare_ns, width)
             through_operator = await operator_path(kube, operator_ns, width, store)
-            await settle(kube, operator_ns, width)
+            if i + 1 < rounds:  # the next round's bare client starts on a quiet server too
+                await settle(kube, operator_ns, width)
             console.print(f"  bare {bare:.1f} Jobs/s, operator {through_operator:.1f} Jobs/s")
             results.append((bare, through_operator))
     finally:
-        proc.terminate()
+        under_pyspy = _children(proc.pid)
+        for pid in under_pyspy:  # stop the operator; py-spy then writes its profile and exits
+            os.kill(pid, signal.SIGTERM)
+        if not under_pyspy:
+            proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
     return results
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -25,14 +25,15 @@ from sgs.local.process import command_argv
 from sgs.model.pipeline import PipelinePhase, PipelineSpec
 from sgs.model.run import RunPhase, RunSpec, RunStatus
 from sgs.model.site import SiteSpec
-from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState
+from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState, apply_dynamic
 from sgs.planner.policy import DEFAULT_RETRY
-from sgs_operator import metrics
+from sgs_operator import metrics, placement
 from sgs_operator.board import SiteBoard
 from sgs_operator.crash import crash_point
 from sgs_operator.jobs import RunRef, SitePlacement, TaskAttempt, build_job, job_name
 from sgs_operator.kube import Kube
 from sgs_operator.observe import JobSeen, Outcome, PodSeen, outcome, pod_is_final
+from sgs_operator.placement import SiteChoice
 from sgs_operator.records import Finished, Started, TaskStore
 from sgs_operator.settings import FinishedJobs, OperatorSettings
 from sgs_operator.status import condition, merge_conditions, run_phase, run_status, status_patch, utc_now
@@ -48,6 +49,7 @@ from sgs_operator.storage import (
 POD_WAIT_S = 5.0  # a failed Job's pod update may trail the Job's; wait this long for its reason
 RAM_PER_CORE_GIB = 4.0  # Sites declare cores only; the fitness score needs a memory capacity too
 CLIENT_ERRORS_TO_RETRY = frozenset({409, 429})
+FIRST_WAVE = 16  # tasks recorded before the first Jobs are created
 
 
 class RunBlockedError(Exception):
@@ -97,6 +99,7 @@ class RunController:
         self.finished_at: datetime | None = None
         self._last_status: dict[str, Any] | None = None
         self._blocked: RunBlockedError | None = None
+        self.choice: SiteChoice | None = None
 
     @property
     def key(self) -> str:
@@ -112,10 +115,10 @@ class RunController:
 
     # ------------------------------------------------------------------------------------------- start
 
-    async def start(self, sites: Mapping[Any, Any]) -> bool:
+    async def start(self, sites: Mapping[Any, Any], phases: Mapping[Any, Any]) -> bool:
         """Build the planner from the Pipeline, the Site and the records; False (with a condition) if blocked."""
         try:
-            await self._start(sites)
+            await self._start(sites, phases)
         except RunBlockedError as blocked:
             self._blocked = blocked
             await self._write_blocked_status(blocked)
@@ -123,13 +126,13 @@ class RunController:
         self._blocked = None
         return True
 
-    async def _start(self, sites: Mapping[Any, Any]) -> None:
+    async def _start(self, sites: Mapping[Any, Any], phases: Mapping[Any, Any]) -> None:
         try:
             spec = self.spec()
         except ValidationError as err:
             raise RunBlockedError("SpecValid", "InvalidSpec", f"spec: {err}") from err
         pipeline, digest = await self._pipeline(spec.pipeline)
-        site_name, site_spec = self._site(spec, sites)
+        site_name, site_spec = await self._site(spec, sites, phases)
         try:
             storage = RunStorage.for_run(site_spec, spec.output_prefix, self.namespace, self.name)
             inputs = resolve_inputs(spec.inputs)
@@ -171,21 +174,51 @@ class RunController:
         digest = hashlib.sha256(spec.model_dump_json(by_alias=True, exclude_none=True).encode()).hexdigest()
         return spec, digest
 
-    def _site(self, spec: RunSpec, sites: Mapping[Any, Any]) -> tuple[str, SiteSpec]:
+    async def _site(self, spec: RunSpec, sites: Mapping[Any, Any], phases: Mapping[Any, Any]) -> tuple[str, SiteSpec]:
         mine = {name: s for (ns, name), s in _site_items(sites) if ns == self.namespace}
-        name = spec.site
-        if name is None:
-            if len(mine) != 1:
-                raise RunBlockedError(
-                    "SiteReady", "SiteRequired", f"spec.site: required ({len(mine)} Sites in namespace)"
-                )
-            name = next(iter(mine))
+        placed = (self.body.get("status") or {}).get("site")
+        if spec.site is not None:
+            self.choice = SiteChoice(spec.site, placement.REASON_NAMED, f"dispatched to {spec.site} (spec.site)")
+        elif placed:
+            self.choice = SiteChoice(placed, placement.REASON_KEPT, f"dispatched to {placed}, chosen at its start")
+        else:
+            self.choice = self._choose_site(mine, phases)
+            await self._write_choice(self.choice)  # before any task starts: a restart keeps this Site
+        name = self.choice.name
         if name not in mine:
             raise RunBlockedError("SiteReady", "SiteNotFound", f"spec.site: no Site {name!r} in {self.namespace}")
         try:
-            return name, SiteSpec.model_validate(mine[name])
+            site = SiteSpec.model_validate(mine[name])
         except ValidationError as err:
             raise RunBlockedError("SiteReady", "SiteInvalid", f"Site {name!r}: {err}") from err
+        if site.compute.namespace not in (None, self.namespace):
+            # Jobs in another namespace could not be owned by the Run (ownerReferences stay in one namespace).
+            raise RunBlockedError(
+                "SiteReady",
+                "SiteNamespaceUnsupported",
+                f"Site {name!r}: spec.compute.namespace {site.compute.namespace!r} is not supported: the operator "
+                f"creates a Run's Jobs in the Run's namespace ({self.namespace}); leave it unset or set it to that",
+            )
+        return name, site
+
+    def _choose_site(self, mine: Mapping[str, Any], phases: Mapping[Any, Any]) -> SiteChoice:
+        valid: dict[str, SiteSpec] = {}
+        for name, raw in mine.items():
+            with contextlib.suppress(ValidationError):  # an invalid Site is never chosen
+                valid[name] = SiteSpec.model_validate(raw)
+        phase_of = {name: str(phase) for (ns, name), phase in _site_items(phases) if ns == self.namespace}
+        running = {name: self.shared.board.running(f"{self.namespace}/{name}") for name in valid}
+        try:
+            return placement.choose_site(valid, phase_of, running, self.namespace)
+        except placement.NoReadySiteError as err:
+            raise RunBlockedError("SiteReady", "NoReadySite", str(err)) from err
+
+    async def _write_choice(self, choice: SiteChoice) -> None:
+        conditions = merge_conditions([], [condition("SiteReady", True, choice.reason, choice.message)], utc_now())
+        wire = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
+        patch = {"status": {"site": choice.name, "conditions": wire}}
+        await self.shared.kube.patch_status(self.namespace, "runs", self.name, patch)
+        self.log.info(f"run {self.key}: {choice.message}")
 
     def _planner_config(self, spec: RunSpec, site: SiteSpec) -> PlannerConfig:
         cores = max(site.capacity.cores, 1)
@@ -335,11 +368,15 @@ class RunController:
             dynamic = task.executable.resources.dynamic
             assert dynamic is not None
             try:
-                self.planner.resolve_dynamic(task.id, read_dynamic(value, dynamic.function))
+                overrides = read_dynamic(value, dynamic.function)
+                # Checked before the planner takes the task off its dynamic list: a refusal there would lose it.
+                apply_dynamic(task.executable.resources, overrides)
             except (OSError, ValueError, TypeError) as err:
                 message = f"dynamic resources from {value}: {err}"
                 self.planner.reject_dynamic(task.id, message)
                 await self.shared.store.save_records(self.uid, [self.planner.record(task.id)], message=message)
+                continue
+            self.planner.resolve_dynamic(task.id, overrides)
 
     async def _launch(self, spec: RunSpec, site_limit: int) -> None:
         assert self.planner is not None
@@ -356,15 +393,24 @@ class RunController:
             self.inflight[task.id] = InFlight(job_name(self._ref(), task.id, task.attempt), time.monotonic())
         self._report(spec)  # before any await: other Runs at this Site see the slots as taken
         began = time.perf_counter()
-        await self.shared.store.save_started(self.uid, [self._started(t) for t in tasks])
-        recorded = time.perf_counter()
-        crash_point("after-record-before-job")
-        await self._create_jobs(tasks)
+        await self._record_then_create(tasks)
         crash_point("after-job-before-status")
-        self.log.info(
-            f"run {self.key}: started {len(tasks)} task(s): records {recorded - began:.2f} s, "
-            f"Jobs {time.perf_counter() - recorded:.2f} s"
-        )
+        self.log.info(f"run {self.key}: started {len(tasks)} task(s) in {time.perf_counter() - began:.2f} s")
+
+    async def _record_then_create(self, tasks: list[Task]) -> None:
+        """Record a wave Running (one transaction), then create its Jobs while the next wave is recorded.
+
+        Each Job is created only once its own record is durable; overlapping the two keeps the API server
+        busy from the first wave on instead of waiting for a whole fan-out's records.
+        """
+        creating: list[asyncio.Task[None]] = []
+        try:
+            for wave in _waves(tasks, self.shared.settings.record_wave):
+                await self.shared.store.save_started(self.uid, [self._started(t) for t in wave])
+                crash_point("after-record-before-job")
+                creating.append(asyncio.create_task(self._create_jobs(wave)))
+        finally:
+            await asyncio.gather(*creating)
 
     def _due_retries(self) -> int:
         assert self.planner is not None
@@ -389,9 +435,8 @@ class RunController:
                 await self._creation_failed(task, result)
 
     async def _create_job(self, task: Task) -> None:
-        job = self._job(task)
-        async with self.shared.create_slots:
-            created = await self.shared.kube.create_job(job)
+        async with self.shared.create_slots:  # built in the slot: a wave's building never stalls the responses
+            created = await self.shared.kube.create_job(self._job(task))
         flight = self.inflight.get(task.id)
         if flight is not None:
             flight.created_at = time.monotonic()
@@ -469,6 +514,8 @@ class RunController:
             start_time=self.started_at,
             completion_time=self.finished_at,
             task_table=self.shared.store.table_pointer(self.uid),
+            site_reason=self.choice.reason if self.choice else "SiteResolved",
+            site_message=self.choice.message if self.choice else f"dispatched to {self.site.name}",
             generation=self.body["metadata"].get("generation"),
         )
 
@@ -496,6 +543,14 @@ class RunController:
             return
         await self.shared.kube.patch_status(self.namespace, "runs", self.name, status_patch(status))
         self._last_status = comparable
+
+
+def _waves(tasks: list[Task], size: int) -> Iterator[list[Task]]:
+    """A small first wave (Jobs start flowing at once), then waves of ``size``."""
+    first = min(size, FIRST_WAVE)
+    yield tasks[:first]
+    for i in range(first, len(tasks), size):
+        yield tasks[i : i + size]
 
 
 def _site_items(sites: Mapping[Any, Any]) -> list[tuple[tuple[str, str], Mapping[str, Any]]]:

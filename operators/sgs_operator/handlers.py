@@ -45,7 +45,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
         settings.admission.server = webhook_server(config)
         settings.admission.managed = config.webhook_name
     store = await TaskStore.open(config.dsn)
-    kube = await Kube.connect(config.kubeconfig, pool_size=max(8, config.create_concurrency))
+    # Two connections are held by the Job and pod watches; the rest serve creations, status patches, reads.
+    kube = await Kube.connect(config.kubeconfig, pool_size=config.create_concurrency + 8)
     memo["shared"] = Shared(kube, store, config, create_slots=asyncio.Semaphore(config.create_concurrency))
     memo["jobs"], memo["pods"] = watch.job_objects(config.namespaces), watch.pod_objects(config.namespaces)
     memo["watch_stop"] = asyncio.Event()
@@ -91,6 +92,12 @@ def site_specs(
     name: str, namespace: str | None, spec: Mapping[str, Any], **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
     return {(namespace or "", name): dict(spec)}
+
+
+@kopf.index(GROUP, VERSION, "sites")
+def site_phases(name: str, namespace: str | None, status: Mapping[str, Any], **_: Any) -> dict[tuple[str, str], str]:
+    """For Runs without spec.site: only a Ready Site is chosen."""
+    return {(namespace or "", name): str((status or {}).get("phase") or "Pending")}
 
 
 # ----------------------------------------------------------------------------------------------- admission
@@ -180,7 +187,7 @@ def _directory_exists(path: Path) -> tuple[bool, str]:
 # ----------------------------------------------------------------------------------------------- Runs
 
 
-# kopf injects the Site index by parameter name, which its DaemonFn protocol cannot express.
+# kopf injects the Site indexes by parameter name, which its DaemonFn protocol cannot express.
 @kopf.daemon(GROUP, VERSION, "runs", cancellation_timeout=10.0)  # type: ignore[arg-type]
 async def run_daemon(
     stopped: kopf.DaemonStopped,
@@ -188,6 +195,7 @@ async def run_daemon(
     memo: kopf.Memo,
     logger: kopf.Logger,
     site_specs: kopf.Index[tuple[str, str], dict[str, Any]],
+    site_phases: kopf.Index[tuple[str, str], str],
     **_: Any,
 ) -> None:
     """Reconcile one Run until it is deleted; any unexpected error rebuilds it from the records."""
@@ -201,7 +209,7 @@ async def run_daemon(
     try:
         while not stopped:
             try:
-                if controller.planner is None and not await controller.start(site_specs):
+                if controller.planner is None and not await controller.start(site_specs, site_phases):
                     await stopped.wait(BLOCKED_RECHECK_S)
                     continue
                 await controller.step(jobs.of(key), pods.of(key), site_specs)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic_core import to_json
 
 from sgs.model.base import GROUP, VERSION
 from sgs_operator.naming import MANAGED_BY, priority_class_name
@@ -18,6 +21,7 @@ from sgs_operator.naming import MANAGED_BY, priority_class_name
 CONFLICT = 409
 NOT_FOUND = 404
 MERGE_PATCH = "application/merge-patch+json"
+REQUEST_TIMEOUT_S = 60
 
 
 class Kube:
@@ -39,17 +43,33 @@ class Kube:
     async def close(self) -> None:
         await self.api.close()
 
-    async def create_job(self, job: Any) -> bool:
+    async def create_job(self, job: dict[str, Any]) -> bool:
         """Create a Job; False when one of that name exists already (a restart re-creating it: no harm)."""
+        path = f"/apis/batch/v1/namespaces/{quote(job['metadata']['namespace'], safe='')}/jobs"
         try:
-            await checked_response(
-                await self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)
-            )
+            await checked_response(await self._send("POST", path, to_json(job)))
         except ApiException as err:
             if err.status == CONFLICT:
                 return False
             raise
         return True
+
+    async def _send(self, method: str, path: str, body: bytes) -> Any:
+        """One request with its body encoded once, in Rust, on the client's session, auth and TLS.
+
+        The generated methods walk every dict of the body in Python (sanitize_for_serialization) and encode it
+        with json.dumps: at thousands of Jobs that is most of the client's CPU per Job.
+        """
+        headers = {**self.api.default_headers, "Content-Type": "application/json", "Accept": "application/json"}
+        await self.api.update_params_for_auth(headers, [], ["BearerToken"])
+        rest: Any = self.api.rest_client
+        options: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)}
+        if rest.proxy:
+            options.update(proxy=rest.proxy, proxy_headers=rest.proxy_headers)
+        if rest.server_hostname:
+            options["server_hostname"] = rest.server_hostname
+        url = f"{self.api.configuration.host}{path}"
+        return await rest.pool_manager.request(method, url, data=body, headers=headers, **options)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         try:

@@ -21,6 +21,12 @@ class OperatorSettings(BaseSettings):
     kubeconfig: str | None = Field(default=None, description="Kubeconfig path; default $KUBECONFIG.")
     reconcile_interval: float = Field(default=1.0, gt=0, description="Seconds between reconciles of a Run.")
     create_concurrency: int = Field(default=32, ge=1, le=512, description="Job creations in flight at once.")
+    record_wave: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Tasks recorded Running per transaction; a wave's Jobs are created while the next is recorded.",
+    )
     job_grace_s: float = Field(
         default=30.0,
         gt=0,

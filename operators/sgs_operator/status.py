@@ -62,12 +62,14 @@ def run_status(
     completion_time: datetime | None,
     task_table: str | None,
     generation: int | None,
+    site_reason: str = "SiteResolved",
+    site_message: str | None = None,
 ) -> RunStatus:
     counts = task_counts(planner)
     phase = run_phase(planner, suspended)
     conditions = [
         condition("PipelineReady", True, "PipelineReady"),
-        condition("SiteReady", True, "SiteResolved", f"dispatched to {site}"),
+        condition("SiteReady", True, site_reason, site_message or f"dispatched to {site}"),
         condition("Suspended", suspended, "Suspended" if suspended else "NotSuspended"),
         condition(
             "Complete",
