@@ -406,9 +406,12 @@ class RunController:
         creating: list[asyncio.Task[None]] = []
         try:
             for wave in _waves(tasks, self.shared.settings.record_wave):
-                await self.shared.store.save_started(self.uid, [self._started(t) for t in wave])
+                await asyncio.gather(
+                    self.shared.store.save_started(self.uid, [self._started(t) for t in wave]),
+                    asyncio.to_thread(self._prepare_dirs, wave),
+                )
                 crash_point("after-record-before-job")
-                creating.append(asyncio.create_task(self._create_jobs(wave)))
+                creating.append(asyncio.create_task(self._create_jobs(wave, prepared=True)))
         finally:
             await asyncio.gather(*creating)
 
@@ -427,7 +430,15 @@ class RunController:
             requested=task.resources.model_dump(mode="json", exclude={"dynamic"}),
         )
 
-    async def _create_jobs(self, tasks: list[Task]) -> None:
+    def _prepare_dirs(self, tasks: list[Task]) -> None:
+        """Each task's output directory (a mkdir costs ~0.3 ms here: off the event loop, a wave at a time)."""
+        assert self.storage is not None
+        for task in tasks:
+            self.storage.prepare(task.id)
+
+    async def _create_jobs(self, tasks: list[Task], prepared: bool = False) -> None:
+        if not prepared:
+            await asyncio.to_thread(self._prepare_dirs, tasks)
         await self.shared.kube.ensure_priority_class(self.priority)
         results = await asyncio.gather(*(self._create_job(t) for t in tasks), return_exceptions=True)
         for task, result in zip(tasks, results, strict=True):
@@ -461,7 +472,6 @@ class RunController:
 
     def _job(self, task: Task) -> dict[str, Any]:
         assert self.planner is not None and self.storage is not None and self.site is not None
-        self.storage.prepare(task.id)
         outputs = self.storage.outputs(task.id, task.executable)
         inputs = self.planner.task_inputs(task.id)
         args: list[str] = []

@@ -32,6 +32,10 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.scheduling = client.SchedulingV1Api(api)
         self._priority_classes: set[int] = set()
+        # The generated client's session trusts the environment: it reads ~/.netrc and the proxy variables on
+        # every request. Ours shares its connection pool (and so its TLS setup) without that.
+        rest: Any = api.rest_client
+        self._session = aiohttp.ClientSession(connector=rest.pool_manager.connector, connector_owner=False)
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, pool_size: int = 64) -> Kube:
@@ -41,6 +45,7 @@ class Kube:
         return cls(client.ApiClient(configuration))
 
     async def close(self) -> None:
+        await self._session.close()
         await self.api.close()
 
     async def create_job(self, job: dict[str, Any]) -> bool:
@@ -69,7 +74,7 @@ class Kube:
         if rest.server_hostname:
             options["server_hostname"] = rest.server_hostname
         url = f"{self.api.configuration.host}{path}"
-        return await rest.pool_manager.request(method, url, data=body, headers=headers, **options)
+        return await self._session.request(method, url, data=body, headers=headers, **options)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         try:
@@ -160,6 +165,9 @@ async def checked_response(response: Any, keep: bool = False) -> Any:
         error.body = body
         raise error
     if not keep:
+        # Read to the end before releasing: aiohttp closes a connection released with its body unread, and
+        # every Job creation then paid a new TCP + TLS handshake (on both ends) instead of reusing the pool.
+        await response.read()
         response.release()
     return response
 
