@@ -42,7 +42,7 @@ async def enqueue(conn: Conn, rows: Sequence[OutboxRow]) -> None:
     if not rows:
         return
     async with conn.cursor() as cursor:
-        await cursor.executemany("INSERT INTO outbox (msg_id, subject, payload) VALUES (%s, %s, %s::jsonb)", list(rows))
+        await cursor.executemany("INSERT INTO outbox (msg_id, subject, payload) VALUES (%s, %s, %s::json)", list(rows))
 
 
 class OutboxRelay:
