@@ -32,7 +32,13 @@ class Compute(SgsModel):
     """Where a Site runs tasks: Kubernetes nodes selected by labels, or a Slurm cluster behind the bridge."""
 
     kind: ComputeKind = Field(default=ComputeKind.KUBERNETES)
-    namespace: str | None = Field(default=None, description="Namespace the Site's Jobs are created in.")
+    namespace: str | None = Field(
+        default=None,
+        description=(
+            "Reserved: Jobs run in their Run's namespace (ownerReferences cannot cross namespaces). A value other "
+            "than the Run's namespace keeps the Run Pending with reason SiteNamespaceUnsupported."
+        ),
+    )
     node_selector: dict[str, str] = Field(default_factory=dict, description="Labels of the Site's nodes.")
     toleration: str | None = Field(
         default=None, description="Taint key tolerated by the Site's pods (e.g. the virtual-kubelet taint)."
