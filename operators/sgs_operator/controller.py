@@ -25,7 +25,7 @@ from sgs.local.process import command_argv
 from sgs.model.pipeline import PipelinePhase, PipelineSpec
 from sgs.model.run import RunPhase, RunSpec, RunStatus
 from sgs.model.site import SiteSpec
-from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState, apply_dynamic
+from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState
 from sgs.planner.policy import DEFAULT_RETRY
 from sgs_operator import metrics, placement
 from sgs_operator.board import SiteBoard
@@ -368,15 +368,12 @@ class RunController:
             dynamic = task.executable.resources.dynamic
             assert dynamic is not None
             try:
-                overrides = read_dynamic(value, dynamic.function)
-                # Checked before the planner takes the task off its dynamic list: a refusal there would lose it.
-                apply_dynamic(task.executable.resources, overrides)
+                # A refused file leaves the task on the planner's dynamic list, to be rejected below.
+                self.planner.resolve_dynamic(task.id, read_dynamic(value, dynamic.function))
             except (OSError, ValueError, TypeError) as err:
                 message = f"dynamic resources from {value}: {err}"
                 self.planner.reject_dynamic(task.id, message)
                 await self.shared.store.save_records(self.uid, [self.planner.record(task.id)], message=message)
-                continue
-            self.planner.resolve_dynamic(task.id, overrides)
 
     async def _launch(self, spec: RunSpec, site_limit: int) -> None:
         assert self.planner is not None

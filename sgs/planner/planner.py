@@ -344,8 +344,11 @@ class Planner:
         return result
 
     def resolve_dynamic(self, tid: str, overrides: Mapping[str, Any]) -> None:
-        task = self._dynamic.pop(tid)
+        """The task's resources are known: it becomes Ready. Bad values raise and leave the task waiting, so
+        the caller can still ``reject_dynamic`` it."""
+        task = self._dynamic[tid]
         apply_dynamic(task.executable.resources, overrides)  # rejects bad keys before we keep them
+        del self._dynamic[tid]
         task.overrides = dict(overrides)
         task.ready_since = self._now
         self._push(task)

@@ -181,6 +181,9 @@ def test_dynamic_resources_come_from_the_upstream_file() -> None:
     assert planner.take(0) == []
     ((task, value),) = planner.pending_dynamic()
     assert value == "/out/est/y"
+    with pytest.raises(ValueError, match="unknown keys"):
+        planner.resolve_dynamic(task.id, {"colors": 3})
+    assert [t.id for t, _ in planner.pending_dynamic()] == [task.id], "a refused file must leave the task waiting"
     planner.resolve_dynamic(task.id, {"cores": 8, "ram": 30})
     (task,) = planner.take(0)
     assert (task.resources.cores, task.resources.ram) == (8, 30)
