@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "parallel_split"
 TEST_BIN = Path(__file__).resolve().parent / "bin"
 READY_MESSAGE = "sgs operator ready"
+FAST_RETRY = {"max": 1, "backoff": 0.5, "jitter": 0.0}  # one retry, half a second later
 SITE = "site-a"  # every test namespace's Site has this name; one bridge node serves them all
 
 
@@ -282,6 +283,13 @@ def make_cluster(kube: KubePart, operator: OperatorProcess, tmp_path: Path) -> I
 @pytest.fixture
 def cluster(kube: KubePart, operator: OperatorProcess, tmp_path: Path) -> Iterator[Cluster]:
     yield from make_cluster(kube, operator, tmp_path)
+
+
+@pytest.fixture
+def served(cluster: Cluster, bridge: BridgeProcess) -> Cluster:
+    """A namespace whose Site is served by the bridge node."""
+    cluster.apply(cluster.site(max_parallel=20))
+    return cluster
 
 
 def task_pipeline(name: str, steps: dict[str, tuple[str, float, str | None]]) -> dict[str, Any]:

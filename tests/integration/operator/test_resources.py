@@ -7,19 +7,10 @@ import json
 from typing import Any
 
 import pytest
-from operator_kit import Cluster
-from sgs_bridge.launch import BridgeProcess
+from operator_kit import FAST_RETRY, Cluster
 
 pytest_plugins = ["operator_kit"]  # the operator fixtures (a conftest here would clash with mypy)
 pytestmark = pytest.mark.integration
-
-ONE_RETRY = {"max": 1, "backoff": 0.5, "jitter": 0.0}
-
-
-@pytest.fixture
-def served(cluster: Cluster, bridge: BridgeProcess) -> Cluster:
-    cluster.apply(cluster.site(max_parallel=20))
-    return cluster
 
 
 def executable(name: str, resources: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +70,7 @@ def test_dynamic_resources_from_the_upstream_output_size_the_job(served: Cluster
 
 def test_unreadable_dynamic_resources_fail_the_task_with_the_reason(served: Cluster) -> None:
     served.apply(sized_pipeline("missized", json.dumps({"colours": 3})))
-    served.apply(served.run("missized", pipeline="missized", inputs={}, retry=ONE_RETRY))
+    served.apply(served.run("missized", pipeline="missized", inputs={}, retry=FAST_RETRY))
 
     status = served.wait_phase("missized", {"Succeeded", "Failed"}, timeout_s=120)
 
@@ -102,7 +93,7 @@ def test_a_task_past_its_walltime_fails_with_deadline_exceeded_and_is_retried(se
         },
     }
     served.apply(pipeline)
-    served.apply(served.run("slow", pipeline="slow", inputs={}, retry=ONE_RETRY))
+    served.apply(served.run("slow", pipeline="slow", inputs={}, retry=FAST_RETRY))
 
     status = served.wait_phase("slow", {"Succeeded", "Failed"}, timeout_s=120)
 

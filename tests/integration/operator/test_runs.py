@@ -9,20 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from operator_kit import Cluster, OperatorProcess, task_pipeline, wait_for
-from sgs_bridge.launch import BridgeProcess
+from operator_kit import FAST_RETRY, Cluster, OperatorProcess, task_pipeline, wait_for
 
 pytest_plugins = ["operator_kit"]  # the operator fixtures (a conftest here would clash with mypy)
 pytestmark = pytest.mark.integration
-
-FAST_RETRY = {"max": 1, "backoff": 0.5, "jitter": 0.0}
-
-
-@pytest.fixture
-def served(cluster: Cluster, bridge: BridgeProcess) -> Cluster:
-    """A namespace whose Site is served by the bridge node."""
-    cluster.apply(cluster.site(max_parallel=20))
-    return cluster
 
 
 def test_the_site_reports_its_bridge_node_and_storage(served: Cluster) -> None:
