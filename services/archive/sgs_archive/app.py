@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sgs.runtime import quieten_gc
 from sgs_archive.api import admin, collections, dataset_types, datasets, dimensions, health, replicas
 from sgs_archive.api.datasets import ValidationFailedError
 from sgs_archive.auth import hash_token
@@ -38,22 +38,6 @@ API_VERSION = "1.0.0"
 
 
 SHUTDOWN_GRACE_S = 5.0
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def tune_gc_for_bulk_requests() -> None:
-    """Make CPython's cyclic collector cheap for requests that build ~10^6 short-lived objects.
-
-    A 10,000-dataset ingest allocates that many objects, all alive until the response is sent; with the default
-    gen-0 threshold (700) the collector re-traverses them hundreds of times per request, and every full
-    collection also walks the whole start-up heap (FastAPI, pydantic schemas). Measured on the ingest bench:
-    30-50 % of the request's CPU. Freezing the start-up heap and collecting the young generation less often
-    keeps cycle collection (nothing here relies on it promptly) at a few percent.
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 async def _stop_within(task: asyncio.Task[None], grace_s: float) -> None:
@@ -77,7 +61,7 @@ def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tune_gc_for_bulk_requests()
+        quieten_gc()  # bulk ingests build ~10^6 short-lived objects per request
         if settings.migrate_on_start:
             applied = await asyncio.to_thread(migrate, settings.dsn, universe)
             if applied:
