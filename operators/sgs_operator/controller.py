@@ -136,7 +136,7 @@ class RunController:
         try:
             storage = RunStorage.for_run(site_spec, spec.output_prefix, self.namespace, self.name)
             inputs = resolve_inputs(spec.inputs)
-            planner = Planner(pipeline, self.name, inputs, self._planner_config(spec, site_spec))
+            planner = Planner(pipeline, self.name, inputs, planner_config(spec, site_spec))
         except (StorageError, PlannerError) as err:
             raise RunBlockedError("InputsReady", "InvalidInputs", str(err)) from err
         self.retry_applied = await self.shared.store.ensure_run(
@@ -150,7 +150,7 @@ class RunController:
                 "RecordsValid", "RecordsDoNotFit", f"task records do not fit the pipeline: {err}"
             ) from err
         self.planner, self.storage, self.site_spec = planner, storage, site_spec
-        self.site = self._placement(site_name, site_spec, storage, spec)
+        self.site = site_placement(site_name, site_spec, storage, spec)
         self.priority = spec.priority
         self.inflight = {t.id: InFlight(job_name(self._ref(), t.id, t.attempt), None) for t in running}
         self.started_at = _status_time(self.body, "startTime") or utc_now()
@@ -219,25 +219,6 @@ class RunController:
         patch = {"status": {"site": choice.name, "conditions": wire}}
         await self.shared.kube.patch_status(self.namespace, "runs", self.name, patch)
         self.log.info(f"run {self.key}: {choice.message}")
-
-    def _planner_config(self, spec: RunSpec, site: SiteSpec) -> PlannerConfig:
-        cores = max(site.capacity.cores, 1)
-        capacity = Capacity(cores=cores, ram=cores * RAM_PER_CORE_GIB, gpus=site.capacity.gpus)
-        return PlannerConfig(capacity=capacity, retry=spec.retry or DEFAULT_RETRY, priority=float(spec.priority))
-
-    def _placement(self, name: str, site: SiteSpec, storage: RunStorage, spec: RunSpec) -> SitePlacement:
-        paths = {str(storage.root.parent.parent)}
-        if site.storage.path:
-            paths.add(site.storage.path)
-        for value in resolve_inputs(spec.inputs).values():
-            for item in value if isinstance(value, list) else [value]:
-                paths.add(str(_parent_dir(item)))
-        return SitePlacement(
-            name=name,
-            node_selector=dict(site.compute.node_selector),
-            toleration=site.compute.toleration,
-            host_paths=tuple(sorted(_outermost(paths))),
-        )
 
     def _ref(self) -> RunRef:
         return RunRef(self.name, self.namespace, self.uid, self.priority)
@@ -469,33 +450,9 @@ class RunController:
 
     def _job(self, task: Task) -> dict[str, Any]:
         assert self.planner is not None and self.storage is not None and self.site is not None
-        outputs = self.storage.outputs(task.id, task.executable)
-        inputs = self.planner.task_inputs(task.id)
-        args: list[str] = []
-        env = {
-            "SGS_RUN": self.name,
-            "SGS_RUN_UID": self.uid,
-            "SGS_TASK_ID": task.id,
-            "SGS_ATTEMPT": str(task.attempt),
-            "SGS_OUTPUT_DIR": str(self.storage.task_dir(task.id)),
-        }
-        for port in task.executable.inputs:
-            if port.name in inputs:
-                value = self.storage.materialise(task.id, port.name, inputs[port.name])
-                args.append(f"--{port.name}={value}")
-                env[f"SGS_INPUT_{port.name.upper()}"] = value
-        for out in task.executable.outputs:
-            args.append(f"--{out.name}={outputs[out.name]}")
-            env[f"SGS_OUTPUT_{out.name.upper()}"] = outputs[out.name]
-        attempt = TaskAttempt(
-            tid=task.id,
-            attempt=task.attempt,
-            argv=command_argv(task.executable.command, args),
-            resources=task.resources,
-            image=task.executable.image or self.shared.settings.default_image,
-            env=env,
-        )
-        return build_job(self._ref(), self.site, attempt, self.shared.settings.tmpdir_mount)
+        settings = self.shared.settings
+        image = task.executable.image or settings.default_image
+        return task_job(self._ref(), self.site, self.storage, self.planner, task, image, settings.tmpdir_mount)
 
     # ------------------------------------------------------------------------------------------- status
 
@@ -550,6 +507,62 @@ class RunController:
             return
         await self.shared.kube.patch_status(self.namespace, "runs", self.name, status_patch(status))
         self._last_status = comparable
+
+
+def planner_config(spec: RunSpec, site: SiteSpec) -> PlannerConfig:
+    cores = max(site.capacity.cores, 1)
+    capacity = Capacity(cores=cores, ram=cores * RAM_PER_CORE_GIB, gpus=site.capacity.gpus)
+    return PlannerConfig(capacity=capacity, retry=spec.retry or DEFAULT_RETRY, priority=float(spec.priority))
+
+
+def site_placement(name: str, site: SiteSpec, storage: RunStorage, spec: RunSpec) -> SitePlacement:
+    """The Site as a Job sees it; every directory the tasks read or write is mounted (outermost only)."""
+    paths = {str(storage.root.parent.parent)}
+    if site.storage.path:
+        paths.add(site.storage.path)
+    for value in resolve_inputs(spec.inputs).values():
+        for item in value if isinstance(value, list) else [value]:
+            paths.add(str(_parent_dir(item)))
+    return SitePlacement(
+        name=name,
+        node_selector=dict(site.compute.node_selector),
+        toleration=site.compute.toleration,
+        host_paths=tuple(sorted(_outermost(paths))),
+    )
+
+
+def task_job(
+    run: RunRef, site: SitePlacement, storage: RunStorage, planner: Planner, task: Task, image: str, tmpdir: str
+) -> dict[str, Any]:
+    """The Job of a task's current attempt: argv and env name its inputs and outputs (list inputs are written
+    to a file in the task's directory first)."""
+    outputs = storage.outputs(task.id, task.executable)
+    inputs = planner.task_inputs(task.id)
+    args: list[str] = []
+    env = {
+        "SGS_RUN": run.name,
+        "SGS_RUN_UID": run.uid,
+        "SGS_TASK_ID": task.id,
+        "SGS_ATTEMPT": str(task.attempt),
+        "SGS_OUTPUT_DIR": str(storage.task_dir(task.id)),
+    }
+    for port in task.executable.inputs:
+        if port.name in inputs:
+            value = storage.materialise(task.id, port.name, inputs[port.name])
+            args.append(f"--{port.name}={value}")
+            env[f"SGS_INPUT_{port.name.upper()}"] = value
+    for out in task.executable.outputs:
+        args.append(f"--{out.name}={outputs[out.name]}")
+        env[f"SGS_OUTPUT_{out.name.upper()}"] = outputs[out.name]
+    attempt = TaskAttempt(
+        tid=task.id,
+        attempt=task.attempt,
+        argv=command_argv(task.executable.command, args),
+        resources=task.resources,
+        image=image,
+        env=env,
+    )
+    return build_job(run, site, attempt, tmpdir)
 
 
 def _waves(tasks: list[Task], size: int) -> Iterator[list[Task]]:

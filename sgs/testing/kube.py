@@ -58,9 +58,17 @@ class KubePart(Part):
 
     name = "kube"
 
-    def __init__(self, workdir: Path | None = None, *, crds: Iterable[Path] | None = None, keep: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        crds: Iterable[Path] | None = None,
+        keep: bool = False,
+        scheduler: bool = True,
+    ) -> None:
         super().__init__(workdir, keep=keep)
         self.external = False
+        self.scheduler = scheduler  # without it pods stay Pending, unscheduled and never retried
         self.kubeconfig = self.workdir / "kubeconfig"
         self.port = free_port()
         self.server = f"https://127.0.0.1:{self.port}"
@@ -130,7 +138,8 @@ class KubePart(Part):
         self._start_etcd()
         self._start_apiserver()
         self._start_controller_manager()
-        self._start_scheduler()
+        if self.scheduler:
+            self._start_scheduler()
         self._wait_default_service_account()
         self.install_crds(self.crd_files)
 
