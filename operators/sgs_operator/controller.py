@@ -544,7 +544,7 @@ def task_job(
         "SGS_RUN_UID": run.uid,
         "SGS_TASK_ID": task.id,
         "SGS_ATTEMPT": str(task.attempt),
-        "SGS_OUTPUT_DIR": str(storage.task_dir(task.id)),
+        "SGS_OUTPUT_DIR": storage.task_path(task.id),
     }
     for port in task.executable.inputs:
         if port.name in inputs:

@@ -42,11 +42,15 @@ class RunStorage:
         return cls(base / namespace / run)
 
     def task_dir(self, tid: str) -> Path:
-        return self.root / task_dir_name(tid)
+        return Path(self.task_path(tid))
+
+    def task_path(self, tid: str) -> str:
+        """``task_dir`` as text: a fan-out builds thousands of these, and pathlib's parsing was most of it."""
+        return f"{self.root}/{task_dir_name(tid)}"
 
     def outputs(self, tid: str, executable: ExecutableSpec) -> dict[str, str]:
-        directory = self.task_dir(tid)
-        return {o.name: str(directory / f"{o.name}{o.suffix}") for o in executable.outputs}
+        directory = self.task_path(tid)
+        return {o.name: f"{directory}/{o.name}{o.suffix}" for o in executable.outputs}
 
     def materialise(self, tid: str, name: str, value: Value) -> str:
         """Scalars go on the command line; lists become a JSON file in the task's directory."""
@@ -58,7 +62,7 @@ class RunStorage:
         return str(target)
 
     def prepare(self, tid: str) -> None:
-        self.task_dir(tid).mkdir(parents=True, exist_ok=True)
+        Path(self.task_path(tid)).mkdir(parents=True, exist_ok=True)
 
 
 def missing_outputs(outputs: dict[str, str]) -> list[str]:

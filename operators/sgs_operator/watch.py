@@ -2,20 +2,20 @@
 
 kopf's own watch would do, but it prepares every event for change handlers (deep copies of the whole object,
 managedFields included): at thousands of Jobs that cost more CPU than creating them. Here the label selector
-is applied by the API server and each event is one ``json.loads`` and one small frozen value.
+is applied by the API server and each event is one JSON parse and one small frozen value.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
-import json
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic_core import from_json
 
 from sgs_operator.kube import Kube, checked_response
 from sgs_operator.naming import LABEL_RUN
@@ -91,7 +91,7 @@ async def follow(
 async def _list(kube: Kube, objects: RunObjects[Any]) -> str:
     response = await _call(kube, objects.kind, watch=False, resource_version=None)
     try:
-        data = json.loads(await response.read())
+        data = from_json(await response.read())
     finally:
         response.release()
     objects.replace(data.get("items") or [])
@@ -107,7 +107,7 @@ async def _watch(kube: Kube, objects: RunObjects[Any], version: str, stopped: as
             line = await response.content.readline()
             if not line:
                 return version  # the server ended the watch (its timeout)
-            event = json.loads(line)
+            event = from_json(line)  # Rust: a third less CPU per event than json.loads
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
                 code = obj.get("code")

@@ -7,6 +7,7 @@ interval); memory enforcement, VMS and I/O come from sampling the process tree w
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import signal
@@ -184,4 +185,10 @@ def kill_leftover(pid: int | None, started_after: float | None) -> bool:
 
 
 def command_argv(command: str, args: list[str]) -> list[str]:
-    return [*shlex.split(command), *args]
+    return [*_split_command(command), *args]
+
+
+@functools.lru_cache(maxsize=256)
+def _split_command(command: str) -> tuple[str, ...]:
+    """A pipeline has a handful of commands and a fan-out runs each thousands of times: split each once."""
+    return tuple(shlex.split(command))
