@@ -210,6 +210,7 @@ async def seen_rate(
     listing: Any = await batch.list_namespaced_job(namespace, label_selector=selector, _preload_content=False)
     version = json.loads(await listing.read())["metadata"]["resourceVersion"]
     seen: set[str] = set()
+    requests_before = await api_requests(api)
     start = last = time.perf_counter()
     first: float | None = None
     cpu_before = cpu_by_process(operator_pid)
@@ -226,10 +227,12 @@ async def seen_rate(
                 if len(seen) >= width:
                     break
     cpu_after = cpu_by_process(operator_pid)
+    requests_after = await api_requests(api)
     await starting
     await api.close()
     console.print(f"  {label}: first Job after {(first or last) - start:.2f} s, last after {last - start:.2f} s")
     console.print(f"  {label}: {cpu_spent(cpu_before, cpu_after, width)}")
+    console.print(f"  {label}: {requests_made(requests_before, requests_after)}")
     return width / (last - start)
 
 
@@ -323,6 +326,31 @@ def cpu_spent(before: dict[str, float], after: dict[str, float], jobs: int) -> s
     total = sum(t for t, _ in top)
     parts = ", ".join(f"{n} {1000 * t / jobs:.2f}" for t, n in top)
     return f"CPU ms per Job: total {1000 * total / jobs:.2f} = {parts}"
+
+
+async def api_requests(api: client.ApiClient) -> dict[str, float]:
+    """The API server's request counters (its /metrics) by verb and resource."""
+    response: Any = await api.call_api(
+        "/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True
+    )
+    text = (await response.read()).decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1 : line.rindex("}")].split(","))
+        what = labels["verb"].strip('"') + " " + labels["resource"].strip('"')
+        if labels.get("subresource", '""') != '""':
+            what += "/" + labels["subresource"].strip('"')
+        counts[what] = counts.get(what, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def requests_made(before: dict[str, float], after: dict[str, float]) -> str:
+    """What the API server was asked during a phase (watches count when they start)."""
+    made = {what: after[what] - before.get(what, 0.0) for what in after}
+    top = sorted(((n, w) for w, n in made.items() if n >= 1), reverse=True)[:8]
+    return "API requests: " + ", ".join(f"{w} {n:.0f}" for n, w in top)
 
 
 def kubectl_apply(kube: KubePart, namespace: str, manifest: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import kopf
@@ -182,7 +182,7 @@ class RunController:
         elif placed:
             self.choice = SiteChoice(placed, placement.REASON_KEPT, f"dispatched to {placed}, chosen at its start")
         else:
-            self.choice = self._choose_site(mine, phases)
+            self.choice = await self._choose_site(spec, mine, phases)
             await self._write_choice(self.choice)  # before any task starts: a restart keeps this Site
         name = self.choice.name
         if name not in mine:
@@ -201,15 +201,17 @@ class RunController:
             )
         return name, site
 
-    def _choose_site(self, mine: Mapping[str, Any], phases: Mapping[Any, Any]) -> SiteChoice:
+    async def _choose_site(self, spec: RunSpec, mine: Mapping[str, Any], phases: Mapping[Any, Any]) -> SiteChoice:
         valid: dict[str, SiteSpec] = {}
         for name, raw in mine.items():
             with contextlib.suppress(ValidationError):  # an invalid Site is never chosen
                 valid[name] = SiteSpec.model_validate(raw)
         phase_of = {name: str(phase) for (ns, name), phase in _site_items(phases) if ns == self.namespace}
         running = {name: self.shared.board.running(f"{self.namespace}/{name}") for name in valid}
+        sizes = await asyncio.to_thread(_input_sizes, spec)
+        held = placement.input_bytes_by_site(valid, sizes)
         try:
-            return placement.choose_site(valid, phase_of, running, self.namespace)
+            return placement.choose_site(valid, phase_of, running, self.namespace, held)
         except placement.NoReadySiteError as err:
             raise RunBlockedError("SiteReady", "NoReadySite", str(err)) from err
 
@@ -580,6 +582,20 @@ def _site_items(sites: Mapping[Any, Any]) -> list[tuple[tuple[str, str], Mapping
         for spec in store:
             items.append((key, spec))
     return items
+
+
+def _input_sizes(spec: RunSpec) -> dict[str, int]:
+    """Size of each of the Run's input files that exists (inputs the operator cannot resolve count as none)."""
+    try:
+        values = resolve_inputs(spec.inputs)
+    except StorageError:
+        return {}
+    sizes: dict[str, int] = {}
+    for value in values.values():
+        for path in value if isinstance(value, list) else [value]:
+            with contextlib.suppress(OSError):
+                sizes[path] = Path(path).stat().st_size
+    return sizes
 
 
 def _parent_dir(path: str) -> str:

@@ -1,10 +1,10 @@
 """Which Site a Run without ``spec.site`` goes to, decided once and kept in its status.
 
-The rule needs nothing but what the operator already sees: among the Run's namespace's Sites whose status is
-``Ready``, the one with the most free task slots (``compute.maxParallel`` minus the tasks this operator runs
-there), ties broken by name so the choice is reproducible. DESIGN.md's "work goes to the data" rule (the Site
-holding most of the Run's input bytes) needs the archive's replica view, which the operator is not wired to
-yet; when it is, input bytes come first and this rule breaks their ties.
+Work goes to the data (DESIGN.md): among the Run's namespace's Sites whose status is ``Ready``, the one whose
+storage holds the most bytes of the Run's input files; then the most free task slots (``compute.maxParallel``
+minus the tasks this operator runs there); then the name, so the choice is reproducible. What a Site holds is
+read from its POSIX storage path (the operator sees the files); S3 Sites and archive-query inputs need the
+archive's replica view, which the operator is not wired to yet, and count as holding nothing.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sgs.model.site import SitePhase, SiteSpec
+from sgs.model.site import SitePhase, SiteSpec, StorageKind
 
 REASON_NAMED = "SiteNamed"  # spec.site
 REASON_KEPT = "SiteKept"  # chosen before (status.site): a restart must not move running tasks
 REASON_CHOSEN = "MostFreeSlots"
+REASON_DATA = "MostInputBytes"
 
 
 class NoReadySiteError(Exception):
@@ -30,24 +31,50 @@ class SiteChoice:
     message: str
 
 
+def input_bytes_by_site(sites: Mapping[str, SiteSpec], sizes: Mapping[str, int]) -> dict[str, int]:
+    """Bytes of the Run's input files (path → size) under each POSIX Site's storage path."""
+    held: dict[str, int] = {}
+    for name, site in sites.items():
+        root = site.storage.path if site.storage.kind is StorageKind.POSIX else None
+        prefix = root.rstrip("/") + "/" if root else None
+        held[name] = sum(size for path, size in sizes.items() if prefix and path.startswith(prefix))
+    return held
+
+
 def choose_site(
-    sites: Mapping[str, SiteSpec], phases: Mapping[str, str], running: Mapping[str, int], namespace: str
+    sites: Mapping[str, SiteSpec],
+    phases: Mapping[str, str],
+    running: Mapping[str, int],
+    namespace: str,
+    held: Mapping[str, int] | None = None,
 ) -> SiteChoice:
-    """The Ready Site with the most free slots, ties by name; the message says why, naming the others."""
+    """The Ready Site holding most input bytes, then with most free slots, then by name; the message says why,
+    naming the others."""
     if not sites:
         raise NoReadySiteError(f"spec.site: unset and no Site in namespace {namespace}")
     ready = sorted(name for name in sites if phases.get(name) == SitePhase.READY.value)
     if not ready:
         seen = ", ".join(f"{name} {phases.get(name) or SitePhase.PENDING.value}" for name in sorted(sites))
         raise NoReadySiteError(f"spec.site: unset and no Site of {namespace} is Ready ({seen})")
+    data = {name: (held or {}).get(name, 0) for name in ready}
     free = {name: sites[name].compute.max_parallel - running.get(name, 0) for name in ready}
-    best = min(ready, key=lambda name: (-free[name], name))
-    others = [f"{name} {free[name]}" for name in ready if name != best]
+    best = min(ready, key=lambda name: (-data[name], -free[name], name))
+    slots = f"{free[best]} of {sites[best].compute.max_parallel} task slots free"
+    if data[best] > 0:
+        reason = REASON_DATA
+        why = f"{best} is the Ready Site holding the most of the Run's input bytes ({data[best]:,} B; {slots})"
+        others = [f"{name} {data[name]:,} B" for name in ready if name != best]
+        label = "other Ready Sites hold"
+    else:
+        reason = REASON_CHOSEN
+        why = f"{best} is the Ready Site with the most free task slots ({free[best]} of "
+        why += f"{sites[best].compute.max_parallel})"
+        others = [f"{name} {free[name]}" for name in ready if name != best]
+        label = "other Ready Sites' free slots"
     not_ready = [f"{name} {phases.get(name) or SitePhase.PENDING.value}" for name in sorted(sites) if name not in free]
     message = (
-        f"spec.site unset: {best} is the Ready Site with the most free task slots "
-        f"({free[best]} of {sites[best].compute.max_parallel})"
-        + (f"; other Ready Sites' free slots: {', '.join(others)}" if others else "")
+        f"spec.site unset: {why}"
+        + (f"; {label}: {', '.join(others)}" if others else "")
         + (f"; not Ready: {', '.join(not_ready)}" if not_ready else "")
     )
-    return SiteChoice(best, REASON_CHOSEN, message)
+    return SiteChoice(best, reason, message)

@@ -40,7 +40,8 @@ class RunInput(SgsModel):
 class RunSpec(SgsModel):
     pipeline: str = Field(min_length=1, description="Name of the Pipeline (same namespace).")
     site: str | None = Field(
-        default=None, description="Site to run at; when absent, the Site holding most input bytes."
+        default=None,
+        description="Site to run at; when absent, the Ready Site holding most input bytes, then most free slots.",
     )
     inputs: dict[str, RunInput] = Field(default_factory=dict, description="Pipeline input name → data.")
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first; can change while running.")

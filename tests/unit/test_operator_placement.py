@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from sgs_operator.placement import REASON_CHOSEN, NoReadySiteError, choose_site
+from sgs_operator.placement import REASON_CHOSEN, REASON_DATA, NoReadySiteError, choose_site, input_bytes_by_site
 
 from sgs.model.site import Capacity, Compute, SiteSpec, Storage, StorageKind
 
 
-def site(max_parallel: int) -> SiteSpec:
+def site(max_parallel: int, path: str = "/data") -> SiteSpec:
     return SiteSpec(
         compute=Compute(max_parallel=max_parallel),
-        storage=Storage(kind=StorageKind.POSIX, path="/data"),
+        storage=Storage(kind=StorageKind.POSIX, path=path),
         capacity=Capacity(cores=64, storage_tb=1.0),
     )
 
@@ -44,3 +44,40 @@ def test_no_ready_site_is_an_error_naming_each_sites_phase(
 ) -> None:
     with pytest.raises(NoReadySiteError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         choose_site(sites, phases, running={}, namespace="survey")
+
+
+def test_the_site_holding_most_input_bytes_wins_over_free_slots_and_the_message_says_why() -> None:
+    sites = {"sdc-de": site(10, "/sdc/de"), "sdc-fr": site(200, "/sdc/fr"), "sdc-it": site(5, "/sdc/it")}
+    phases = dict.fromkeys(sites, "Ready")
+    held = {"sdc-de": 3_000, "sdc-fr": 0, "sdc-it": 7_000}
+    choice = choose_site(sites, phases, running={}, namespace="survey", held=held)
+    assert (choice.name, choice.reason) == ("sdc-it", REASON_DATA)
+    assert "most of the Run's input bytes (7,000 B; 5 of 5 task slots free)" in choice.message
+    assert "sdc-de 3,000 B, sdc-fr 0 B" in choice.message
+
+
+def test_equal_input_bytes_fall_back_to_free_slots_then_name() -> None:
+    sites = {"b": site(4, "/b"), "a": site(4, "/a"), "c": site(9, "/c")}
+    phases = dict.fromkeys(sites, "Ready")
+    held = {"a": 10, "b": 10, "c": 1}
+    assert choose_site(sites, phases, running={}, namespace="survey", held=held).name == "a"
+    assert choose_site(sites, phases, running={"a": 1}, namespace="survey", held=held).name == "b"
+
+
+def test_a_site_that_is_not_ready_is_not_chosen_for_its_data() -> None:
+    sites = {"sdc-de": site(10, "/sdc/de"), "sdc-fr": site(10, "/sdc/fr")}
+    phases = {"sdc-de": "Degraded", "sdc-fr": "Ready"}
+    choice = choose_site(sites, phases, running={}, namespace="survey", held={"sdc-de": 10**9})
+    assert (choice.name, choice.reason) == ("sdc-fr", REASON_CHOSEN)
+    assert "not Ready: sdc-de Degraded" in choice.message
+
+
+def test_input_bytes_count_files_under_each_posix_sites_path_only() -> None:
+    s3 = SiteSpec(
+        compute=Compute(max_parallel=1),
+        storage=Storage(kind=StorageKind.S3, endpoint="s3.example:9000", bucket="b"),
+        capacity=Capacity(cores=1, storage_tb=1.0),
+    )
+    sites = {"a": site(1, "/data/a"), "ab": site(1, "/data/ab/"), "s3": s3}
+    sizes = {"/data/a/x.fits": 5, "/data/ab/y.fits": 7, "/data/abc/z.fits": 11, "/elsewhere/w.fits": 13}
+    assert input_bytes_by_site(sites, sizes) == {"a": 5, "ab": 7, "s3": 0}

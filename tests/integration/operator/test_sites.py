@@ -1,14 +1,17 @@
-"""Which Site a Run goes to: without spec.site, the Ready Site with the most free slots (the reason in the
-Run's status); none Ready, or a Site asking for Jobs in another namespace, leaves the Run Pending saying why."""
+"""Which Site a Run goes to: without spec.site, the Ready Site holding most of its input bytes, else the one with
+the most free slots (the reason in the Run's status); none Ready, or a Site asking for Jobs in another namespace,
+leaves the Run Pending saying why."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_kit import Cluster, wait_for
+from operator_kit import EXAMPLE, Cluster, wait_for
 from sgs_bridge.launch import BridgeProcess
 
 pytest_plugins = ["operator_kit"]  # the operator fixtures (a conftest here would clash with mypy)
@@ -62,6 +65,42 @@ def test_a_run_without_a_site_goes_to_the_ready_site_with_most_free_slots(
     assert "site-b is the Ready Site with the most free task slots (5 of 5)" in chosen["message"]
     assert "site-a 2" in chosen["message"] and "site-c Degraded" in chosen["message"]
     assert cluster.kubectl("get", "runs", "unplaced").stdout.splitlines()[1].split()[2] == "site-b"
+
+
+def test_a_run_without_a_site_goes_to_the_ready_site_holding_its_inputs(
+    cluster: Cluster,
+    bridge: BridgeProcess,
+    second_node: dict[str, str],
+    example_pipeline: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    inputs: dict[str, Any] = {}
+    for port in ("images", "master_dark", "master_flat", "control_params"):
+        copy = tmp_path / "site-a" / "inputs" / f"{port}.json"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(EXAMPLE / "inputs" / f"{port}.json", copy)
+        inputs[port] = {"uri": str(copy)}
+    held = sum(Path(i["uri"]).stat().st_size for i in inputs.values())
+    holding = site(cluster, "site-a", 2)  # Ready (the bridge's node), fewer free slots, but the inputs are here
+    holding["spec"]["storage"]["path"] = str(tmp_path / "site-a")
+    cluster.apply(holding)
+    cluster.apply(site(cluster, "site-b", 5, second_node))
+    for name in ("site-a", "site-b"):
+        cluster.wait_site_phase(name, {"Ready"})
+    cluster.apply(example_pipeline)
+    run = cluster.run("near-data", inputs=inputs)
+    del run["spec"]["site"]
+    cluster.apply(run)
+
+    job = wait_for(lambda: next(iter(cluster.jobs("near-data")), None), "the first task's Job")
+    status = cluster.run_status("near-data")
+
+    assert job["spec"]["template"]["spec"]["nodeSelector"]["sgs.io/site"] == "site-a"
+    assert status["site"] == "site-a"
+    chosen = condition(status, "SiteReady")
+    assert (chosen["status"], chosen["reason"]) == ("True", "MostInputBytes")
+    assert f"site-a is the Ready Site holding the most of the Run's input bytes ({held:,} B" in chosen["message"]
+    assert "site-b 0 B" in chosen["message"]
 
 
 def test_a_run_without_a_site_waits_while_no_site_is_ready(cluster: Cluster, example_pipeline: dict[str, Any]) -> None:
