@@ -143,8 +143,9 @@ def operator_jobs(namespace: str, run: dict[str, Any], uid: str, store: str, wid
     pipeline = PipelineSpec.model_validate(wide_pipeline("wide")["spec"])
     name = run["metadata"]["name"]
     storage = RunStorage.for_run(site, spec.output_prefix, namespace, name)
-    planner = Planner(pipeline, name, resolve_inputs(spec.inputs), planner_config(spec, site))
-    placement = site_placement("site-a", site, storage, spec)
+    inputs = resolve_inputs(spec.inputs)
+    planner = Planner(pipeline, name, inputs, planner_config(spec, site))
+    placement = site_placement("site-a", site, storage, inputs)
     ref = RunRef(name, namespace, uid, spec.priority)
     defaults = OperatorSettings.model_fields
     image, tmpdir = defaults["default_image"].default, defaults["tmpdir_mount"].default
@@ -321,11 +322,18 @@ def cpu_by_process(operator_pid: int | None) -> dict[str, float]:
 
 def cpu_spent(before: dict[str, float], after: dict[str, float], jobs: int) -> str:
     """The programs that used the most CPU between two snapshots, in ms per Job."""
-    spent = {name: after[name] - before.get(name, 0.0) for name in after}
-    top = sorted(((t, n) for n, t in spent.items() if t > 0.05), reverse=True)[:9]
-    total = sum(t for t, _ in top)
+    top = largest_increases(before, after, floor=0.05, count=9)
+    listed = sum(t for t, _ in top)
     parts = ", ".join(f"{n} {1000 * t / jobs:.2f}" for t, n in top)
-    return f"CPU ms per Job: total {1000 * total / jobs:.2f} = {parts}"
+    return f"CPU ms per Job: listed {1000 * listed / jobs:.2f} = {parts}"
+
+
+def largest_increases(
+    before: dict[str, float], after: dict[str, float], floor: float, count: int
+) -> list[tuple[float, str]]:
+    """(increase, name) of the ``count`` counters that grew most between two snapshots, at least ``floor``."""
+    grown = ((after[name] - before.get(name, 0.0), name) for name in after)
+    return sorted((g for g in grown if g[0] >= floor), reverse=True)[:count]
 
 
 async def api_requests(api: client.ApiClient) -> dict[str, float]:
@@ -348,8 +356,7 @@ async def api_requests(api: client.ApiClient) -> dict[str, float]:
 
 def requests_made(before: dict[str, float], after: dict[str, float]) -> str:
     """What the API server was asked during a phase (watches count when they start)."""
-    made = {what: after[what] - before.get(what, 0.0) for what in after}
-    top = sorted(((n, w) for w, n in made.items() if n >= 1), reverse=True)[:8]
+    top = largest_increases(before, after, floor=1, count=8)
     return "API requests: " + ", ".join(f"{w} {n:.0f}" for n, w in top)
 
 

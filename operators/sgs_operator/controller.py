@@ -25,7 +25,7 @@ from sgs.local.process import command_argv
 from sgs.model.pipeline import PipelinePhase, PipelineSpec
 from sgs.model.run import RunPhase, RunSpec, RunStatus
 from sgs.model.site import SiteSpec
-from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState
+from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState, Value
 from sgs.planner.policy import DEFAULT_RETRY
 from sgs_operator import metrics, placement
 from sgs_operator.board import SiteBoard
@@ -150,7 +150,7 @@ class RunController:
                 "RecordsValid", "RecordsDoNotFit", f"task records do not fit the pipeline: {err}"
             ) from err
         self.planner, self.storage, self.site_spec = planner, storage, site_spec
-        self.site = site_placement(site_name, site_spec, storage, spec)
+        self.site = site_placement(site_name, site_spec, storage, inputs)
         self.priority = spec.priority
         self.inflight = {t.id: InFlight(job_name(self._ref(), t.id, t.attempt), None) for t in running}
         self.started_at = _status_time(self.body, "startTime") or utc_now()
@@ -517,14 +517,12 @@ def planner_config(spec: RunSpec, site: SiteSpec) -> PlannerConfig:
     return PlannerConfig(capacity=capacity, retry=spec.retry or DEFAULT_RETRY, priority=float(spec.priority))
 
 
-def site_placement(name: str, site: SiteSpec, storage: RunStorage, spec: RunSpec) -> SitePlacement:
+def site_placement(name: str, site: SiteSpec, storage: RunStorage, inputs: Mapping[str, Value]) -> SitePlacement:
     """The Site as a Job sees it; every directory the tasks read or write is mounted (outermost only)."""
     paths = {str(storage.root.parent.parent)}
     if site.storage.path:
         paths.add(site.storage.path)
-    for value in resolve_inputs(spec.inputs).values():
-        for item in value if isinstance(value, list) else [value]:
-            paths.add(str(_parent_dir(item)))
+    paths.update(_parent_dir(path) for path in _input_files(inputs))
     return SitePlacement(
         name=name,
         node_selector=dict(site.compute.node_selector),
@@ -591,11 +589,16 @@ def _input_sizes(spec: RunSpec) -> dict[str, int]:
     except StorageError:
         return {}
     sizes: dict[str, int] = {}
-    for value in values.values():
-        for path in value if isinstance(value, list) else [value]:
-            with contextlib.suppress(OSError):
-                sizes[path] = Path(path).stat().st_size
+    for path in _input_files(values):
+        with contextlib.suppress(OSError):
+            sizes[path] = Path(path).stat().st_size
     return sizes
+
+
+def _input_files(inputs: Mapping[str, Value]) -> Iterator[str]:
+    """Every file path among resolved Run inputs (a value is one path or a list of them)."""
+    for value in inputs.values():
+        yield from value if isinstance(value, list) else [value]
 
 
 def _parent_dir(path: str) -> str:
