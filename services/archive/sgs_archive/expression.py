@@ -37,6 +37,7 @@ MAX_EXPRESSION_LENGTH = 10_000
 MAX_IN_ITEMS = 10_000
 MAX_DEPTH = 64
 MAX_REGION_RANGES = 64
+PIXEL_REACH = 1.05  # a HEALPix pixel's largest centre-to-edge distance, in units of its resolution (measured ≤ 1.044)
 # astropy-healpix's cone search grows faster than its output: ~1,000 pixels took 6 ms here, ~4,000 took 60 ms.
 MAX_REGION_PIXELS = 1024
 REGION_KEYWORD = "region"
@@ -414,7 +415,12 @@ def healpix_ranges(circle: Circle, order: int) -> list[tuple[int, int]]:
     for search_order in range(_coarsest_useful_order(area, order), order + 1):
         if area / _pixel_area(search_order) > MAX_REGION_PIXELS:
             break
-        pixels = np.unique(np.asarray(_healpix(search_order).cone_search_lonlat(lon, lat, radius=radius), np.int64))
+        healpix = _healpix(search_order)
+        # astropy-healpix's cone search can miss a pixel the circle only clips (seen at order 10 with a radius
+        # a quarter of a pixel); widened by the largest centre-to-edge distance of a pixel (1.05 × resolution),
+        # every pixel with a point of the circle in it is found.
+        padded = radius + PIXEL_REACH * healpix.pixel_resolution
+        pixels = np.unique(np.asarray(healpix.cone_search_lonlat(lon, lat, radius=padded), np.int64))
         if len(pixels) > MAX_REGION_PIXELS:
             break  # a finer search would cost more than it saves (and a huge circle must stay cheap)
         ranges = _merge_ranges(pixels, 4 ** (order - search_order))
