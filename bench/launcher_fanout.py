@@ -35,9 +35,13 @@ DEFAULT_PEERS = Path.home() / ".cache" / "sgs" / "bench-peers"
 PROGRAMS = {
     "fanout_split": """#!/bin/sh
 # fanout_split --n=N (--items=LIST.json | --dir=DIR): the N items, as a JSON list or as N empty files
-for arg; do case "$arg" in --n=*) n="${arg#--n=}";; --items=*) items="${arg#--items=}";; --dir=*) dir="${arg#--dir=}";; esac; done
+for arg; do case "$arg" in
+    --n=*) n="${arg#--n=}";;
+    --items=*) items="${arg#--items=}";;
+    --dir=*) dir="${arg#--dir=}";;
+esac; done
 if [ -n "$dir" ]; then mkdir -p "$dir" && cd "$dir" && seq 0 $((n - 1)) | xargs touch; exit; fi
-seq 0 $((n - 1)) | awk 'BEGIN { printf "[" } { printf "%s\\"%s\\"", (NR > 1 ? "," : ""), $1 } END { print "]" }' > "$items"
+seq 0 $((n - 1)) | awk '{ printf "%s\\"%s\\"", (NR > 1 ? "," : "["), $1 } END { print "]" }' > "$items"
 """,
     "fanout_work": f"""#!/bin/sh
 # fanout_work --item=I --out=PATH: ~{WORK_SECONDS * 1000:.0f} ms of waiting, then the item into PATH

@@ -17,7 +17,7 @@ import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -27,6 +27,9 @@ from sgs.launcher.usage import Outcome, Usage, exited_io, outcome_of, sample_tre
 
 K = TypeVar("K")
 SAMPLE_EVERY_S = 0.5
+# The first memory sample: a task shorter than this reports no VMS (its CPU, peak RSS and I/O stay exact), and
+# a fan-out of short tasks pays no sampling at all.
+FIRST_SAMPLE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,10 @@ class Finished(Generic[K]):
     outcome: Outcome
 
 
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+
 class Launcher(Generic[K]):
     """Runs tasks keyed by ``K``; not thread-safe (one owner loop)."""
 
@@ -80,9 +87,11 @@ class Launcher(Generic[K]):
             raise ValueError(f"{key!r} is already running")
         marker = new_marker()
         env = {**spec.env, MARKER_ENV: marker}
-        with contextlib.ExitStack() as files:
-            out = files.enter_context(spec.log.open("ab"))
-            err = files.enter_context(spec.error_log.open("ab")) if spec.error_log is not None else out
+        out = _open_log(spec.log)
+        err = out
+        try:
+            if spec.error_log is not None:
+                err = _open_log(spec.error_log)
             process = subprocess.Popen(
                 spec.argv,
                 cwd=spec.cwd,
@@ -92,6 +101,10 @@ class Launcher(Generic[K]):
                 stderr=err,
                 start_new_session=True,  # its own process group: a limit kills the whole tree
             )
+        finally:
+            os.close(out)
+            if err != out:
+                os.close(err)
         process.returncode = 0  # reaped by wait4 here (for its resource usage); Popen must never wait on it
         now = time.monotonic()
         child = Child(
@@ -103,17 +116,18 @@ class Launcher(Generic[K]):
             started=now,
             started_at=time.time(),
             deadline=now + spec.walltime_s if spec.walltime_s else None,
-            next_sample=now,  # the first sample as soon as nothing more urgent waits
+            next_sample=now + min(FIRST_SAMPLE_S, self.sample_every_s),
         )
         self._selector.register(child.pidfd, selectors.EVENT_READ, child)
         self.running[key] = child
         return child
 
-    def wait(self, timeout_s: float | None = None) -> list[Finished[K]]:
+    def wait(self, timeout_s: float | None = None, idle: Callable[[], bool] | None = None) -> list[Finished[K]]:
         """Block until a task ends or ``timeout_s`` passes, enforcing limits meanwhile; every ended task is reaped.
 
         Returns as soon as at least one task has ended (every task that has, at that moment), or ``[]`` on
-        timeout. ``timeout_s=0`` polls.
+        timeout. ``timeout_s=0`` polls. ``idle`` is the owner's deferrable work, done a step at a time while no
+        exit waits to be handled; it returns False when it has nothing left to do.
         """
         give_up = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -122,10 +136,12 @@ class Launcher(Generic[K]):
             if finished:
                 return finished
             if self._enforce_and_sample(now):
-                continue  # something was done: look for exits again before sleeping
-            pause = self._pause(now, give_up)
-            if pause is not None and pause <= 0:
+                continue  # something was done: look for exits again before anything else
+            if give_up is not None and now >= give_up:
                 return []
+            if idle is not None and idle():
+                continue
+            pause = self._pause(now, give_up)
             if not self.running:
                 if pause is not None:
                     time.sleep(pause)

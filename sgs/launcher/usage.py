@@ -135,10 +135,16 @@ def _children(pid: int) -> list[int]:
 def exited_io(pid: int) -> tuple[int, int] | None:
     """Characters read and written by an exited, unreaped process and every descendant it reaped."""
     try:
-        fields = dict(line.split(": ", 1) for line in (_PROC / str(pid) / "io").read_text().splitlines())
-        return int(fields["rchar"]), int(fields["wchar"])
-    except (OSError, KeyError, ValueError):
+        fd = os.open(f"/proc/{pid}/io", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
         return None
+    try:
+        lines = os.read(fd, 4096).split(b"\n")  # rchar: N, then wchar: N
+        return int(lines[0].split()[1]), int(lines[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def last_line(path: Path) -> str:

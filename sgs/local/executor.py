@@ -4,7 +4,7 @@ Work directory layout::
 
     run.sqlite                 run record (crash-safe state, profiling, lineage)
     tasks/<task>/              one directory per task: its outputs, inputs/*.json lists, logs/
-    scratch/<task>/            TMPDIR of a running task, removed when it ends
+    scratch/<task>[.<attempt>]/ TMPDIR of a running task (one per attempt), removed when it ends
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import os
 import shutil
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from sgs import __version__
 from sgs.launcher.identity import MARKER_ENV, ProcessIdentity, kill_leftover
@@ -61,7 +60,7 @@ def default_run_id(pipeline_name: str) -> str:
 
 
 def machine_capacity(cores: int | None, memory_gib: float | None, gpus: int) -> Capacity:
-    total_ram = psutil.virtual_memory().total / 2**30
+    total_ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30  # psutil costs ~0.1 s to import
     return Capacity(cores=cores or os.cpu_count() or 1, ram=memory_gib or total_ram, gpus=gpus)
 
 
@@ -82,9 +81,21 @@ class LocalExecutor:
         self.record = RunRecord(self.workdir)
         self.inputs = {k: _absolute(v) for k, v in inputs.items()}
         self.run_id = self._open_run(run_id)
-        self.planner = Planner(pipeline.spec, self.run_id, self.inputs, PlannerConfig(capacity=self.capacity))
+        # Directories of tasks that became ready are made while the launcher waits, so a launch only launches.
+        self._unprepared: deque[Task] = deque()
+        self._prepared: set[str] = set()
+        self._scratch_to_remove: deque[Path] = deque()
+        self.planner = Planner(
+            pipeline.spec,
+            self.run_id,
+            self.inputs,
+            PlannerConfig(capacity=self.capacity),
+            on_ready=self._unprepared.append,
+        )
         self.launcher: Launcher[str] = Launcher()
         self._base_env = self._base_environment()
+        for area in ("tasks", "scratch"):
+            (self.workdir / area).mkdir(exist_ok=True)
         self._resume()
 
     # ------------------------------------------------------------------ set-up and resume
@@ -131,7 +142,7 @@ class LocalExecutor:
             with self.record.transaction():
                 self._launch_ready()
             while not self.planner.finished:
-                finished = self.launcher.wait(self._wait_timeout())
+                finished = self.launcher.wait(self._wait_timeout(), idle=self._idle)
                 with self.record.transaction():
                     self._launch_ready()
                     for done in finished:
@@ -143,6 +154,9 @@ class LocalExecutor:
         except BaseException:
             self.launcher.close()
             raise
+        finally:
+            while self._scratch_to_remove:
+                _remove_tree(self._scratch_to_remove.popleft())
         phase = self.planner.phase
         self.record.set_run_status(phase.value, time.time(), _run_message(self.planner))
         if on_progress is not None:
@@ -192,14 +206,37 @@ class LocalExecutor:
             self.planner.fail(task.id, time.time(), message, permanent=True)
             self._save(task, message=message)
 
-    def _launch(self, task: Task) -> Child[str] | None:
-        """Start the task's process (only what it needs first: its directories, arguments, environment)."""
+    def _idle(self) -> bool:
+        """One step of deferred work (a TMPDIR removed, a ready task's directories made); False when none is left."""
+        if self._scratch_to_remove:
+            _remove_tree(self._scratch_to_remove.popleft())
+            return True
+        while self._unprepared:
+            task = self._unprepared.popleft()
+            if task.state is TaskState.READY and task.id not in self._prepared:
+                self._prepare(task)
+                return True
+        return False
+
+    def _paths(self, task: Task) -> tuple[Path, Path]:
+        """The task's directory (outputs, logs) and its TMPDIR, one per attempt."""
         name = task_dir_name(task.id)
-        outdir = self.workdir / "tasks" / name
+        suffix = f".{task.attempt}" if task.attempt else ""
+        return self.workdir / "tasks" / name, self.workdir / "scratch" / f"{name}{suffix}"
+
+    def _prepare(self, task: Task) -> None:
+        outdir, scratch = self._paths(task)
+        for directory in (outdir, outdir / "logs", scratch):  # parents exist: tasks/ and scratch/ are made once
+            directory.mkdir(exist_ok=True)
+        self._prepared.add(task.id)
+
+    def _launch(self, task: Task) -> Child[str] | None:
+        """Start the task's process: its directories are usually made already, its arguments and environment now."""
+        if task.id not in self._prepared:
+            self._prepare(task)
+        self._prepared.discard(task.id)  # a retry gets a fresh TMPDIR
+        outdir, scratch = self._paths(task)
         logs = outdir / "logs"
-        scratch = self.workdir / "scratch" / name
-        logs.mkdir(parents=True, exist_ok=True)
-        scratch.mkdir(parents=True, exist_ok=True)
         argv = command_argv(task.executable.command, self._arguments(task, outdir))
         suffix = f".{task.attempt}" if task.attempt else ""
         spec = LaunchSpec(
@@ -264,7 +301,7 @@ class LocalExecutor:
     def _finish(self, task: Task, done: Finished[str]) -> None:
         ended = time.time()
         spec, outcome = done.child.spec, done.outcome
-        shutil.rmtree(Path(spec.env["TMPDIR"]), ignore_errors=True)
+        self._scratch_to_remove.append(Path(spec.env["TMPDIR"]))
         usage = outcome.usage.as_dict()
         attempt = task.attempt
         if outcome.succeeded:
@@ -349,6 +386,15 @@ class LocalExecutor:
 
 
 _VOLATILE_ENV = {"TMPDIR", "SGS_RUN_ID", "SGS_TASK_ID", "SGS_ATTEMPT", MARKER_ENV, "OLDPWD", "PWD", "SHLVL", "_"}
+
+
+def _remove_tree(path: Path) -> None:
+    try:
+        path.rmdir()  # most tasks leave their TMPDIR empty: one system call
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _run_message(planner: Planner) -> str | None:
