@@ -38,7 +38,7 @@ class Names:
             self.names.add(name)
 
 
-async def until(check: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+async def until(check: Callable[[], bool], what: str, timeout_s: float = 15) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not check():
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
@@ -76,22 +76,38 @@ async def test_a_list_is_read_page_by_page(client: KubeClient, namespace: str) -
     assert {f"cm-{i}" for i in range(5)} <= names.names  # kube-root-ca.crt is there too
 
 
-async def test_a_watch_from_a_compacted_version_lists_again(client: KubeClient, namespace: str) -> None:
-    """resourceVersion 1 is long gone from the watch cache: the server answers 410 Gone, and the watch lists."""
-    await make_configmap(client, namespace, "present")
+async def test_a_watch_from_a_compacted_version_lists_again(kube: KubePart, client: KubeClient, namespace: str) -> None:
+    """etcd compacted past the version a watch resumes from: the server answers 410 Gone, and the watch lists."""
+    path = f"/api/v1/namespaces/{namespace}/podtemplates"  # watched from etcd itself (see KubePart.compact)
+    await client.create(path, template("old"))
     names = Names()
-    watch = Watch(client, f"/api/v1/namespaces/{namespace}/configmaps", names, retry_s=0.1)
+    watch = Watch(client, path, names, retry_s=0.1)
+    version = await watch.list_all()
+    await client.create(path, template("new"))
+    await client.create(path, template("newer"))
+    kube.compact()  # everything before "newer" is gone, "new" included
     stopped = asyncio.Event()
-    running = asyncio.create_task(watch.run(stopped, resume_from="1"))
+    running = asyncio.create_task(watch.run(stopped, resume_from=version))
     try:
-        await until(lambda: watch.lists == 1 and "present" in names.names, "the LIST after 410 Gone")
-        await make_configmap(client, namespace, "later")
+        await until(lambda: watch.lists == 2, "a LIST after 410 Gone")
+        assert names.names == {"old", "new", "newer"}
+        assert names.kinds == []  # "new" came with the LIST, not replayed from a version etcd no longer has
+        await client.create(path, template("later"))
         await until(lambda: "later" in names.names, "the watch after the new LIST")
     finally:
         stopped.set()
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
-    assert watch.watches >= 2
+
+
+def template(name: str) -> JSON:
+    container = {"name": "main", "image": "none"}
+    return {
+        "apiVersion": "v1",
+        "kind": "PodTemplate",
+        "metadata": {"name": name},
+        "template": {"spec": {"containers": [container]}},
+    }
 
 
 async def test_an_event_longer_than_a_readline_buffer_arrives_whole(client: KubeClient, namespace: str) -> None:

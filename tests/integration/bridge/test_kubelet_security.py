@@ -71,12 +71,13 @@ def test_a_pods_directory_goes_with_the_pod(cluster: Cluster, process_bridge: Br
     whole directory once the pod is deleted."""
     token = base64.b64encode(b"s3cr3t").decode()
     cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"token": token}})
-    spec = pod_template(PROCESS_SITE, 'test "$(cat /sgs/creds/token)" = s3cr3t && echo x > "$TMPDIR/x" && echo done')
+    script = 'test "$(cat "$CREDS/token")" = s3cr3t && echo x > "$TMPDIR/x" && echo done'
+    spec = pod_template(PROCESS_SITE, script, env=[{"name": "CREDS", "value": "/sgs/creds"}])
     spec["volumes"].append({"name": "creds", "secret": {"secretName": "creds"}})
     spec["containers"][0]["volumeMounts"].append({"name": "creds", "mountPath": "/sgs/creds"})
     cluster.apply(pod_manifest("holder", spec))
     pod = cluster.wait_phase("holder", {"Succeeded", "Failed"})
-    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    assert pod["status"]["phase"] == "Succeeded", (pod["status"], cluster.kubectl("logs", "holder"))
     pod_dir = process_bridge.workdir / "pods" / pod["metadata"]["uid"]
     wait_until(lambda: not (pod_dir / "volumes").exists(), what="the ended pod's volumes removed", timeout_s=15)
     assert cluster.kubectl("logs", "holder").strip() == "done"
