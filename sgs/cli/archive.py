@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import zlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.tree import Tree
+
+from sgs.storage import checksum_file
 
 app = typer.Typer(
     name="archive", help="The archive: datasets, collections, replicas and lineage.", no_args_is_help=True
@@ -86,16 +86,6 @@ def migrate(
         console.print(f"applied [green]{name}[/green]")
 
 
-def _checksums(path: Path) -> dict[str, Any]:
-    adler, sha, size = 1, hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            adler = zlib.adler32(chunk, adler)
-            sha.update(chunk)
-            size += len(chunk)
-    return {"size": size, "adler32": f"{adler & 0xFFFFFFFF:08x}", "sha256": sha.hexdigest()}
-
-
 def _parse_pairs(pairs: list[str]) -> dict[str, int | str]:
     values: dict[str, int | str] = {}
     for pair in pairs:
@@ -127,7 +117,7 @@ def _file_dataset(
         "dataset_type": dataset_type,
         "data_id": data_id,
         "run": run,
-        "replicas": [{"site": site, "uri": path.resolve().as_uri(), **_checksums(path)}],
+        "replicas": [{"site": site, "uri": path.resolve().as_uri(), **checksum_file(path).model_dump(mode="json")}],
     }
 
 

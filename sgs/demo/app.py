@@ -316,7 +316,7 @@ def _print_footer(console: Console, result: DemoResult, archive: Archive) -> Non
         counts = ", ".join(f"{v} {k}" for k, v in archive.counts().items())
         console.print(f"archive (local JSON-lines record, --archive local): {archive.root} — {counts}; {this_run}")
     for site in result.plan.sites:
-        console.print(f"  Site {site.name}: data {site.store}, runs {site.work}")
+        console.print(f"  Site {site.name}: data {site.store}, runs {site.work}, copies {site.root}/<type>/…")
     if result.preview is not None:
         console.print(f"preview of a stack with its detections: [bold]{result.preview}[/]")
 

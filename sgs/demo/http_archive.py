@@ -13,7 +13,8 @@ from typing import Any, Self
 import httpx
 
 from sgs.demo.archive import Registered, Registration
-from sgs.model.dataset import DatasetRef, DatasetType, Lineage, Placement, Replica
+from sgs.model.dataset import DatasetRef, DatasetType, Lineage, Placement
+from sgs.model.replica import Replica, ReplicaRecord
 
 PAGE = 10_000
 TOKEN_PREFIX = "demo-"
@@ -33,7 +34,7 @@ class ArchiveRequestError(RuntimeError):
 
 
 def _replica_body(replica: Replica) -> dict[str, Any]:
-    return replica.model_dump(mode="json", exclude={"dataset_id", "updated_at"})
+    return replica.model_dump(mode="json", exclude={"dataset_id"})
 
 
 def _lineage_body(lineage: Lineage) -> dict[str, Any]:
@@ -123,7 +124,7 @@ class HttpArchive:
         """Each copy registered by the Site that holds it (201: new, 200: already registered as is)."""
         new = 0
         for replica in replicas:
-            body = replica.model_dump(mode="json", exclude={"updated_at"})
+            body = replica.model_dump(mode="json")
             token = self._token_for([replica.site])
             response = self._client.post("/replicas", json=body, headers={"Authorization": f"Bearer {token}"})
             if response.status_code not in (200, 201):
@@ -139,7 +140,8 @@ class HttpArchive:
 
     def replicas_of(self, dataset_id: str) -> list[Replica]:
         found = self._call("GET", f"/datasets/{dataset_id}/replicas")
-        return [Replica.model_validate({k: v for k, v in r.items() if k != "id"}) for r in found]
+        replicas: list[Replica] = [ReplicaRecord.model_validate(r) for r in found]
+        return replicas
 
     def datasets(self, dataset_type: str | None = None, where: str = "") -> Iterator[dict[str, Any]]:
         """Every dataset matching, following the archive's paging cursor."""

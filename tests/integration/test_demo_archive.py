@@ -18,7 +18,7 @@ from sgs.demo.archive import Registered, Registration, archive_universe, dataset
 from sgs.demo.http_archive import HttpArchive
 from sgs.demo.report import lineage_tree
 from sgs.demo.service import EmbeddedArchive
-from sgs.model.dataset import Replica
+from sgs.model.replica import Replica
 from sgs.testing.postgres import PostgresPart
 
 pytestmark = pytest.mark.integration

@@ -9,17 +9,15 @@ from typing import Annotated, Literal
 from pydantic import Field, StrictInt, StrictStr
 
 from sgs.model.dataset import (
-    ADLER32_PATTERN,
     DATASET_TYPE_PATTERN,
-    SHA256_PATTERN,
     ArchiveModel,
     CollectionName,
     CollectionType,
     DataId,
     PlacementDimension,
-    ReplicaState,
     SiteName,
 )
+from sgs.model.replica import ReplicaFile, ReplicaRecord, ReplicaState
 
 ABSOLUTE_MAX_BATCH = 500_000
 DatasetTypeName = Annotated[str, Field(min_length=1, max_length=128, pattern=DATASET_TYPE_PATTERN)]
@@ -47,15 +45,6 @@ class DatasetTypePublic(ArchiveModel):
 # ---------------------------------------------------------------------------------------------- ingest
 
 
-class ReplicaIn(ArchiveModel):
-    site: SiteName
-    uri: str = Field(min_length=1, max_length=2048)
-    size: int = Field(ge=0, le=2**62)
-    adler32: str = Field(pattern=ADLER32_PATTERN)
-    sha256: str = Field(pattern=SHA256_PATTERN)
-    state: ReplicaState = ReplicaState.AVAILABLE
-
-
 class LineageIn(ArchiveModel):
     inputs: list[uuid.UUID] = Field(default_factory=list, max_length=10_000)
     executable: ShortText
@@ -73,7 +62,7 @@ class DatasetIn(ArchiveModel):
     run: CollectionName
     id: uuid.UUID | None = Field(default=None, description="Omit to derive it from (type, data ID, run).")
     task: str | None = Field(default=None, max_length=253, description="Producing task, e.g. run/task/attempt.")
-    replicas: list[ReplicaIn] = Field(default_factory=list, max_length=64)
+    replicas: list[ReplicaFile] = Field(default_factory=list, max_length=64)
     lineage: LineageIn | None = None
 
 
@@ -116,22 +105,8 @@ class DatasetQuery(ArchiveModel):
 
 
 # ---------------------------------------------------------------------------------------------- replicas
-
-
-class ReplicaPublic(ArchiveModel):
-    id: int
-    dataset_id: uuid.UUID
-    site: str
-    uri: str
-    size: int
-    adler32: str
-    sha256: str
-    state: ReplicaState
-    updated_at: datetime
-
-
-class ReplicaCreate(ReplicaIn):
-    dataset_id: uuid.UUID
+# A replica's own shapes (ReplicaFile inside a dataset, Replica on its own, ReplicaRecord as stored) are the
+# core model's, sgs.model.replica, shared with the events and the transfer service.
 
 
 class ReplicaUpdate(ArchiveModel):
@@ -145,11 +120,11 @@ class LocateRequest(ArchiveModel):
 
 
 class LocateResult(ArchiveModel):
-    replicas: dict[str, list[ReplicaPublic]] = Field(description="Dataset id -> its replicas (missing: none).")
+    replicas: dict[str, list[ReplicaRecord]] = Field(description="Dataset id -> its replicas (missing: none).")
 
 
 class ReplicaPage(ArchiveModel):
-    items: list[ReplicaPublic]
+    items: list[ReplicaRecord]
     next_cursor: int | None
 
 

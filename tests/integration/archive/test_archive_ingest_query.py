@@ -272,6 +272,27 @@ async def test_replicas_locate_and_state_changes(archive: Archive) -> None:
     assert len(rest["items"]) == 1 and rest["next_cursor"] is None
 
 
+async def test_checksums_compare_as_values_not_as_text(archive: Archive) -> None:
+    """rucio#4127: one storage prints adler32 9600001, another 09600001 — the same checksum, not a conflict."""
+    await register_types(archive)
+    unpadded = {**replica("sdc-fr", "raw/9/1.fits"), "adler32": "9600001"}
+    unpadded["sha256"] = unpadded["sha256"].upper()
+    (dataset_id,) = (await ingest(archive, [raw(9, 1, replicas=[unpadded])]))["ids"]
+    (stored,) = await archive.ok("GET", f"/datasets/{dataset_id}/replicas")
+    assert stored["adler32"] == "09600001" and stored["sha256"] == unpadded["sha256"].lower()
+
+    padded = {**unpadded, "adler32": "09600001", "sha256": stored["sha256"]}
+    assert (await ingest(archive, [raw(9, 1, replicas=[padded])]))["existing"] == 1
+    again = {"dataset_id": dataset_id, **padded, "adler32": "0x9600001"}
+    assert (await archive.ok("POST", "/replicas", 200, json=again))["id"] == stored["id"]
+    other = {**again, "adler32": "09600002"}
+    conflict = await archive.ok("POST", "/replicas", 409, json=other)
+    assert conflict["detail"][0]["loc"] == ["body", "sha256"]
+    for bad in ("96000011x", "123456789", ""):
+        refused = await archive.ok("POST", "/replicas", 422, json={**again, "adler32": bad})
+        assert refused["detail"][0]["loc"][-1] == "adler32"
+
+
 async def test_lineage_up_and_down(archive: Archive) -> None:
     await register_types(archive)
     raws = (await ingest(archive, [raw(1, 1), raw(1, 2)]))["ids"]

@@ -25,9 +25,9 @@ from sgs.model.dataset import (
     DataIdError,
     DimensionElement,
     DimensionUniverse,
-    ReplicaState,
     dataset_uuid,
 )
+from sgs.model.replica import ReplicaRecord
 from sgs_archive.auth import Principal
 from sgs_archive.db import Conn
 from sgs_archive.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
@@ -261,22 +261,12 @@ async def _copy_replicas(conn: Conn, datasets: Sequence[PlannedDataset]) -> None
     ):
         for d in datasets:
             for r_index, r in enumerate(d.source.replicas):
-                await copy.write_row((d.ord, r_index, d.id, r.site, r.uri, r.size, r.adler32, r.sha256, r.state.value))
+                await copy.write_row(
+                    (d.ord, r_index, d.id, r.site, r.uri, r.size, str(r.adler32), r.sha256, r.state.value)
+                )
 
 
-@dataclass(frozen=True)
-class NewReplica:
-    id: int
-    dataset_id: uuid.UUID
-    site: str
-    uri: str
-    size: int
-    adler32: str
-    sha256: str
-    state: ReplicaState
-
-
-async def _insert_replicas(conn: Conn, returning: bool) -> list[NewReplica]:
+async def _insert_replicas(conn: Conn, returning: bool) -> list[ReplicaRecord]:
     insert = """INSERT INTO replica (dataset_id, site, uri, size, adler32, sha256, state)
                 SELECT dataset_id, site, uri, size, adler32, sha256, state FROM stage_replica
                 ON CONFLICT (dataset_id, site, uri) DO NOTHING"""
@@ -284,21 +274,9 @@ async def _insert_replicas(conn: Conn, returning: bool) -> list[NewReplica]:
         await conn.execute(insert.encode())
         return []
     cursor = await conn.execute(
-        (insert + " RETURNING id, dataset_id, site, uri, size, adler32, sha256, state").encode()
+        (insert + " RETURNING id, dataset_id, site, uri, size, adler32, sha256, state, updated_at").encode()
     )
-    return [
-        NewReplica(
-            int(row["id"]),
-            row["dataset_id"],
-            str(row["site"]),
-            str(row["uri"]),
-            int(row["size"]),
-            str(row["adler32"]),
-            str(row["sha256"]),
-            ReplicaState(row["state"]),
-        )
-        for row in await cursor.fetchall()
-    ]
+    return [ReplicaRecord.model_validate(row) for row in await cursor.fetchall()]
 
 
 async def _check_replica_conflicts(conn: Conn) -> None:
@@ -395,11 +373,11 @@ async def _check_lineage_conflicts(conn: Conn) -> None:
 
 
 def _events(
-    datasets: Sequence[PlannedDataset], new_ids: set[uuid.UUID], new_replicas: Sequence[NewReplica], source: str
+    datasets: Sequence[PlannedDataset], new_ids: set[uuid.UUID], new_replicas: Sequence[ReplicaRecord], source: str
 ) -> list[OutboxRow]:
     # DatasetRegistered payloads are serialised straight from the validated request models by pydantic-core:
     # building 10,000 nested event models per batch costs more than the database work. The replicas serialise
-    # with RegisteredReplica's fields (ReplicaIn has the same ones); the integration tests parse the published
+    # as the ReplicaFile models they were validated into; the integration tests parse the published
     # payloads back into DatasetRegistered, which keeps this in step with the model.
     registered = [
         {
@@ -428,18 +406,7 @@ def _events(
     rows.extend(
         outbox_row(
             replica_subject(r.state),
-            ReplicaStateChanged(
-                source=source,
-                replica_id=r.id,
-                dataset_id=r.dataset_id,
-                dataset_type=type_of[r.dataset_id],
-                site=r.site,
-                uri=r.uri,
-                size=r.size,
-                adler32=r.adler32,
-                sha256=r.sha256,
-                state=r.state,
-            ),
+            ReplicaStateChanged.of(r, type_of[r.dataset_id], source),
         )
         for r in new_replicas
         if r.dataset_id not in new_ids
