@@ -30,8 +30,8 @@ app = typer.Typer(
     help="Place a survey's observations and tiles on primary and secondary Sites (Euclid-style distribution).",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # long lines stay whole (they name files and fields)
+err_console = Console(stderr=True, soft_wrap=True)
 
 SurveyArg = Annotated[str, typer.Argument(help="Survey plan: .csv, .yaml or .json path, or http(s) URL.")]
 SitesOption = Annotated[Path, typer.Option("--sites", help="Sites: YAML list (name, cores, storageTb, ...) or Sites.")]
@@ -232,7 +232,8 @@ def explain_command(
         f"{why.unit_span_days:.1f} days; its {why.tiles} tiles, {why.tiles_whole} entirely at one primary"
     )
     table = Table(title="cost of placing the unit at each Site (objective change; lower is better)")
-    for column in ("Site", "target", "time balance", "long-run share", "gap", "tile copies", "split tiles", "churn+ground", "total"):
+    columns = ("Site", "target", "time balance", "long-run share", "gap", "tile copies", "split tiles", "churn+ground")
+    for column in (*columns, "total"):
         table.add_column(column, justify="left" if column == "Site" else "right")
     for cost in sorted(why.costs, key=lambda c: (c.total, c.site)):
         mark = " ←" if cost.site == why.primary else ""
@@ -275,11 +276,11 @@ def diff_command(
         )
         if dimension == "observations" and primary:
             moves = Counter((a[k][0], b[k][0]) for k in primary)
-            table = Table(title="primary moves")
+            table = Table(title=f"primary moves (the {show} largest)")
             table.add_column("from")
             table.add_column("to")
             table.add_column("observations", justify="right")
-            for (source, target), count in sorted(moves.items(), key=lambda m: (-m[1], m[0])):
+            for (source, target), count in sorted(moves.items(), key=lambda m: (-m[1], m[0]))[:show]:
                 table.add_row(source, target, f"{count:,}")
             console.print(table)
             for k in primary[:show]:
@@ -306,7 +307,8 @@ def plot_command(
         from sgs.placement.sites import target_shares
 
         site_list = _sites(sites)
-        targets = dict(zip((s.name for s in site_list), target_shares(site_list, PlacementPolicy()).tolist(), strict=True))
+        shares = target_shares(site_list, PlacementPolicy()).tolist()
+        targets = dict(zip((s.name for s in site_list), shares, strict=True))
     draw(loaded, assignments, out, targets)
     console.print(f"wrote {out}")
 

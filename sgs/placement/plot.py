@@ -14,7 +14,7 @@ from sgs.placement.survey import Survey
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+import matplotlib.pyplot as plt  # after choosing the file-only backend
 
 WINDOW_DAYS = 30
 
