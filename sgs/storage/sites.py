@@ -150,15 +150,17 @@ def _error_text(error: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
+def _namespaced_name(obj: JSON) -> tuple[str, str]:
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("namespace") or DEFAULT_NAMESPACE), str(metadata.get("name") or "")
+
+
 def resolve(site_objects: Iterable[JSON], secrets: Iterable[JSON], base_dir: Path | None = None) -> Sites:
     """Sites from Site manifests and the Secrets (of any namespace) they may name.
 
     ``base_dir`` makes relative POSIX paths absolute (Sites files); the cluster gives absolute ones.
     """
-    by_ref = {
-        ((s.get("metadata") or {}).get("namespace") or DEFAULT_NAMESPACE, (s.get("metadata") or {}).get("name")): s
-        for s in secrets
-    }
+    by_ref = {_namespaced_name(secret): secret for secret in secrets}
     loaded: dict[str, LoadedSite] = {}
     errors: dict[str, str] = {}
     for index, obj in enumerate(site_objects):
