@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -199,3 +200,42 @@ def load_sites_file(path: Path) -> Sites:
                 f"{path}: document {index}: expected kind Site ({API_VERSION}) or Secret (v1), got {kind!r}"
             )
     return resolve(sites, secrets, base_dir=path.parent.resolve())
+
+
+class SiteStores:
+    """One :class:`Store` per Site, shared by every copy (one connection pool each), kept in step with the Sites.
+
+    :meth:`update` with each new snapshot (a :class:`~sgs.storage.site_watch.SitesWatch`'s ``on_change``): a Site
+    whose storage or credentials changed gets a new store, one that went away is dropped. Thread-safe: workers
+    look stores up from their threads while the watch updates them from the event loop.
+    """
+
+    def __init__(self, sites: Sites | None = None, **options: Any) -> None:
+        self._options = options
+        self._lock = threading.Lock()
+        self._sites = Sites()
+        self._stores: dict[str, tuple[LoadedSite, Store]] = {}
+        if sites is not None:
+            self.update(sites)
+
+    def update(self, sites: Sites) -> None:
+        with self._lock:
+            kept = {
+                name: (site, store)
+                for name, (site, store) in self._stores.items()
+                if name in sites.sites and _same_storage(sites.sites[name], site)
+            }
+            self._stores, self._sites = kept, sites
+
+    def __getitem__(self, name: str) -> Store:
+        with self._lock:
+            if name in self._stores:
+                return self._stores[name][1]
+            site = self._sites[name]  # KeyError with the Site's problem, if it has one
+            store = site.store(**self._options)
+            self._stores[name] = (site, store)
+            return store
+
+
+def _same_storage(new: LoadedSite, old: LoadedSite) -> bool:
+    return new.resource.spec.storage == old.resource.spec.storage and new.credentials == old.credentials

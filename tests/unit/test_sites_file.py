@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sgs.storage import PosixStore, S3Store
-from sgs.storage.sites import SitesFileError, load_sites_file, resolve
+from sgs.storage.sites import SitesFileError, SiteStores, load_sites_file, resolve
 
 SITES = """
 apiVersion: sgs.io/v1alpha1
@@ -99,3 +99,21 @@ def test_a_secret_without_the_named_key_is_an_error_naming_it() -> None:
 def test_what_is_not_a_sites_file_is_refused(tmp_path: Path, text: str, reason: str) -> None:
     with pytest.raises(SitesFileError, match=reason):
         load_sites_file(write(tmp_path, text))
+
+
+def test_site_stores_are_shared_and_renewed_when_the_storage_changes(tmp_path: Path) -> None:
+    path = write(tmp_path, SITES)
+    stores = SiteStores(load_sites_file(path), connections=4)
+    fr, it = stores["sdc-fr"], stores["sdc-it"]
+    assert stores["sdc-fr"] is fr
+    stores.update(load_sites_file(path))
+    assert stores["sdc-fr"] is fr and stores["sdc-it"] is it  # nothing changed: same stores, same pools
+    write(tmp_path, SITES.replace("not-so-secret", "rotated"))
+    stores.update(load_sites_file(path))
+    assert stores["sdc-fr"] is not fr and stores["sdc-it"] is it
+    write(tmp_path, SITES.split("---")[0])
+    stores.update(load_sites_file(path))
+    with pytest.raises(KeyError, match=r"sdc-fr: spec\.storage\.credentials"):
+        stores["sdc-fr"]
+    with pytest.raises(KeyError, match="sdc-it: no such Site"):
+        stores["sdc-it"]
