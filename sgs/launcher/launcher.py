@@ -132,7 +132,7 @@ class Launcher(Generic[K]):
         give_up = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             now = time.monotonic()
-            finished = self._reap(self._selector.select(0) if self.running else [])
+            finished = self._reap(self._selector.select(0))
             if finished:
                 return finished
             if self._enforce_and_sample(now):
@@ -141,14 +141,20 @@ class Launcher(Generic[K]):
                 return []
             if idle is not None and idle():
                 continue
-            pause = self._pause(now, give_up)
-            if not self.running:
-                if pause is not None:
-                    time.sleep(pause)
-                return []
-            finished = self._reap(self._selector.select(pause))
+            if give_up is None and not self._selector.get_map():
+                return []  # nothing could ever wake us
+            finished = self._reap(self._selector.select(self._pause(now, give_up)))
             if finished or (give_up is not None and time.monotonic() >= give_up):
                 return finished
+
+    def add_reader(self, fd: int, on_readable: Callable[[], None]) -> None:
+        """Watch another file descriptor (an agent's socket) in the same wait: ``on_readable`` runs inside
+        :meth:`wait` when it is readable, and may start tasks."""
+        self._selector.register(fd, selectors.EVENT_READ, on_readable)
+
+    def remove_reader(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(fd)
 
     def kill(self, key: K, why: str) -> None:
         """SIGKILL the task's process group; its exit comes through :meth:`wait` as usual, with ``why``."""
@@ -183,6 +189,9 @@ class Launcher(Generic[K]):
     def _reap(self, events: list[tuple[selectors.SelectorKey, int]]) -> list[Finished[K]]:
         finished = []
         for key, _ in events:
+            if not isinstance(key.data, Child):
+                key.data()  # a reader added by the owner
+                continue
             child: Child[K] = key.data
             io = exited_io(child.pid)  # before reaping: the exited leader's totals, descendants included
             pid, status, rusage = os.wait4(child.pid, os.WNOHANG)
