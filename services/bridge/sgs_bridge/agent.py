@@ -236,7 +236,8 @@ class AgentClient:
         while True:
             try:
                 return self._send(message)
-            except (FileNotFoundError, ConnectionRefusedError) as error:
+            except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError) as error:
+                # No agent, or one exiting while we connected (requests are idempotent: run and cancel alike).
                 if not start or time.monotonic() > deadline:
                     raise AgentUnavailableError(
                         f"no agent answers on {self.pods_root / SOCKET_FILE}: {error}"
