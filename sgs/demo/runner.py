@@ -39,6 +39,11 @@ from sgs.storage import checksum_file, replica_key, suffix_of
 INSTRUMENT = "NISP-SIM"
 RAW_COLLECTION = f"{INSTRUMENT}/raw/all"
 CALIB_COLLECTION = f"{INSTRUMENT}/calib"
+REFCAT_COLLECTION = "refcats"
+SIMULATION_COLLECTION = "simulation"
+# Every Site's inputs go into these: survey collections, written with an admin token (a Run's own outputs are
+# registered by its Site).
+SURVEY_COLLECTIONS = (RAW_COLLECTION, CALIB_COLLECTION, REFCAT_COLLECTION, SIMULATION_COLLECTION)
 # Pipeline outputs get survey-level dataset type names; intermediates are named after executable and port.
 PRODUCT_TYPES = {"calDither": "nir_calexp", "stackedImage": "nir_stack", "sourceCatalog": "nir_catalog"}
 REPLICATED_PRODUCTS = ("stackedImage", "sourceCatalog")
@@ -184,8 +189,8 @@ def _register_inputs(registry: _Registry, obs: PlannedObservation, files: Observ
         registry.add(path, "nir_raw", base | {"exposure": exposure_number(obs, dither)}, RAW_COLLECTION)
     registry.add(files.mdb, "nir_mdb", {"instrument": INSTRUMENT}, CALIB_COLLECTION)
     registry.add(files.master_dark, "nir_master_dark", {"instrument": INSTRUMENT}, CALIB_COLLECTION)
-    registry.add(files.refcat, "ref_catalog", {"tile": obs.tile_number}, "refcats")
-    registry.add(files.truth, "sim_truth", {"tile": obs.tile_number}, "simulation")
+    registry.add(files.refcat, "ref_catalog", {"tile": obs.tile_number}, REFCAT_COLLECTION)
+    registry.add(files.truth, "sim_truth", {"tile": obs.tile_number}, SIMULATION_COLLECTION)
 
 
 def _product_type(port: str, executable: str, pipeline_outputs: dict[str, str], path: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt, StrictStr
@@ -136,6 +137,11 @@ class CollectionCreate(ArchiveModel):
     type: CollectionType
     doc: str = Field(default="", max_length=4096)
     children: list[CollectionName] = Field(default_factory=list, max_length=1000)
+    site: SiteName | None = Field(
+        default=None,
+        description="Owning Site: a Site token's own Site (the default for it); an admin may name any Site, "
+        "or none for a survey collection that only admins write.",
+    )
 
 
 class CollectionPublic(ArchiveModel):
@@ -143,6 +149,11 @@ class CollectionPublic(ArchiveModel):
     type: CollectionType
     doc: str
     children: list[str]
+    site: str | None = Field(description="The Site whose tokens may write it; null: admins only.")
+
+
+class CollectionOwner(ArchiveModel):
+    site: SiteName | None = Field(description="The new owning Site; null makes it a survey collection.")
 
 
 class CollectionPage(ArchiveModel):
@@ -206,16 +217,24 @@ class LineageGraph(ArchiveModel):
 # ---------------------------------------------------------------------------------------------- tokens, placement
 
 
+class TokenRole(StrEnum):
+    """What a token may do. Every role reads; see ``sgs_archive.auth`` for the full rules."""
+
+    ADMIN = "admin"  # everything: tokens, dataset types, placements, every Site's collections and replicas
+    SITE = "site"  # one Site's replicas, the collections that Site owns, and new RUN/TAGGED/CHAINED collections
+    READER = "reader"  # reads only (a console, Prometheus, a scientist's notebook)
+
+
 class TokenCreate(ArchiveModel):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
-    site: SiteName | None = Field(default=None, description="The Site this token may write replicas for.")
-    admin: bool = False
+    role: TokenRole = TokenRole.SITE
+    site: SiteName | None = Field(default=None, description="The Site a `site` token writes for (only that role).")
 
 
 class TokenPublic(ArchiveModel):
     name: str
+    role: TokenRole
     site: str | None
-    admin: bool
     created_at: datetime
 
 

@@ -145,7 +145,7 @@ async def ingest(
     """Run the whole ingest in the caller's transaction; raise (and so roll back) on any conflict."""
     types = await catalog.load(conn, {item.dataset_type for item in items})
     ingest_plan = plan(universe, types, items, principal)
-    run_ids = await _ensure_runs(conn, ingest_plan.datasets)
+    run_ids = await _ensure_runs(conn, ingest_plan.datasets, principal)
     if await _ingest_new_batch_directly(conn, universe, ingest_plan.datasets, run_ids):
         new = {d.id for d in ingest_plan.datasets}
         await enqueue(conn, _events(ingest_plan.datasets, new, [], source))
@@ -166,22 +166,30 @@ async def ingest(
     return IngestResult(inserted=len(new_ids), existing=len(ingest_plan.datasets) - len(new_ids), ids=ingest_plan.ids)
 
 
-async def _ensure_runs(conn: Conn, datasets: Sequence[PlannedDataset]) -> dict[str, int]:
-    """RUN collections are created on first use; a name taken by another collection type is refused."""
+async def _ensure_runs(conn: Conn, datasets: Sequence[PlannedDataset], principal: Principal) -> dict[str, int]:
+    """RUN collections are created on first use, owned by the ingesting token's Site (an admin's: the survey's).
+
+    Every run of the batch must be the principal's to write; a name taken by another collection type is refused.
+    """
     names = sorted({d.run for d in datasets})
+    owner = principal.owner_of_new_collection(None, ("body", "datasets"))
     await conn.execute(
-        """INSERT INTO collection (name, type) SELECT n, 'RUN' FROM unnest(%s::text[]) AS n
+        """INSERT INTO collection (name, type, site) SELECT n, 'RUN', %s FROM unnest(%s::text[]) AS n
            ON CONFLICT (name) DO NOTHING""",
-        (names,),
+        (owner, names),
     )
-    cursor = await conn.execute("SELECT id, name, type FROM collection WHERE name = ANY(%s)", (names,))
+    cursor = await conn.execute("SELECT id, name, type, site FROM collection WHERE name = ANY(%s)", (names,))
     rows = {str(row["name"]): row for row in await cursor.fetchall()}
+    checked: set[str] = set()
     for planned in datasets:
-        if rows[planned.run]["type"] != "RUN":
-            raise InvalidInputError(
-                ("body", "datasets", planned.ord, "run"),
-                f"collection {planned.run!r} is {rows[planned.run]['type']}, not RUN",
-            )
+        if planned.run in checked:
+            continue
+        row = rows[planned.run]
+        loc = ("body", "datasets", planned.ord, "run")
+        if row["type"] != "RUN":
+            raise InvalidInputError(loc, f"collection {planned.run!r} is {row['type']}, not RUN")
+        principal.require_collection(planned.run, row["site"], loc)
+        checked.add(planned.run)
     return {name: int(row["id"]) for name, row in rows.items()}
 
 
