@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import kopf
 from pydantic import ValidationError
 
+import sgs_operator.placements  # noqa: F401  (importing it registers the DataPlacement handlers)
 from sgs.kube import ClusterConfig, load
 from sgs.kube.lease import LeaderElector
 from sgs.model.base import GROUP, VERSION
