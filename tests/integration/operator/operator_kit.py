@@ -51,7 +51,9 @@ class OperatorProcess:
     """`sgs operator` as a subprocess: started, killed (-9) and restarted by the tests.
 
     Its name is its Lease and its identity in it, so a restart (same name) leads again at once; ``env`` adds
-    or overrides variables, ``unset`` removes inherited ones (KUBECONFIG, to run it as a pod would)."""
+    or overrides variables, ``unset`` removes inherited ones (KUBECONFIG, to run it as a pod would). A fixture
+    that starts one calls delete_webhook() when done: the webhook is failurePolicy Fail and outlives the
+    operator, so a stale one would refuse every later Run and Pipeline."""
 
     def __init__(
         self,
