@@ -36,6 +36,9 @@ def _register_subcommands() -> None:
     from sgs.cli.archive import app as archive_app
 
     app.add_typer(archive_app, name="archive")
+    from sgs.cli.placement import app as placement_app
+
+    app.add_typer(placement_app, name="placement")
 
 
 _register_subcommands()
