@@ -25,6 +25,7 @@ CREATE TABLE rule (
     priority           integer NOT NULL CHECK (priority BETWEEN 1 AND 5),
     expires_at         timestamptz,
     suspended          boolean NOT NULL DEFAULT false,
+    suspended_by       text,
     chosen_sites       text[],                                  -- grouping 'all': the Sites every dataset goes to
     unsatisfied        text,                                    -- why the rule cannot be met as asked (or NULL)
     evaluated_at       timestamptz,                             -- NULL until the datasets already archived are done
@@ -158,3 +159,20 @@ CREATE TRIGGER lock_counts_delete AFTER DELETE ON lock REFERENCING OLD TABLE AS 
     FOR EACH STATEMENT EXECUTE FUNCTION lock_counts_deleted();
 CREATE TRIGGER lock_counts_update AFTER UPDATE ON lock REFERENCING OLD TABLE AS old_locks NEW TABLE AS new_locks
     FOR EACH STATEMENT EXECUTE FUNCTION lock_counts_updated();
+
+-- Bumped whenever the set of active rules or their definition changes, so evaluators reload their compiled
+-- rules only then (lock counters change the rule row all the time and must not count).
+CREATE TABLE rule_version (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version    bigint NOT NULL
+);
+INSERT INTO rule_version VALUES (true, 0);
+
+CREATE FUNCTION bump_rule_version() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE rule_version SET version = version + 1;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER rule_version_bump AFTER INSERT OR DELETE OR UPDATE OF suspended, expires_at, chosen_sites, evaluated_at
+    ON rule FOR EACH STATEMENT EXECUTE FUNCTION bump_rule_version();
