@@ -5,13 +5,17 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo install parts test unit lint crds bench clean
 
-$(BIN)/sgs: pyproject.toml
+# The stamp, not $(BIN)/sgs, says the test extras are in: README command 1 (`pip install -e .`) makes a .venv
+# with sgs but without pytest, and `make test` after it must still install them.
+STAMP  := $(VENV)/.sgs-dev-installed
+
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-install: $(BIN)/sgs
+install: $(STAMP)
 
 demo: install
 	$(BIN)/sgs demo

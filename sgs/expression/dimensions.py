@@ -15,6 +15,12 @@ Grammar (keywords case-insensitive)::
     item       := literal | INT ".." INT
     region     := "CIRCLE" "(" number "," number "," number ")"       -- ra, dec, radius in degrees
 
+A dataset may lack a dimension (a raw has no tile; an implied dimension may be absent). Comparisons on a
+missing dimension are *unknown*, and the logic is SQL's three-valued one: NOT unknown is unknown, ``TRUE OR
+unknown`` is true, ``FALSE AND unknown`` is false, and a dataset matches only when the whole expression is true.
+So ``NOT tile = 3``, ``tile != 3`` and ``tile NOT IN (3)`` select the same datasets, none of them without a
+tile, and neither does any double negation of ``tile = 3``.
+
 Values never reach the SQL text: the compiler emits ``%s`` placeholders and a parameter list. Column names come
 only from the validated universe. ``region`` (or a HEALPix dimension's own name) before OVERLAPS turns a circle
 into ranges of nested HEALPix pixels, a superset of the pixels the circle touches.
@@ -337,8 +343,8 @@ class _Compiler:
             )
         if isinstance(node, Not):
             inner = self.compile(node.operand)
-            # NULL (a dimension the dataset lacks) must not match a negation either.
-            return SqlFragment(f"(NOT COALESCE({inner.sql}, FALSE))", inner.params)
+            # Plain SQL NOT keeps a missing dimension's NULL unknown (see the module docstring).
+            return SqlFragment(f"(NOT {inner.sql})", inner.params)
         if isinstance(node, Compare):
             element = self.element(node.dimension, node.position)
             value = self.checked(element, node.value, node.position)
@@ -366,7 +372,7 @@ class _Compiler:
             params.insert(0, values)
         sql = clauses[0] if len(clauses) == 1 else "(" + " OR ".join(clauses) + ")"
         if node.negated:
-            return SqlFragment(f"({column} IS NOT NULL AND NOT {sql})", params)
+            return SqlFragment(f"(NOT {sql})", params)
         return SqlFragment(sql, params)
 
     def compile_overlaps(self, node: Overlaps) -> SqlFragment:

@@ -99,12 +99,12 @@ def test_compiles_to_placeholders_and_params(universe: DimensionUniverse) -> Non
     assert fragment.params == [["VIS", "Y"], 102345]
 
 
-def test_ranges_become_between_and_not_guards_null(universe: DimensionUniverse) -> None:
+def test_ranges_become_between_and_negations_are_plain_not(universe: DimensionUniverse) -> None:
     fragment = compile_expression("detector NOT IN (1..3, 7)", universe, table_alias="x")
-    assert fragment.sql == (
-        '(x."dim_detector" IS NOT NULL AND NOT (x."dim_detector" = ANY(%s) OR x."dim_detector" BETWEEN %s AND %s))'
-    )
+    assert fragment.sql == '(NOT (x."dim_detector" = ANY(%s) OR x."dim_detector" BETWEEN %s AND %s))'
     assert fragment.params == [[7], 1, 3]
+    # The same NOT for both spellings: a missing dimension (NULL) stays unknown, so neither form matches it.
+    assert compile_expression("NOT detector IN (1..3, 7)", universe, table_alias="x").sql == fragment.sql
 
 
 @pytest.mark.parametrize(

@@ -170,6 +170,11 @@ class CollectionPublic(ArchiveModel):
     children: list[str]
 
 
+class CollectionPage(ArchiveModel):
+    items: list[CollectionPublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page (also a `Link: rel=next`).")
+
+
 class ChainUpdate(ArchiveModel):
     children: list[CollectionName] = Field(max_length=1000)
 

@@ -222,6 +222,31 @@ async def test_every_query_form(archive: Archive) -> None:
     assert len(posted["items"]) == 2
 
 
+async def test_negation_is_three_valued_for_a_missing_dimension(archive: Archive) -> None:
+    """A dataset without a tile matches neither ``tile = 3`` nor any negation of it: NOT, != and NOT IN agree
+    (SQL's three-valued logic), so the double negation gives back exactly the tile-3 coadds."""
+    await register_types(archive)
+    await ingest(archive, [raw(1, 1, band="VIS"), raw(2, 1, band="Y")])
+    coadds = [
+        {"dataset_type": "coadd", "data_id": {"tile": tile, "band": "VIS", "skypix": tile}, "run": "mer/run-1"}
+        for tile in (3, 4)
+    ]
+    await ingest(archive, coadds)
+
+    async def tiles(where: str) -> list[int | None]:
+        page = await archive.ok("GET", "/datasets", params={"where": where, "limit": 100})
+        return sorted(d["data_id"].get("tile", -1) for d in page["items"])
+
+    for negation in ("NOT tile = 3", "tile != 3", "tile NOT IN (3)", "NOT tile IN (3)", "NOT (tile <= 3)"):
+        assert await tiles(negation) == [4], negation
+    for double in ("NOT tile != 3", "NOT (tile NOT IN (3))", "NOT NOT tile = 3"):
+        assert await tiles(double) == [3], double
+    # unknown AND false is false, so the Y raw matches the negation; the VIS raw stays unknown.
+    assert await tiles("NOT (tile = 3 AND band = 'VIS')") == [-1, 4]
+    assert await tiles("exposure = 1 OR NOT tile = 3") == [-1, 4]
+    assert await tiles("NOT (tile = 3 OR exposure = 1)") == [], "unknown OR false is unknown; NOT keeps it unknown"
+
+
 async def test_replicas_locate_and_state_changes(archive: Archive) -> None:
     await register_types(archive)
     result = await ingest(archive, [raw(1, 1), raw(1, 2)])
@@ -354,7 +379,41 @@ async def test_collections_chains_and_tags(archive: Archive) -> None:
     error = await ingest(archive, [{**other, "run": "best"}], expected=422)
     assert error["detail"][0]["loc"] == ["body", "datasets", 0, "run"]
     listed = await archive.ok("GET", "/collections", params={"type": "RUN"})
-    assert {c["name"] for c in listed} == {"calib/v1", "calib/v2"}
+    assert {c["name"] for c in listed["items"]} == {"calib/v1", "calib/v2"}
+    assert listed["next_cursor"] is None
+
+
+async def test_collection_listing_pages_past_the_page_size(pg_database: str) -> None:
+    """More collections than one page holds: every one is listed once, by next_cursor or the Link header."""
+    app = create_app(settings_for(pg_database, None, max_page_size=3))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client,
+    ):
+        small = Archive(client, app.state.archive.settings)
+        names = [f"tag/{i:02d}" for i in range(8)]
+        for name in names:
+            await small.ok("POST", "/collections", 201, json={"name": name, "type": "TAGGED"})
+        await small.ok("POST", "/collections", 201, json={"name": "chain", "type": "CHAINED", "children": names[:2]})
+
+        seen: list[str] = []
+        url: str | None = "/collections?prefix=tag/&limit=100"
+        while url is not None:
+            response = await client.get(url, headers=ADMIN)
+            assert response.status_code == 200, response.text
+            page = response.json()
+            assert len(page["items"]) <= 3, "a page larger than max_page_size"
+            seen.extend(c["name"] for c in page["items"])
+            link = response.links.get("next", {}).get("url")
+            assert (link is None) == (page["next_cursor"] is None)
+            url = link
+        assert seen == names
+
+        first = await small.ok("GET", "/collections", params={"limit": 2})
+        assert [c["name"] for c in first["items"]] == ["chain", "tag/00"]
+        assert first["items"][0]["children"] == names[:2]
+        rest = await small.ok("GET", "/collections", params={"limit": 2, "cursor": first["next_cursor"]})
+        assert [c["name"] for c in rest["items"]] == ["tag/01", "tag/02"]
 
 
 async def test_request_latency_is_measured_per_route_template(archive: Archive) -> None:

@@ -2,16 +2,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from sgs.model.dataset import CollectionType
 from sgs_archive.deps import Reader, StateDep, Writer
 from sgs_archive.registry import collections as ops
-from sgs_archive.schemas import ChainInsert, ChainUpdate, CollectionCreate, CollectionPublic, TagRequest, TagResult
+from sgs_archive.schemas import (
+    ChainInsert,
+    ChainUpdate,
+    CollectionCreate,
+    CollectionPage,
+    CollectionPublic,
+    TagRequest,
+    TagResult,
+)
 
 router = APIRouter(prefix="/collections", tags=["collections"])
 # Collection names may contain '/', hence path parameters; sub-resource routes are declared first.
 Name = Annotated[str, Path(min_length=1, max_length=200)]
+DEFAULT_PAGE_SIZE = 1000
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Create a RUN, TAGGED or CHAINED collection.")
@@ -20,15 +29,27 @@ async def create(body: CollectionCreate, state: StateDep, _: Writer) -> Collecti
         return await ops.create(conn, body)
 
 
-@router.get("", summary="Collections, optionally of one type or under a name prefix.")
+@router.get(
+    "",
+    summary="Collections in name order, optionally of one type or under a name prefix (paged: follow next_cursor).",
+)
 async def list_collections(
+    request: Request,
+    response: Response,
     state: StateDep,
     _: Reader,
     type: CollectionType | None = None,
     prefix: Annotated[str | None, Query(max_length=200)] = None,
-) -> list[CollectionPublic]:
+    limit: Annotated[int | None, Query(ge=1, description="Page size, at most the archive's max_page_size.")] = None,
+    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page.")] = None,
+) -> CollectionPage:
+    page_size = min(limit or DEFAULT_PAGE_SIZE, state.settings.max_page_size)
     async with state.transaction() as conn:
-        return await ops.list_all(conn, type, prefix)
+        page = await ops.page(conn, type, prefix, page_size, cursor)
+    if page.next_cursor is not None:
+        next_url = request.url.include_query_params(cursor=page.next_cursor, limit=page_size)
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
+    return page
 
 
 @router.put("/{name:path}/chain", summary="Replace a CHAINED collection's search path.")

@@ -11,7 +11,7 @@ from psycopg import errors as pg_errors
 from sgs.model.dataset import CollectionType
 from sgs_archive.db import Conn
 from sgs_archive.errors import ConflictError, InvalidInputError, NotFoundError
-from sgs_archive.schemas import CollectionCreate, CollectionPublic
+from sgs_archive.schemas import CollectionCreate, CollectionPage, CollectionPublic
 
 CHAIN_LOCK_ID = 0x5A5C_0002  # serialises chain edits so two concurrent edits cannot build a cycle together
 
@@ -67,13 +67,24 @@ async def get(conn: Conn, name: str) -> CollectionPublic:
     )
 
 
-async def list_all(conn: Conn, type_: CollectionType | None, prefix: str | None) -> list[CollectionPublic]:
+async def page(
+    conn: Conn, type_: CollectionType | None, prefix: str | None, limit: int, after: str | None
+) -> CollectionPage:
+    """Collections in name order after ``after``, at most ``limit``; chains with their children, one query."""
     cursor = await conn.execute(
-        """SELECT name FROM collection WHERE (%(type)s::text IS NULL OR type = %(type)s)
-           AND (%(prefix)s::text IS NULL OR starts_with(name, %(prefix)s)) ORDER BY name LIMIT 10000""",
-        {"type": type_.value if type_ else None, "prefix": prefix},
+        """SELECT c.name, c.type, c.doc,
+                  coalesce(array_agg(k.name ORDER BY ch.position) FILTER (WHERE k.name IS NOT NULL), '{}') AS children
+           FROM collection c LEFT JOIN collection_chain ch ON ch.parent_id = c.id
+           LEFT JOIN collection k ON k.id = ch.child_id
+           WHERE (%(type)s::text IS NULL OR c.type = %(type)s)
+             AND (%(prefix)s::text IS NULL OR starts_with(c.name, %(prefix)s))
+             AND (%(after)s::text IS NULL OR c.name > %(after)s)
+           GROUP BY c.id ORDER BY c.name LIMIT %(limit)s""",
+        {"type": type_.value if type_ else None, "prefix": prefix, "after": after, "limit": limit + 1},
     )
-    return [await get(conn, str(row["name"])) for row in await cursor.fetchall()]
+    rows = await cursor.fetchall()
+    items = [CollectionPublic.model_validate(row) for row in rows[:limit]]
+    return CollectionPage(items=items, next_cursor=items[-1].name if len(rows) > limit else None)
 
 
 async def delete(conn: Conn, name: str) -> None:
