@@ -524,7 +524,7 @@ class _MatcherBuilder:
         def predicate(data_id: Mapping[str, DimensionValue]) -> Truth:
             value = data_id.get(name)
             if value is None:
-                return False if negated else None
+                return None
             found = value in values or (isinstance(value, int) and any(r.low <= value <= r.high for r in ranges))
             return not found if negated else found
 

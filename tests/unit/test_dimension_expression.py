@@ -246,3 +246,9 @@ def test_matcher_refuses_what_the_sql_compiler_refuses(universe: DimensionUniver
         with pytest.raises(ExpressionError) as matcher_error:
             compile_matcher(text, universe)
         assert str(sql_error.value) == str(matcher_error.value)
+
+
+def test_unknown_stays_unknown_through_negation_and_or(universe: DimensionUniverse) -> None:
+    # With no tile, both halves are unknown: SQL selects nothing, and neither may the matcher.
+    assert compile_matcher("tile NOT IN (3) OR NOT (tile NOT IN (3))", universe)({"band": "H"}) is False
+    assert compile_matcher("band = 'H' OR NOT tile = 3", universe)({"band": "H"}) is True

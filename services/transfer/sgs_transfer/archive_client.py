@@ -94,10 +94,21 @@ class ArchiveClient:
             raise
         return found
 
-    async def collections(self, base: str, token: str | None, prefix: str) -> list[dict[str, Any]]:
-        params = {"prefix": prefix} if prefix else {}
-        found: list[dict[str, Any]] = await self._call("GET", f"{base}/collections", token, params=params)
-        return found
+    async def collections(self, base: str, token: str | None, prefix: str, kind: str = "RUN") -> list[dict[str, Any]]:
+        """Every collection of one type under a name prefix, following the archive's paging."""
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"type": kind, "limit": PAGE}
+            if prefix:
+                params["prefix"] = prefix
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = await self._call("GET", f"{base}/collections", token, params=params)
+            found.extend(page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return found
 
     async def dataset(self, base: str, token: str | None, dataset_id: uuid.UUID) -> dict[str, Any] | None:
         try:
@@ -150,4 +161,13 @@ class ArchiveClient:
 
     async def replicas_of(self, base: str, token: str | None, dataset_id: uuid.UUID) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = await self._call("GET", f"{base}/datasets/{dataset_id}/replicas", token)
+        return found
+
+    async def dataset_type(self, base: str, token: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = await self._call("GET", f"{base}/dataset-types/{name}", token)
+        except ArchiveError as error:
+            if error.status == 404:
+                return None
+            raise
         return found

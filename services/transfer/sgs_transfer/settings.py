@@ -26,7 +26,11 @@ class TransferSettings(BaseSettings):
     sites_file: Path | None = Field(default=None, description="Sites file (YAML Site manifests) when no cluster.")
     archive_url: str | None = Field(default=None, description="Archive holding the datasets rules select.")
     archive_token: SecretStr | None = Field(default=None, description="Token for reading that archive.")
-    source: str = Field(default="transfer", max_length=128, description="Name put in events' `source` field.")
+    namespace: str = Field(
+        default="transfer",
+        pattern=r"^[a-z][a-z0-9-]{0,30}$",
+        description="Names this service's JetStream stream, subjects and consumers (several may share a NATS).",
+    )
     worker_name: str = Field(default="", max_length=128, description="This worker's name (default: host:pid).")
     migrate_on_start: bool = True
     pool_min_size: int = Field(default=1, ge=1)
@@ -49,6 +53,7 @@ class TransferSettings(BaseSettings):
     probe_interval_s: float = Field(default=5.0, gt=0)
     # Concurrency: copies into one destination, over one source -> destination link, out of one source.
     destination_concurrency: int = Field(default=4, ge=1, le=256)
+    max_ack_pending: int = Field(default=1000, ge=1, description="Messages a destination consumer hands out at once.")
     link_concurrency: int = Field(default=2, ge=1, le=256)
     source_concurrency: int = Field(default=8, ge=1, le=256)
     # Safety nets behind the event-driven paths (push, not poll: these only catch what events missed).

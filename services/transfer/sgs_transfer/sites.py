@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sgs.expression import SiteFacts
 from sgs.model.site import Site
 from sgs.replication.placement import Candidate
+
+if TYPE_CHECKING:
+    from sgs_transfer.settings import TransferSettings
+    from sgs.storage import Store
 
 BYTES_PER_TB = 10**12
 
@@ -19,10 +24,11 @@ def in_maintenance(site: Site, now: datetime) -> bool:
 
 @dataclass(frozen=True)
 class KnownSite:
-    """A Site and the token this service registers its replicas with (its own archive's Site token)."""
+    """A Site, the token this service registers its replicas with (its own archive's Site token) and its store."""
 
     site: Site
     archive_token: str | None = None
+    store: Store | None = None
 
     @property
     def name(self) -> str:
@@ -73,3 +79,12 @@ class SiteBook:
 
     def candidates(self, names: Iterable[str], used: Mapping[str, int], now: datetime) -> list[Candidate]:
         return [self._sites[n].candidate(used.get(n, 0), now) for n in sorted(names) if n in self._sites]
+
+
+def load_site_book(settings: TransferSettings) -> SiteBook:
+    """The Sites from the settings' Sites file (none without one: a caller may give them to create_app)."""
+    if settings.sites_file is None:
+        return SiteBook()
+    from sgs_transfer.sitesfile import load_sites_file
+
+    return SiteBook(load_sites_file(settings.sites_file))

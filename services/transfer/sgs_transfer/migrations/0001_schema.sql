@@ -97,9 +97,11 @@ CREATE TABLE transfer (
     generation       integer NOT NULL DEFAULT 1,
     published_gen    integer NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    first_failed_at  timestamptz,
     lease_until      timestamptz,
     worker           text,
     source           text,
+    avoid_source     text,                    -- a source whose copy failed verification: read another next time
     last_error       text,
     bytes            bigint,
     queued_at        timestamptz NOT NULL DEFAULT now(),
@@ -176,3 +178,14 @@ END $$;
 
 CREATE TRIGGER rule_version_bump AFTER INSERT OR DELETE OR UPDATE OF suspended, expires_at, chosen_sites, evaluated_at
     ON rule FOR EACH STATEMENT EXECUTE FUNCTION bump_rule_version();
+
+-- Destinations a worker paused (repeated failures to reach their store): shown by GET /sites, and history.
+CREATE TABLE destination_pause (
+    id          bigserial PRIMARY KEY,
+    site        text NOT NULL,
+    worker      text NOT NULL,
+    reason      text NOT NULL,
+    paused_at   timestamptz NOT NULL DEFAULT now(),
+    resumed_at  timestamptz
+);
+CREATE INDEX destination_pause_open ON destination_pause (site) WHERE resumed_at IS NULL;

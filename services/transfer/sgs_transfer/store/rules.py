@@ -234,9 +234,7 @@ async def note_unsatisfied(conn: Conn, reasons: dict[uuid.UUID, str]) -> None:
         )
 
 
-async def locks(
-    conn: Conn, rule_id: uuid.UUID, state: str | None, limit: int, cursor_key: str | None
-) -> LockPage:
+async def locks(conn: Conn, rule_id: uuid.UUID, state: str | None, limit: int, cursor_key: str | None) -> LockPage:
     after_dataset, _, after_site = (cursor_key or "").partition("@")
     cursor = await conn.execute(
         """SELECT rule_id, dataset_id, site, state, created_at FROM lock
@@ -252,9 +250,7 @@ async def locks(
 
 
 async def expired(conn: Conn, limit: int) -> list[uuid.UUID]:
-    cursor = await conn.execute(
-        "SELECT id FROM rule WHERE expires_at <= now() ORDER BY expires_at LIMIT %s", (limit,)
-    )
+    cursor = await conn.execute("SELECT id FROM rule WHERE expires_at <= now() ORDER BY expires_at LIMIT %s", (limit,))
     return [row["id"] for row in await cursor.fetchall()]
 
 
@@ -262,9 +258,7 @@ async def delete(conn: Conn, rule_id: uuid.UUID) -> int:
     """Delete the rule and release its locks: copies no rule holds any more get a tombstone (only copies this
     service made: the reaper never touches data it did not create), transfers no rule needs are cancelled.
     Returns the number of locks released."""
-    cursor = await conn.execute(
-        "DELETE FROM lock WHERE rule_id = %s RETURNING dataset_id, site", (rule_id,)
-    )
+    cursor = await conn.execute("DELETE FROM lock WHERE rule_id = %s RETURNING dataset_id, site", (rule_id,))
     released = [(row["dataset_id"], row["site"]) for row in await cursor.fetchall()]
     await conn.execute("DELETE FROM rule WHERE id = %s", (rule_id,))
     if released:

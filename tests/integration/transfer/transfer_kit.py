@@ -1,0 +1,219 @@
+"""Helpers shared by the transfer service's integration tests (imported by name: test folders are not packages).
+
+The archive and the transfer service run as real HTTP servers in threads of the test process (ServiceThread),
+on a real PostgreSQL database and the session's NATS; Sites are POSIX directories or the session's MinIOs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import sql
+from sgs_archive.app import create_app as create_archive
+from sgs_archive.settings import ArchiveSettings
+from sgs_transfer.app import create_app as create_transfer
+from sgs_transfer.settings import TransferSettings
+from sgs_transfer.sites import KnownSite, SiteBook
+
+from sgs.model.site import Site
+from sgs.testing.postgres import PostgresPart
+from sgs.testing.services import ServiceThread
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+FAST: dict[str, Any] = {
+    "ack_wait_s": 3.0,
+    "retry_base_s": 0.2,
+    "retry_max_s": 2.0,
+    "fast_attempts": 4,
+    "stuck_after_s": 8.0,
+    "pause_after_failures": 2,
+    "probe_interval_s": 0.5,
+    "repair_interval_s": 1.0,
+    "republish_after_s": 1.0,
+    "reaper_interval_s": 0.5,
+}
+"""Production timings scaled down so a fault test takes seconds (every one of them is a setting)."""
+
+
+@contextlib.contextmanager
+def fresh_database(postgres: PostgresPart) -> Iterator[str]:
+    name = f"transfer_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield postgres.dsn_for(name)
+    finally:
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def checksums(content: bytes) -> dict[str, Any]:
+    return {
+        "size": len(content),
+        "adler32": f"{zlib.adler32(content) & 0xFFFFFFFF:08x}",
+        "sha256": hashlib.sha256(content).hexdigest(),
+    }
+
+
+@dataclass
+class ArchiveUnderTest:
+    """The archive service, its admin client and one token per Site."""
+
+    dsn: str
+    server: ServiceThread
+    client: httpx.Client
+    site_tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def ok(self, method: str, path: str, expected: tuple[int, ...] = (200,), **kw: Any) -> Any:
+        response = self.client.request(method, path, headers=ADMIN, **kw)
+        assert response.status_code in expected, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json() if response.content else None
+
+    def issue_site_tokens(self, sites: list[str]) -> None:
+        for site in sites:
+            if site not in self.site_tokens:
+                created = self.ok("POST", "/tokens", (201,), json={"name": f"site-{site}", "site": site})
+                self.site_tokens[site] = created["token"]
+
+    def dataset_type(self, name: str, dimensions: list[str]) -> None:
+        self.ok(
+            "POST", "/dataset-types", (200, 201), json={"name": name, "dimensions": dimensions, "storage_class": "Fits"}
+        )
+
+    def collection(self, name: str, kind: str = "RUN") -> None:
+        self.ok("POST", "/collections", (201, 409), json={"name": name, "type": kind})
+
+    def replicas(self, dataset_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.ok("GET", f"/datasets/{dataset_id}/replicas")
+        return found
+
+
+@contextlib.contextmanager
+def archive_service(postgres: PostgresPart, nats_url: str) -> Iterator[ArchiveUnderTest]:
+    with fresh_database(postgres) as dsn:
+        settings = ArchiveSettings(
+            dsn=dsn, nats_url=nats_url, admin_token=ADMIN_TOKEN, relay_poll_interval_s=0.2, source="test-archive"
+        )
+        server = ServiceThread(create_archive(settings), "archive").start()
+        deadline = time.monotonic() + 30
+        with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as client:
+            while client.get("/readyz").json().get("relay") != "connected":
+                assert time.monotonic() < deadline, "the archive's relay did not connect to NATS"
+                time.sleep(0.05)
+            try:
+                yield ArchiveUnderTest(dsn, server, client)
+            finally:
+                server.stop()
+
+
+def posix_site(name: str, root: Path, archive_url: str, labels: dict[str, str] | None = None, **spec: Any) -> Site:
+    (root / name).mkdir(parents=True, exist_ok=True)
+    return Site.model_validate(
+        {
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {
+                "storage": {"kind": "posix", "path": str(root / name)},
+                "archiveUrl": archive_url,
+                "capacity": {"cores": 8, "storageTb": 1},
+                **spec,
+            },
+        }
+    )
+
+
+def known_sites(sites: list[Site], tokens: dict[str, str], store: Callable[[Site], Any] | None = None) -> SiteBook:
+    return SiteBook(KnownSite(site, tokens.get(site.metadata.name), store(site) if store else None) for site in sites)
+
+
+@dataclass
+class TransferUnderTest:
+    settings: TransferSettings
+    server: ServiceThread
+    client: httpx.Client
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def call(
+        self, method: str, path: str, expected: tuple[int, ...] = (200,), token: str = ADMIN_TOKEN, **kw: Any
+    ) -> Any:
+        response = self.client.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
+        assert response.status_code in expected, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json() if response.content else None
+
+    def rule(self, rule_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.call("GET", f"/rules/{rule_id}")
+        return found
+
+    def wait_rule(self, rule_id: str, states: tuple[str, ...], timeout_s: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rule = self.rule(rule_id)
+            if rule["state"] in states and rule["evaluated_at"]:
+                return rule
+            assert time.monotonic() < deadline, f"rule {rule_id} is {rule['state']} after {timeout_s} s: {rule}"
+            time.sleep(0.05)
+
+    def transfers(self, **params: Any) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        params = {"limit": 10_000, **params}
+        while True:
+            page = self.call("GET", "/transfers", params=params)
+            found += page["items"]
+            if page["next_cursor"] is None:
+                return found
+            params["cursor"] = page["next_cursor"]
+
+
+@contextlib.contextmanager
+def transfer_service(
+    dsn: str, nats_url: str, archive_url: str, sites: SiteBook, **overrides: Any
+) -> Iterator[TransferUnderTest]:
+    settings = TransferSettings(
+        dsn=dsn,
+        db_schema=f"t_{uuid.uuid4().hex[:10]}",
+        namespace=f"t{uuid.uuid4().hex[:10]}",
+        nats_url=nats_url,
+        admin_token=ADMIN_TOKEN,
+        archive_url=archive_url,
+        archive_token=ADMIN_TOKEN,
+        **{**FAST, **overrides},
+    )
+    server = ServiceThread(create_transfer(settings, sites), "transfer").start()
+    with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").json().get("events") != "connected":
+            assert time.monotonic() < deadline, "the transfer service's evaluator did not connect"
+            time.sleep(0.05)
+        try:
+            yield TransferUnderTest(settings, server, client)
+        finally:
+            server.stop()
+
+
+def eventually(condition: Callable[[], Any], *, what: str, timeout_s: float, interval_s: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
