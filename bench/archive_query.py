@@ -171,7 +171,7 @@ def query_forms(shape: dict[str, int], rng: random.Random) -> dict[str, Any]:
 def measure(url: str, shape: dict[str, int], queries: int) -> dict[str, list[float]]:
     rng = random.Random(7)
     timings: dict[str, list[float]] = {}
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
         for warm in range(20):  # connections, plan caches
             for body in query_forms(shape, random.Random(warm)).values():
                 client.post("/datasets/query", json=body).raise_for_status()

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 
 from pydantic import Field
 
-from sgs.model.dataset import ArchiveModel, DataId, ReplicaState, SiteName
+from sgs.model.dataset import ArchiveModel, DataId
+from sgs.model.replica import Replica, ReplicaFile, ReplicaRecord, ReplicaState
 
 STREAM = "SGS"
 """The one JetStream stream holding every sgs event (subjects ``sgs.>``)."""
@@ -41,22 +42,13 @@ class Event(ArchiveModel):
     source: str = Field(default="archive", description="The service (and site) that emitted the event.")
 
 
-class RegisteredReplica(ArchiveModel):
-    site: SiteName
-    uri: str
-    size: int
-    adler32: str
-    sha256: str
-    state: ReplicaState
-
-
 class RegisteredDataset(ArchiveModel):
     id: uuid.UUID
     dataset_type: str
     data_id: DataId
     run: str
     task: str | None = None
-    replicas: tuple[RegisteredReplica, ...] = ()
+    replicas: tuple[ReplicaFile, ...] = ()
 
 
 class DatasetRegistered(Event):
@@ -65,16 +57,21 @@ class DatasetRegistered(Event):
     datasets: tuple[RegisteredDataset, ...] = Field(min_length=1, max_length=MAX_DATASETS_PER_EVENT)
 
 
-class ReplicaStateChanged(Event):
-    """A replica was registered or changed state; the subject carries the new state."""
+class ReplicaStateChanged(Event, Replica):
+    """A replica was registered or changed state; the subject carries the new state.
+
+    The replica's own fields (:class:`~sgs.model.replica.Replica`) sit at the top level beside the event's.
+    """
 
     replica_id: int
-    dataset_id: uuid.UUID
     dataset_type: str
-    site: SiteName
-    uri: str
-    size: int
-    adler32: str
-    sha256: str
-    state: ReplicaState
     previous_state: ReplicaState | None = None
+
+    @classmethod
+    def of(
+        cls, replica: ReplicaRecord, dataset_type: str, source: str, previous_state: ReplicaState | None = None
+    ) -> ReplicaStateChanged:
+        fields = replica.model_dump(exclude={"id", "updated_at"})
+        return cls(
+            replica_id=replica.id, dataset_type=dataset_type, source=source, previous_state=previous_state, **fields
+        )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -18,9 +17,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import kopf
-from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from sgs.kube import KubeError
 from sgs.local.process import command_argv
 from sgs.model.pipeline import PipelinePhase, PipelineSpec
 from sgs.model.run import RunPhase, RunSpec, RunStatus
@@ -438,7 +437,7 @@ class RunController:
     async def _creation_failed(self, task: Task, error: BaseException) -> None:
         """A refused Job (4xx) fails the task for good with the API's reason; anything else is retried."""
         assert self.planner is not None
-        if isinstance(error, ApiException) and _refused(error.status):
+        if isinstance(error, KubeError) and _refused(error.status):
             message = f"Job refused by the API server ({error.status}): {_api_message(error)}"
             self.planner.fail(task.id, time.time(), message, permanent=True)
             self.inflight.pop(task.id, None)
@@ -630,8 +629,5 @@ def _refused(status: int | None) -> bool:
     return status is not None and 400 <= status < 500 and status not in CLIENT_ERRORS_TO_RETRY
 
 
-def _api_message(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body or b"").get("message", error.reason))
-    except (TypeError, ValueError):
-        return str(error.reason)
+def _api_message(error: KubeError) -> str:
+    return error.message or error.reason

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import zlib
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.tree import Tree
+
+from sgs.storage import checksum_file
 
 app = typer.Typer(
     name="archive", help="The archive: datasets, collections, replicas and lineage.", no_args_is_help=True
@@ -86,16 +87,6 @@ def migrate(
         console.print(f"applied [green]{name}[/green]")
 
 
-def _checksums(path: Path) -> dict[str, Any]:
-    adler, sha, size = 1, hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            adler = zlib.adler32(chunk, adler)
-            sha.update(chunk)
-            size += len(chunk)
-    return {"size": size, "adler32": f"{adler & 0xFFFFFFFF:08x}", "sha256": sha.hexdigest()}
-
-
 def _parse_pairs(pairs: list[str]) -> dict[str, int | str]:
     values: dict[str, int | str] = {}
     for pair in pairs:
@@ -127,7 +118,7 @@ def _file_dataset(
         "dataset_type": dataset_type,
         "data_id": data_id,
         "run": run,
-        "replicas": [{"site": site, "uri": path.resolve().as_uri(), **_checksums(path)}],
+        "replicas": [{"site": site, "uri": path.resolve().as_uri(), **checksum_file(path).model_dump(mode="json")}],
     }
 
 
@@ -206,6 +197,59 @@ def query(
     console.print(table)
     more = " (more: use the API's cursor)" if page["next_cursor"] else ""
     console.print(f"{len(page['items'])} datasets{more}")
+
+
+token_app = typer.Typer(
+    name="token",
+    help="Tokens and their roles (admin only): one `site` token per Site, `reader` tokens for read-only clients.",
+    no_args_is_help=True,
+)
+app.add_typer(token_app)
+
+
+class TokenRoleChoice(StrEnum):
+    SITE = "site"
+    READER = "reader"
+    ADMIN = "admin"
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="Token name, e.g. sdc-fr-ingest.")],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    role: Annotated[TokenRoleChoice, typer.Option(help="site: one Site's writes; reader; admin.")] = (
+        TokenRoleChoice.SITE
+    ),
+    site: Annotated[str | None, typer.Option(help="The Site a site token writes for.")] = None,
+) -> None:
+    """Create a token and print it (once: the archive keeps only its hash)."""
+    with _client(url, token) as client:
+        created = _fail_on_error(client.post("/tokens", json={"name": name, "role": role.value, "site": site}))
+    scope = f" for site {created['site']}" if created["site"] else ""
+    console.print(f"created {created['role']} token [bold]{name}[/bold]{scope}; it is shown only now:")
+    typer.echo(created["token"])
+
+
+@token_app.command("list")
+def token_list(url: UrlOption = DEFAULT_URL, token: TokenOption = None) -> None:
+    """Token names, roles and Sites (never the secrets)."""
+    with _client(url, token) as client:
+        tokens = _fail_on_error(client.get("/tokens"))
+    table = Table("name", "role", "site", "created")
+    for item in tokens:
+        table.add_row(item["name"], item["role"], item["site"] or "", item["created_at"])
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="Token name.")], url: UrlOption = DEFAULT_URL, token: TokenOption = None
+) -> None:
+    """Revoke a token: the next request that carries it gets 401."""
+    with _client(url, token) as client:
+        _fail_on_error(client.delete(f"/tokens/{name}"))
+    console.print(f"revoked [bold]{name}[/bold]")
 
 
 @app.command()

@@ -33,6 +33,13 @@ def bridge_command(
     apptainer: Annotated[
         str | None, typer.Option("--apptainer", help="slurm: run each pod's image with this apptainer binary.")
     ] = None,
+    client_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--client-ca-file",
+            help="CA bundle that signs the API server's kubelet client certificate (default: the cluster CA).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Register NODE_NAME and run its pods on the chosen backend until interrupted."""
@@ -61,6 +68,7 @@ def bridge_command(
         slurm_gpu_partition=gpu_partition,
         slurm_extra_args=list(sbatch_arg or []),
         apptainer=apptainer,
+        client_ca=client_ca_file,
     )
     asyncio.run(_serve(config))
 

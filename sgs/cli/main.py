@@ -40,6 +40,9 @@ def _register_subcommands() -> None:
 
     app.add_typer(transfer_app, name="transfer")
     app.add_typer(replicate_app, name="replicate")
+    from sgs.cli.placement import app as placement_app
+
+    app.add_typer(placement_app, name="placement")
 
 
 _register_subcommands()

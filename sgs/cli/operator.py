@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Annotated, Any
 
 import typer
@@ -103,31 +102,37 @@ def add_run_commands(run_app: typer.Typer) -> None:
 
 
 def _patch(namespace: str, run: str, spec: dict[str, Any], kubeconfig: str | None) -> None:
-    from kubernetes_asyncio.client.exceptions import ApiException
+    from sgs.kube import ConfigError, KubeError
 
     try:
         asyncio.run(_patch_async(namespace, run, spec, kubeconfig))
-    except ApiException as err:
-        err_console.print(f"[red]error:[/] run {namespace}/{run}: {err.status} {err.reason}")
+    except (KubeError, ConfigError) as err:
+        err_console.print(f"[red]error:[/] run {namespace}/{run}: {err}")
         raise typer.Exit(1) from err
 
 
-async def _patch_async(namespace: str, run: str, spec: dict[str, Any], kubeconfig: str | None) -> None:
-    from sgs_operator.kube import Kube
+def _run_path(namespace: str, run: str) -> str:
+    from sgs.model.base import GROUP, VERSION
 
-    kube = await Kube.connect(kubeconfig or os.environ.get("KUBECONFIG"))
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/runs/{run}"
+
+
+async def _patch_async(namespace: str, run: str, spec: dict[str, Any], kubeconfig: str | None) -> None:
+    from sgs.kube import KubeClient
+
+    kube = await KubeClient.connect(kubeconfig, user_agent="sgs-cli")
     try:
-        await kube.patch_spec(namespace, "runs", run, spec)
+        await kube.merge_patch(_run_path(namespace, run), {"spec": spec})
     finally:
         await kube.close()
 
 
 async def _get(namespace: str, run: str, kubeconfig: str | None) -> dict[str, Any]:
-    from sgs_operator.kube import Kube
+    from sgs.kube import KubeClient
 
-    kube = await Kube.connect(kubeconfig or os.environ.get("KUBECONFIG"))
+    kube = await KubeClient.connect(kubeconfig, user_agent="sgs-cli")
     try:
-        found = await kube.get_object(namespace, "runs", run)
+        found = await kube.get_or_none(_run_path(namespace, run))
     finally:
         await kube.close()
     if found is None:

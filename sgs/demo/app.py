@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sgs.demo.archive import NOTHING, Archive, LocalArchive, Registered
-from sgs.demo.runner import ObservationOutcome, SurveyRunner, assess, register_observation
+from sgs.demo.runner import SURVEY_COLLECTIONS, ObservationOutcome, SurveyRunner, assess, register_observation
 from sgs.demo.survey import PlannedObservation, SurveyPlan, plan_survey, simulate_survey
 from sgs.nir.sim import ObservationFiles, SimConfig
 
@@ -168,7 +168,7 @@ def run_demo(options: DemoOptions, console: Console, archive: Archive | None = N
             from sgs.demo.http_archive import HttpArchive
 
             service.wait_ready()
-            http = stack.enter_context(HttpArchive(service.url, service.admin_token))
+            http = stack.enter_context(HttpArchive(service.url, service.admin_token, survey_runs=SURVEY_COLLECTIONS))
             http.issue_site_tokens(site.name for site in plan.sites)
             the_archive: Archive = http
         else:
@@ -180,7 +180,7 @@ def run_demo(options: DemoOptions, console: Console, archive: Archive | None = N
         result.registered, result.copies = registered, copies
         _print_footer(console, result, the_archive)
         if service is not None and options.keep_serving:
-            _serve_until_interrupted(console, service, result.report)
+            _serve_until_interrupted(console, service, result.report, http.issue_reader_token())
     return result
 
 
@@ -316,27 +316,29 @@ def _print_footer(console: Console, result: DemoResult, archive: Archive) -> Non
         counts = ", ".join(f"{v} {k}" for k, v in archive.counts().items())
         console.print(f"archive (local JSON-lines record, --archive local): {archive.root} — {counts}; {this_run}")
     for site in result.plan.sites:
-        console.print(f"  Site {site.name}: data {site.store}, runs {site.work}")
+        console.print(f"  Site {site.name}: data {site.store}, runs {site.work}, copies {site.root}/<type>/…")
     if result.preview is not None:
         console.print(f"preview of a stack with its detections: [bold]{result.preview}[/]")
 
 
-def try_commands(report: ArchiveReport) -> list[str]:
-    """Ready-to-paste commands against the running archive."""
-    url = report.url
+def try_commands(report: ArchiveReport, token: str) -> list[str]:
+    """Ready-to-paste commands against the running archive, with a read-only token (reads need one)."""
+    at = f"--url {report.url} --token {token}"
     commands = [
-        f'sgs archive query "tile = 1" --type nir_stack --url {url}',
-        f"sgs archive query \"band = 'H' AND observation = 1\" --type nir_raw --url {url}",
-        f"curl -s '{url}/replicas?site={report.sites[0].site}&limit=5'",
+        f'sgs archive query "tile = 1" --type nir_stack {at}',
+        f"sgs archive query \"band = 'H' AND observation = 1\" --type nir_raw {at}",
+        f"curl -s -H 'Authorization: Bearer {token}' '{report.url}/replicas?site={report.sites[0].site}&limit=5'",
     ]
     if report.catalog is not None:
-        commands.insert(1, f"sgs archive lineage {report.catalog['id']} --depth 12 --url {url}")
+        commands.insert(1, f"sgs archive lineage {report.catalog['id']} --depth 12 {at}")
     return commands
 
 
-def _serve_until_interrupted(console: Console, service: EmbeddedArchive, report: ArchiveReport | None) -> None:
+def _serve_until_interrupted(
+    console: Console, service: EmbeddedArchive, report: ArchiveReport | None, reader_token: str
+) -> None:
     console.print(f"\n[bold]the archive keeps serving at {service.url}[/] (API docs: {service.url}/docs); try:")
-    for command in try_commands(report) if report is not None else []:
+    for command in try_commands(report, reader_token) if report is not None else []:
         console.print(f"  {command}", markup=False, highlight=False)
     console.print("press Ctrl-C to stop it")
     try:

@@ -9,10 +9,8 @@ JSON lines under ``<root>/archive/`` for ``--archive local``. Both are idempoten
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -28,11 +26,10 @@ from sgs.model.dataset import (
     DimensionValue,
     Lineage,
     Placement,
-    Replica,
     dataset_uuid,
 )
+from sgs.model.replica import Replica
 
-CHUNK = 1 << 20
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -117,26 +114,6 @@ def dataset_ref(
         run=run,
         task=task,
     )
-
-
-@dataclass(frozen=True)
-class Checksums:
-    size: int
-    adler32: str
-    sha256: str
-
-
-def checksums(path: Path) -> Checksums:
-    """Size, adler32 and sha256 of a file, read once in chunks."""
-    adler = 1
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK):
-            adler = zlib.adler32(chunk, adler)
-            sha.update(chunk)
-            size += len(chunk)
-    return Checksums(size=size, adler32=f"{adler & 0xFFFFFFFF:08x}", sha256=sha.hexdigest())
 
 
 # ------------------------------------------------------------------------------------------ local fallback

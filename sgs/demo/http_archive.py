@@ -1,7 +1,9 @@
 """The demo's archive over HTTP: the archive service's bulk ingest, replicas, placements and queries.
 
-Writes go with Site-scoped tokens where the API allows (a Site registers the replicas it holds), and with the
-admin token for what only an operator may do (tokens, placements, dataset types).
+Writes go with Site-scoped tokens where the API allows (a Site registers the replicas it holds and the datasets
+of the RUN collections it makes), and with the admin token for what only an operator may do (tokens,
+placements, dataset types, and the survey collections every Site's inputs go into). Reads carry the admin
+token too: the archive answers no read without one unless it was configured with public reads.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any, Self
 import httpx
 
 from sgs.demo.archive import Registered, Registration
-from sgs.model.dataset import DatasetRef, DatasetType, Lineage, Placement, Replica
+from sgs.model.dataset import DatasetRef, DatasetType, Lineage, Placement
+from sgs.model.replica import Replica, ReplicaRecord
 
 PAGE = 10_000
 TOKEN_PREFIX = "demo-"
@@ -33,7 +36,7 @@ class ArchiveRequestError(RuntimeError):
 
 
 def _replica_body(replica: Replica) -> dict[str, Any]:
-    return replica.model_dump(mode="json", exclude={"dataset_id", "updated_at"})
+    return replica.model_dump(mode="json", exclude={"dataset_id"})
 
 
 def _lineage_body(lineage: Lineage) -> dict[str, Any]:
@@ -51,11 +54,14 @@ def _dataset_body(ref: DatasetRef, replicas: list[Replica], lineage: Lineage | N
 class HttpArchive:
     """Implements the demo's :class:`~sgs.demo.archive.Archive` protocol against a running archive service."""
 
-    def __init__(self, url: str, admin_token: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, url: str, admin_token: str, timeout_s: float = 60.0, survey_runs: Iterable[str] = ()) -> None:
+        """``survey_runs``: RUN collections every Site's data goes into (raw data, calibrations), which only an
+        admin writes; the datasets of every other run are registered with the token of the Site holding them."""
         self.url = url
         self._admin = admin_token
         self._site_tokens: dict[str, str] = {}
         self._known_types: set[str] = set()
+        self._survey_runs = frozenset(survey_runs)
         self._client = httpx.Client(base_url=url, timeout=timeout_s)
 
     def __enter__(self) -> Self:
@@ -70,7 +76,7 @@ class HttpArchive:
     # ------------------------------------------------------------------ plumbing
 
     def _call(self, method: str, path: str, token: str | None = None, ok: tuple[int, ...] = (200,), **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"Authorization": f"Bearer {token or self._admin}"}
         response = self._client.request(method, path, headers=headers, **kw)
         if response.status_code not in ok:
             raise ArchiveRequestError(response)
@@ -97,6 +103,12 @@ class HttpArchive:
             created = self._call("POST", "/tokens", self._admin, ok=(201,), json={"name": name, "site": site})
             self._site_tokens[site] = created["token"]
 
+    def issue_reader_token(self, name: str = f"{TOKEN_PREFIX}reader") -> str:
+        """A fresh read-only token (for the commands the demo suggests), revoking an earlier one of that name."""
+        self._call("DELETE", f"/tokens/{name}", self._admin, ok=(204, 404))
+        created = self._call("POST", "/tokens", self._admin, ok=(201,), json={"name": name, "role": "reader"})
+        return str(created["token"])
+
     def _ensure_types(self, types: Iterable[DatasetType]) -> None:
         for kind in types:
             if kind.name not in self._known_types:
@@ -106,7 +118,8 @@ class HttpArchive:
                 self._known_types.add(kind.name)
 
     def register(self, batch: Registration) -> Registered:
-        """One bulk ingest: the archive commits the datasets, replicas and lineage together or not at all."""
+        """Bulk ingests, each committing its datasets, replicas and lineage together or not at all: first those
+        of survey runs (admin token), then the others (their Site's token), so lineage finds its inputs."""
         if not batch.datasets:
             return Registered(0, 0)
         self._ensure_types(batch.dataset_types.values())
@@ -114,16 +127,24 @@ class HttpArchive:
         for replica in batch.replicas:
             replicas.setdefault(replica.dataset_id, []).append(replica)
         lineage = {item.dataset_id: item for item in batch.lineage}
-        datasets = [_dataset_body(ref, replicas.get(ref.id, []), lineage.get(ref.id)) for ref in batch.datasets]
-        token = self._token_for(r.site for r in batch.replicas)
-        result = self._call("POST", "/datasets/ingest", token, json={"datasets": datasets})
-        return Registered(int(result["inserted"]), int(result["existing"]))
+        survey = [ref for ref in batch.datasets if ref.run in self._survey_runs]
+        own = [ref for ref in batch.datasets if ref.run not in self._survey_runs]
+        registered = Registered(0, 0)
+        for refs, token in (
+            (survey, self._admin),
+            (own, self._token_for(r.site for ref in own for r in replicas.get(ref.id, []))),
+        ):
+            if refs:
+                datasets = [_dataset_body(ref, replicas.get(ref.id, []), lineage.get(ref.id)) for ref in refs]
+                result = self._call("POST", "/datasets/ingest", token, json={"datasets": datasets})
+                registered += Registered(int(result["inserted"]), int(result["existing"]))
+        return registered
 
     def register_replicas(self, replicas: Sequence[Replica]) -> Registered:
         """Each copy registered by the Site that holds it (201: new, 200: already registered as is)."""
         new = 0
         for replica in replicas:
-            body = replica.model_dump(mode="json", exclude={"updated_at"})
+            body = replica.model_dump(mode="json")
             token = self._token_for([replica.site])
             response = self._client.post("/replicas", json=body, headers={"Authorization": f"Bearer {token}"})
             if response.status_code not in (200, 201):
@@ -135,11 +156,12 @@ class HttpArchive:
         body = {"placements": [p.model_dump(mode="json") for p in placements]}
         self._call("PUT", "/placements", self._admin, json=body)
 
-    # ------------------------------------------------------------------ reads (open: no token needed)
+    # ------------------------------------------------------------------ reads (with the admin token)
 
     def replicas_of(self, dataset_id: str) -> list[Replica]:
         found = self._call("GET", f"/datasets/{dataset_id}/replicas")
-        return [Replica.model_validate({k: v for k, v in r.items() if k != "id"}) for r in found]
+        replicas: list[Replica] = [ReplicaRecord.model_validate(r) for r in found]
+        return replicas
 
     def datasets(self, dataset_type: str | None = None, where: str = "") -> Iterator[dict[str, Any]]:
         """Every dataset matching, following the archive's paging cursor."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,21 +23,27 @@ from sgs.demo.archive import (
     Registered,
     Registration,
     archive_universe,
-    checksums,
     dataset_ref,
     dataset_type_for,
 )
 from sgs.demo.survey import DemoSite, PlannedObservation, replicate
 from sgs.local.executor import LocalExecutor, LocalRunResult, as_pipeline, machine_capacity
 from sgs.local.record import RunRecord
-from sgs.model.dataset import DatasetRef, Lineage, Placement, PlacementDimension, Replica
+from sgs.model.dataset import DatasetRef, Lineage, Placement, PlacementDimension
+from sgs.model.replica import Replica
 from sgs.nir.quality import QualityReport, evaluate
 from sgs.nir.sim import ObservationFiles
 from sgs.planner import Planner, TaskState
+from sgs.storage import checksum_file, replica_key, suffix_of
 
 INSTRUMENT = "NISP-SIM"
 RAW_COLLECTION = f"{INSTRUMENT}/raw/all"
 CALIB_COLLECTION = f"{INSTRUMENT}/calib"
+REFCAT_COLLECTION = "refcats"
+SIMULATION_COLLECTION = "simulation"
+# Every Site's inputs go into these: survey collections, written with an admin token (a Run's own outputs are
+# registered by its Site).
+SURVEY_COLLECTIONS = (RAW_COLLECTION, CALIB_COLLECTION, REFCAT_COLLECTION, SIMULATION_COLLECTION)
 # Pipeline outputs get survey-level dataset type names; intermediates are named after executable and port.
 PRODUCT_TYPES = {"calDither": "nir_calexp", "stackedImage": "nir_stack", "sourceCatalog": "nir_catalog"}
 REPLICATED_PRODUCTS = ("stackedImage", "sourceCatalog")
@@ -134,6 +141,7 @@ class _Registry:
     site: DemoSite
     batch: Registration = field(default_factory=Registration)
     by_path: dict[str, DatasetRef] = field(default_factory=dict)
+    replica_of: dict[uuid.UUID, Replica] = field(default_factory=dict)
 
     def add(
         self, path: Path, dataset_type: str, data_id: dict[str, Any], run: str, task: str | None = None
@@ -141,19 +149,19 @@ class _Registry:
         kind = self.batch.dataset_types.get(dataset_type) or dataset_type_for(dataset_type, data_id, archive_universe())
         self.batch.dataset_types[dataset_type] = kind
         ref = dataset_ref(kind, data_id, run, task)
-        sums = checksums(path)
-        self.batch.datasets.append(ref)
-        self.batch.replicas.append(
-            Replica(
-                dataset_id=ref.id,
-                site=self.site.name,
-                uri=path.resolve().as_uri(),
-                size=sums.size,
-                adler32=sums.adler32,
-                sha256=sums.sha256,
-            )
+        sums = checksum_file(path)
+        replica = Replica(
+            dataset_id=ref.id,
+            site=self.site.name,
+            uri=path.resolve().as_uri(),
+            size=sums.size,
+            adler32=sums.adler32,
+            sha256=sums.sha256,
         )
+        self.batch.datasets.append(ref)
+        self.batch.replicas.append(replica)
         self.by_path[str(path.resolve())] = ref
+        self.replica_of[ref.id] = replica
         return ref
 
 
@@ -181,8 +189,8 @@ def _register_inputs(registry: _Registry, obs: PlannedObservation, files: Observ
         registry.add(path, "nir_raw", base | {"exposure": exposure_number(obs, dither)}, RAW_COLLECTION)
     registry.add(files.mdb, "nir_mdb", {"instrument": INSTRUMENT}, CALIB_COLLECTION)
     registry.add(files.master_dark, "nir_master_dark", {"instrument": INSTRUMENT}, CALIB_COLLECTION)
-    registry.add(files.refcat, "ref_catalog", {"tile": obs.tile_number}, "refcats")
-    registry.add(files.truth, "sim_truth", {"tile": obs.tile_number}, "simulation")
+    registry.add(files.refcat, "ref_catalog", {"tile": obs.tile_number}, REFCAT_COLLECTION)
+    registry.add(files.truth, "sim_truth", {"tile": obs.tile_number}, SIMULATION_COLLECTION)
 
 
 def _product_type(port: str, executable: str, pipeline_outputs: dict[str, str], path: str) -> str:
@@ -262,25 +270,33 @@ def _replicate_products(archive: Archive, outcome: ObservationOutcome, registry:
     obs = outcome.observation
     if obs.secondary == obs.primary:
         return NOTHING
-    copies = []
+    products = []
     for name in REPLICATED_PRODUCTS:
-        source = outcome.products[name]
-        destination = obs.secondary.store / "products" / obs.obs_id / source.name
-        sums = replicate(source, destination)
-        ref = registry.by_path[str(source.resolve())]
+        ref = registry.by_path[str(outcome.products[name].resolve())]
+        products.append((ref, registry.replica_of[ref.id]))
+    registered = archive.register_replicas(copy_to_site(products, obs.primary, obs.secondary))
+    outcome.replicated_to = [obs.secondary.name]
+    return registered
+
+
+def copy_to_site(products: list[tuple[DatasetRef, Replica]], source: DemoSite, destination: DemoSite) -> list[Replica]:
+    """Copy datasets' replicas at ``source`` to their deterministic keys at ``destination``: the new replicas."""
+    copies = []
+    for ref, replica in products:
+        path = Path(source.storage.root, source.storage.key_of(replica.uri))
+        key = replica_key(ref.dataset_type, ref.id, suffix_of(path.name))
+        uri, sums = replicate(source, path, destination, key, expected=replica.checksums)
         copies.append(
             Replica(
                 dataset_id=ref.id,
-                site=obs.secondary.name,
-                uri=destination.resolve().as_uri(),
+                site=destination.name,
+                uri=uri,
                 size=sums.size,
                 adler32=sums.adler32,
                 sha256=sums.sha256,
             )
         )
-    registered = archive.register_replicas(copies)
-    outcome.replicated_to = [obs.secondary.name]
-    return registered
+    return copies
 
 
 def assess(outcome: ObservationOutcome, files: ObservationFiles) -> None:

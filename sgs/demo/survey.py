@@ -2,17 +2,17 @@
 
 Every observation gets a primary Site (where its raw data lands and its pipeline runs) and a secondary Site
 (where its final products are replicated). The calibration files and each tile's reference catalogue are made
-once and replicated, with checksums verified, to every Site that processes data needing them.
+once and copied to every Site that processes data needing them. Each Site's store is a POSIX directory, and
+every copy goes through :mod:`sgs.storage` (streamed, checksummed, verified), as between real Sites.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sgs.demo.archive import Checksums, checksums
+from sgs.model.checksum import Checksums
 from sgs.nir.sim import (
     CalibrationFiles,
     ObservationFiles,
@@ -23,15 +23,12 @@ from sgs.nir.sim import (
     simulate_observation,
     simulate_tile,
 )
+from sgs.storage import PosixStore, checksum_file, copy
 
 SITE_NAMES = ("sdc-it", "sdc-fr", "sdc-de", "sdc-es", "sdc-uk", "sdc-nl", "sdc-ch", "sdc-fi", "sdc-us")
 # Pointings of successive observations of one tile (arcsec east, north of the tile centre).
 POINTING_PATTERN = ((0.0, 0.0), (6.0, -4.5), (-5.0, 5.5), (3.0, 7.0), (-6.5, -3.0))
 TILE_SPACING_DEG = 0.05
-
-
-class ReplicationError(RuntimeError):
-    """A copy did not match its source after transfer; the partial copy was removed."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +43,12 @@ class DemoSite:
     @property
     def work(self) -> Path:
         return self.root / "work"
+
+    @property
+    def storage(self) -> PosixStore:
+        """The Site's storage: its whole directory, as a real Site's ``storage.path`` holds its Runs' outputs
+        (``work/``) and its data (``store/``, and copies from other Sites at their deterministic keys)."""
+        return PosixStore(self.name, self.root)
 
 
 @dataclass(frozen=True)
@@ -97,19 +100,19 @@ def plan_survey(root: Path, observations: int = 6, tiles: int = 2, sites: int = 
     return SurveyPlan(root, site_list, tile_list, tuple(planned), seed)
 
 
-def replicate(source: Path, destination: Path) -> Checksums:
-    """Copy a file and verify it arrived intact before it becomes visible under its final name."""
-    expected = checksums(source)
-    if destination.exists() and checksums(destination) == expected:
-        return expected
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.partial")
-    shutil.copyfile(source, partial)
-    if checksums(partial) != expected:
-        partial.unlink(missing_ok=True)
-        raise ReplicationError(f"copy of {source} to {destination} does not match its checksums")
-    partial.replace(destination)
-    return expected
+def replicate(
+    source: DemoSite, path: Path, destination: DemoSite, key: str, expected: Checksums | None = None
+) -> tuple[str, Checksums]:
+    """Copy a file of ``source``'s store to ``key`` in ``destination``'s: the copy URI and its checksums.
+
+    ``expected`` (the source replica's checksums; read from the file when not given) is what the copy must
+    match; a destination already holding it is left as it is, so a re-run copies nothing twice.
+    """
+    source_store, destination_store = source.storage, destination.storage
+    source_key = source_store.key_of(path.resolve().as_uri())
+    expected = expected or checksum_file(path)
+    result = copy(source_store, source_key, destination_store, key, expected=expected, reuse_existing=True)
+    return result.destination_uri, result.checksums
 
 
 @dataclass(frozen=True)
@@ -119,19 +122,18 @@ class SimulatedSurvey:
     tile_home: dict[str, DemoSite]
 
 
-def _site_copy(files: CalibrationFiles | TileFiles, site: DemoSite, folder: str) -> dict[str, Path]:
+def _site_copy(files: CalibrationFiles | TileFiles, home: DemoSite, site: DemoSite, folder: str) -> dict[str, Path]:
+    """The files at ``site`` (copied from ``home`` unless they are made there), by role."""
     paths = (
         {"mdb": files.mdb, "master_dark": files.master_dark}
         if isinstance(files, CalibrationFiles)
         else {"truth": files.truth_path, "refcat": files.refcat}
     )
-    return {key: _replicated(path, site.store / folder / path.name) for key, path in paths.items()}
-
-
-def _replicated(source: Path, destination: Path) -> Path:
-    if source.resolve() != destination.resolve():
-        replicate(source, destination)
-    return destination
+    if site == home:
+        return paths
+    for path in paths.values():
+        replicate(home, path, site, f"store/{folder}/{path.name}")
+    return {role: site.store / folder / path.name for role, path in paths.items()}
 
 
 def simulate_survey(
@@ -152,8 +154,8 @@ def simulate_survey(
             )
     simulated: dict[int, ObservationFiles] = {}
     for obs in plan.observations:
-        calib = _site_copy(calibration, obs.primary, "calib")
-        tile = _site_copy(tile_files[obs.tile.tile_id], obs.primary, "catalogs")
+        calib = _site_copy(calibration, home, obs.primary, "calib")
+        tile = _site_copy(tile_files[obs.tile.tile_id], tile_home[obs.tile.tile_id], obs.primary, "catalogs")
         simulated[obs.number] = simulate_observation(
             obs.primary.store / "raw" / obs.obs_id,
             obs.obs_id,

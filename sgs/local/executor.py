@@ -25,7 +25,8 @@ from typing import Any
 import psutil
 
 from sgs import __version__
-from sgs.local.process import Outcome, TaskProcess, command_argv, kill_leftover
+from sgs.launcher.identity import MARKER_ENV, ProcessIdentity, identify, kill_leftover, new_marker
+from sgs.local.process import Outcome, TaskProcess, command_argv
 from sgs.local.record import RunRecord
 from sgs.model.pipeline import Pipeline, PipelineSpec
 from sgs.naming import task_dir_name
@@ -105,13 +106,16 @@ class LocalExecutor:
 
     def _resume(self) -> None:
         rows = list(self.record.tasks())
-        for row in rows:
-            if row.state == TaskState.RUNNING.value:
-                kill_leftover(row.pid, row.started)
+        killed = {
+            row.id: kill_leftover(ProcessIdentity.from_dict(row.process))
+            for row in rows
+            if row.state == TaskState.RUNNING.value
+        }
         lost = self.planner.restore(row.record for row in rows)
         for task in lost:
             self.planner.requeue(task.id)
-            self._save(task, message="requeued: the executor that ran it stopped")
+            leftovers = f" (killed {n} process(es) it left running)" if (n := killed.get(task.id)) else ""
+            self._save(task, message=f"requeued: the executor that ran it stopped{leftovers}", process=None)
 
     # ------------------------------------------------------------------ main loop
 
@@ -144,7 +148,7 @@ class LocalExecutor:
 
     def _launch_ready(self) -> None:
         free = self._free_capacity()
-        for task in self.planner.take(time.monotonic(), free):
+        for task in self.planner.take(time.time(), free):
             self._launch(task)
         if not self.running:
             self._fail_unplaceable()
@@ -157,7 +161,7 @@ class LocalExecutor:
 
     def _fail_unplaceable(self) -> None:
         """Nothing runs, yet ready tasks wait: those asking more than this machine has fail, clearly."""
-        for task in self.planner.take(time.monotonic(), None):
+        for task in self.planner.take(time.time(), None):
             need = task.resources
             if self.capacity.fits(need):
                 self.planner.requeue(task.id)
@@ -166,7 +170,7 @@ class LocalExecutor:
                 f"needs {need.cores} cores, {need.ram:g} GiB, {need.gpus} GPUs; this executor offers "
                 f"{self.capacity.cores} cores, {self.capacity.ram:.1f} GiB, {self.capacity.gpus} GPUs"
             )
-            self.planner.fail(task.id, time.monotonic(), message, permanent=True)
+            self.planner.fail(task.id, time.time(), message, permanent=True)
             self._save(task, message=message)
 
     def _launch(self, task: Task) -> None:
@@ -178,6 +182,7 @@ class LocalExecutor:
         args = self._arguments(task, outdir)
         argv = command_argv(task.executable.command, args)
         env = self._environment(task, scratch)
+        marker = env[MARKER_ENV] = new_marker()
         suffix = f".{task.attempt}" if task.attempt else ""
         proc = TaskProcess(
             argv=argv,
@@ -193,13 +198,14 @@ class LocalExecutor:
             proc.start()
         except OSError as err:
             message = f"cannot start {argv[0]!r}: {err.strerror or err}"
-            self.planner.fail(task.id, time.monotonic(), message, permanent=True)
+            self.planner.fail(task.id, time.time(), message, permanent=True)
             self._save(task, message=message, started=started, ended=started)
             return
         self.running[task.id] = proc
         self._save(
             task,
             pid=proc.pid,
+            process=identify(proc.pid, marker).as_dict(),
             started=started,
             ended=None,
             exit_code=None,
@@ -250,7 +256,7 @@ class LocalExecutor:
             message = None
         else:
             message = f"{outcome.reason}: {outcome.message}"
-            self.planner.fail(task.id, time.monotonic(), message, oom=outcome.reason == "OOMKilled")
+            self.planner.fail(task.id, time.time(), message, oom=outcome.reason == "OOMKilled")
         self.record.save_attempt(
             task.id,
             attempt,
@@ -329,7 +335,7 @@ class LocalExecutor:
         self.record.close()
 
 
-_VOLATILE_ENV = {"TMPDIR", "SGS_RUN_ID", "SGS_TASK_ID", "SGS_ATTEMPT", "OLDPWD", "PWD", "SHLVL", "_"}
+_VOLATILE_ENV = {"TMPDIR", "SGS_RUN_ID", "SGS_TASK_ID", "SGS_ATTEMPT", MARKER_ENV, "OLDPWD", "PWD", "SHLVL", "_"}
 
 
 def _run_message(planner: Planner) -> str | None:

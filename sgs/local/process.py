@@ -170,20 +170,6 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def kill_leftover(pid: int | None, started_after: float | None) -> bool:
-    """Kill a task process left running by an executor that died (``kill -9``), if it is still ours."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if started_after is not None and proc.create_time() + 1.0 < started_after:
-            return False  # a different process reusing the pid
-        os.killpg(pid, signal.SIGKILL)
-    except (psutil.Error, ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 def command_argv(command: str, args: list[str]) -> list[str]:
     return [*_split_command(command), *args]
 

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS task (
     requested TEXT,
     usage TEXT,
     lineage TEXT,
-    outdir TEXT
+    outdir TEXT,
+    process TEXT
 );
 CREATE TABLE IF NOT EXISTS attempt (
     task TEXT NOT NULL,
@@ -88,6 +89,7 @@ class TaskRow:
     usage: dict[str, Any] | None
     lineage: dict[str, Any] | None
     outdir: str | None
+    process: dict[str, Any] | None  # the running attempt's ProcessIdentity
 
 
 class RunRecord:
@@ -98,6 +100,13 @@ class RunRecord:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A record written by an older sgs lacks newer columns; resuming it adds them (empty)."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(task)")}
+        if "process" not in have:
+            self.db.execute("ALTER TABLE task ADD COLUMN process TEXT")
 
     @classmethod
     def open_existing(cls, workdir: Path) -> RunRecord:
@@ -157,7 +166,7 @@ class RunRecord:
     def tasks(self) -> Iterator[TaskRow]:
         rows = self.db.execute(
             "SELECT id, state, attempt, record, pid, started, ended, exit_code, message, command, requested,"
-            " usage, lineage, outdir FROM task ORDER BY rowid"
+            " usage, lineage, outdir, process FROM task ORDER BY rowid"
         )
         for r in rows:
             yield TaskRow(
@@ -175,6 +184,7 @@ class RunRecord:
                 _json(r[11]),
                 _json(r[12]),
                 r[13],
+                _json(r[14]),
             )
 
     def attempts(self, tid: str) -> list[dict[str, Any]]:

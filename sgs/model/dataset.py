@@ -1,8 +1,8 @@
-"""Datasets and where they live: the dimension universe, data IDs, dataset types, collections, replicas, lineage.
+"""Datasets: the dimension universe, data IDs, dataset types, collections, lineage and placement.
 
-The vocabulary follows the Butler registry (dimensions, data IDs, RUN/TAGGED/CHAINED collections) and Rucio
-(replicas with checksums and a state). Everything here is pure: validation and identity rules that the archive
-service, the transfer service and the local executor must agree on.
+The vocabulary follows the Butler registry (dimensions, data IDs, RUN/TAGGED/CHAINED collections); where the
+bytes are is in :mod:`sgs.model.replica`. Everything here is pure: validation and identity rules that the
+archive service, the transfer service and the local executor must agree on.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Self
 
@@ -22,8 +21,6 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]{0,30}$"
 DATASET_TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.]{0,127}$"
 COLLECTION_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$"
 SITE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-ADLER32_PATTERN = r"^[0-9a-f]{8}$"
-SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MAX_STRING_KEY = 256
 MAX_INT_KEY = 2**63 - 1
 
@@ -279,34 +276,6 @@ class Collection(ArchiveModel):
         if self.children and self.type is not CollectionType.CHAINED:
             raise ValueError(f"children: only a CHAINED collection has children, not a {self.type} one")
         return self
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Replicas
-
-
-class ReplicaState(StrEnum):
-    AVAILABLE = "available"
-    """The file is at the site and its checksums were verified."""
-    COPYING = "copying"
-    """A transfer to the site is under way; not yet usable."""
-    BAD = "bad"
-    """The copy failed verification or was found corrupted; must be replaced."""
-    DELETED = "deleted"
-    """The copy was removed; kept as a record."""
-
-
-class Replica(ArchiveModel):
-    """One copy of a dataset's file at a Site."""
-
-    dataset_id: uuid.UUID
-    site: SiteName
-    uri: str = Field(min_length=1, max_length=2048)
-    size: int = Field(ge=0, le=2**62)
-    adler32: str = Field(pattern=ADLER32_PATTERN)
-    sha256: str = Field(pattern=SHA256_PATTERN)
-    state: ReplicaState = ReplicaState.AVAILABLE
-    updated_at: datetime | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------

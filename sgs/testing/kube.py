@@ -2,8 +2,10 @@
 
 Binaries come from tools/build-binaries.sh (pinned releases built from Go modules). Everything is on free
 loopback ports with a fresh PKI in the work directory; clients authenticate with an admin bearer token
-(group system:masters) written into `kubeconfig`. There are no nodes: pods stay Pending with a
-FailedScheduling event until a (virtual) kubelet registers one.
+(group system:masters) written into `kubeconfig`. The API server reaches kubelets with a client certificate
+from the cluster CA (user `kube-apiserver-kubelet-client`, bound to `system:kubelet-api-admin`), as kubeadm
+sets it up. There are no nodes: pods stay Pending with a FailedScheduling event until a (virtual) kubelet
+registers one.
 
 `KubePart.existing(kubeconfig)` wraps a cluster someone else runs (kind, k3d, a site): nothing starts.
 """
@@ -11,9 +13,7 @@ FailedScheduling event until a (virtual) kubelet registers one.
 from __future__ import annotations
 
 import base64
-import datetime
 import functools
-import ipaddress
 import json
 import os
 import secrets
@@ -26,11 +26,8 @@ from typing import Any, Self
 
 import httpx
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
+from sgs.kube.pki import Authority, new_key, private_pem, public_pem, write_pem
 from sgs.testing._process import ManagedProcess, PartError, free_port, wait_until
 from sgs.testing.base import Part, require_binary
 from sgs.testing.binaries import BUILD_HINT, binary_path, kubectl_path
@@ -51,6 +48,17 @@ CONTROLLERS = (
     "replicaset-controller",
 )
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+RBAC = "rbac.authorization.k8s.io"
+APISERVER_HOSTS = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+    "127.0.0.1",
+    "10.0.0.1",
+)
 
 
 class KubePart(Part):
@@ -117,6 +125,21 @@ class KubePart(Part):
         headers = {"Authorization": f"Bearer {self._token}"}
         return httpx.Client(base_url=self.server, verify=context, headers=headers, timeout=30)
 
+    def authority(self) -> Authority:
+        """The cluster CA (own control plane only): tests issue client certificates from it."""
+        return Authority.load(self.pki / "ca.crt", self.pki / "ca.key")
+
+    def compact(self) -> None:
+        """Compact etcd's history up to now (the API server does it every 5 minutes): older versions are gone."""
+        if self.external:
+            raise PartError("kube: compact() needs the control plane started here")
+        etcd = f"http://127.0.0.1:{self._ports['etcd']}/v3"
+        revision = httpx.post(f"{etcd}/kv/range", json={"key": base64.b64encode(b"/").decode()}, timeout=10)
+        current = revision.json()["header"]["revision"]
+        response = httpx.post(f"{etcd}/kv/compaction", json={"revision": current, "physical": True}, timeout=30)
+        if response.status_code != 200:
+            raise PartError(f"kube: etcd compaction refused ({response.status_code}): {response.text}")
+
     def install_crds(self, files: Iterable[Path], *, timeout_s: float = 60) -> list[str]:
         """Apply every CustomResourceDefinition in `files` and wait until each is Established."""
         documents = [doc for path in files for doc in _yaml_documents(path)]
@@ -141,6 +164,7 @@ class KubePart(Part):
         if self.scheduler:
             self._start_scheduler()
         self._wait_default_service_account()
+        self._bind_kubelet_client()
         self.install_crds(self.crd_files)
 
     def _stop_processes(self) -> None:
@@ -151,24 +175,22 @@ class KubePart(Part):
 
     def _write_pki(self) -> None:
         tokens = self.pki / "tokens.csv"
-        if tokens.is_file():
+        if tokens.is_file() and (self.pki / "kubelet-client.crt").is_file():
             # A restart over kept data keeps its CA, keys and admin token: tokens already issued stay valid.
             self._token = tokens.read_text().split(",", 1)[0]
             return
-        self.pki.mkdir(parents=True, exist_ok=True)
-        ca_key, ca_cert = _self_signed_ca("sgs-dev-ca")
-        serving_key = _rsa_key()
-        serving_cert = _serving_cert(serving_key, ca_key, ca_cert)
-        _write_pem(self.pki / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
-        _write_pem(self.pki / "apiserver.crt", serving_cert.public_bytes(serialization.Encoding.PEM))
-        _write_pem(self.pki / "apiserver.key", _private_pem(serving_key), private=True)
-        sa_key = _rsa_key()
-        _write_pem(self.pki / "sa.key", _private_pem(sa_key), private=True)
-        public = sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        _write_pem(self.pki / "sa.pub", public)
-        _write_pem(self.pki / "tokens.csv", f'{self._token},admin,admin,"system:masters"\n'.encode(), private=True)
+        if tokens.is_file():
+            # Kept from before the API server had a kubelet client certificate (and the CA key was not kept):
+            # a new PKI, the same admin token.
+            self._token = tokens.read_text().split(",", 1)[0]
+        ca = Authority.create("sgs-dev-ca")
+        ca.write(self.pki / "ca.crt", self.pki / "ca.key")
+        ca.issue_server("kube-apiserver", APISERVER_HOSTS).write(self.pki / "apiserver.crt", self.pki / "apiserver.key")
+        ca.issue_client(KUBELET_CLIENT_USER).write(self.pki / "kubelet-client.crt", self.pki / "kubelet-client.key")
+        sa_key = new_key()  # signs service-account tokens (ES256)
+        write_pem(self.pki / "sa.key", private_pem(sa_key), private=True)
+        write_pem(self.pki / "sa.pub", public_pem(sa_key))
+        write_pem(tokens, f'{self._token},admin,admin,"system:masters"\n'.encode(), private=True)
 
     def _write_kubeconfig(self) -> None:
         ca_data = (self.pki / "ca.crt").read_bytes()
@@ -227,6 +249,9 @@ class KubePart(Part):
             f"--tls-private-key-file={self.pki / 'apiserver.key'}",
             f"--client-ca-file={self.pki / 'ca.crt'}",
             f"--token-auth-file={self.pki / 'tokens.csv'}",
+            # How it proves itself to kubelets (logs, exec): a client certificate from the cluster CA.
+            f"--kubelet-client-certificate={self.pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={self.pki / 'kubelet-client.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={self.pki / 'sa.pub'}",
@@ -234,6 +259,9 @@ class KubePart(Part):
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--profiling=false",
+            # PodTemplates (which nothing here uses) are watched straight from etcd, not its watch cache: after
+            # compact(), a watch from an older version gets the 410 Gone a long-lived cluster gives.
+            "--watch-cache-sizes=podtemplates#0",
         ]
         process = self._spawn(ManagedProcess("kube-apiserver", argv, self.log_dir / "kube-apiserver.log"))
         wait_until(self._apiserver_ready, what="kube-apiserver /readyz", timeout_s=90, process=process)
@@ -298,6 +326,24 @@ class KubePart(Part):
 
         wait_until(exists, what="the default ServiceAccount", timeout_s=30)
 
+    def _bind_kubelet_client(self) -> None:
+        """Let the API server's kubelet client user do what it asks of kubelets (kubeadm's binding)."""
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "sgs:kube-apiserver-kubelet-client"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:kubelet-api-admin",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBELET_CLIENT_USER}],
+        }
+        with self.api() as api:
+            response = api.post("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json=binding)
+            if response.status_code not in (201, 409):
+                raise PartError(f"kube: kubelet client binding refused ({response.status_code}): {response.text}")
+
     # --- CRDs ----------------------------------------------------------------------------------
 
     def _api_apply_crds(self, crds: list[dict[str, Any]], timeout_s: float) -> None:
@@ -361,77 +407,3 @@ def _http_ok(url: str, *, insecure: bool = False) -> bool:
         return httpx.get(url, verify=not insecure, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _private_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-
-
-def _write_pem(path: Path, data: bytes, *, private: bool = False) -> None:
-    path.write_bytes(data)
-    path.chmod(0o600 if private else 0o644)
-
-
-def _validity() -> tuple[datetime.datetime, datetime.datetime]:
-    now = datetime.datetime.now(datetime.UTC)
-    return now - datetime.timedelta(hours=1), now + datetime.timedelta(days=365)
-
-
-def _self_signed_ca(common_name: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = _rsa_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    not_before, not_after = _validity()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _serving_cert(key: rsa.RSAPrivateKey, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate) -> x509.Certificate:
-    dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
-    dns.append("kubernetes.default.svc.cluster.local")
-    ips = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("10.0.0.1")]
-    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ip) for ip in ips]
-    not_before, not_after = _validity()
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )

@@ -21,9 +21,10 @@ import pytest
 from rich.console import Console
 
 from sgs.demo.app import ARCHIVE_DB_DIR, ArchiveKind, DemoOptions, DemoResult, run_demo
-from sgs.demo.archive import LocalArchive, checksums
+from sgs.demo.archive import LocalArchive
 from sgs.demo.http_archive import HttpArchive
 from sgs.demo.service import EmbeddedArchive
+from sgs.storage import checksum_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -107,7 +108,7 @@ def test_archive_holds_datasets_replicas_lineage_and_placements(demo: tuple[Path
         replicas = archive.replicas_of(catalog["id"])
         assert {r.site for r in replicas} == {"sdc-it", "sdc-fr"}
         for replica in replicas:
-            assert checksums(Path(replica.uri.removeprefix("file://"))).sha256 == replica.sha256
+            assert checksum_file(Path(replica.uri.removeprefix("file://"))).sha256 == replica.sha256
 
         graph = archive.lineage(catalog["id"], depth=30)
         nodes = {n["id"]: n for n in graph["nodes"]}

@@ -18,7 +18,7 @@ from sgs.demo.archive import Registered, Registration, archive_universe, dataset
 from sgs.demo.http_archive import HttpArchive
 from sgs.demo.report import lineage_tree
 from sgs.demo.service import EmbeddedArchive
-from sgs.model.dataset import Replica
+from sgs.model.replica import Replica
 from sgs.testing.postgres import PostgresPart
 
 pytestmark = pytest.mark.integration
@@ -54,11 +54,11 @@ def replica_of(dataset_id: object, site: str, content: bytes) -> Replica:
     )
 
 
-def raw_exposure(exposure: int) -> Registration:
+def raw_exposure(exposure: int, run: str = "NISP-SIM/raw/all") -> Registration:
     data_id: dict[str, int | str] = {"instrument": "NISP-SIM", "band": "H", "observation": 9, "tile": 3}
     data_id["exposure"] = exposure
     kind = dataset_type_for("nir_raw", data_id, archive_universe())
-    ref = dataset_ref(kind, data_id, "NISP-SIM/raw/all")
+    ref = dataset_ref(kind, data_id, run)
     return Registration({kind.name: kind}, [ref], [replica_of(ref.id, "sdc-it", f"raw {exposure}".encode())])
 
 
@@ -106,6 +106,30 @@ def test_a_site_token_cannot_register_another_sites_replica(archive: HttpArchive
     )
     assert response.status_code == 403 and "sdc-fr" in response.text
     assert archive.register_replicas([copy]) == Registered(1, 0), "sdc-fr's own token may"
+
+
+def test_survey_runs_go_with_the_admin_token_and_a_sites_own_run_with_its_token(service: EmbeddedArchive) -> None:
+    """Raw data of every Site lands in one survey collection (admins write it); a Run's products in a RUN
+    collection its Site then owns, which another Site's token may not write."""
+    with HttpArchive(service.url, service.admin_token, survey_runs=["NISP-SIM/raw/survey"]) as client:
+        client.issue_site_tokens(["sdc-it", "sdc-fr"])
+        for site, exposure in (("sdc-it", 95), ("sdc-fr", 96)):
+            batch = raw_exposure(exposure, run="NISP-SIM/raw/survey")
+            kind = dataset_type_for("nir_calexp", batch.datasets[0].data_id, archive_universe())
+            calexp = dataset_ref(kind, batch.datasets[0].data_id, f"demo/{site}/run")
+            batch.dataset_types[kind.name] = kind
+            batch.datasets.append(calexp)
+            batch.replicas = [r.model_copy(update={"site": site}) for r in batch.replicas]
+            batch.replicas.append(replica_of(calexp.id, site, f"calexp {exposure}".encode()))
+            assert client.register(batch) == Registered(2, 0)
+        owners = httpx.get(f"{service.url}/collections", headers=bearer(service.admin_token)).json()["items"]
+        owner = {c["name"]: c["site"] for c in owners}
+        assert owner["NISP-SIM/raw/survey"] is None
+        assert (owner["demo/sdc-it/run"], owner["demo/sdc-fr/run"]) == ("sdc-it", "sdc-fr")
+        refused = httpx.delete(
+            f"{service.url}/collections/demo/sdc-it/run", headers=bearer(client.site_token("sdc-fr"))
+        )
+        assert refused.status_code == 403 and "sdc-it" in refused.text
 
 
 def test_a_postgres_left_by_a_killed_demo_is_replaced(tmp_path: Path) -> None:

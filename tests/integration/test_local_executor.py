@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -10,13 +12,16 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sgs.dsl import ComputingResources, Executable, Input, Output, RetryPolicy, pipeline
 from sgs.local import run_local
 from sgs.planner import RunPhase
+from sgs.testing import wait_until
 
 ROOT = Path(__file__).parent.parent.parent
 EXAMPLE = ROOT / "examples" / "parallel_split"
@@ -33,6 +38,13 @@ def program(bin_dir: Path, name: str, body: str) -> None:
         "args = dict(a[2:].split('=', 1) for a in sys.argv[1:])\n" + textwrap.dedent(body)
     )
     path.chmod(0o755)
+
+
+def local_command(reference: str, workdir: Path, run_id: str, bin_dir: Path, *inputs: str) -> list[str]:
+    """`sgs run --local` as a subprocess (so a test can kill -9 it), programs from ``bin_dir``."""
+    given = [arg for pair in inputs for arg in ("--input", pair)]
+    options = ["--workdir", str(workdir), "--run-id", run_id, "--no-progress", "--path", str(bin_dir)]
+    return [*SGS, "run", "--local", reference, *given, *options]
 
 
 def example_inputs() -> dict[str, str]:
@@ -199,21 +211,7 @@ def test_kill_9_mid_run_then_resume_redoes_no_finished_task(tmp_path: Path) -> N
             return x
     """)
     )
-    command = [
-        *SGS,
-        "run",
-        "--local",
-        f"{tmp_path / 'chain.py'}:chain",
-        "--input",
-        "x=seed",
-        "--workdir",
-        str(tmp_path / "w"),
-        "--run-id",
-        "crash1",
-        "--no-progress",
-        "--path",
-        str(bin_dir),
-    ]
+    command = local_command(f"{tmp_path / 'chain.py'}:chain", tmp_path / "w", "crash1", bin_dir, "x=seed")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -303,3 +301,208 @@ def test_a_request_larger_than_the_machine_fails_with_the_reason(tmp_path: Path)
     assert result.phase is RunPhase.FAILED
     db = sqlite3.connect(tmp_path / "w" / "run.sqlite")
     assert "needs 1 cores, 1 GiB, 1 GPUs; this executor offers" in db.execute("SELECT message FROM task").fetchone()[0]
+
+
+ONE_STEP = """
+from sgs.dsl import ComputingResources, Executable, Input, Output, RetryPolicy, pipeline
+step = Executable(command="step", inputs=[Input("x")], outputs=[Output("out")],
+                  resources=ComputingResources(cores=1), retry=RetryPolicy(max=1, backoff={backoff}, jitter=0))
+
+@pipeline(outputs=("out",))
+def one(x):
+    return step(x=x)
+"""
+
+
+def one_step_command(tmp_path: Path, run_id: str, backoff: float = 0.0) -> list[str]:
+    (tmp_path / "one.py").write_text(ONE_STEP.format(backoff=backoff))
+    return local_command(f"{tmp_path / 'one.py'}:one", tmp_path / "w", run_id, tmp_path / "bin", "x=seed")
+
+
+@contextlib.contextmanager
+def orphans_reparented_here() -> Iterator[None]:
+    """Become the child subreaper: orphans of our descendants become our children, and we reap them.
+
+    This container's PID 1 does not reap orphans, so a task leader whose executor was killed would linger as a
+    zombie (still holding its PID and group) instead of vanishing as it does under systemd; reaping it here gives
+    the tests a normal host's behaviour.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    set_child_subreaper = 36
+    libc.prctl(set_child_subreaper, 1, 0, 0, 0)
+    try:
+        yield
+    finally:
+        libc.prctl(set_child_subreaper, 0, 0, 0, 0)
+        reap_orphans()
+
+
+def reap_orphans() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def running_pid(workdir: Path) -> int | None:
+    try:
+        row = sqlite3.connect(workdir / "run.sqlite").execute("SELECT pid FROM task WHERE state = 'Running'").fetchone()
+    except sqlite3.Error:
+        return None
+    return int(row[0]) if row and row[0] else None
+
+
+def kill_9(process: subprocess.Popen[bytes]) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def reaped(pid: int) -> bool:
+    reap_orphans()
+    return gone(pid)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_resume_spares_a_process_that_reuses_a_lost_tasks_pid(tmp_path: Path) -> None:
+    """kill -9 the executor while a task runs; the task ends unwatched and its PID goes to an unrelated process
+    (the record is pointed at that process, as the kernel would recycle the number). The resumed run must not
+    kill it (the old check spared only processes older than the task), and must run the task again."""
+    gate = tmp_path / "hold"
+    gate.touch()
+    program(
+        tmp_path / "bin",
+        "step",
+        f"""
+        while os.path.exists({str(gate)!r}): time.sleep(0.05)
+        open(args['out'], 'w').write('done')
+    """,
+    )
+    command = one_step_command(tmp_path, "recycled")
+    with orphans_reparented_here():
+        first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: running_pid(tmp_path / "w") is not None, what="the task running", timeout_s=60)
+        kill_9(first)
+        task_pid = running_pid(tmp_path / "w")
+        assert task_pid is not None
+        os.killpg(task_pid, signal.SIGKILL)  # the task ends while no executor watches it
+        wait_until(lambda: reaped(task_pid), what="the task reaped", timeout_s=10)
+        decoy = subprocess.Popen(["sleep", "120"], start_new_session=True)  # leads a group of its own, like a task
+        try:
+            db = sqlite3.connect(tmp_path / "w" / "run.sqlite")
+            with db:
+                db.execute(
+                    "UPDATE task SET pid = ?, process = json_set(process, '$.pid', ?) WHERE state = 'Running'",
+                    (decoy.pid, decoy.pid),
+                )
+            gate.unlink()
+            second = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+            assert second.returncode == 0, second.stderr
+            assert decoy.poll() is None, "the resumed run killed a process that only reuses the lost task's PID"
+        finally:
+            decoy.kill()
+            decoy.wait()
+    assert (tmp_path / "w/tasks/step/out").read_text() == "done"
+
+
+def test_resume_kills_the_children_a_lost_task_left_running(tmp_path: Path) -> None:
+    """kill -9 the executor while a task runs a child; then the task's leader dies and the child runs on in its
+    process group. The resumed run kills that child (it carries the task's marker) before running the task again."""
+    gate = tmp_path / "hold"
+    gate.touch()
+    child_file = tmp_path / "child.pid"
+    program(
+        tmp_path / "bin",
+        "step",
+        f"""
+        import subprocess
+        if os.path.exists({str(gate)!r}):
+            child = subprocess.Popen(['sleep', '300'])
+            open({str(child_file)!r}, 'w').write(str(child.pid))
+            time.sleep(300)
+        open(args['out'], 'w').write('done')
+    """,
+    )
+    command = one_step_command(tmp_path, "orphans")
+    with orphans_reparented_here():
+        first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: child_file.exists() and child_file.read_text() != "", what="the child", timeout_s=60)
+        kill_9(first)
+        task_pid, child_pid = running_pid(tmp_path / "w"), int(child_file.read_text())
+        assert task_pid is not None
+        os.kill(task_pid, signal.SIGKILL)  # only the leader: its child runs on
+        wait_until(lambda: reaped(task_pid), what="the leader reaped", timeout_s=10)
+        assert not gone(child_pid)
+        gate.unlink()
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert second.returncode == 0, second.stderr
+        assert gone(child_pid), "the lost task's child still runs after the resume"
+    message = sqlite3.connect(tmp_path / "w" / "run.sqlite").execute("SELECT message FROM attempt").fetchall()
+    assert (tmp_path / "w/tasks/step/out").read_text() == "done", message
+
+
+def test_retry_times_are_persisted_as_wall_clock(tmp_path: Path) -> None:
+    """A retry's due time survives a restart and a reboot only as wall-clock time (a monotonic clock restarts
+    from zero at boot)."""
+    marker = tmp_path / "failed-once"
+    program(
+        tmp_path / "bin",
+        "step",
+        f"""
+        if not os.path.exists({str(marker)!r}):
+            open({str(marker)!r}, 'w').write('')
+            sys.exit(1)
+        open(args['out'], 'w').write('done')
+    """,
+    )
+    begin = time.time()
+    done = subprocess.run(one_step_command(tmp_path, "wall", backoff=0.5), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (record,) = sqlite3.connect(tmp_path / "w" / "run.sqlite").execute("SELECT record FROM task").fetchone()
+    not_before = json.loads(record)["not_before"]
+    assert begin + 0.5 <= not_before <= time.time(), f"not_before={not_before} is not a wall-clock time"
+
+
+def test_a_retry_due_while_the_executor_was_down_runs_at_once_on_resume(tmp_path: Path) -> None:
+    """kill -9 the executor while a failed task waits ten minutes for its retry; the record is then aged by them
+    (its due time, a wall-clock instant, now lies in the past, as a restart after a long stop or a reboot finds it).
+    The resumed run retries it straight away."""
+    marker = tmp_path / "failed-once"
+    program(
+        tmp_path / "bin",
+        "step",
+        f"""
+        if not os.path.exists({str(marker)!r}):
+            open({str(marker)!r}, 'w').write('')
+            sys.exit(1)
+        open(args['out'], 'w').write('done')
+    """,
+    )
+    command = one_step_command(tmp_path, "aged", backoff=600)
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db_path = tmp_path / "w" / "run.sqlite"
+
+    def retrying() -> bool:
+        try:
+            return bool(sqlite3.connect(db_path).execute("SELECT 1 FROM task WHERE state = 'Retrying'").fetchone())
+        except sqlite3.Error:
+            return False
+
+    wait_until(retrying, what="the task waiting for its retry", timeout_s=60)
+    kill_9(first)
+    db = sqlite3.connect(db_path)
+    (record,) = db.execute("SELECT record FROM task").fetchone()
+    aged = json.loads(record)
+    assert aged["not_before"] > time.time() + 500
+    aged["not_before"] = time.time() - 1
+    with db:
+        db.execute("UPDATE task SET record = ?", (json.dumps(aged),))
+    start = time.monotonic()
+    second = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert second.returncode == 0, second.stderr
+    assert time.monotonic() - start < 20
+    assert (tmp_path / "w/tasks/step/out").read_text() == "done"

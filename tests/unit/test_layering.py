@@ -1,46 +1,47 @@
-"""Imports stay one-way: deployables import the `sgs` core; the core imports none of them (DESIGN.md).
-
-The edges that compose deployables are exempt: the CLI (each `sgs <area>` command starts its deployable) and the
-embedded demo stack.
+"""Imports stay one-way (DESIGN.md), checked by import-linter's contracts in pyproject.toml (also `make lint`):
+deployables import the `sgs` core and never each other; the core imports no deployable except where the CLI and
+the embedded demo compose them; the pure core (planner, model, dsl, naming) does no I/O.
 """
 
 from __future__ import annotations
 
-import ast
+import tomllib
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).parent.parent.parent
-COMPOSERS = ("sgs/cli/", "sgs/demo/")
-DEPLOYABLES = {"sgs_operator", "sgs_archive", "sgs_transfer", "sgs_bridge", "sgs_console"}
-PURE = ("sgs/planner", "sgs/model", "sgs/dsl", "sgs/naming.py")
-IO_MODULES = {"subprocess", "socket", "sqlite3", "psycopg", "httpx", "requests", "nats", "minio", "kopf"}
+from importlinter.cli import lint_imports
 
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), str(path))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
+ROOT = Path(__file__).resolve().parents[2]
+PYPROJECT = ROOT / "pyproject.toml"
 
 
-def _files(*roots: str) -> list[Path]:
-    files: list[Path] = []
-    for root in roots:
-        path = ROOT / root
-        files.extend([path] if path.is_file() else sorted(path.rglob("*.py")))
-    return files
+def _settings() -> dict[str, Any]:
+    settings: dict[str, Any] = tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]
+    return settings
 
 
-def test_core_imports_no_deployable() -> None:
-    core = [p for p in _files("sgs") if not str(p.relative_to(ROOT)).startswith(COMPOSERS)]
-    offenders = {str(p.relative_to(ROOT)): _imports(p) & DEPLOYABLES for p in core}
-    assert {k: v for k, v in offenders.items() if v} == {}
+def _contract(kind: str, source: str | None = None) -> dict[str, Any]:
+    for contract in _settings()["contracts"]:
+        if contract["type"] == kind and (source is None or contract.get("source_modules") == [source]):
+            found: dict[str, Any] = contract
+            return found
+    raise AssertionError(f"no {kind} contract for {source}")
 
 
-def test_pure_core_does_no_io() -> None:
-    offenders = {str(p.relative_to(ROOT)): _imports(p) & IO_MODULES for p in _files(*PURE)}
-    assert {k: v for k, v in offenders.items() if v} == {}
+def _deployables() -> set[str]:
+    """Every top-level package of a deployable folder (operators/, services/<name>/)."""
+    folders = [ROOT / "operators", *sorted((ROOT / "services").iterdir())]
+    return {p.parent.name for folder in folders for p in folder.glob("*/__init__.py") if p.parent.name != "tests"}
+
+
+def test_the_import_contracts_are_kept() -> None:
+    assert lint_imports(config_filename=str(PYPROJECT), no_cache=True, no_logo=True) == 0
+
+
+def test_every_deployable_is_under_the_contracts() -> None:
+    """A new deployable (services/<name>/) is not silently exempt: it must be named in each contract."""
+    deployables = _deployables()
+    assert deployables, "no deployable packages found"
+    assert set(_settings()["root_packages"]) == {"sgs", *deployables}
+    assert set(_contract("independence")["modules"]) == deployables
+    assert set(_contract("forbidden", "sgs")["forbidden_modules"]) == deployables

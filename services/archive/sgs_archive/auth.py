@@ -1,4 +1,19 @@
-"""Bearer tokens: an admin token from the settings, and Site-scoped tokens stored as SHA-256 hashes.
+"""Who may do what: bearer tokens with a role, and the write rules every route applies through ``Principal``.
+
+Roles (``TokenRole``): every valid token reads (and, when ``public_reads`` is set, so does anyone);
+
+- ``admin`` (the ``admin_token`` setting, or a stored admin token) may do everything: tokens, dataset types,
+  placements, every collection and every Site's replicas;
+- ``site`` (bound to one Site) writes replicas at its Site only (register, change state), creates collections
+  (owned by its Site), and writes only the collections its Site owns: ingest into its RUN collections (with the
+  lineage of those datasets), tag and untag its TAGGED ones, edit the chains of its CHAINED ones, delete them.
+  A RUN collection an ingest creates is owned by the ingesting token's Site. Its chains and tags may *refer* to
+  other Sites' collections and datasets (that only reads them);
+- ``reader`` reads.
+
+A collection without an owning Site is a survey collection: only admins write it (collections that existed
+before ownership was recorded are such). Admins change an owner with ``PUT /collections/{name}/owner``. The
+dimension universe has no write route at all: it changes only with the file the service starts with.
 
 Tokens are 256-bit random strings, so a fast hash is enough (nothing to brute-force); comparing hashes keeps
 the token itself out of the database and the logs.
@@ -12,20 +27,25 @@ import secrets
 from dataclasses import dataclass
 
 from sgs_archive.db import Conn
-from sgs_archive.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
-from sgs_archive.schemas import TokenCreate, TokenCreated, TokenPublic
+from sgs_archive.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, UnauthorizedError
+from sgs_archive.schemas import TokenCreate, TokenCreated, TokenPublic, TokenRole
 
 ADMIN_NAME = "admin"
+AUTHORIZATION: tuple[str, ...] = ("header", "authorization")
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str
-    site: str | None
-    is_admin: bool
+    role: TokenRole
+    site: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is TokenRole.ADMIN
 
     def may_write_site(self, site: str) -> bool:
-        return self.is_admin or self.site == site
+        return self.is_admin or (self.role is TokenRole.SITE and self.site == site)
 
     def require_site(self, site: str, loc: tuple[str | int, ...]) -> None:
         if not self.may_write_site(site):
@@ -33,7 +53,26 @@ class Principal:
 
     def require_admin(self) -> None:
         if not self.is_admin:
-            raise ForbiddenError(("header", "authorization"), "an admin token is required")
+            raise ForbiddenError(AUTHORIZATION, f"token {self.name!r} is a {self.role} token; this needs an admin")
+
+    def require_writer(self) -> None:
+        if self.role is TokenRole.READER:
+            raise ForbiddenError(AUTHORIZATION, f"token {self.name!r} is read-only")
+
+    def require_collection(self, name: str, owner: str | None, loc: tuple[str | int, ...]) -> None:
+        """Writing a collection needs its owning Site's token or an admin's."""
+        if self.is_admin or (owner is not None and self.may_write_site(owner)):
+            return
+        held = f"site {owner!r}" if owner is not None else "the survey (admins only)"
+        raise ForbiddenError(loc, f"collection {name!r} belongs to {held}; token {self.name!r} may not write it")
+
+    def owner_of_new_collection(self, requested: str | None, loc: tuple[str | int, ...]) -> str | None:
+        """The owner a collection this principal creates gets: an admin's choice, or the Site token's own Site."""
+        if self.is_admin:
+            return requested
+        if requested is not None and requested != self.site:
+            raise ForbiddenError(loc, f"token {self.name!r} may not create collections for site {requested!r}")
+        return self.site
 
 
 def hash_token(token: str) -> str:
@@ -45,44 +84,41 @@ def parse_bearer(header: str | None) -> str | None:
         return None
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
-        raise UnauthorizedError(("header", "authorization"), "expected 'Authorization: Bearer <token>'")
+        raise UnauthorizedError(AUTHORIZATION, "expected 'Authorization: Bearer <token>'")
     return value.strip()
 
 
 async def authenticate(conn: Conn, token: str, admin_hash: str | None) -> Principal:
     token_hash = hash_token(token)
     if admin_hash is not None and hmac.compare_digest(token_hash, admin_hash):
-        return Principal(ADMIN_NAME, None, True)
-    cursor = await conn.execute("SELECT name, site, is_admin FROM api_token WHERE token_hash = %s", (token_hash,))
+        return Principal(ADMIN_NAME, TokenRole.ADMIN)
+    cursor = await conn.execute("SELECT name, role, site FROM api_token WHERE token_hash = %s", (token_hash,))
     row = await cursor.fetchone()
     if row is None:
-        raise UnauthorizedError(("header", "authorization"), "unknown or revoked token")
-    return Principal(str(row["name"]), row["site"], bool(row["is_admin"]))
+        raise UnauthorizedError(AUTHORIZATION, "unknown or revoked token")
+    return Principal(str(row["name"]), TokenRole(row["role"]), row["site"])
 
 
 async def create_token(conn: Conn, request: TokenCreate) -> TokenCreated:
-    if not request.admin and request.site is None:
-        raise ConflictError(("body", "site"), "a non-admin token must be scoped to a site")
+    if (request.role is TokenRole.SITE) != (request.site is not None):
+        raise InvalidInputError(("body", "site"), "a site token names its Site; admin and reader tokens name none")
     token = "sgs_" + secrets.token_urlsafe(32)
     cursor = await conn.execute(
-        """INSERT INTO api_token (name, site, is_admin, token_hash) VALUES (%s, %s, %s, %s)
+        """INSERT INTO api_token (name, role, site, token_hash) VALUES (%s, %s, %s, %s)
            ON CONFLICT (name) DO NOTHING RETURNING created_at""",
-        (request.name, request.site, request.admin, hash_token(token)),
+        (request.name, request.role.value, request.site, hash_token(token)),
     )
     row = await cursor.fetchone()
     if row is None:
         raise ConflictError(("body", "name"), f"a token named {request.name!r} exists")
     return TokenCreated(
-        name=request.name, site=request.site, admin=request.admin, created_at=row["created_at"], token=token
+        name=request.name, role=request.role, site=request.site, created_at=row["created_at"], token=token
     )
 
 
 async def list_tokens(conn: Conn) -> list[TokenPublic]:
-    cursor = await conn.execute("SELECT name, site, is_admin, created_at FROM api_token ORDER BY name")
-    return [
-        TokenPublic(name=str(r["name"]), site=r["site"], admin=bool(r["is_admin"]), created_at=r["created_at"])
-        for r in await cursor.fetchall()
-    ]
+    cursor = await conn.execute("SELECT name, role, site, created_at FROM api_token ORDER BY name")
+    return [TokenPublic.model_validate(row) for row in await cursor.fetchall()]
 
 
 async def revoke_token(conn: Conn, name: str) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from sgs.model.dataset import DimensionUniverse
-from sgs_archive.auth import Principal, authenticate, parse_bearer
+from sgs_archive.auth import AUTHORIZATION, Principal, authenticate, parse_bearer
 from sgs_archive.db import Conn, Pool
 from sgs_archive.errors import UnauthorizedError
 from sgs_archive.metrics import ArchiveMetrics
@@ -66,7 +66,8 @@ OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 async def writer(principal: OptionalPrincipal) -> Principal:
     if principal is None:
-        raise UnauthorizedError(("header", "authorization"), "writes need 'Authorization: Bearer <token>'")
+        raise UnauthorizedError(AUTHORIZATION, "writes need 'Authorization: Bearer <token>'")
+    principal.require_writer()
     return principal
 
 
@@ -76,8 +77,8 @@ async def admin(principal: Annotated[Principal, Depends(writer)]) -> Principal:
 
 
 async def reader(state: StateDep, principal: OptionalPrincipal) -> Principal | None:
-    if state.settings.read_requires_token and principal is None:
-        raise UnauthorizedError(("header", "authorization"), "this archive requires a token for reads")
+    if principal is None and not state.settings.public_reads:
+        raise UnauthorizedError(AUTHORIZATION, "reads need 'Authorization: Bearer <token>' (reads are not public)")
     return principal
 
 

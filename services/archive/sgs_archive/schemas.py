@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt, StrictStr
 
 from sgs.model.dataset import (
-    ADLER32_PATTERN,
     DATASET_TYPE_PATTERN,
-    SHA256_PATTERN,
     ArchiveModel,
     CollectionName,
     CollectionType,
     DataId,
     PlacementDimension,
-    ReplicaState,
     SiteName,
 )
+from sgs.model.replica import ReplicaFile, ReplicaRecord, ReplicaState
 
 ABSOLUTE_MAX_BATCH = 500_000
 DatasetTypeName = Annotated[str, Field(min_length=1, max_length=128, pattern=DATASET_TYPE_PATTERN)]
@@ -47,15 +46,6 @@ class DatasetTypePublic(ArchiveModel):
 # ---------------------------------------------------------------------------------------------- ingest
 
 
-class ReplicaIn(ArchiveModel):
-    site: SiteName
-    uri: str = Field(min_length=1, max_length=2048)
-    size: int = Field(ge=0, le=2**62)
-    adler32: str = Field(pattern=ADLER32_PATTERN)
-    sha256: str = Field(pattern=SHA256_PATTERN)
-    state: ReplicaState = ReplicaState.AVAILABLE
-
-
 class LineageIn(ArchiveModel):
     inputs: list[uuid.UUID] = Field(default_factory=list, max_length=10_000)
     executable: ShortText
@@ -73,7 +63,7 @@ class DatasetIn(ArchiveModel):
     run: CollectionName
     id: uuid.UUID | None = Field(default=None, description="Omit to derive it from (type, data ID, run).")
     task: str | None = Field(default=None, max_length=253, description="Producing task, e.g. run/task/attempt.")
-    replicas: list[ReplicaIn] = Field(default_factory=list, max_length=64)
+    replicas: list[ReplicaFile] = Field(default_factory=list, max_length=64)
     lineage: LineageIn | None = None
 
 
@@ -116,22 +106,8 @@ class DatasetQuery(ArchiveModel):
 
 
 # ---------------------------------------------------------------------------------------------- replicas
-
-
-class ReplicaPublic(ArchiveModel):
-    id: int
-    dataset_id: uuid.UUID
-    site: str
-    uri: str
-    size: int
-    adler32: str
-    sha256: str
-    state: ReplicaState
-    updated_at: datetime
-
-
-class ReplicaCreate(ReplicaIn):
-    dataset_id: uuid.UUID
+# A replica's own shapes (ReplicaFile inside a dataset, Replica on its own, ReplicaRecord as stored) are the
+# core model's, sgs.model.replica, shared with the events and the transfer service.
 
 
 class ReplicaUpdate(ArchiveModel):
@@ -145,11 +121,11 @@ class LocateRequest(ArchiveModel):
 
 
 class LocateResult(ArchiveModel):
-    replicas: dict[str, list[ReplicaPublic]] = Field(description="Dataset id -> its replicas (missing: none).")
+    replicas: dict[str, list[ReplicaRecord]] = Field(description="Dataset id -> its replicas (missing: none).")
 
 
 class ReplicaPage(ArchiveModel):
-    items: list[ReplicaPublic]
+    items: list[ReplicaRecord]
     next_cursor: int | None
 
 
@@ -161,6 +137,11 @@ class CollectionCreate(ArchiveModel):
     type: CollectionType
     doc: str = Field(default="", max_length=4096)
     children: list[CollectionName] = Field(default_factory=list, max_length=1000)
+    site: SiteName | None = Field(
+        default=None,
+        description="Owning Site: a Site token's own Site (the default for it); an admin may name any Site, "
+        "or none for a survey collection that only admins write.",
+    )
 
 
 class CollectionPublic(ArchiveModel):
@@ -168,6 +149,11 @@ class CollectionPublic(ArchiveModel):
     type: CollectionType
     doc: str
     children: list[str]
+    site: str | None = Field(description="The Site whose tokens may write it; null: admins only.")
+
+
+class CollectionOwner(ArchiveModel):
+    site: SiteName | None = Field(description="The new owning Site; null makes it a survey collection.")
 
 
 class CollectionPage(ArchiveModel):
@@ -231,16 +217,24 @@ class LineageGraph(ArchiveModel):
 # ---------------------------------------------------------------------------------------------- tokens, placement
 
 
+class TokenRole(StrEnum):
+    """What a token may do. Every role reads; see ``sgs_archive.auth`` for the full rules."""
+
+    ADMIN = "admin"  # everything: tokens, dataset types, placements, every Site's collections and replicas
+    SITE = "site"  # one Site's replicas, the collections that Site owns, and new RUN/TAGGED/CHAINED collections
+    READER = "reader"  # reads only (a console, Prometheus, a scientist's notebook)
+
+
 class TokenCreate(ArchiveModel):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
-    site: SiteName | None = Field(default=None, description="The Site this token may write replicas for.")
-    admin: bool = False
+    role: TokenRole = TokenRole.SITE
+    site: SiteName | None = Field(default=None, description="The Site a `site` token writes for (only that role).")
 
 
 class TokenPublic(ArchiveModel):
     name: str
+    role: TokenRole
     site: str | None
-    admin: bool
     created_at: datetime
 
 

@@ -19,7 +19,7 @@ class ArchiveSettings(BaseSettings):
     nats_url: str | None = Field(default=None, description="NATS server; events stay in the outbox when unset.")
     environment: Literal["development", "production"] = "development"
     admin_token: SecretStr | None = Field(default=None, description="Bearer token with every right.")
-    read_requires_token: bool = Field(default=False, description="Gate reads behind any valid token.")
+    public_reads: bool = Field(default=False, description="Answer reads without a token (writes always need one).")
     source: str = Field(default="archive", max_length=128, description="Name put in events' `source` field.")
     universe_path: Path | None = Field(default=None, description="Dimension universe YAML (packaged default).")
     migrate_on_start: bool = True

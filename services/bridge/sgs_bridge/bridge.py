@@ -5,6 +5,10 @@ Level-triggered: a watch keeps a cache of the node's pods; a sweep (on every pod
 needs survives a restart: the job id is a pod annotation, the providers find a pod's job by its UID, and
 status is compared with what the pod already shows, so a restarted bridge re-adopts jobs and rewrites
 nothing it already wrote.
+
+A pod's host directory holds its Secret and ConfigMap files and its scratch space: its volumes are removed
+once the pod has ended (as a kubelet unmounts a terminated pod's volumes; the log stays for `kubectl logs`),
+and the whole directory once the pod is gone from the API — also a pod deleted while the bridge was down.
 """
 
 from __future__ import annotations
@@ -16,15 +20,16 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sgs.kube import JSON, KubeClient, KubeError, Watch, is_status, load
 from sgs_bridge import metrics
-from sgs_bridge.kubeapi import JSON, KubeClient, KubeError, WatchExpiredError, is_status
-from sgs_bridge.kubelet_api import KubeletServer, LogSource, serving_certificate
+from sgs_bridge.kubelet_api import Authorizer, KubeletServer, LogSource, serving_certificate
 from sgs_bridge.node import NodeIdentity, NodeKeeper
 from sgs_bridge.podspec import PodSpecError, TaskSpec, referenced_objects, task_from_pod
 from sgs_bridge.providers.base import BackendUnavailableError, Provider, SubmitRefusedError
@@ -57,6 +62,8 @@ class BridgeConfig:
     slurm_gpu_partition: str | None = None
     slurm_extra_args: list[str] = field(default_factory=list)
     apptainer: str | None = None  # path of apptainer: run the container image through it
+    # CA bundle that signs the API server's kubelet client certificate; default: the cluster's CA.
+    client_ca: Path | None = None
 
     @property
     def root(self) -> Path:
@@ -82,6 +89,18 @@ def make_provider(config: BridgeConfig) -> Provider:
     raise ValueError(f"provider: must be 'process' or 'slurm', got {config.provider!r}")
 
 
+class BridgeConfigError(RuntimeError):
+    """The bridge cannot serve safely with this configuration."""
+
+
+@dataclass
+class _Doomed:
+    """A pod gone from the API whose directory is to be removed once its job (if any) has ended."""
+
+    job_id: str | None
+    cancelled_at: float | None = None
+
+
 @dataclass
 class _Tracked:
     pod: JSON
@@ -100,6 +119,7 @@ class Bridge:
         self.identity = NodeIdentity(config.node_name, config.site, self.provider.name, config.port, config.address)
         self.ready = asyncio.Event()
         self._pods: dict[str, _Tracked] = {}
+        self._doomed: dict[str, _Doomed] = {}
         self._wake = asyncio.Event()
         self._kube: KubeClient | None = None
         self._object_cache: dict[tuple[str, str, str], tuple[float, dict[str, str] | None]] = {}
@@ -113,7 +133,14 @@ class Bridge:
         return self._kube
 
     async def run(self) -> None:
-        self._kube = await KubeClient.connect(self.config.kubeconfig)
+        cluster = await load(self.config.kubeconfig)
+        client_ca = self.config.client_ca or cluster.ca_file
+        if client_ca is None:
+            raise BridgeConfigError(
+                f"{cluster.source} names no cluster CA: give the bridge the CA that signs the API server's "
+                "kubelet client certificate (--client-ca-file), or its kubelet API would trust anyone"
+            )
+        self._kube = await KubeClient.from_config(cluster, user_agent="sgs-bridge")
         keeper = NodeKeeper(
             self.kube,
             self.provider,
@@ -122,11 +149,20 @@ class Bridge:
             status_every_s=self.config.status_every_s,
         )
         cert, key = serving_certificate(self.config.root / "pki", self.identity.name, self.identity.address)
-        server = KubeletServer(self._log_source, host=self.config.address, port=self.config.port, cert=cert, key=key)
+        server = KubeletServer(
+            self._log_source,
+            Authorizer(self.kube, self.identity.name),
+            host=self.config.address,
+            port=self.config.port,
+            cert=cert,
+            key=key,
+            client_ca=client_ca,
+        )
+        watch = Watch(self.kube, "/api/v1/pods", self, {"fieldSelector": f"spec.nodeName={self.identity.name}"})
         try:
             await server.start()
             await keeper.register()
-            await self._list_pods()
+            version = await watch.list_all()
             log.info(
                 "node %s (site %s, provider %s) registered; kubelet API on https://%s:%d",
                 self.identity.name,
@@ -138,60 +174,40 @@ class Bridge:
             self.ready.set()
             async with asyncio.TaskGroup() as group:
                 group.create_task(keeper.run(), name="node-heartbeat")
-                group.create_task(self._watch_pods(), name="pod-watch")
+                group.create_task(watch.run(resume_from=version), name="pod-watch")
                 group.create_task(self._sweep_forever(), name="pod-sweep")
         finally:
             await server.stop()
             await self.provider.close()
             await self.kube.close()
 
-    # --- the pod cache -----------------------------------------------------------------------
+    # --- the pod cache (kept current by the watch; the work it implies is the sweep's) ---------------
 
-    @property
-    def _pods_path(self) -> str:
-        return "/api/v1/pods"
-
-    def _selector(self) -> dict[str, str]:
-        return {"fieldSelector": f"spec.nodeName={self.identity.name}"}
-
-    async def _list_pods(self) -> str:
-        listing = await self.kube.get(self._pods_path, self._selector())
+    def replace(self, items: list[JSON]) -> None:
         seen = set()
-        for pod in listing.get("items") or []:
+        for pod in items:
             seen.add(pod["metadata"]["uid"])
             self._remember(pod)
         for uid in set(self._pods) - seen:
-            await self._forget(uid)
+            self._forget(uid)
+        for uid in self._pod_dirs() - seen - set(self._doomed):
+            # Left by a pod deleted while the bridge was down: its job (if still running) is stopped first.
+            self._doomed[uid] = _Doomed(self.provider.job_of(uid))
         self._wake.set()
-        return str(listing["metadata"]["resourceVersion"])
 
-    async def _watch_pods(self) -> None:
-        version = await self._list_pods()
-        while True:
-            try:
-                async for event in self.kube.watch(
-                    self._pods_path, version, {**self._selector(), "timeoutSeconds": "300"}
-                ):
-                    version = event["object"].get("metadata", {}).get("resourceVersion", version)
-                    await self._on_event(event)
-            except WatchExpiredError:
-                version = await self._list_pods()
-            except Exception as error:  # a broken watch is listed again, never fatal
-                log.warning("pod watch ended (%s); listing again", error)
-                await asyncio.sleep(1.0)
-                with contextlib.suppress(Exception):
-                    version = await self._list_pods()
-
-    async def _on_event(self, event: JSON) -> None:
-        kind, pod = event.get("type"), event.get("object", {})
-        if kind == "BOOKMARK":
-            return
-        uid = pod.get("metadata", {}).get("uid", "")
+    def apply(self, kind: str, obj: JSON) -> None:
+        uid = obj.get("metadata", {}).get("uid", "")
         if kind == "DELETED":
-            await self._forget(uid)
+            self._forget(uid)
         else:
-            self._remember(pod)
+            self._remember(obj)
         self._wake.set()
+
+    def _pod_dirs(self) -> set[str]:
+        try:
+            return {entry.name for entry in os.scandir(self._pods_root) if entry.is_dir(follow_symlinks=False)}
+        except FileNotFoundError:
+            return set()
 
     def _remember(self, pod: JSON) -> None:
         uid = pod["metadata"]["uid"]
@@ -201,15 +217,29 @@ class Bridge:
         else:
             tracked.pod = pod
 
-    async def _forget(self, uid: str) -> None:
-        """The pod is gone from the API (force-deleted, or we deleted it): its job must not run on."""
+    def _forget(self, uid: str) -> None:
+        """The pod is gone from the API (force-deleted, or we deleted it): its job must not run on, and its
+        directory goes once the job has ended."""
         tracked = self._pods.pop(uid, None)
-        if tracked is None or tracked.finished:
+        if tracked is None:
             return
-        job_id = _annotations(tracked.pod).get(JOB_ID_ANNOTATION)
-        if job_id and not _terminal(tracked.pod):
-            with contextlib.suppress(BackendUnavailableError):
-                await self.provider.cancel(job_id, uid)
+        running = not tracked.finished and not _terminal(tracked.pod)
+        self._doomed[uid] = _Doomed(_job_id(tracked.pod) if running else None)
+
+    async def _clean_up(self) -> None:
+        """Stop the jobs of pods that are gone, then remove their directories."""
+        running = {uid: str(doomed.job_id) for uid, doomed in self._doomed.items() if doomed.job_id}
+        states = await self.provider.observe(running) if running else {}
+        for uid, doomed in list(self._doomed.items()):
+            state = states.get(uid)
+            ended = doomed.job_id is None or state is None or state.phase.terminal or state.phase is Phase.UNKNOWN
+            if not ended and doomed.cancelled_at is None:
+                doomed.cancelled_at = time.monotonic()
+                await self.provider.cancel(str(doomed.job_id), uid)
+                continue
+            if ended or time.monotonic() - (doomed.cancelled_at or 0.0) > CANCEL_GRACE_S:
+                await asyncio.to_thread(_remove_tree, self._pods_root / uid)
+                del self._doomed[uid]
 
     # --- the sweep -----------------------------------------------------------------------------
 
@@ -227,7 +257,9 @@ class Bridge:
                 log.warning("API error during sweep: %s", error)
 
     async def sweep(self) -> None:
-        """One pass over every pod on the node."""
+        """One pass over every pod on the node, and over the directories of pods that are gone."""
+        if self._doomed:
+            await self._clean_up()
         tracked = [t for t in self._pods.values() if not t.finished]
         self._count_phases()
         fresh = [t for t in tracked if not _job_id(t.pod) and not _terminal(t.pod) and not _deleting(t.pod)]
@@ -310,6 +342,8 @@ class Bridge:
             return
         if _terminal(pod):
             tracked.finished = True
+            # Its Secret and ConfigMap files and its scratch space, as a kubelet unmounts an ended pod's volumes.
+            await asyncio.to_thread(_remove_tree, self._pods_root / _uid(pod) / "volumes")
             return
         if state is None:
             return  # not submitted yet
@@ -454,6 +488,14 @@ class Bridge:
                 return None
             return LogSource(path, _finished_check(self, meta["uid"]))
         return None
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a pod's directory (or part of it); symlinks a task left inside are removed, never followed."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def _finished_check(bridge: Bridge, uid: str) -> Callable[[], bool]:

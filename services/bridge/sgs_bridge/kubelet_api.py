@@ -1,14 +1,18 @@
 """The subset of the kubelet's HTTPS API the API server proxies to: container logs (with follow), health,
 and Prometheus metrics. `kubectl logs [-f]` goes kubectl → API server → here, using the node's
 InternalIP and `daemonEndpoints.kubeletEndpoint.Port`.
+
+Like a kubelet with `--client-ca-file` and `--authorization-mode=Webhook`: a caller must present a client
+certificate signed by the cluster's CA (the API server's `--kubelet-client-certificate`), and the user and
+groups it names must be allowed the request by the API server (a SubjectAccessReview on this node's
+`nodes/<subresource>`). Anything else is refused before a byte of a log is read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +20,17 @@ from pathlib import Path
 import prometheus_client
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sgs.kube import KubeClient, pki
 
 CHUNK = 64 * 1024
 FOLLOW_POLL_S = 0.2
+# The kubelet's webhook authorizer caches an allowed answer for 5 minutes and a denied one for 30 seconds.
+ALLOWED_TTL_S = 300.0
+DENIED_TTL_S = 30.0
+VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+# The kubelet's path → subresource table (kubelet-authn-authz); every other path is `proxy`.
+SUBRESOURCES = {"stats": "stats", "metrics": "metrics", "logs": "log", "spec": "spec", "checkpoint": "checkpoint"}
 
 
 @dataclass(frozen=True)
@@ -38,43 +47,80 @@ def serving_certificate(directory: Path, node_name: str, address: str) -> tuple[
     cert_path, key_path = directory / "kubelet.crt", directory / "kubelet.key"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node_name}")])
-    moment = datetime.datetime.now(datetime.UTC)
-    names: list[x509.GeneralName] = [x509.DNSName(node_name), x509.DNSName("localhost")]
-    names.append(x509.IPAddress(ipaddress.ip_address(address)))
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(moment - datetime.timedelta(hours=1))
-        .not_valid_after(moment + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
+    issued = pki.self_signed_server(f"system:node:{node_name}", [node_name, "localhost", address])
+    return issued.write(cert_path, key_path)
+
+
+def subresource_of(path: str) -> str:
+    first = path.strip("/").split("/", 1)[0]
+    return SUBRESOURCES.get(first, "proxy")
+
+
+class Authorizer:
+    """Asks the API server whether a user may make a request of this node, and remembers the answer."""
+
+    def __init__(self, kube: KubeClient, node_name: str) -> None:
+        self.kube = kube
+        self.node_name = node_name
+        self._answers: dict[tuple[str, tuple[str, ...], str, str], tuple[float, bool, str]] = {}
+
+    async def allowed(self, user: str, groups: list[str], verb: str, subresource: str) -> tuple[bool, str]:
+        key = (user, tuple(groups), verb, subresource)
+        cached = self._answers.get(key)
+        if cached is not None and time.monotonic() < cached[0]:
+            return cached[1], cached[2]
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": groups,
+                "resourceAttributes": {
+                    "verb": verb,
+                    "resource": "nodes",
+                    "subresource": subresource,
+                    "name": self.node_name,
+                },
+            },
+        }
+        answer = await self.kube.create("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+        status = answer.get("status") or {}
+        allowed = bool(status.get("allowed"))
+        reason = str(status.get("reason") or status.get("evaluationError") or "")
+        ttl = ALLOWED_TTL_S if allowed else DENIED_TTL_S
+        self._answers[key] = (time.monotonic() + ttl, allowed, reason)
+        return allowed, reason
+
+
+def client_tls(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
+    """Serve with our certificate; require a client certificate signed by ``client_ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca))
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(cert, key)
+    return context
 
 
 class KubeletServer:
-    def __init__(self, resolve: LogResolver, *, host: str, port: int, cert: Path, key: Path) -> None:
+    def __init__(
+        self,
+        resolve: LogResolver,
+        authorizer: Authorizer,
+        *,
+        host: str,
+        port: int,
+        cert: Path,
+        key: Path,
+        client_ca: Path,
+    ) -> None:
         self.resolve = resolve
+        self.authorizer = authorizer
         self.host = host
         self.port = port
-        self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._tls.load_cert_chain(cert, key)
+        self._tls = client_tls(cert, key, client_ca)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._authorize])
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._logs)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
@@ -86,6 +132,24 @@ class KubeletServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @web.middleware
+    async def _authorize(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        certificate = _peer_certificate(request)
+        if certificate is None:  # the TLS handshake requires one; kept as a second lock
+            raise web.HTTPUnauthorized(text="Unauthorized: a client certificate is required")
+        user, groups = pki.identity(certificate)
+        verb = VERBS.get(request.method, request.method.lower())
+        subresource = subresource_of(request.path)
+        allowed, reason = await self.authorizer.allowed(user, groups, verb, subresource)
+        if not allowed:
+            detail = f" ({reason})" if reason else ""
+            raise web.HTTPForbidden(
+                text=f"Forbidden (user={user}, verb={verb}, resource=nodes, subresource={subresource}){detail}"
+            )
+        return await handler(request)
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -110,6 +174,13 @@ class KubeletServer:
         await _stream(response, source, tail=tail, limit=limit, follow=follow)
         await response.write_eof()
         return response
+
+
+def _peer_certificate(request: web.Request) -> x509.Certificate | None:
+    transport = request.transport
+    tls = transport.get_extra_info("ssl_object") if transport is not None else None
+    der = tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLObject) else None
+    return x509.load_der_x509_certificate(der) if der else None
 
 
 def _int_param(value: str | None, name: str) -> int | None:

@@ -12,7 +12,7 @@ import datetime
 import logging
 from dataclasses import dataclass
 
-from sgs_bridge.kubeapi import JSON, KubeClient, is_status
+from sgs.kube import JSON, KubeClient, is_status
 from sgs_bridge.providers.base import BackendUnavailableError, Capacity, Provider
 from sgs_bridge.state import now
 

@@ -116,7 +116,7 @@ async def test_killed_between_publish_and_stamp_the_copy_is_deduplicated(
     restarted = ArchiveProcess(pg_database, nats_server.url, tmp_path / "archive.log").start()
     try:
         wait_until(lambda: outbox_counts(pg_database) == (0, 1), what="the relay to re-publish", timeout_s=20)
-        async with httpx.AsyncClient(base_url=restarted.url) as client:
+        async with httpx.AsyncClient(base_url=restarted.url, headers=ADMIN) as client:
             metrics = (await client.get("/metrics")).text
         assert "sgs_archive_outbox_duplicates_total 1.0" in metrics, "the re-publish was not deduplicated"
         assert len(await events_about(nats_server.url, DATASET_REGISTERED, run)) == 1

@@ -197,9 +197,9 @@ async def test_every_query_form(archive: Archive) -> None:
     assert len(await ids(dataset_type="coadd", where="skypix OVERLAPS CIRCLE(20.0, -30.0, 1)")) == 3
     assert len(await ids(collection=["mer/run-1"])) == 6
 
-    bad = await archive.client.get("/datasets", params={"where": "tile = 'x'"})
+    bad = await archive.client.get("/datasets", params={"where": "tile = 'x'"}, headers=ADMIN)
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "where"]
-    bad = await archive.client.get("/datasets", params={"dataset_type": "raw", "where": "tile = 3"})
+    bad = await archive.client.get("/datasets", params={"dataset_type": "raw", "where": "tile = 3"}, headers=ADMIN)
     assert bad.status_code == 422 and "not a dimension of the dataset type" in bad.text
 
     # Keyset paging visits every dataset exactly once.
@@ -270,6 +270,27 @@ async def test_replicas_locate_and_state_changes(archive: Archive) -> None:
     assert len(site_view["items"]) == 1 and site_view["next_cursor"] is not None
     rest = await archive.ok("GET", "/replicas", params={"site": "sdc-fr", "cursor": site_view["next_cursor"]})
     assert len(rest["items"]) == 1 and rest["next_cursor"] is None
+
+
+async def test_checksums_compare_as_values_not_as_text(archive: Archive) -> None:
+    """rucio#4127: one storage prints adler32 9600001, another 09600001 — the same checksum, not a conflict."""
+    await register_types(archive)
+    unpadded = {**replica("sdc-fr", "raw/9/1.fits"), "adler32": "9600001"}
+    unpadded["sha256"] = unpadded["sha256"].upper()
+    (dataset_id,) = (await ingest(archive, [raw(9, 1, replicas=[unpadded])]))["ids"]
+    (stored,) = await archive.ok("GET", f"/datasets/{dataset_id}/replicas")
+    assert stored["adler32"] == "09600001" and stored["sha256"] == unpadded["sha256"].lower()
+
+    padded = {**unpadded, "adler32": "09600001", "sha256": stored["sha256"]}
+    assert (await ingest(archive, [raw(9, 1, replicas=[padded])]))["existing"] == 1
+    again = {"dataset_id": dataset_id, **padded, "adler32": "0x9600001"}
+    assert (await archive.ok("POST", "/replicas", 200, json=again))["id"] == stored["id"]
+    other = {**again, "adler32": "09600002"}
+    conflict = await archive.ok("POST", "/replicas", 409, json=other)
+    assert conflict["detail"][0]["loc"] == ["body", "sha256"]
+    for bad in ("96000011x", "123456789", ""):
+        refused = await archive.ok("POST", "/replicas", 422, json={**again, "adler32": bad})
+        assert refused["detail"][0]["loc"][-1] == "adler32"
 
 
 async def test_lineage_up_and_down(archive: Archive) -> None:
@@ -421,7 +442,7 @@ async def test_request_latency_is_measured_per_route_template(archive: Archive) 
     (dataset_id,) = (await ingest(archive, [raw(5, 5)]))["ids"]
     await archive.ok("GET", f"/datasets/{dataset_id}")
     await archive.ok("GET", "/datasets/not-a-uuid", 422)
-    metrics = (await archive.client.get("/metrics")).text
+    metrics = (await archive.client.get("/metrics", headers=ADMIN)).text
     for route, method, status in (
         ("/datasets/ingest", "POST", "200"),
         ("/datasets/{dataset_id}", "GET", "200"),

@@ -11,7 +11,7 @@ import pytest
 from sgs_operator.kube import Kube
 from sgs_operator.naming import LABEL_RUN
 from sgs_operator.observe import PodSeen
-from sgs_operator.watch import RunObjects, follow, pod_objects
+from sgs_operator.watch import RunObjects, pod_objects, watch_of
 
 from sgs.testing.kube import KubePart
 
@@ -46,11 +46,12 @@ async def test_a_watch_the_server_ends_is_resumed_from_its_version_without_a_new
     client = await Kube.connect(str(kube.kubeconfig), pool_size=4)
     objects = pod_objects([namespace])
     stopped = asyncio.Event()
-    following = asyncio.create_task(follow(client, objects, stopped, watch_timeout_s=1))
+    watch = watch_of(client, objects, watch_timeout_s=1)
+    following = asyncio.create_task(watch.run(stopped))
     try:
         make_pod(kube, namespace, "before")
         await until(lambda: pods_of_run(objects, namespace) == {"before"}, "the first pod")
-        await until(lambda: objects.watches >= 3, "the server to end two watches (1 s each)")
+        await until(lambda: watch.watches >= 3, "the server to end two watches (1 s each)")
         make_pod(kube, namespace, "after")
         kube.kubectl("delete", "pod", "before", "-n", namespace, "--grace-period=0", "--force")
         await until(lambda: pods_of_run(objects, namespace) == {"after"}, "the resumed watch to see both changes")

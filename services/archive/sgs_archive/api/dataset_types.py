@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, Response, status
 
 from sgs.model.dataset import DatasetType
 from sgs_archive.api.dimensions import public_type
-from sgs_archive.deps import Reader, StateDep, Writer
+from sgs_archive.deps import Admin, Reader, StateDep
 from sgs_archive.schemas import DatasetTypeCreate, DatasetTypePublic
 
 router = APIRouter(prefix="/dataset-types", tags=["dataset types"])
@@ -15,9 +15,9 @@ router = APIRouter(prefix="/dataset-types", tags=["dataset types"])
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    summary="Register a dataset type (the same definition again answers 200; a different one 409).",
+    summary="Register a dataset type (admin only; the same definition again answers 200, a different one 409).",
 )
-async def register(body: DatasetTypeCreate, state: StateDep, _: Writer, response: Response) -> DatasetTypePublic:
+async def register(body: DatasetTypeCreate, state: StateDep, _: Admin, response: Response) -> DatasetTypePublic:
     requested = DatasetType(
         name=body.name, dimensions=tuple(body.dimensions), storage_class=body.storage_class, doc=body.doc
     )

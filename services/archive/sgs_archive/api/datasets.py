@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import ValidationError
 
+from sgs.model.replica import ReplicaRecord
 from sgs_archive.deps import Reader, StateDep, Writer
 from sgs_archive.errors import InvalidInputError, TooLargeError
 from sgs_archive.registry import ingest as ingest_ops
@@ -19,7 +20,6 @@ from sgs_archive.schemas import (
     IngestRequest,
     IngestResult,
     LineageGraph,
-    ReplicaPublic,
 )
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -120,7 +120,7 @@ async def dataset_replicas(
     state: StateDep,
     _: Reader,
     site: Annotated[str | None, Query(max_length=63)] = None,
-) -> list[ReplicaPublic]:
+) -> list[ReplicaRecord]:
     async with state.transaction() as conn:
         await query_ops.get_dataset(conn, dataset_id)
         found = await replica_ops.locate(conn, [dataset_id], site, None)

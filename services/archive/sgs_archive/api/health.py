@@ -4,7 +4,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sgs_archive.deps import StateDep
+from sgs_archive.deps import Reader, StateDep
 
 router = APIRouter(tags=["health"])
 
@@ -25,6 +25,8 @@ async def readyz(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "ready", "database": "ok", "relay": relay})
 
 
-@router.get("/metrics", summary="Prometheus metrics.", response_class=Response)
-async def metrics(state: StateDep) -> Response:
+@router.get(
+    "/metrics", summary="Prometheus metrics (a read: a token unless reads are public).", response_class=Response
+)
+async def metrics(state: StateDep, _: Reader) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -4,15 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from sgs.model.dataset import SITE_PATTERN, ReplicaState
+from sgs.model.dataset import SITE_PATTERN
+from sgs.model.replica import Replica, ReplicaRecord, ReplicaState
 from sgs_archive.deps import Reader, StateDep, Writer
 from sgs_archive.registry import replicas as replica_ops
 from sgs_archive.schemas import (
     LocateRequest,
     LocateResult,
-    ReplicaCreate,
     ReplicaPage,
-    ReplicaPublic,
     ReplicaUpdate,
 )
 
@@ -25,7 +24,7 @@ ReplicaId = Annotated[int, Path(ge=1, le=2**63 - 1)]
     status_code=status.HTTP_201_CREATED,
     summary="Register a replica of an existing dataset (needs the Site's token or an admin token).",
 )
-async def register(body: ReplicaCreate, state: StateDep, principal: Writer, response: Response) -> ReplicaPublic:
+async def register(body: Replica, state: StateDep, principal: Writer, response: Response) -> ReplicaRecord:
     async with state.transaction() as conn:
         replica, created = await replica_ops.register(conn, body, principal, state.settings.source)
     if not created:
@@ -54,12 +53,12 @@ async def locate(body: LocateRequest, state: StateDep, _: Reader) -> LocateResul
 
 
 @router.get("/{replica_id}", summary="One replica.")
-async def get_replica(replica_id: ReplicaId, state: StateDep, _: Reader) -> ReplicaPublic:
+async def get_replica(replica_id: ReplicaId, state: StateDep, _: Reader) -> ReplicaRecord:
     async with state.transaction() as conn:
         return await replica_ops.get(conn, replica_id)
 
 
 @router.patch("/{replica_id}", summary="Change a replica's state (announced as sgs.replica.<state>).")
-async def update(replica_id: ReplicaId, body: ReplicaUpdate, state: StateDep, principal: Writer) -> ReplicaPublic:
+async def update(replica_id: ReplicaId, body: ReplicaUpdate, state: StateDep, principal: Writer) -> ReplicaRecord:
     async with state.transaction() as conn:
         return await replica_ops.update_state(conn, replica_id, body.state, principal, state.settings.source)

@@ -25,9 +25,9 @@ from sgs.model.dataset import (
     DataIdError,
     DimensionElement,
     DimensionUniverse,
-    ReplicaState,
     dataset_uuid,
 )
+from sgs.model.replica import ReplicaRecord
 from sgs_archive.auth import Principal
 from sgs_archive.db import Conn
 from sgs_archive.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
@@ -145,7 +145,7 @@ async def ingest(
     """Run the whole ingest in the caller's transaction; raise (and so roll back) on any conflict."""
     types = await catalog.load(conn, {item.dataset_type for item in items})
     ingest_plan = plan(universe, types, items, principal)
-    run_ids = await _ensure_runs(conn, ingest_plan.datasets)
+    run_ids = await _ensure_runs(conn, ingest_plan.datasets, principal)
     if await _ingest_new_batch_directly(conn, universe, ingest_plan.datasets, run_ids):
         new = {d.id for d in ingest_plan.datasets}
         await enqueue(conn, _events(ingest_plan.datasets, new, [], source))
@@ -166,22 +166,30 @@ async def ingest(
     return IngestResult(inserted=len(new_ids), existing=len(ingest_plan.datasets) - len(new_ids), ids=ingest_plan.ids)
 
 
-async def _ensure_runs(conn: Conn, datasets: Sequence[PlannedDataset]) -> dict[str, int]:
-    """RUN collections are created on first use; a name taken by another collection type is refused."""
+async def _ensure_runs(conn: Conn, datasets: Sequence[PlannedDataset], principal: Principal) -> dict[str, int]:
+    """RUN collections are created on first use, owned by the ingesting token's Site (an admin's: the survey's).
+
+    Every run of the batch must be the principal's to write; a name taken by another collection type is refused.
+    """
     names = sorted({d.run for d in datasets})
+    owner = principal.owner_of_new_collection(None, ("body", "datasets"))
     await conn.execute(
-        """INSERT INTO collection (name, type) SELECT n, 'RUN' FROM unnest(%s::text[]) AS n
+        """INSERT INTO collection (name, type, site) SELECT n, 'RUN', %s FROM unnest(%s::text[]) AS n
            ON CONFLICT (name) DO NOTHING""",
-        (names,),
+        (owner, names),
     )
-    cursor = await conn.execute("SELECT id, name, type FROM collection WHERE name = ANY(%s)", (names,))
+    cursor = await conn.execute("SELECT id, name, type, site FROM collection WHERE name = ANY(%s)", (names,))
     rows = {str(row["name"]): row for row in await cursor.fetchall()}
+    checked: set[str] = set()
     for planned in datasets:
-        if rows[planned.run]["type"] != "RUN":
-            raise InvalidInputError(
-                ("body", "datasets", planned.ord, "run"),
-                f"collection {planned.run!r} is {rows[planned.run]['type']}, not RUN",
-            )
+        if planned.run in checked:
+            continue
+        row = rows[planned.run]
+        loc = ("body", "datasets", planned.ord, "run")
+        if row["type"] != "RUN":
+            raise InvalidInputError(loc, f"collection {planned.run!r} is {row['type']}, not RUN")
+        principal.require_collection(planned.run, row["site"], loc)
+        checked.add(planned.run)
     return {name: int(row["id"]) for name, row in rows.items()}
 
 
@@ -261,22 +269,12 @@ async def _copy_replicas(conn: Conn, datasets: Sequence[PlannedDataset]) -> None
     ):
         for d in datasets:
             for r_index, r in enumerate(d.source.replicas):
-                await copy.write_row((d.ord, r_index, d.id, r.site, r.uri, r.size, r.adler32, r.sha256, r.state.value))
+                await copy.write_row(
+                    (d.ord, r_index, d.id, r.site, r.uri, r.size, str(r.adler32), r.sha256, r.state.value)
+                )
 
 
-@dataclass(frozen=True)
-class NewReplica:
-    id: int
-    dataset_id: uuid.UUID
-    site: str
-    uri: str
-    size: int
-    adler32: str
-    sha256: str
-    state: ReplicaState
-
-
-async def _insert_replicas(conn: Conn, returning: bool) -> list[NewReplica]:
+async def _insert_replicas(conn: Conn, returning: bool) -> list[ReplicaRecord]:
     insert = """INSERT INTO replica (dataset_id, site, uri, size, adler32, sha256, state)
                 SELECT dataset_id, site, uri, size, adler32, sha256, state FROM stage_replica
                 ON CONFLICT (dataset_id, site, uri) DO NOTHING"""
@@ -284,21 +282,9 @@ async def _insert_replicas(conn: Conn, returning: bool) -> list[NewReplica]:
         await conn.execute(insert.encode())
         return []
     cursor = await conn.execute(
-        (insert + " RETURNING id, dataset_id, site, uri, size, adler32, sha256, state").encode()
+        (insert + " RETURNING id, dataset_id, site, uri, size, adler32, sha256, state, updated_at").encode()
     )
-    return [
-        NewReplica(
-            int(row["id"]),
-            row["dataset_id"],
-            str(row["site"]),
-            str(row["uri"]),
-            int(row["size"]),
-            str(row["adler32"]),
-            str(row["sha256"]),
-            ReplicaState(row["state"]),
-        )
-        for row in await cursor.fetchall()
-    ]
+    return [ReplicaRecord.model_validate(row) for row in await cursor.fetchall()]
 
 
 async def _check_replica_conflicts(conn: Conn) -> None:
@@ -395,11 +381,11 @@ async def _check_lineage_conflicts(conn: Conn) -> None:
 
 
 def _events(
-    datasets: Sequence[PlannedDataset], new_ids: set[uuid.UUID], new_replicas: Sequence[NewReplica], source: str
+    datasets: Sequence[PlannedDataset], new_ids: set[uuid.UUID], new_replicas: Sequence[ReplicaRecord], source: str
 ) -> list[OutboxRow]:
     # DatasetRegistered payloads are serialised straight from the validated request models by pydantic-core:
     # building 10,000 nested event models per batch costs more than the database work. The replicas serialise
-    # with RegisteredReplica's fields (ReplicaIn has the same ones); the integration tests parse the published
+    # as the ReplicaFile models they were validated into; the integration tests parse the published
     # payloads back into DatasetRegistered, which keeps this in step with the model.
     registered = [
         {
@@ -428,18 +414,7 @@ def _events(
     rows.extend(
         outbox_row(
             replica_subject(r.state),
-            ReplicaStateChanged(
-                source=source,
-                replica_id=r.id,
-                dataset_id=r.dataset_id,
-                dataset_type=type_of[r.dataset_id],
-                site=r.site,
-                uri=r.uri,
-                size=r.size,
-                adler32=r.adler32,
-                sha256=r.sha256,
-                state=r.state,
-            ),
+            ReplicaStateChanged.of(r, type_of[r.dataset_id], source),
         )
         for r in new_replicas
         if r.dataset_id not in new_ids

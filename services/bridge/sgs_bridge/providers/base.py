@@ -57,6 +57,10 @@ class Provider(Protocol):
         """Where the job's combined stdout and stderr are written."""
         ...
 
+    def job_of(self, uid: str) -> str | None:
+        """The job this node started for the pod's directory, if any (for a pod deleted while we were down)."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -128,6 +128,9 @@ class ProcessProvider:
     def log_path(self, uid: str, container: str) -> Path:
         return self.pods_root / uid / f"{container}.log"
 
+    def job_of(self, uid: str) -> str | None:
+        return uid if (self.pods_root / uid / TASK_FILE).exists() else None
+
     async def close(self) -> None:
         self._reap()
 

@@ -238,6 +238,9 @@ class SlurmProvider:
     def log_path(self, uid: str, container: str) -> Path:
         return self.pods_root / uid / f"{container}.log"
 
+    def job_of(self, uid: str) -> str | None:
+        return _read_text(self.pods_root / uid / JOB_ID_FILE) or None
+
     async def close(self) -> None:
         return None
 
