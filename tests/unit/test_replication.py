@@ -91,7 +91,7 @@ def test_stuck_after_attempts_or_time_and_then_slow_retries() -> None:
 def test_selector_matches_type_collection_patterns_and_where() -> None:
     universe = load_universe()
     selector = Selector("nir_raw", ("NISP-SIM/raw/*", "exact"), "observation IN (1, 4)").compile(universe)
-    data_id = {"instrument": "NISP-SIM", "observation": 4, "band": "H"}
+    data_id: dict[str, int | str] = {"instrument": "NISP-SIM", "observation": 4, "band": "H"}
     assert selector.matches("nir_raw", "NISP-SIM/raw/all", data_id)
     assert selector.matches("nir_raw", "exact", data_id)
     assert not selector.matches("nir_raw", "exact-not", data_id)

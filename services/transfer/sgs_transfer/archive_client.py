@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 
-from sgs.model.dataset import DimensionUniverse, ReplicaState
+from sgs.model.dataset import DimensionUniverse
+from sgs.model.replica import ReplicaState
 
 PAGE = 10_000
 

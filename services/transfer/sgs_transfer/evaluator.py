@@ -219,10 +219,11 @@ class Evaluator:
         holdings = await plan.holdings(conn, [d.id for d in involved])
         used = await plan.used_bytes(conn)
         decisions = decide(pairs, holdings, self.state, used, datetime.now(UTC))
+        # Rule rows first (the lock order: rule -> lock -> transfer -> replica).
         for rule_id, chosen in decisions.chosen.items():
             await rule_rows.set_chosen_sites(conn, rule_id, chosen)
-        await plan.write(conn, decisions.locks, decisions.transfers)
         await rule_rows.note_unsatisfied(conn, decisions.unsatisfied)
+        await plan.write(conn, decisions.locks, decisions.transfers)
         return decisions
 
     async def publish_open(self, dataset_ids: Sequence[uuid.UUID]) -> int:
@@ -305,11 +306,10 @@ class Evaluator:
             except ValidationError as error:  # a message no version of this code can read: keep it out of the way
                 log.error("evaluator: unreadable %s event dropped: %s", message.subject, error)
         self.last_event_at = time.monotonic()
-        requeued: list[QueuedTransfer] = []
         async with self.state.pool.connection() as conn:
             rules = await self.rules.current(conn)
-            if changes:
-                requeued = await self._replica_changes(conn, changes, rules, datasets)
+        requeued = await self._replica_changes(changes, rules, datasets)
+        async with self.state.pool.connection() as conn:
             await self.evaluate(conn, list(datasets.values()), rules)
         await self.publish(requeued)
         await self.publish_open(list(datasets))
@@ -318,27 +318,31 @@ class Evaluator:
 
     async def _replica_changes(
         self,
-        conn: Conn,
         changes: Sequence[ReplicaStateChanged],
         rules: Sequence[CompiledRule],
         datasets: dict[uuid.UUID, DatasetFacts],
     ) -> list[QueuedTransfer]:
+        """One short transaction per change (each takes its row locks in the service's order, holding nothing
+        else); datasets this service never heard of are fetched to be evaluated with the batch."""
         requeued: list[QueuedTransfer] = []
         for change in changes:
-            known = await replica_rows.dataset_known(conn, change.dataset_id)
-            if change.state.value == "available":
-                if known:
+            async with self.state.pool.connection() as conn:
+                known = await replica_rows.dataset_known(conn, change.dataset_id)
+                if known and change.state.value == "available":
                     await replica_rows.seen_available(
                         conn, change.dataset_id, change.site, change.uri, change.replica_id
                     )
-                if change.dataset_id not in datasets and any(
-                    r.stored.selector.dataset_type in (None, change.dataset_type) for r in rules
-                ):
-                    facts = await self._dataset_from_archive(change.dataset_id)
-                    if facts is not None:
-                        datasets[facts.id] = facts
-            elif known:
-                requeued += await replica_rows.lost(conn, change.dataset_id, change.site, change.state.value)
+                elif known:
+                    requeued += await replica_rows.lost(conn, change.dataset_id, change.site, change.state.value)
+            if (
+                not known
+                and change.state.value == "available"
+                and change.dataset_id not in datasets
+                and any(r.stored.selector.dataset_type in (None, change.dataset_type) for r in rules)
+            ):
+                facts = await self._dataset_from_archive(change.dataset_id)
+                if facts is not None:
+                    datasets[facts.id] = facts
         return requeued
 
     async def _dataset_from_archive(self, dataset_id: uuid.UUID) -> DatasetFacts | None:

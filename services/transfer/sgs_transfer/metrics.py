@@ -56,6 +56,12 @@ class TransferMetrics:
             registry=self.registry,
         )
         self.reaped = Counter("sgs_transfer_reaped_total", "Copies deleted by the reaper.", registry=self.registry)
+        self.reaper_passes = Counter(
+            "sgs_transfer_reaper_passes_total",
+            "Reaper passes, by outcome: ran, or paused (rule evaluation lagging).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.repaired = Counter(
             "sgs_transfer_repaired_total",
             "Copies re-queued by the repair pass, by reason.",

@@ -17,7 +17,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from sgs.model.dataset import ReplicaState
+from sgs.model.replica import ReplicaState
 from sgs_transfer.archive_client import ArchiveError
 from sgs_transfer.db import Conn
 from sgs_transfer.deps import TransferState
@@ -76,6 +76,7 @@ class Reaper:
     async def once(self) -> ReapReport:
         report = ReapReport()
         report.paused = await self.lagging()
+        self.state.metrics.reaper_passes.labels("paused" if report.paused else "ran").inc()
         if report.paused:
             return report
         async with self.state.pool.connection() as conn:

@@ -17,7 +17,9 @@ import asyncio
 import logging
 import uuid
 
-from sgs.model.dataset import ReplicaState
+from sgs.model.checksum import Adler32, Checksums
+from sgs.model.replica import ReplicaState
+from sgs.storage import ChecksumMismatchError, ObjectNotFoundError, StorageError, Store, StoreUnavailableError, verify
 from sgs_transfer.archive_client import ArchiveError
 from sgs_transfer.deps import TransferState
 from sgs_transfer.queue import QueuedTransfer, TransferQueue
@@ -160,20 +162,10 @@ class Repair:
         await self._publish(requeued)
 
 
-def _check_copy(store: object, uri: str, expected: Checksums) -> str | None:
+def _check_copy(store: Store, uri: str, size: int, adler32: str, sha256: str) -> str | None:
     """None if the object is there with the expected content, else what is wrong ('unreachable' if the store is)."""
-    from sgs.storage import (
-        ChecksumMismatchError,
-        ObjectNotFoundError,
-        Store,
-        StorageError,
-        StoreUnavailableError,
-        verify,
-    )
-
-    assert isinstance(store, Store)
     try:
-        verify(store, store.key_of(uri), expected)
+        verify(store, store.key_of(uri), Checksums(size=size, adler32=Adler32.parse(adler32), sha256=sha256))
     except ObjectNotFoundError:
         return "missing"
     except ChecksumMismatchError as error:

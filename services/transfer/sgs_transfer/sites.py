@@ -12,8 +12,8 @@ from sgs.model.site import Site
 from sgs.replication.placement import Candidate
 
 if TYPE_CHECKING:
-    from sgs_transfer.settings import TransferSettings
     from sgs.storage import Store
+    from sgs_transfer.settings import TransferSettings
 
 BYTES_PER_TB = 10**12
 

@@ -35,7 +35,7 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from sgs.expression import ExpressionError, select_sites
-from sgs.model.checksum import Checksums
+from sgs.model.checksum import Adler32, Checksums
 from sgs.replication.placement import SourceOption, choose_source
 from sgs.replication.retry import RetryPolicy, after_failure
 from sgs.storage import (
@@ -208,9 +208,12 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat(message, claimed))
         try:
             await self._attempt(claimed)
-        except AttemptFailedError as failure:
-            delay = await self._failed(claimed, failure)
+        except asyncio.CancelledError:
+            raise  # shutting down: the message comes back after ack_wait_s, the lease runs out
+        except Exception as error:
+            failure = error if isinstance(error, AttemptFailedError) else _unexpected(error)
             heartbeat.cancel()
+            delay = await self._failed(claimed, failure)
             await message.nak(delay=delay)
             return
         finally:
@@ -229,7 +232,7 @@ class Worker:
 
     async def _attempt(self, claimed: Claimed) -> None:
         destination = self._site(claimed.destination)
-        expected = Checksums(size=claimed.size, adler32=claimed.adler32, sha256=claimed.sha256)  # type: ignore[arg-type]
+        expected = Checksums(size=claimed.size, adler32=Adler32.parse(claimed.adler32), sha256=claimed.sha256)
         async with self.pool.connection() as conn:
             found = await rows.sources(conn, claimed)
         source_name = self._choose_source(found)
@@ -361,7 +364,7 @@ class Worker:
     async def _failed(self, claimed: Claimed, failure: AttemptFailedError) -> float:
         """Record the failure and decide the retry; returns the delay before the message comes back."""
         now = datetime.now(UTC)
-        failing_for = (now - claimed.first_failure_at).total_seconds() if claimed.first_failure_at else 0.0
+        failing_for = (now - claimed.first_failed_at).total_seconds() if claimed.first_failed_at else 0.0
         attempts = max(claimed.attempts, self.policy.fast_attempts) if failure.permanent else claimed.attempts
         decision = after_failure(attempts, failing_for, self.policy, random.random())
         if failure.kind == "source-down" and failure.source:
@@ -417,6 +420,12 @@ class Worker:
         await self.queue.publish(items)
         async with self.pool.connection() as conn:
             await mark_published(conn, items)
+
+
+def _unexpected(error: Exception) -> AttemptFailedError:
+    """A failure nobody classified (a bug, an archive answer we cannot read): recorded, retried, never lost."""
+    log.exception("worker: unexpected failure", exc_info=error)
+    return AttemptFailedError("internal", f"{type(error).__name__}: {error}")
 
 
 def _reachable(store: Store) -> bool:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import nats
@@ -173,11 +172,15 @@ def test_datasets_registered_later_are_matched_from_their_event(
     for round_ in range(3):  # a growing dataset set: each batch is matched as it arrives
         ingest(archive, f"{run}-{round_}", 8)
         eventually(
-            lambda n=round_: transfer.rule(rule["id"])["locks"]["replicating"] == 4 * (n + 1),
+            replicating_is(transfer, rule["id"], 4 * (round_ + 1)),
             what=f"batch {round_} evaluated",
             timeout_s=10,
         )
     assert len(transfer.transfers(rule=rule["id"])) == 12
+
+
+def replicating_is(transfer: TransferUnderTest, rule_id: str, count: int) -> Callable[[], bool]:
+    return lambda: bool(transfer.rule(rule_id)["locks"]["replicating"] == count)
 
 
 def test_suspend_resume_and_delete(archive: ArchiveUnderTest, transfer: TransferUnderTest) -> None:

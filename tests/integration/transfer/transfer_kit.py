@@ -217,3 +217,19 @@ def eventually(condition: Callable[[], Any], *, what: str, timeout_s: float, int
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def posix_store(site: Site) -> Any:
+    from sgs.storage import PosixStore
+
+    assert site.spec.storage.path is not None
+    return PosixStore(site.metadata.name, Path(site.spec.storage.path), durable=False)
+
+
+def put_source(store: Any, dataset_type: str, dataset_id: uuid.UUID, content: bytes, suffix: str = ".fits") -> str:
+    """Write a dataset's file at its Site (deterministic key) and return its URI."""
+    from sgs.storage import replica_key
+
+    key = replica_key(dataset_type, dataset_id, suffix)
+    store.put_bytes(key, content)
+    return str(store.uri(key))

@@ -115,10 +115,15 @@ CREATE INDEX transfer_open ON transfer (state, next_attempt_at) WHERE state IN (
 CREATE INDEX transfer_unpublished ON transfer (id) WHERE published_gen < generation;
 CREATE INDEX transfer_state_id ON transfer (state, id);
 
+-- Row locks are always taken in one order, rule -> lock -> transfer -> replica (the service's code follows it
+-- too), so concurrent workers, evaluators and rule deletions wait for each other instead of deadlocking.
+
 -- Lock counters per rule, maintained per statement from the transition tables (one UPDATE of each rule row per
 -- statement, not per lock: a 10,000-dataset rule inserts its locks in a few statements).
+-- Rule rows are locked in id order first: two transactions changing locks of the same rules never deadlock.
 CREATE FUNCTION lock_counts_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM 1 FROM rule WHERE id IN (SELECT rule_id FROM new_locks) ORDER BY id FOR NO KEY UPDATE;
     UPDATE rule r SET locks_ok = r.locks_ok + d.ok, locks_replicating = r.locks_replicating + d.rep,
                       locks_stuck = r.locks_stuck + d.stuck, updated_at = now()
       FROM (SELECT rule_id, count(*) FILTER (WHERE state = 'OK') AS ok,
@@ -131,6 +136,7 @@ END $$;
 
 CREATE FUNCTION lock_counts_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM 1 FROM rule WHERE id IN (SELECT rule_id FROM old_locks) ORDER BY id FOR NO KEY UPDATE;
     UPDATE rule r SET locks_ok = r.locks_ok - d.ok, locks_replicating = r.locks_replicating - d.rep,
                       locks_stuck = r.locks_stuck - d.stuck, updated_at = now()
       FROM (SELECT rule_id, count(*) FILTER (WHERE state = 'OK') AS ok,
@@ -143,6 +149,7 @@ END $$;
 
 CREATE FUNCTION lock_counts_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM 1 FROM rule WHERE id IN (SELECT rule_id FROM new_locks) ORDER BY id FOR NO KEY UPDATE;
     UPDATE rule r SET locks_ok = r.locks_ok + d.ok, locks_replicating = r.locks_replicating + d.rep,
                       locks_stuck = r.locks_stuck + d.stuck, updated_at = now()
       FROM (SELECT rule_id, sum(sign * (state = 'OK')::int) AS ok,

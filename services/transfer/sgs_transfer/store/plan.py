@@ -137,12 +137,18 @@ async def write(conn: Conn, locks: Sequence[LockRow], transfers: Sequence[Transf
                 [lock.state for lock in locks],
             ),
         )
+    queued = await _insert_transfers(conn, transfers)
+    if locks:
         # A copy a rule wants again is no longer the reaper's (its tombstone goes).
         await conn.execute(
             """UPDATE replica r SET tombstone = NULL FROM unnest(%s::uuid[], %s::text[]) AS p(dataset_id, site)
                 WHERE r.dataset_id = p.dataset_id AND r.site = p.site AND r.tombstone IS NOT NULL""",
             ([lock.dataset_id for lock in locks], [lock.site for lock in locks]),
         )
+    return queued
+
+
+async def _insert_transfers(conn: Conn, transfers: Sequence[TransferRow]) -> list[QueuedTransfer]:
     if not transfers:
         return []
     unique = {(t.dataset_id, t.destination): t for t in transfers}

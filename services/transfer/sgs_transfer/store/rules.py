@@ -258,6 +258,7 @@ async def delete(conn: Conn, rule_id: uuid.UUID) -> int:
     """Delete the rule and release its locks: copies no rule holds any more get a tombstone (only copies this
     service made: the reaper never touches data it did not create), transfers no rule needs are cancelled.
     Returns the number of locks released."""
+    await conn.execute("SELECT 1 FROM rule WHERE id = %s FOR UPDATE", (rule_id,))  # the lock order: rule first
     cursor = await conn.execute("DELETE FROM lock WHERE rule_id = %s RETURNING dataset_id, site", (rule_id,))
     released = [(row["dataset_id"], row["site"]) for row in await cursor.fetchall()]
     await conn.execute("DELETE FROM rule WHERE id = %s", (rule_id,))
@@ -267,19 +268,20 @@ async def delete(conn: Conn, rule_id: uuid.UUID) -> int:
 
 
 async def release(conn: Conn, pairs: list[tuple[uuid.UUID, str]]) -> None:
-    """For (dataset, Site) pairs that just lost a lock: tombstone and cancel where no lock is left."""
+    """For (dataset, Site) pairs that just lost a lock: cancel and tombstone where no lock is left (transfer rows
+    before replica rows: the service's lock order)."""
     datasets = [d for d, _ in pairs]
     sites = [s for _, s in pairs]
     unlocked = """SELECT p.dataset_id, p.site FROM unnest(%s::uuid[], %s::text[]) AS p(dataset_id, site)
                    WHERE NOT EXISTS (SELECT 1 FROM lock l WHERE l.dataset_id = p.dataset_id AND l.site = p.site)"""
     await conn.execute(
-        f"""UPDATE replica r SET tombstone = now(), updated_at = now() FROM ({unlocked}) u
-             WHERE r.dataset_id = u.dataset_id AND r.site = u.site AND r.origin = 'transfer'
-               AND r.tombstone IS NULL""",
+        f"""UPDATE transfer t SET state = 'CANCELLED', done_at = now() FROM ({unlocked}) u
+             WHERE t.dataset_id = u.dataset_id AND t.destination = u.site AND t.state IN ('QUEUED', 'STUCK')""",
         (datasets, sites),
     )
     await conn.execute(
-        f"""UPDATE transfer t SET state = 'CANCELLED', done_at = now() FROM ({unlocked}) u
-             WHERE t.dataset_id = u.dataset_id AND t.destination = u.site AND t.state IN ('QUEUED', 'STUCK')""",
+        f"""UPDATE replica r SET tombstone = now(), updated_at = now() FROM ({unlocked}) u
+             WHERE r.dataset_id = u.dataset_id AND r.site = u.site AND r.origin = 'transfer'
+               AND r.tombstone IS NULL""",
         (datasets, sites),
     )

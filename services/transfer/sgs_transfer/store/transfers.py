@@ -78,7 +78,7 @@ class Claimed:
     adler32: str
     sha256: str
     copied_at: datetime | None
-    first_failure_at: datetime | None
+    first_failed_at: datetime | None
 
 
 def _claimed(row: dict[str, Any]) -> Claimed:
@@ -93,7 +93,7 @@ def _claimed(row: dict[str, Any]) -> Claimed:
         adler32=row["adler32"],
         sha256=row["sha256"],
         copied_at=row["copied_at"],
-        first_failure_at=row["first_failure_at"],
+        first_failed_at=row["first_failed_at"],
     )
 
 
@@ -210,8 +210,22 @@ async def mark_copied(conn: Conn, claimed: Claimed, source: str, uri: str, size:
     )
 
 
+async def lock_rules_of(conn: Conn, dataset_id: uuid.UUID, site: str) -> None:
+    """Lock (in id order) the rules that hold locks on this (dataset, Site): the first step of the lock order."""
+    await conn.execute(
+        """SELECT 1 FROM rule WHERE id IN (SELECT rule_id FROM lock WHERE dataset_id = %s AND site = %s)
+            ORDER BY id FOR NO KEY UPDATE""",
+        (dataset_id, site),
+    )
+
+
 async def finish(conn: Conn, claimed: Claimed, archive_replica_id: int | None) -> None:
-    """Registered at the destination: the transfer is DONE, the copy available, the locks on it OK."""
+    """Registered at the destination: the locks on it OK, the transfer DONE, the copy available."""
+    await lock_rules_of(conn, claimed.dataset_id, claimed.destination)
+    await conn.execute(
+        "UPDATE lock SET state = 'OK' WHERE dataset_id = %s AND site = %s AND state <> 'OK'",
+        (claimed.dataset_id, claimed.destination),
+    )
     await conn.execute(
         """UPDATE transfer SET state = 'DONE', registered_at = now(), done_at = now(), lease_until = NULL,
                   last_error = NULL, first_failed_at = NULL, avoid_source = NULL
@@ -226,10 +240,6 @@ async def finish(conn: Conn, claimed: Claimed, archive_replica_id: int | None) -
             WHERE dataset_id = %s AND site = %s""",
         (archive_replica_id, claimed.dataset_id, claimed.destination, claimed.dataset_id, claimed.destination),
     )
-    await conn.execute(
-        "UPDATE lock SET state = 'OK' WHERE dataset_id = %s AND site = %s AND state <> 'OK'",
-        (claimed.dataset_id, claimed.destination),
-    )
 
 
 async def fail(
@@ -241,21 +251,18 @@ async def fail(
     source: str | None,
     avoid_source: str | None,
 ) -> None:
+    state = "STUCK" if stuck else "REPLICATING"
+    await lock_rules_of(conn, claimed.dataset_id, claimed.destination)
+    await conn.execute(
+        "UPDATE lock SET state = %s WHERE dataset_id = %s AND site = %s AND state NOT IN ('OK', %s)",
+        (state, claimed.dataset_id, claimed.destination, state),
+    )
     await conn.execute(
         """UPDATE transfer SET state = %s, last_error = %s, next_attempt_at = now() + make_interval(secs => %s),
                   first_failed_at = COALESCE(first_failed_at, now()), lease_until = NULL,
                   source = COALESCE(%s, source), avoid_source = %s
             WHERE id = %s AND state = 'ACTIVE'""",
         ("STUCK" if stuck else "QUEUED", error[:2000], delay_s, source, avoid_source, claimed.id),
-    )
-    await conn.execute(
-        """UPDATE lock SET state = %s WHERE dataset_id = %s AND site = %s AND state <> 'OK' AND state <> %s""",
-        (
-            "STUCK" if stuck else "REPLICATING",
-            claimed.dataset_id,
-            claimed.destination,
-            "STUCK" if stuck else "REPLICATING",
-        ),
     )
 
 
