@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import kopf
 from pydantic import ValidationError
 
+import sgs_operator.placements  # noqa: F401  (importing it registers the DataPlacement handlers)
 from sgs.model.base import GROUP, VERSION
 from sgs.model.run import RunSpec
 from sgs.model.site import SiteSpec, StorageKind

@@ -19,9 +19,11 @@ What a caller uses (the transfer service, the operator, ``sgs demo``)::
 - :func:`replica_key` — the deterministic layout (:mod:`sgs.storage.layout`): a retried copy lands on the same
   key. :func:`check_key` is what every store applies to a key before touching anything.
 - Checksums are :class:`sgs.model.checksum.Checksums`; adler32 compares as a number (:class:`Adler32`).
-- :mod:`sgs.storage.sites` — the Sites (stores with resolved credentials, labels, maintenance, archive
-  endpoints) from the Site resources of a cluster or from a Sites file; :func:`open_store` turns one into a
-  :class:`Store`.
+- The Sites loader: :func:`sgs.storage.sites.load_sites_file` (a Sites file of Site + Secret manifests, the
+  embedded default) and :mod:`sgs.storage.site_watch` (``load_sites_from_cluster``, ``SitesWatch``: the Site
+  resources of a cluster, watched) both give :class:`~sgs.storage.sites.Sites` — each
+  :class:`~sgs.storage.sites.LoadedSite` has its Site resource, resolved S3 credentials, labels, maintenance
+  windows and archive URL, and ``.store()`` opens its :class:`Store` (open it once and share it).
 
 **Blocking, thread-safe, not async.** The minio SDK is synchronous (urllib3), and so is file I/O. The heavy
 parts — socket reads and writes, sha256, adler32 — release the GIL, so copies running in threads overlap for

@@ -13,7 +13,7 @@ from typing import BinaryIO, Protocol, Self
 from sgs.model.checksum import Checksums
 from sgs.model.site import StorageKind
 from sgs.storage.errors import ChecksumMismatchError, ObjectNotFoundError, StorageError
-from sgs.storage.hashing import CHUNK, Readable, StreamHasher
+from sgs.storage.hashing import CHUNK, PipelinedHasher, Readable, StreamHasher
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Writer(ABC):
 
     def __init__(self, what: str) -> None:
         self.what = what
-        self._hasher = StreamHasher()
+        self._hasher = PipelinedHasher()
         self._closed = False
 
     def write(self, chunk: bytes) -> None:
@@ -84,6 +84,7 @@ class Writer(ABC):
         """Drop everything written so far (idempotent)."""
         if not self._closed:
             self._closed = True
+            self._hasher.close()
             self._abort()
 
     def __enter__(self) -> Self:

@@ -14,6 +14,8 @@ from sgs.storage.hashing import checksum_stream
 
 Progress = Callable[[int], None]
 """Called with the number of bytes just copied."""
+VERIFY_CHUNK = 8 << 20
+"""Read-back chunk: big enough that hashing runs in its helper thread beside the next read."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class CopyResult:
 def verify(store: Store, key: str, expected: Checksums) -> Checksums:
     """Re-read an object and check its size and checksums; :class:`ChecksumMismatchError` if they differ."""
     with store.open(key) as stream:
-        actual = checksum_stream(stream)
+        actual = checksum_stream(stream, VERIFY_CHUNK)
     if actual != expected:
         raise ChecksumMismatchError(f"{store.site}:{key}", expected, actual)
     return actual

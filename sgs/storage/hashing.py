@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -11,6 +13,8 @@ from sgs.model.checksum import Adler32, Checksums
 
 CHUNK = 1 << 20
 """1 MiB: large enough that hashlib and zlib release the GIL for each chunk, small enough to stay in cache."""
+BACKGROUND_MIN = 4 << 20
+"""Chunks from this size on are hashed by a helper thread (see :class:`PipelinedHasher`)."""
 
 
 class Readable(Protocol):
@@ -36,10 +40,55 @@ class StreamHasher:
         return Checksums(size=self.size, adler32=Adler32(self._adler & 0xFFFFFFFF), sha256=self._sha.hexdigest())
 
 
+class PipelinedHasher:
+    """A :class:`StreamHasher` that hashes big chunks in a helper thread, in order, while the caller fetches or
+    sends the next one (hashing and socket I/O both release the GIL, so they overlap on separate cores).
+
+    At most ``lag`` chunks wait to be hashed: a caller faster than hashing blocks, so memory stays bounded.
+    Small chunks, and everything while no big chunk has been seen, are hashed inline (a thread hand-off costs
+    more than hashing a few KiB).
+    """
+
+    def __init__(self, lag: int = 2, background_min: int = BACKGROUND_MIN) -> None:
+        self._hasher = StreamHasher()
+        self._background_min = background_min
+        self._slots = threading.BoundedSemaphore(lag)
+        self._pool: ThreadPoolExecutor | None = None
+        self.size = 0
+
+    def update(self, chunk: bytes | bytearray | memoryview) -> None:
+        self.size += len(chunk)
+        if self._pool is None:
+            if len(chunk) < self._background_min:
+                self._hasher.update(chunk)
+                return
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sgs-hash")
+        self._slots.acquire()
+        try:
+            future = self._pool.submit(self._hasher.update, chunk)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+
+    def result(self) -> Checksums:
+        self.close()
+        return self._hasher.result()
+
+    def close(self) -> None:
+        """Wait for the helper thread to finish what it was given, and stop it (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
 def checksum_stream(stream: Readable, chunk: int = CHUNK) -> Checksums:
-    hasher = StreamHasher()
-    while data := stream.read(chunk):
-        hasher.update(data)
+    hasher = PipelinedHasher()
+    try:
+        while data := stream.read(chunk):
+            hasher.update(data)
+    finally:
+        hasher.close()
     return hasher.result()
 
 

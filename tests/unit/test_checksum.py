@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sgs.model.checksum import Adler32, Checksums
 from sgs.model.replica import ReplicaFile
 from sgs.storage import StreamHasher, checksum_bytes, checksum_stream
+from sgs.storage.hashing import PipelinedHasher
 
 
 def test_adler32_with_and_without_leading_zeros_is_the_same_number() -> None:
@@ -66,3 +67,12 @@ def test_one_pass_hashing_matches_hashlib_and_zlib(size: int) -> None:
     for start in range(0, size, 1 << 20):
         hasher.update(memoryview(data)[start : start + (1 << 20)])
     assert hasher.result() == expected
+
+
+def test_pipelined_hashing_keeps_the_order_of_mixed_chunks() -> None:
+    chunks = [os.urandom(n) for n in (10, 5 << 20, 3, 6 << 20, 1 << 20, 4 << 20, 7)]
+    hasher = PipelinedHasher(lag=1)
+    for chunk in chunks:
+        hasher.update(chunk)
+    assert hasher.size == sum(map(len, chunks))
+    assert hasher.result() == checksum_bytes(b"".join(chunks))

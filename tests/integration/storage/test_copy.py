@@ -128,7 +128,7 @@ def test_the_copy_s_own_verify_catches_a_bad_write_and_removes_it(store: Store, 
 
 def test_many_small_objects_copy(store: Store, other_store: Store) -> None:
     keys = {}
-    for _ in range(200):
+    for _ in range(100):
         key = replica_key("small", uuid.uuid4(), ".dat")
         keys[key] = store.put_bytes(key, os.urandom(10_000))
     for key, sums in keys.items():

@@ -121,7 +121,7 @@ def test_sizes_around_the_part_boundaries(store: Store, size: int) -> None:
 
 def test_many_small_objects(store: Store) -> None:
     expected = {}
-    for index in range(300):
+    for index in range(200):
         data = os.urandom(10_000 + index)
         expected[f"small/{index:04d}"] = store.put_bytes(f"small/{index:04d}", data)
     assert {o.key: o.size for o in store.list("small/")} == {k: v.size for k, v in expected.items()}
