@@ -27,7 +27,7 @@ from sgs_transfer.queue import QueueNames, TransferQueue
 from sgs_transfer.reaper import Reaper
 from sgs_transfer.repair import Repair
 from sgs_transfer.settings import TransferSettings
-from sgs_transfer.sites import SiteBook, load_site_book
+from sgs_transfer.sites import SiteBook, load_site_book, watch_cluster_sites
 from sgs_transfer.universe import UniverseCache
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ def create_app(settings: TransferSettings | None = None, sites: SiteBook | None 
         app.state.transfer = state
         tasks: list[asyncio.Task[None]] = []
         nc = None
+        stopped = asyncio.Event()
+        if settings.sites_from_cluster and sites is None:
+            tasks.append(_supervised("sites-watch", lambda: watch_cluster_sites(settings, book, stopped)))
         try:
             if settings.nats_url:
                 nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
@@ -96,6 +99,7 @@ def create_app(settings: TransferSettings | None = None, sites: SiteBook | None 
                     tasks.append(_supervised("worker", state.worker.run))
             yield
         finally:
+            stopped.set()
             for task in tasks:
                 await stop_within(task, SHUTDOWN_GRACE_S)
             if state.worker is not None:

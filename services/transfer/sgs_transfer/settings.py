@@ -23,7 +23,10 @@ class TransferSettings(BaseSettings):
     nats_url: str | None = Field(default=None, description="NATS server; without it nothing is evaluated or copied.")
     environment: Literal["development", "production"] = "development"
     admin_token: SecretStr | None = Field(default=None, description="Bearer token with every right.")
-    sites_file: Path | None = Field(default=None, description="Sites file (YAML Site manifests) when no cluster.")
+    sites_file: Path | None = Field(default=None, description="Sites file (Site + Secret manifests) when no cluster.")
+    sites_from_cluster: bool = Field(default=False, description="Watch the Site resources of a cluster instead.")
+    kubeconfig: Path | None = Field(default=None, description="Cluster credentials (default: in-cluster / env).")
+    sites_namespace: str | None = Field(default=None, description="Namespace of the Sites watched (default: all).")
     archive_url: str | None = Field(default=None, description="Archive holding the datasets rules select.")
     archive_token: SecretStr | None = Field(default=None, description="Token for reading that archive.")
     namespace: str = Field(
@@ -61,6 +64,11 @@ class TransferSettings(BaseSettings):
     republish_after_s: float = Field(default=10.0, gt=0, description="Unpublished transfer rows older than this.")
     verify_batch: int = Field(default=200, ge=0, description="Copies re-checksummed per repair pass.")
     reaper_interval_s: float = Field(default=60.0, gt=0)
+    # What killed copies left behind (temporary files, incomplete multipart uploads) is removed when older than
+    # partial_max_age_s (longer than any live upload may take), every partials_interval_s; a retried transfer
+    # also aborts the uploads an earlier attempt left under its own key at once.
+    partial_max_age_s: float = Field(default=6 * 3600.0, gt=0)
+    partials_interval_s: float = Field(default=600.0, gt=0)
     tombstone_grace_s: float = Field(default=0.0, ge=0, description="Unlocked copies are kept this long.")
     archive_timeout_s: float = Field(default=10.0, gt=0)
     # Debug hook for the fault tests: damage the destination object between the copy and its verification,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,11 +12,13 @@ from typing import TYPE_CHECKING
 from sgs.expression import SiteFacts
 from sgs.model.site import Site
 from sgs.replication.placement import Candidate
+from sgs.storage.sites import Sites, SiteStores, load_sites_file
 
 if TYPE_CHECKING:
     from sgs.storage import Store
     from sgs_transfer.settings import TransferSettings
 
+log = logging.getLogger(__name__)
 BYTES_PER_TB = 10**12
 
 
@@ -81,10 +85,35 @@ class SiteBook:
         return [self._sites[n].candidate(used.get(n, 0), now) for n in sorted(names) if n in self._sites]
 
 
+def known_sites(sites: Sites, stores: SiteStores) -> list[KnownSite]:
+    """The usable Sites of a loader snapshot with their shared stores; unusable ones are logged with the reason."""
+    for name, reason in sorted(sites.errors.items()):
+        log.error("Site %s cannot be used: %s", name, reason)
+    return [KnownSite(loaded.resource, loaded.archive_token, stores[name]) for name, loaded in sites.sites.items()]
+
+
 def load_site_book(settings: TransferSettings) -> SiteBook:
-    """The Sites from the settings' Sites file (none without one: a caller may give them to create_app)."""
+    """The Sites of the settings' Sites file (none without one: the cluster watch or a caller fills the book)."""
     if settings.sites_file is None:
         return SiteBook()
-    from sgs_transfer.sitesfile import load_sites_file
+    sites = load_sites_file(settings.sites_file)
+    return SiteBook(known_sites(sites, SiteStores(sites)))
 
-    return SiteBook(load_sites_file(settings.sites_file))
+
+async def watch_cluster_sites(settings: TransferSettings, book: SiteBook, stopped: asyncio.Event) -> None:
+    """Keep ``book`` in step with the cluster's Site resources (and the Secrets they name)."""
+    from sgs.kube import KubeClient
+    from sgs.storage.site_watch import SitesWatch
+
+    client = await KubeClient.connect(settings.kubeconfig)
+    stores = SiteStores()
+
+    def changed(sites: Sites) -> None:
+        stores.update(sites)
+        book.replace(known_sites(sites, stores))
+        log.info("Sites from the cluster: %s", ", ".join(book.names) or "none")
+
+    try:
+        await SitesWatch(client, settings.sites_namespace, on_change=changed).run(stopped)
+    finally:
+        await client.close()

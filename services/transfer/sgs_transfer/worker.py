@@ -42,6 +42,7 @@ from sgs.storage import (
     ChecksumMismatchError,
     CopyAbortedError,
     ObjectNotFoundError,
+    S3Store,
     StorageError,
     Store,
     StoreUnavailableError,
@@ -127,12 +128,16 @@ class Worker:
         """Until cancelled: one loop per destination Site (Sites added later get theirs within seconds)."""
         await asyncio.to_thread(self._clean_partials)
         self.running = True
+        cleaned = time.monotonic()
         try:
             while True:
                 for name in self.sites.names:
                     if name not in self.loops or self.loops[name].done():
                         self.loops[name] = asyncio.create_task(self._supervise(name), name=f"to-{name}")
-                await asyncio.sleep(SITES_CHECK_S)
+                await asyncio.sleep(min(SITES_CHECK_S, self.settings.partials_interval_s))
+                if time.monotonic() - cleaned >= self.settings.partials_interval_s:
+                    await asyncio.to_thread(self._clean_partials)
+                    cleaned = time.monotonic()
         finally:
             self.running = False
             for task in self.loops.values():
@@ -145,7 +150,7 @@ class Worker:
             if known.store is None:
                 continue
             try:
-                removed = known.store.clean_partials(older_than_s=self.settings.ack_wait_s)
+                removed = known.store.clean_partials(older_than_s=self.settings.partial_max_age_s)
             except StorageError as error:
                 log.warning("worker: cannot clean partial writes at %s: %s", known.name, error)
                 continue
@@ -314,6 +319,17 @@ class Worker:
                     return False
                 except (ObjectNotFoundError, ChecksumMismatchError):
                     pass
+                if isinstance(destination, S3Store):
+                    # Only the holder of the claim writes this key: an upload left under it is an earlier
+                    # attempt's (a killed worker's), never a live one.
+                    removed = destination.clean_partials(0.0, prefix=key)
+                    if removed:
+                        log.info(
+                            "worker: aborted %d uploads an earlier attempt left at %s:%s",
+                            removed,
+                            destination.site,
+                            key,
+                        )
             copy(source, source_key, destination, key, expected=expected, verify_destination=False, abort=abort)
             if corrupt:
                 _damage(destination, key)
