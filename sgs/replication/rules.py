@@ -8,9 +8,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from sgs.expression.dimensions import DataIdMatcher, compile_matcher
 from sgs.model.dataset import DimensionUniverse, DimensionValue
+
+if TYPE_CHECKING:
+    from sgs.expression.dimensions import DataIdMatcher
 
 GLOB_CHARACTERS = frozenset("*?[")
 COLLECTION_PATTERN_RE = r"^[A-Za-z0-9_*?\[][A-Za-z0-9_.\-/*?\[\]]*$"
@@ -70,6 +73,9 @@ class Selector:
 
     def compile(self, universe: DimensionUniverse, allowed: Sequence[str] | None = None) -> CompiledSelector:
         """Checks the expression against the universe (ExpressionError) and returns the matcher."""
+        # Imported here: the expression module loads astropy (HEALPix), which a transfer worker never needs.
+        from sgs.expression.dimensions import compile_matcher
+
         return CompiledSelector(self, compile_matcher(self.where, universe, allowed))
 
 

@@ -271,12 +271,14 @@ class Evaluator:
             self.connected = False
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        # A new consumer starts at the stream's end: what the archive held before is reached by evaluating every
+        # rule against the archive itself (below), not by replaying its whole history of events one by one.
         config = api.ConsumerConfig(
             durable_name=self.durable,
             filter_subjects=[DATASET_REGISTERED, REPLICA_ANY],
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=self.state.settings.ack_wait_s,
-            deliver_policy=api.DeliverPolicy.ALL,
+            deliver_policy=api.DeliverPolicy.NEW,
             max_deliver=-1,
         )
         while True:
@@ -290,7 +292,14 @@ class Evaluator:
             await self.js.consumer_info(STREAM, self.durable)
         except NotFoundError:
             await self.js.add_consumer(STREAM, config)
+            await self._evaluate_every_rule()
         return await self.js.pull_subscribe_bind(self.durable, stream=STREAM)
+
+    async def _evaluate_every_rule(self) -> None:
+        """A consumer created now has seen no event: every active rule is evaluated against the archive once."""
+        async with self.state.pool.connection() as conn:
+            for rule in await rule_rows.active(conn):
+                self.schedule(rule.id)
 
     async def handle(self, messages: Sequence[Msg]) -> None:
         datasets: dict[uuid.UUID, DatasetFacts] = {}

@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 
 from sgs.expression import ExpressionError, select_sites
 from sgs.model.checksum import Adler32, Checksums
+from sgs.model.replica import ReplicaState
 from sgs.replication.placement import SourceOption, choose_source
 from sgs.replication.retry import RetryPolicy, after_failure
 from sgs.storage import (
@@ -66,7 +67,8 @@ log = logging.getLogger(__name__)
 FETCH_TIMEOUT_S = 1.0
 PROBE_KEY = "sgs-probe/reachable"
 SITES_CHECK_S = 5.0
-SOURCE_QUARANTINE_S = 30.0
+SOURCE_QUARANTINE_PROBES = 4
+"""A source found down is avoided for this many probe intervals."""
 
 
 class AttemptFailedError(Exception):
@@ -288,7 +290,10 @@ class Worker:
             for site in found.replicas
             if site in self.sites and (site != found.avoid or len(found.replicas) == 1)
         ]
-        return choose_source(options, preferred)
+        # A quarantine is a preference, not a ban: with every source quarantined, try them anyway.
+        return choose_source(options, preferred) or choose_source(
+            [SourceOption(o.site, True, o.active_transfers) for o in options], preferred
+        )
 
     @contextlib.asynccontextmanager
     async def _slots(self, source: str, destination: str):  # type: ignore[no-untyped-def]
@@ -349,11 +354,13 @@ class Worker:
         except ChecksumMismatchError as error:
             raise AttemptFailedError("checksum", str(error), source=source_name) from error
         except StoreUnavailableError as error:
-            # Which side is down decides what pauses: ask the destination itself rather than parse the message.
-            down = not await asyncio.to_thread(_reachable, destination)
-            raise AttemptFailedError(
-                "destination-down" if down else "source-down", str(error), source=source_name
-            ) from error
+            # Which side is down decides what pauses: ask both stores rather than parse the message. Both
+            # answering now (one came back a moment ago) is a plain retry that blames nobody.
+            if not await asyncio.to_thread(_reachable, destination):
+                raise AttemptFailedError("destination-down", str(error), source=source_name) from error
+            if not await asyncio.to_thread(_reachable, source):
+                raise AttemptFailedError("source-down", str(error), source=source_name) from error
+            raise AttemptFailedError("storage", str(error), source=source_name) from error
         except ObjectNotFoundError as error:
             raise AttemptFailedError("source-missing", str(error), source=source_name) from error
         except (StorageError, CopyAbortedError, OSError) as error:
@@ -371,8 +378,13 @@ class Worker:
             adler32=claimed.adler32,
             sha256=claimed.sha256,
         )
+        url, token = destination.archive_url, destination.archive_token
         try:
-            found = await self.archive.register_replica(destination.archive_url, destination.archive_token, replica)
+            found = await self.archive.register_replica(url, token, replica)
+            if found["state"] != ReplicaState.AVAILABLE.value:
+                # The same copy registered before and since declared bad (the repair pass re-copied it onto the
+                # same key): the verified bytes make it available again, announced as a state change.
+                await self.archive.set_replica_state(url, token, int(found["id"]), ReplicaState.AVAILABLE)
         except ArchiveError as error:
             raise AttemptFailedError("archive", str(error), permanent=not error.retryable) from error
         return int(found["id"])
@@ -384,7 +396,8 @@ class Worker:
         attempts = max(claimed.attempts, self.policy.fast_attempts) if failure.permanent else claimed.attempts
         decision = after_failure(attempts, failing_for, self.policy, random.random())
         if failure.kind == "source-down" and failure.source:
-            self.quarantined[failure.source] = time.monotonic() + SOURCE_QUARANTINE_S
+            until = time.monotonic() + SOURCE_QUARANTINE_PROBES * self.settings.probe_interval_s
+            self.quarantined[failure.source] = until
         avoid = failure.source if failure.kind == "checksum" else None
         delay = 0.0 if failure.kind == "checksum" and claimed.attempts == 1 else decision.delay_s
         async with self.pool.connection() as conn:
@@ -421,6 +434,12 @@ class Worker:
         store = self._site(destination).store
         assert store is not None
         if not await asyncio.to_thread(_reachable, store):
+            async with self.pool.connection() as conn:
+                stuck = await rows.stick_waiting(
+                    conn, destination, f"{destination} unreachable, paused: {gate.reason}", self.settings.stuck_after_s
+                )
+            if stuck:
+                log.warning("worker: %d transfers to %s are STUCK while it is unreachable", stuck, destination)
             return
         gate.paused, gate.failures, gate.reason = False, 0, ""
         self.metrics.paused.labels(destination).set(0)

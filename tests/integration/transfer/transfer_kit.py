@@ -74,7 +74,16 @@ class ArchiveUnderTest:
     dsn: str
     server: ServiceThread
     client: httpx.Client
+    settings: ArchiveSettings
     site_tokens: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        """Down: no API, no relay (a real outage of the archive)."""
+        self.server.stop()
+
+    def start(self) -> None:
+        """Back on the same port, the same database."""
+        self.server = ServiceThread(create_archive(self.settings), "archive", port=self.server.port).start()
 
     @property
     def url(self) -> str:
@@ -116,10 +125,11 @@ def archive_service(postgres: PostgresPart, nats_url: str) -> Iterator[ArchiveUn
             while client.get("/readyz").json().get("relay") != "connected":
                 assert time.monotonic() < deadline, "the archive's relay did not connect to NATS"
                 time.sleep(0.05)
+            archive = ArchiveUnderTest(dsn, server, client, settings)
             try:
-                yield ArchiveUnderTest(dsn, server, client)
+                yield archive
             finally:
-                server.stop()
+                archive.server.stop()
 
 
 def posix_site(name: str, root: Path, archive_url: str, labels: dict[str, str] | None = None, **spec: Any) -> Site:
@@ -233,3 +243,104 @@ def put_source(store: Any, dataset_type: str, dataset_id: uuid.UUID, content: by
     key = replica_key(dataset_type, dataset_id, suffix)
     store.put_bytes(key, content)
     return str(store.uri(key))
+
+
+# ------------------------------------------------------------------------------------------ MinIO Sites
+
+
+def s3_site(part: Any, archive_url: str, labels: dict[str, str] | None = None) -> Site:
+    name = part.site
+    return Site.model_validate(
+        {
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {
+                "storage": {
+                    "kind": "s3",
+                    "endpoint": part.endpoint,
+                    "bucket": part.bucket,
+                    "secure": False,
+                    "credentials": {"name": f"{name}-s3"},
+                },
+                "archiveUrl": archive_url,
+                "archiveCredentials": {"name": f"{name}-archive"},
+                "capacity": {"cores": 8, "storageTb": 1},
+            },
+        }
+    )
+
+
+def s3_store(part: Any) -> Any:
+    from sgs.storage import S3Store
+
+    return S3Store.connect(part.site, part.endpoint, part.bucket, part.access_key, part.secret_key, secure=False)
+
+
+def write_sites_file(path: Path, sites: list[Site], parts: dict[str, Any], tokens: dict[str, str]) -> Path:
+    """A Sites file (Site + Secret manifests) for a worker process, with S3 keys and archive tokens."""
+    import yaml
+
+    documents: list[dict[str, Any]] = []
+    for site in sites:
+        name = site.metadata.name
+        documents.append(site.model_dump(mode="json", by_alias=True, exclude_none=True))
+        part = parts.get(name)
+        if part is not None:
+            documents.append(_secret(f"{name}-s3", {"accessKey": part.access_key, "secretKey": part.secret_key}))
+        documents.append(_secret(f"{name}-archive", {"token": tokens[name]}))
+    path.write_text(yaml.safe_dump_all(documents))
+    return path
+
+
+def _secret(name: str, values: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": values}
+
+
+class WorkerProcess:
+    """``sgs transfer worker`` as a real process (so a test can kill -9 it mid-copy)."""
+
+    def __init__(self, settings: TransferSettings, sites_file: Path, log_path: Path, name: str) -> None:
+        import os
+
+        self.log_path = log_path
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for field_name, value in settings.model_dump().items():
+            if value is None or field_name in ("sites_file", "embedded_worker"):
+                continue
+            text = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            env[f"SGS_TRANSFER_{field_name.upper()}"] = str(text).lower() if isinstance(text, bool) else str(text)
+        env["SGS_TRANSFER_SITES_FILE"] = str(sites_file)
+        env["SGS_TRANSFER_WORKER_NAME"] = name
+        self.env = env
+        self.process: Any = None
+
+    def start(self) -> WorkerProcess:
+        import subprocess
+        import sys
+
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sgs.cli.main", "transfer", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def ready(self) -> bool:
+        return self.log_path.is_file() and "copying into" in self.log_path.read_text()
+
+    def kill(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()

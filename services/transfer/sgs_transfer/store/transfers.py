@@ -289,3 +289,29 @@ async def record_resume(conn: Conn, destination: str, worker: str) -> None:
         "UPDATE destination_pause SET resumed_at = now() WHERE site = %s AND worker = %s AND resumed_at IS NULL",
         (destination, worker),
     )
+
+
+async def stick_waiting(conn: Conn, destination: str, reason: str, stuck_after_s: float) -> int:
+    """A paused destination's transfers that have waited (or failed) longer than ``stuck_after_s`` are STUCK
+    with the reason: a rule says why it is not progressing even when no attempt is made."""
+    waiting = """SELECT id, dataset_id FROM transfer WHERE destination = %(d)s AND state = 'QUEUED'
+                  AND COALESCE(first_failed_at, queued_at) < now() - make_interval(secs => %(s)s)"""
+    params = {"d": destination, "s": stuck_after_s, "e": reason[:2000]}
+    await conn.execute(
+        f"""SELECT 1 FROM rule WHERE id IN (SELECT l.rule_id FROM lock l JOIN ({waiting}) w
+                 ON w.dataset_id = l.dataset_id WHERE l.site = %(d)s)
+            ORDER BY id FOR NO KEY UPDATE""",
+        params,
+    )
+    await conn.execute(
+        f"""UPDATE lock l SET state = 'STUCK' FROM ({waiting}) w
+             WHERE l.dataset_id = w.dataset_id AND l.site = %(d)s AND l.state = 'REPLICATING'""",
+        params,
+    )
+    cursor = await conn.execute(
+        f"""UPDATE transfer t SET state = 'STUCK', last_error = %(e)s,
+                  first_failed_at = COALESCE(first_failed_at, now())
+              FROM ({waiting}) w WHERE t.id = w.id""",
+        params,
+    )
+    return cursor.rowcount
