@@ -330,7 +330,8 @@ def placement_sites(
     return {(namespace or "", name): {"spec": dict(spec), "labels": dict(labels)}}
 
 
-@kopf.on.validate(GROUP, VERSION, "dataplacements", operations=["CREATE", "UPDATE"], ignore_failures=True)
+# failurePolicy Fail and kept while no operator runs, as for Pipelines and Runs (handlers.py).
+@kopf.on.validate(GROUP, VERSION, "dataplacements", operations=["CREATE", "UPDATE"], persistent=True)
 def validate_placement(spec: Mapping[str, Any], **_: Any) -> None:
     """PlacementRefusedError at apply: a spec the model rejects, or a horizon already over."""
     try:

@@ -110,6 +110,7 @@ def operator(
                 os.environ[key] = value
     yield proc
     proc.stop()
+    proc.delete_webhook()  # failurePolicy Fail: a webhook left behind would refuse the next module's Runs
 
 
 @pytest.fixture
