@@ -29,7 +29,7 @@ from sgs.testing.postgres import PostgresPart
 pytest_plugins = ["operator_kit"]
 pytestmark = pytest.mark.integration
 
-ADMIN = "placement-test-admin-0123456789"
+ADMIN = "placement-test-admin-0123456789abcdef"  # production refuses tokens under 32 characters
 
 
 class ArchiveService:
