@@ -36,7 +36,7 @@ from sgs.testing.services import ServiceThread
 pytest_plugins = ["operator_kit"]
 pytestmark = pytest.mark.integration
 
-ADMIN = "sgs_" + secrets.token_urlsafe(32)  # the archive refuses short or guessable admin tokens
+ADMIN = "sgs_" + secrets.token_urlsafe(32)  # production refuses short or guessable admin tokens
 
 
 class ArchiveService:
