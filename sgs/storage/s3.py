@@ -137,7 +137,7 @@ class S3Writer(Writer):
         if self._failure is not None:
             if release:
                 self._slots.release()
-            raise StorageError(f"{self.what}: a part failed to upload: {self._failure}") from self._failure
+            raise self._failure  # as it was: a StoreUnavailableError must stay one for the caller
 
     # ------------------------------------------------------------------------------------------ end
 
