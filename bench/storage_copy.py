@@ -295,7 +295,7 @@ def report(workload: str, results: Results, workers: int) -> list[str]:
         text = f"{workload:<6} {method:<13} {mib_s:8.1f} MiB/s  {objects_s / workers:8.1f} obj/s per worker"
         text += f"  CPU {cpu:5.1f} s/GiB (client + servers)"
         if raw:
-            text += f"  {mib_s / raw:5.2f} of raw"
+            text += f"  {mib_s / raw:5.2f} of raw ({results.median('raw', 'cpu_s_per_gib') / cpu:4.2f} by CPU)"
             if workload in TARGETS and method.startswith("sgs") and method != "sgs-nohash":
                 text += f" (target ≥ {TARGETS[workload]})"
         if workload == "big":
