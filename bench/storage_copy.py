@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import gc
 import os
 import statistics
 import sys
@@ -202,6 +204,10 @@ def _rss() -> tuple[int, int]:
 
 
 def _reset_peak_rss() -> None:
+    """Return freed memory to the system first, so the baseline holds nothing a method could reuse unseen."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
 
 
@@ -242,8 +248,8 @@ def _cpu_s(process: psutil.Process) -> float:
 
 
 def run_method(ctx: Context, method: str, objects: list[SourceObject], prefix: str) -> Measured:
-    baseline, _ = _rss()
     _reset_peak_rss()
+    baseline, _ = _rss()
     client, servers = _cpu_s(psutil.Process()), sum(map(_cpu_s, ctx.servers))
     started = time.perf_counter()
     METHODS[method](ctx, objects, prefix)
