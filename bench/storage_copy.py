@@ -317,7 +317,15 @@ def report(workload: str, results: Results, workers: int) -> list[str]:
     return lines
 
 
+def _exact_rss_for_big_buffers() -> None:
+    """Buffers from 1 MiB on get their own mappings, returned when freed, so peak RSS counts the live parts
+    (glibc otherwise raises its mmap threshold after the first free and reuses heap memory already counted)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
 def main() -> None:
+    _exact_rss_for_big_buffers()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="big,small,tiny")
     parser.add_argument("--methods", default=",".join(METHODS))
