@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import tempfile
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,12 +19,15 @@ from urllib.parse import urlsplit
 import kopf
 from pydantic import ValidationError
 
+import sgs_operator.placements  # noqa: F401  (importing it registers the DataPlacement handlers)
+from sgs.kube import ClusterConfig, load
+from sgs.kube.lease import LeaderElector
 from sgs.model.base import GROUP, VERSION
 from sgs.model.run import RunSpec
 from sgs.model.site import SiteSpec, StorageKind
 from sgs_operator import checks, metrics, tls, watch
 from sgs_operator.controller import RunController, Shared
-from sgs_operator.kube import Kube
+from sgs_operator.kube import Kube, home_namespace
 from sgs_operator.naming import LABEL_RUN, label_value
 from sgs_operator.observe import JobSeen, PodSeen, run_key
 from sgs_operator.records import TaskStore
@@ -30,23 +35,38 @@ from sgs_operator.settings import OperatorSettings
 from sgs_operator.status import utc_now
 
 RESTART_DELAY_S = 2.0
+CREDENTIALS_TTL = timedelta(minutes=1)
 BLOCKED_RECHECK_S = 3.0
 
 
 # ----------------------------------------------------------------------------------------------- lifecycle
 
 
+@kopf.on.login()
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's own client uses the operator's credentials: its kubeconfig, or the pod's service account."""
+    cluster: ClusterConfig = memo.get("cluster") or await load_cluster(_settings(memo))
+    return connection_info(cluster, await cluster.auth_headers())
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    config: OperatorSettings = memo.get("settings") or OperatorSettings.model_validate({})
+    config = _settings(memo)
+    cluster: ClusterConfig = memo.get("cluster") or await load_cluster(config)
+    elector: LeaderElector | None = memo.get("elector")
     settings.posting.level = logging.WARNING  # one Event per handled object would flood a 100k-task Run
     settings.persistence.finalizer = f"{GROUP}/operator"
-    if config.webhook:
-        settings.admission.server = webhook_server(config)
-        settings.admission.managed = config.webhook_name
     store = await TaskStore.open(config.dsn)
     # Two connections are held by the Job and pod watches; the rest serve creations, status patches, reads.
-    kube = await Kube.connect(config.kubeconfig, pool_size=config.create_concurrency + 8)
+    job_manager = f"sgs-operator.{elector.identity}" if elector is not None else None
+    kube = await Kube.connect(config=cluster, pool_size=config.create_concurrency + 8, job_manager=job_manager)
+    if elector is not None:
+        kube.client.write_guard = elector.check  # a replica that cannot vouch for its Lease creates nothing
+    if config.webhook:
+        memo["webhook_dir"] = Path(tempfile.mkdtemp(prefix="sgs-webhook-"))
+        namespace = home_namespace(config.operator_namespace, cluster)
+        settings.admission.server = await webhook_server(config, kube, namespace, memo["webhook_dir"])
+        settings.admission.managed = config.webhook_name
     memo["shared"] = Shared(kube, store, config, create_slots=asyncio.Semaphore(config.create_concurrency))
     memo["jobs"], memo["pods"] = watch.job_objects(config.namespaces), watch.pod_objects(config.namespaces)
     memo["watch_stop"] = asyncio.Event()
@@ -55,7 +75,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
         for kind in ("jobs", "pods")
     ]
     if config.metrics_port is not None:
-        metrics.serve(config.metrics_port)
+        metrics.serve(config.metrics_port, config.metrics_address)
     logger.info(f"sgs operator: namespaces {config.namespaces or 'all'}, task table {store.table_pointer('*')}")
 
 
@@ -70,12 +90,41 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if shared is not None:
         await shared.kube.close()
         await shared.store.close()
+    if "webhook_dir" in memo:
+        shutil.rmtree(memo["webhook_dir"], ignore_errors=True)
 
 
-def webhook_server(config: OperatorSettings) -> kopf.WebhookServer:
-    certs = tls.issue(Path(tempfile.mkdtemp(prefix="sgs-webhook-")), config.webhook_host)
+def _settings(memo: kopf.Memo) -> OperatorSettings:
+    found: OperatorSettings | None = memo.get("settings")
+    return found or OperatorSettings.model_validate({})
+
+
+async def load_cluster(config: OperatorSettings) -> ClusterConfig:
+    return await load(config.kubeconfig, service_account_dir=config.service_account_dir)
+
+
+def connection_info(cluster: ClusterConfig, headers: Mapping[str, str]) -> kopf.ConnectionInfo:
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=cluster.server,
+        ca_path=str(cluster.ca_file) if cluster.ca_file else None,
+        insecure=cluster.insecure or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=str(cluster.cert_file) if cluster.cert_file else None,
+        private_key_path=str(cluster.key_file) if cluster.key_file else None,
+        default_namespace=cluster.namespace,
+        # Rotating credentials (a pod's bound token, exec plugins): kopf logs in again once this passes.
+        expiration=datetime.now(UTC) + CREDENTIALS_TTL if cluster.refreshes else None,
+    )
+
+
+async def webhook_server(config: OperatorSettings, kube: Kube, namespace: str, directory: Path) -> kopf.WebhookServer:
+    """The admission webhook on its listen address, under a serving certificate from the stable CA."""
+    ca = await tls.stable_authority(kube.client, namespace, config.webhook_ca_secret)
+    certs = tls.serve_with(ca, directory, tls.webhook_hosts(config.webhook_host, config.webhook_listen))
     return kopf.WebhookServer(
-        addr=config.webhook_host,
+        addr=config.webhook_listen,
         host=config.webhook_host,
         port=config.webhook_port or None,
         certfile=str(certs.cert_file),
@@ -103,7 +152,9 @@ def site_phases(name: str, namespace: str | None, status: Mapping[str, Any], **_
 # ----------------------------------------------------------------------------------------------- admission
 
 
-@kopf.on.validate(GROUP, VERSION, "pipelines", operations=["CREATE", "UPDATE"], ignore_failures=True)
+# persistent + failures not ignored = failurePolicy Fail, left in place while no operator runs: an invalid spec is
+# refused, never admitted unchecked because the operator is down (or between two leaders).
+@kopf.on.validate(GROUP, VERSION, "pipelines", operations=["CREATE", "UPDATE"], persistent=True)
 def validate_pipeline(spec: Mapping[str, Any], **_: Any) -> None:
     """Graph rules a CRD schema cannot state (references resolve, no cycle, inputs bound): refused at apply."""
     status = checks.pipeline_status(spec, None)
@@ -111,7 +162,7 @@ def validate_pipeline(spec: Mapping[str, Any], **_: Any) -> None:
         raise kopf.AdmissionError(status.conditions[0].message, code=422)
 
 
-@kopf.on.validate(GROUP, VERSION, "runs", operations=["CREATE", "UPDATE"], ignore_failures=True)
+@kopf.on.validate(GROUP, VERSION, "runs", operations=["CREATE", "UPDATE"], persistent=True)
 def validate_run(spec: Mapping[str, Any], **_: Any) -> None:
     try:
         RunSpec.model_validate(spec)

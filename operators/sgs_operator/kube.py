@@ -14,8 +14,11 @@ USER_AGENT = "sgs-operator"
 
 
 class Kube:
-    def __init__(self, client: KubeClient) -> None:
+    """``job_manager`` names the replica in each Job's managedFields: who created it, for good."""
+
+    def __init__(self, client: KubeClient, job_manager: str | None = None) -> None:
         self.client = client
+        self._job_params = {"fieldManager": job_manager} if job_manager else None
         self._priority_classes: set[int] = set()
 
     @classmethod
@@ -25,13 +28,11 @@ class Kube:
         pool_size: int = 64,
         *,
         config: ClusterConfig | None = None,
-        field_manager: str | None = None,
+        job_manager: str | None = None,
     ) -> Kube:
         config = config or await load(kubeconfig)
-        client = await KubeClient.from_config(
-            config, pool_size=pool_size, user_agent=USER_AGENT, field_manager=field_manager
-        )
-        return cls(client)
+        client = await KubeClient.from_config(config, pool_size=pool_size, user_agent=USER_AGENT)
+        return cls(client, job_manager)
 
     async def close(self) -> None:
         await self.client.close()
@@ -40,7 +41,7 @@ class Kube:
         """Create a Job; False when one of that name exists already (a restart re-creating it: no harm)."""
         path = f"/apis/batch/v1/namespaces/{quote(job['metadata']['namespace'], safe='')}/jobs"
         try:
-            await self.client.request("POST", path, body=job, parse=False)
+            await self.client.request("POST", path, params=self._job_params, body=job, parse=False)
         except KubeError as err:
             if err.status == CONFLICT:
                 return False
@@ -96,6 +97,11 @@ class Kube:
         listing = await self.client.get("/api/v1/nodes", {"labelSelector": label_selector})
         items: list[dict[str, Any]] = listing.get("items") or []
         return items
+
+
+def home_namespace(configured: str | None, cluster: ClusterConfig) -> str:
+    """Where the operator keeps its own objects (Lease, webhook CA): as configured, else its pod's namespace."""
+    return configured or (cluster.namespace if cluster.in_cluster else None) or "default"
 
 
 def _custom_path(namespace: str, plural: str, name: str) -> str:

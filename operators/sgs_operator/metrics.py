@@ -40,8 +40,8 @@ WALL = Histogram(
 )
 
 
-def serve(port: int) -> None:
-    start_http_server(port, addr="127.0.0.1")
+def serve(port: int, address: str = "127.0.0.1") -> None:
+    start_http_server(port, addr=address)
 
 
 def profile_summary(usage: dict[str, Any], requested: Resources) -> dict[str, float]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sgs.model.site import SitePhase, SiteSpec, StorageKind
+from sgs.placement.consequences import RunSite
 
 REASON_NAMED = "SiteNamed"  # spec.site
 REASON_KEPT = "SiteKept"  # chosen before (status.site): a restart must not move running tasks
@@ -47,9 +48,13 @@ def choose_site(
     running: Mapping[str, int],
     namespace: str,
     held: Mapping[str, int] | None = None,
+    placed: RunSite | None = None,
 ) -> SiteChoice:
     """The Ready Site holding most input bytes, then with most free slots, then by name; the message says why,
-    naming the others."""
+    naming the others. A Run of a placed observation (``placed``, from ``sgs.placement.consequences.run_site``)
+    goes to its primary Site, or its secondary when the primary is down, before any of that."""
+    if placed is not None and placed.site is not None and phases.get(placed.site) == SitePhase.READY.value:
+        return SiteChoice(placed.site, placed.reason, f"spec.site unset: {placed.message}")
     if not sites:
         raise NoReadySiteError(f"spec.site: unset and no Site in namespace {namespace}")
     ready = sorted(name for name in sites if phases.get(name) == SitePhase.READY.value)

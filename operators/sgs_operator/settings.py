@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sgs.kube.config import SERVICE_ACCOUNT_DIR
 
 
 class FinishedJobs(StrEnum):
@@ -45,3 +48,34 @@ class OperatorSettings(BaseSettings):
     webhook_name: str = Field(default="sgs-operator.sgs.io", description="ValidatingWebhookConfiguration name.")
     metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus /metrics port.")
     site_check_interval: float = Field(default=10.0, gt=0, description="Seconds between Site readiness checks.")
+
+    # --- running in a cluster: credentials, listen addresses, leader election, the webhook's CA (kube-toolkit) ---
+    service_account_dir: Path = Field(
+        default=SERVICE_ACCOUNT_DIR,
+        description="The pod's service-account files (token, ca.crt, namespace), used when no kubeconfig is given.",
+    )
+    operator_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the operator's Lease and webhook CA Secret; default: its own pod's, else 'default'.",
+    )
+    webhook_listen: str = Field(
+        default="127.0.0.1",
+        description="Address the webhook listens on (0.0.0.0 in a pod); webhook_host is what the API server dials.",
+    )
+    webhook_ca_secret: str = Field(
+        default="sgs-operator-webhook-ca",
+        description="Secret keeping the webhook's CA: made once, reused by restarts and replicas (stable caBundle).",
+    )
+    metrics_address: str = Field(default="127.0.0.1", description="Address the Prometheus /metrics port listens on.")
+    leader_election: bool = Field(default=True, description="Act only while holding the Lease (one replica acts).")
+    leader_identity: str = Field(
+        default="", description="This replica's name in the Lease; default: hostname and process id."
+    )
+    lease_name: str = Field(default="sgs-operator", description="Name of the coordination.k8s.io Lease.")
+    lease_duration_s: float = Field(
+        default=15.0, gt=0, description="A standby takes over this long after the leader's last renewal."
+    )
+    lease_renew_deadline_s: float = Field(
+        default=10.0, gt=0, description="The leader stops acting this long after its last renewal."
+    )
+    lease_retry_s: float = Field(default=2.0, gt=0, description="Seconds between renewals (and a standby's checks).")

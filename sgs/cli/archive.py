@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,9 +33,29 @@ TokenOption = Annotated[
 ]
 
 
-def _client(url: str, token: str | None) -> httpx.Client:
+CaBundleOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-bundle",
+        envvar="SGS_ARCHIVE_CA_BUNDLE",
+        exists=True,
+        dir_okay=False,
+        help="PEM CA certificates to verify an https:// archive with (default: the system's).",
+    ),
+]
+
+
+@contextmanager
+def _client(url: str, token: str | None, ca_bundle: Path | None = None) -> Iterator[httpx.Client]:
+    """A client for the archive; a connection or TLS failure ends the command with its reason, not a traceback."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=url, headers=headers, timeout=120)
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=120, verify=verify) as client:
+            yield client
+    except httpx.TransportError as error:
+        console.print(f"[red]error[/red] cannot reach the archive at {url}: {error}")
+        raise typer.Exit(1) from error
 
 
 def _fail_on_error(response: httpx.Response) -> Any:
@@ -58,9 +81,9 @@ def serve(
     dsn: Annotated[str | None, typer.Option(envvar="SGS_ARCHIVE_DSN", help="PostgreSQL DSN.")] = None,
     nats_url: Annotated[str | None, typer.Option(envvar="SGS_ARCHIVE_NATS_URL", help="NATS URL.")] = None,
 ) -> None:
-    """Run the archive service (migrates the schema on start-up)."""
-    import uvicorn
-    from sgs_archive.app import create_app
+    """Run the archive service (migrates the schema on start-up; HTTPS with SGS_ARCHIVE_TLS_CERT_FILE/KEY_FILE)."""
+    from pydantic import ValidationError
+    from sgs_archive.server import serve as serve_archive
     from sgs_archive.settings import ArchiveSettings
 
     overrides: dict[str, Any] = {}
@@ -68,7 +91,16 @@ def serve(
         overrides["dsn"] = dsn
     if nats_url:
         overrides["nats_url"] = nats_url
-    uvicorn.run(create_app(ArchiveSettings(**overrides)), host=host, port=port, log_level="info")
+    try:
+        settings = ArchiveSettings(**overrides)
+    except ValidationError as error:
+        for item in error.errors():
+            where = ".".join(map(str, item["loc"]))
+            console.print(
+                f"[red]error[/red] {where + ': ' if where else ''}{item['msg'].removeprefix('Value error, ')}"
+            )
+        raise typer.Exit(2) from None
+    serve_archive(settings, host, port)
 
 
 @app.command()
@@ -127,6 +159,7 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(exists=True, help="Manifests (.json/.yaml) or data files.")],
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
+    ca_bundle: CaBundleOption = None,
     dataset_type: Annotated[str | None, typer.Option("--type", help="Dataset type of plain data files.")] = None,
     run: Annotated[str | None, typer.Option(help="RUN collection of plain data files.")] = None,
     site: Annotated[str | None, typer.Option(help="Site holding plain data files.")] = None,
@@ -149,7 +182,7 @@ def ingest(
         common = _parse_pairs(data_id or [])
         datasets.extend(_file_dataset(f, dataset_type, run, site, common, regex) for f in files)
     inserted = existing = 0
-    with _client(url, token) as client, _progress() as progress:
+    with _client(url, token, ca_bundle) as client, _progress() as progress:
         task = progress.add_task("ingesting", total=len(datasets))
         for start in range(0, len(datasets), batch):
             chunk = datasets[start : start + batch]
@@ -171,6 +204,7 @@ def query(
     where: Annotated[str, typer.Argument(help="Dimension expression, e.g. \"band IN ('VIS','Y') AND tile = 1\".")] = "",
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
+    ca_bundle: CaBundleOption = None,
     dataset_type: Annotated[str | None, typer.Option("--type", help="Only this dataset type.")] = None,
     collection: Annotated[list[str] | None, typer.Option(help="Collections to search, in order.")] = None,
     find_first: Annotated[bool, typer.Option(help="One dataset per data ID: the first collection's.")] = False,
@@ -185,7 +219,7 @@ def query(
         "find_first": find_first,
         "limit": limit,
     }
-    with _client(url, token) as client:
+    with _client(url, token, ca_bundle) as client:
         page = _fail_on_error(client.post("/datasets/query", json=body))
     if as_json:
         console.print_json(data=page)
@@ -218,13 +252,14 @@ def token_create(
     name: Annotated[str, typer.Argument(help="Token name, e.g. sdc-fr-ingest.")],
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
+    ca_bundle: CaBundleOption = None,
     role: Annotated[TokenRoleChoice, typer.Option(help="site: one Site's writes; reader; admin.")] = (
         TokenRoleChoice.SITE
     ),
     site: Annotated[str | None, typer.Option(help="The Site a site token writes for.")] = None,
 ) -> None:
     """Create a token and print it (once: the archive keeps only its hash)."""
-    with _client(url, token) as client:
+    with _client(url, token, ca_bundle) as client:
         created = _fail_on_error(client.post("/tokens", json={"name": name, "role": role.value, "site": site}))
     scope = f" for site {created['site']}" if created["site"] else ""
     console.print(f"created {created['role']} token [bold]{name}[/bold]{scope}; it is shown only now:")
@@ -232,9 +267,9 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(url: UrlOption = DEFAULT_URL, token: TokenOption = None) -> None:
+def token_list(url: UrlOption = DEFAULT_URL, token: TokenOption = None, ca_bundle: CaBundleOption = None) -> None:
     """Token names, roles and Sites (never the secrets)."""
-    with _client(url, token) as client:
+    with _client(url, token, ca_bundle) as client:
         tokens = _fail_on_error(client.get("/tokens"))
     table = Table("name", "role", "site", "created")
     for item in tokens:
@@ -244,10 +279,13 @@ def token_list(url: UrlOption = DEFAULT_URL, token: TokenOption = None) -> None:
 
 @token_app.command("revoke")
 def token_revoke(
-    name: Annotated[str, typer.Argument(help="Token name.")], url: UrlOption = DEFAULT_URL, token: TokenOption = None
+    name: Annotated[str, typer.Argument(help="Token name.")],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    ca_bundle: CaBundleOption = None,
 ) -> None:
     """Revoke a token: the next request that carries it gets 401."""
-    with _client(url, token) as client:
+    with _client(url, token, ca_bundle) as client:
         _fail_on_error(client.delete(f"/tokens/{name}"))
     console.print(f"revoked [bold]{name}[/bold]")
 
@@ -257,13 +295,14 @@ def lineage(
     dataset: Annotated[str, typer.Argument(help="Dataset id.")],
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
+    ca_bundle: CaBundleOption = None,
     direction: Annotated[str, typer.Option(help="up: inputs; down: products.")] = "up",
     depth: Annotated[int, typer.Option(min=1, max=100)] = 5,
 ) -> None:
     """Print how a dataset was made (up) or what was made from it (down), as a tree."""
     if direction not in ("up", "down"):
         raise typer.BadParameter("must be 'up' or 'down'", param_hint="--direction")
-    with _client(url, token) as client:
+    with _client(url, token, ca_bundle) as client:
         graph = _fail_on_error(
             client.get(f"/datasets/{dataset}/lineage", params={"direction": direction, "depth": depth})
         )

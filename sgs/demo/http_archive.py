@@ -8,8 +8,10 @@ token too: the archive answers no read without one unless it was configured with
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Self
 
 import httpx
@@ -54,15 +56,24 @@ def _dataset_body(ref: DatasetRef, replicas: list[Replica], lineage: Lineage | N
 class HttpArchive:
     """Implements the demo's :class:`~sgs.demo.archive.Archive` protocol against a running archive service."""
 
-    def __init__(self, url: str, admin_token: str, timeout_s: float = 60.0, survey_runs: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        url: str,
+        admin_token: str,
+        timeout_s: float = 60.0,
+        survey_runs: Iterable[str] = (),
+        ca_bundle: Path | None = None,
+    ) -> None:
         """``survey_runs``: RUN collections every Site's data goes into (raw data, calibrations), which only an
-        admin writes; the datasets of every other run are registered with the token of the Site holding them."""
+        admin writes; the datasets of every other run are registered with the token of the Site holding them.
+        ``ca_bundle``: PEM CA certificates to verify an https:// archive with (default: the system's)."""
         self.url = url
         self._admin = admin_token
         self._site_tokens: dict[str, str] = {}
         self._known_types: set[str] = set()
         self._survey_runs = frozenset(survey_runs)
-        self._client = httpx.Client(base_url=url, timeout=timeout_s)
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
+        self._client = httpx.Client(base_url=url, timeout=timeout_s, verify=verify)
 
     def __enter__(self) -> Self:
         return self

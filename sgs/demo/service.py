@@ -128,11 +128,12 @@ class EmbeddedArchive:
 
     def _start_service(self) -> None:
         import uvicorn
-        from sgs_archive.app import create_app
+        from sgs_archive.server import uvicorn_config
         from sgs_archive.settings import ArchiveSettings
 
         assert self.postgres is not None
         settings = ArchiveSettings(
+            environment="development",  # a throw-away archive on loopback, with a fresh random admin token
             dsn=self.postgres.dsn,
             admin_token=self.admin_token,
             nats_url=None,  # events stay in the outbox: the demo runs no transfer service to consume them
@@ -141,9 +142,7 @@ class EmbeddedArchive:
             pool_max_size=4,
         )
         self.port = self.port or free_port()
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning", access_log=False
-        )
+        config = uvicorn_config(settings, "127.0.0.1", self.port, log_level="warning", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="sgs-demo-archive", daemon=True)
         self._thread.start()

@@ -1,18 +1,23 @@
 """A tiny survey for the demo: Sites as local directories, tiles, observations and their placement.
 
-Every observation gets a primary Site (where its raw data lands and its pipeline runs) and a secondary Site
-(where its final products are replicated). The calibration files and each tile's reference catalogue are made
-once and copied to every Site that processes data needing them. Each Site's store is a POSIX directory, and
-every copy goes through :mod:`sgs.storage` (streamed, checksummed, verified), as between real Sites.
+The placement is the solver's (``sgs.placement``), as for a real survey. Every observation gets a primary Site
+(where its raw data lands and its pipeline runs) and a secondary Site (where its final products are replicated).
+The calibration files and each tile's reference catalogue are made once and copied to every Site that processes
+data needing them. Each Site's store is a POSIX directory, and every copy goes through :mod:`sgs.storage`
+(streamed, checksummed, verified), as between real Sites.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+
 from sgs.model.checksum import Checksums
+from sgs.model.placement import PlacementPolicy
 from sgs.nir.sim import (
     CalibrationFiles,
     ObservationFiles,
@@ -23,12 +28,19 @@ from sgs.nir.sim import (
     simulate_observation,
     simulate_tile,
 )
+from sgs.placement.plan import PlanRequest
+from sgs.placement.sites import PlacementSite
+from sgs.placement.solver import solve
+from sgs.placement.survey import ObservationRow, build_survey
+from sgs.placement.units import home_pixels
 from sgs.storage import PosixStore, checksum_file, copy
 
 SITE_NAMES = ("sdc-it", "sdc-fr", "sdc-de", "sdc-es", "sdc-uk", "sdc-nl", "sdc-ch", "sdc-fi", "sdc-us")
 # Pointings of successive observations of one tile (arcsec east, north of the tile centre).
 POINTING_PATTERN = ((0.0, 0.0), (6.0, -4.5), (-5.0, 5.5), (3.0, 7.0), (-6.5, -3.0))
 TILE_SPACING_DEG = 0.05
+DEMO_TILE_ORDER = 12  # HEALPix pixels of ~51 arcsec: the demo's tiles, 3 arcmin apart, fall in different ones
+DEMO_START = datetime(2027, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -73,18 +85,19 @@ class SurveyPlan:
 
 
 def plan_survey(root: Path, observations: int = 6, tiles: int = 2, sites: int = 3, seed: int = 1) -> SurveyPlan:
-    """Observations spread over tiles and over Sites round-robin (primary), the next Site as secondary."""
+    """Observations spread over tiles, one every 72 minutes; primary and secondary Sites from the placement
+    solver (``sgs.placement``), which keeps each tile's observations together and the Sites' shares even."""
     if not 1 <= sites <= len(SITE_NAMES):
         raise ValueError(f"sites: must be between 1 and {len(SITE_NAMES)}, got {sites}")
     if tiles < 1 or observations < 1:
         raise ValueError("tiles and observations must be at least 1")
     site_list = tuple(DemoSite(name, root / "sites" / name) for name in SITE_NAMES[:sites])
     tile_list = tuple(Tile(f"TILE{t + 1:04d}", 150.10 + TILE_SPACING_DEG * t, 2.20) for t in range(tiles))
+    visits = [(index % tiles, index // tiles) for index in range(observations)]
+    placed = _placement(site_list, tile_list, visits)
     planned = []
-    for index in range(observations):
-        tile_index = index % tiles
-        visit = index // tiles
-        primary = site_list[index % sites]
+    for index, (tile_index, visit) in enumerate(visits):
+        primary, secondary = placed[index + 1]
         planned.append(
             PlannedObservation(
                 number=index + 1,
@@ -93,11 +106,41 @@ def plan_survey(root: Path, observations: int = 6, tiles: int = 2, sites: int = 
                 tile_number=tile_index + 1,
                 pointing_offset_arcsec=POINTING_PATTERN[visit % len(POINTING_PATTERN)],
                 primary=primary,
-                secondary=site_list[(index + 1) % sites] if sites > 1 else primary,
+                secondary=secondary,
                 seed=seed * 1000 + index,
             )
         )
     return SurveyPlan(root, site_list, tile_list, tuple(planned), seed)
+
+
+def _placement(
+    sites: tuple[DemoSite, ...], tiles: tuple[Tile, ...], visits: list[tuple[int, int]]
+) -> dict[int, tuple[DemoSite, DemoSite]]:
+    """Observation number -> (primary, secondary) from the solver; Sites of equal size; the tile's HEALPix pixel
+    at order 12 (~51 arcsec) as its MER tile, each tile its own placement unit."""
+    pixels = home_pixels(np.array([t.ra for t in tiles]), np.array([t.dec for t in tiles]), DEMO_TILE_ORDER)
+    rows = [
+        ObservationRow(
+            id=index + 1,
+            time=DEMO_START + timedelta(minutes=72 * index),
+            ra=tiles[tile].ra,
+            dec=tiles[tile].dec,
+            tiles=(int(pixels[tile]),),
+        )
+        for index, (tile, _) in enumerate(visits)
+    ]
+    survey = build_survey(rows, tile_order=DEMO_TILE_ORDER)
+    policy = PlacementPolicy(copies=2 if len(sites) > 1 else 1, patch_order=DEMO_TILE_ORDER, window_days=1)
+    request = PlanRequest(
+        survey,
+        [PlacementSite(name=s.name, cores=1, storage_tb=1) for s in sites],
+        DEMO_START,
+        DEMO_START + timedelta(days=1 + len(visits) // 20),
+        policy=policy,
+    )
+    by_name = {s.name: s for s in sites}
+    placed = solve(request).assignments().observations
+    return {obs: (by_name[p], by_name[s] if s else by_name[p]) for obs, (p, s) in placed.items()}
 
 
 def replicate(

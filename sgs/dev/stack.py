@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -126,8 +127,22 @@ def write_env_file(units: dict[str, PartState]) -> None:
     sites = [str(unit.info["site"]) for unit in units.values() if unit.part == "minio"]
     if sites:
         exports["SGS_S3_SITES"] = ",".join(sites)
+    if "SGS_ARCHIVE_DSN" in exports:
+        exports |= archive_exports()
     lines = [f"export {key}={_shell_quote(value)}" for key, value in exports.items()]
     env_file().write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def archive_exports() -> dict[str, str]:
+    """What `sgs archive serve` and the archive CLI need on the dev stack: development (the service refuses
+    placeholder secrets in production, its default) and one admin token per stack, kept across restarts."""
+    path = dev_dir() / "archive-admin-token"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    token = path.read_text().strip()
+    return {"SGS_ARCHIVE_ENVIRONMENT": "development", "SGS_ARCHIVE_ADMIN_TOKEN": token, "SGS_ARCHIVE_TOKEN": token}
 
 
 def _shell_quote(value: str) -> str:

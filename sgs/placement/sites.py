@@ -90,6 +90,11 @@ def read_sites(text: str) -> list[PlacementSite]:
                 continue
             items = node.value if isinstance(node, yaml.SequenceNode) else [node]
             for item in items:
+                kind = next(
+                    (v.value for k, v in getattr(item, "value", []) if getattr(k, "value", None) == "kind"), None
+                )
+                if kind == "Secret":  # a storage Sites file also carries the Sites' credentials: not needed here
+                    continue
                 found.append(
                     site_from_data(loader.construct_object(item, deep=True), f"line {item.start_mark.line + 1}")
                 )

@@ -389,12 +389,12 @@ class Objective:
         cost = self.static[unit] + (change * self.unit_scale[unit]).sum(axis=1)
         if self.gap_on and t.gap_starts.size:
             empty = (self.gap_fill[:, t.gap_starts] == 0) & self.geometry.gap_up[:, t.gap_starts]
-            cost -= np.count_nonzero(empty, axis=1) * self.gap_scale
+            cost -= empty.sum(axis=1) * self.gap_scale
         if t.tiles.size:
             held = self.tiles[t.tiles]
             after = np.maximum(held.max(axis=1, keepdims=True), held + t.tile_pairs[:, None])
             short = self.unit_tile_total[unit] - after
-            cost += short.sum(axis=0) * self.copy_scale + np.count_nonzero(short, axis=0) * self.split_scale
+            cost += short.sum(axis=0) * self.copy_scale + (short > 0).sum(axis=0) * self.split_scale
         return np.asarray(cost, dtype=np.float64)
 
     def breakdown(self, unit: int) -> dict[str, NDArray[np.float64]]:
@@ -616,14 +616,15 @@ def _at(values: NDArray[np.int64], index: NDArray[np.int64]) -> NDArray[np.int64
 def external_costs(prep: Prepared) -> NDArray[np.float64]:
     """Per unit and Site: observations needing ground data the Site does not ingest."""
     request = prep.request
-    needs = request.survey.needs
     rows = prep.scope.rows[prep.movable]
+    combos: dict[tuple[str, ...], int] = {}
+    code = np.array([combos.setdefault(request.survey.needs[r], len(combos)) for r in rows.tolist()], dtype=np.int64)
     out = np.zeros((prep.units.count, len(request.sites)))
     for j, site in enumerate(request.sites):
         ingests = set(site.ingests)
-        lacking = np.array([bool(needs[r]) and not set(needs[r]) <= ingests for r in rows.tolist()], dtype=np.float64)
-        if lacking.size:
-            out[:, j] = np.bincount(prep.units.of_obs, weights=lacking, minlength=prep.units.count)
+        lacks = np.array([bool(needs) and not set(needs) <= ingests for needs in combos], dtype=np.float64)
+        if code.size:
+            out[:, j] = np.bincount(prep.units.of_obs, weights=lacks[code], minlength=prep.units.count)
     return out
 
 

@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def small(root: Path, archive: ArchiveKind = "service") -> DemoOptions:
-    return DemoOptions(root=root, observations=2, tiles=1, sites=2, parallel=2, archive=archive)
+    # Two tiles: the placement solver keeps a tile's observations at one Site, so each Site gets one tile here.
+    return DemoOptions(root=root, observations=2, tiles=2, sites=2, parallel=2, archive=archive)
 
 
 TABLES = ("dataset", "replica", "lineage", "lineage_input", "placement", "dataset_type", "collection")
@@ -183,7 +184,7 @@ def _run_printed(command: str) -> str:
 def test_keep_serving_answers_the_printed_commands_until_ctrl_c(demo: tuple[Path, DemoResult, str]) -> None:
     root, _, _ = demo
     sgs = Path(sys.executable).parent / "sgs"
-    argv = [str(sgs), "demo", "--root", str(root), "--observations", "2", "--tiles", "1", "--sites", "2"]
+    argv = [str(sgs), "demo", "--root", str(root), "--observations", "2", "--tiles", "2", "--sites", "2"]
     process = subprocess.Popen(
         [*argv, "--keep-serving"],
         stdout=subprocess.PIPE,
@@ -196,7 +197,7 @@ def test_keep_serving_answers_the_printed_commands_until_ctrl_c(demo: tuple[Path
         # Piped output gets a wide console: a table row is not wrapped into pieces.
         assert any("OBS000001" in line and "sdc-it → sdc-fr" in line for line in lines)
         query = next(line.strip() for line in lines if line.strip().startswith("sgs archive query"))
-        assert "2 datasets" in _run_printed(query)
+        assert "1 datasets" in _run_printed(query)  # tile 1 holds one observation of the two
         lineage = next(line.strip() for line in lines if line.strip().startswith("sgs archive lineage"))
         assert "catalogPhot" in _run_printed(lineage)
         process.send_signal(signal.SIGINT)

@@ -6,6 +6,7 @@ from pathlib import Path
 import nats
 import psycopg
 import pytest
+from sgs_archive.settings import ArchiveSettings
 
 from sgs.dev.stack import load_state, parse_parts
 
@@ -43,6 +44,12 @@ async def test_dev_up_status_env_down(tmp_path: Path, monkeypatch: pytest.Monkey
         env = exported(sgs("env", cache=cache).stdout)
         with psycopg.connect(env["SGS_ARCHIVE_DSN"]) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+        # The archive started from this environment runs as development, with the stack's admin token.
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        archive = ArchiveSettings()
+        assert archive.environment == "development" and archive.admin_token is not None
+        assert env["SGS_ARCHIVE_TOKEN"] == archive.admin_token.get_secret_value()
         nc = await nats.connect(env["NATS_URL"])
         assert nc.is_connected
         await nc.close()

@@ -253,6 +253,10 @@ class PlacementBatch(ArchiveModel):
     placements: list[PlacementIn] = Field(min_length=1, max_length=100_000)
 
 
+class ObservationList(ArchiveModel):
+    observations: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(max_length=200_000)
+
+
 class PlacementPublic(PlacementIn):
     updated_at: datetime
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import psycopg
 from sgs_archive.settings import ArchiveSettings
 
 from sgs.events import STREAM
+from sgs.kube.pki import Authority, write_pem
 from sgs.testing._process import free_port
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
@@ -66,12 +68,35 @@ async def register_types(archive: Archive) -> None:
         await archive.ok("POST", "/dataset-types", 201, json=body)
 
 
-class ArchiveProcess:
-    """The archive as a real uvicorn process (so a test can kill -9 it between commit and publish)."""
+@dataclass(frozen=True)
+class ServingTls:
+    """A certificate and key the archive serves, and the CA bundle its clients verify them with."""
 
-    def __init__(self, dsn: str, nats_url: str, log_path: Path, **env: str) -> None:
+    ca_bundle: Path
+    cert_file: Path
+    key_file: Path
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_bundle))
+
+
+def issue_serving_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> ServingTls:
+    """A fresh CA, and a serving certificate it signs for ``hosts``."""
+    authority = Authority.create("sgs-archive-test-ca")
+    directory.mkdir(parents=True, exist_ok=True)
+    write_pem(directory / "ca.pem", authority.cert_pem)
+    cert, key = authority.issue_server("sgs-archive", hosts).write(directory / "tls.crt", directory / "tls.key")
+    return ServingTls(directory / "ca.pem", cert, key)
+
+
+class ArchiveProcess:
+    """The archive as a real process: uvicorn (so a test can kill -9 it between commit and publish), or
+    ``sgs archive serve`` with ``tls`` (the entry point that serves HTTPS from the settings)."""
+
+    def __init__(self, dsn: str, nats_url: str, log_path: Path, tls: ServingTls | None = None, **env: str) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.env = {
             **os.environ,
@@ -79,13 +104,21 @@ class ArchiveProcess:
             "SGS_ARCHIVE_NATS_URL": nats_url,
             "SGS_ARCHIVE_ADMIN_TOKEN": ADMIN_TOKEN,
             "SGS_ARCHIVE_RELAY_POLL_INTERVAL_S": "0.2",
+            **(
+                {"SGS_ARCHIVE_TLS_CERT_FILE": str(tls.cert_file), "SGS_ARCHIVE_TLS_KEY_FILE": str(tls.key_file)}
+                if tls
+                else {}
+            ),
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ArchiveProcess:
-        argv = [sys.executable, "-m", "uvicorn", "--factory", "sgs_archive.app:create_app"]
-        argv += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"]
+        if self.tls is None:
+            argv = [sys.executable, "-m", "uvicorn", "--factory", "sgs_archive.app:create_app", "--log-level", "info"]
+        else:
+            argv = [sys.executable, "-m", "sgs.cli.main", "archive", "serve"]
+        argv += ["--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         wait_until(self._ready, what="the archive to be ready", timeout_s=60)
@@ -96,7 +129,7 @@ class ArchiveProcess:
         if self.process.poll() is not None:
             raise AssertionError(f"archive exited with {self.process.returncode}:\n{self.log_path.read_text()}")
         try:
-            response = httpx.get(f"{self.url}/readyz", timeout=1.0)
+            response = httpx.get(f"{self.url}/readyz", timeout=1.0, verify=self.tls.context() if self.tls else True)
         except httpx.HTTPError:
             return False
         return response.status_code == 200 and response.json().get("relay") == "connected"

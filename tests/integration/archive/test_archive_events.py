@@ -102,7 +102,11 @@ async def test_killed_between_publish_and_stamp_the_copy_is_deduplicated(
 ) -> None:
     run = f"crash2/{uuid.uuid4().hex}"
     crashing = ArchiveProcess(
-        pg_database, nats_server.url, tmp_path / "archive.log", SGS_ARCHIVE_RELAY_CRASH_AFTER_PUBLISH="1"
+        pg_database,
+        nats_server.url,
+        tmp_path / "archive.log",
+        SGS_ARCHIVE_RELAY_CRASH_AFTER_PUBLISH="1",
+        SGS_ARCHIVE_ENVIRONMENT="development",  # production refuses the crash hook
     )
     try:
         crashing.start()

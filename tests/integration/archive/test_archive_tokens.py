@@ -208,14 +208,3 @@ async def test_reads_need_a_token_unless_public(archive: Archive, pg_database: s
         assert (await client.get("/datasets")).status_code == 200
         assert (await client.get("/collections")).status_code == 200
         assert (await client.post("/collections", json={"name": "x", "type": "TAGGED"})).status_code == 401
-
-
-def test_production_refuses_placeholder_admin_token() -> None:
-    from pydantic import ValidationError
-    from sgs_archive.settings import ArchiveSettings
-
-    with pytest.raises(ValidationError, match="admin_token"):
-        ArchiveSettings(environment="production", admin_token="changeme")
-    with pytest.raises(ValidationError, match="admin_token"):
-        ArchiveSettings(environment="production")
-    assert ArchiveSettings(environment="production", admin_token="x" * 32).admin_token is not None

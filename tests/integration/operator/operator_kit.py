@@ -48,12 +48,26 @@ def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60, interva
 
 
 class OperatorProcess:
-    """`sgs operator` as a subprocess: started, killed (-9) and restarted by the tests."""
+    """`sgs operator` as a subprocess: started, killed (-9) and restarted by the tests.
 
-    def __init__(self, kube: KubePart, dsn: str, workdir: Path) -> None:
+    Its name is its Lease and its identity in it, so a restart (same name) leads again at once; ``env`` adds
+    or overrides variables, ``unset`` removes inherited ones (KUBECONFIG, to run it as a pod would). A fixture
+    that starts one calls delete_webhook() when done: the webhook is failurePolicy Fail and outlives the
+    operator, so a stale one would refuse every later Run and Pipeline."""
+
+    def __init__(
+        self,
+        kube: KubePart,
+        dsn: str,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        unset: tuple[str, ...] = (),
+    ) -> None:
         self.kube = kube
         self.dsn = dsn
         self.name = f"sgs-operator-{uuid.uuid4().hex[:6]}"
+        self.extra_env = env or {}
+        self.unset = unset
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -63,17 +77,26 @@ class OperatorProcess:
     def log(self) -> Path:
         return self.workdir / f"operator-{self.starts}.log"
 
-    def start(self, crash_at: str | None = None, timeout_s: float = 90) -> None:
+    @property
+    def webhook_name(self) -> str:
+        return self.extra_env.get("SGS_OPERATOR_WEBHOOK_NAME", f"{self.name}.sgs.io")
+
+    def start(self, crash_at: str | None = None, timeout_s: float = 90, message: str = READY_MESSAGE) -> None:
+        """Start it and wait until it logs ``message`` (a standby replica never logs READY_MESSAGE)."""
         self.starts += 1
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kube.kubeconfig),
             "SGS_OPERATOR_DSN": self.dsn,
-            "SGS_OPERATOR_WEBHOOK_NAME": f"{self.name}.sgs.io",
+            "SGS_OPERATOR_WEBHOOK_NAME": self.webhook_name,
             "SGS_OPERATOR_RECONCILE_INTERVAL": "0.5",
             "SGS_OPERATOR_METRICS_PORT": str(self.metrics_port),
+            "SGS_OPERATOR_LEASE_NAME": self.name,
+            "SGS_OPERATOR_LEADER_IDENTITY": self.name,
+            **self.extra_env,
         }
-        env.pop("SGS_OPERATOR_CRASH_AT", None)
+        for key in ("SGS_OPERATOR_CRASH_AT", *self.unset):
+            env.pop(key, None)
         if crash_at:
             env["SGS_OPERATOR_CRASH_AT"] = crash_at
         # Cluster-wide: kopf can miss a namespace created while it starts watching a pattern (seen here), and
@@ -81,13 +104,17 @@ class OperatorProcess:
         argv = [sys.executable, "-m", "sgs.cli.main", "operator", "-v"]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self._ready, f"the operator to log {READY_MESSAGE!r} ({self.log})", timeout_s)
+        wait_for(lambda: self._logged(message), f"the operator to log {message!r} ({self.log})", timeout_s)
 
-    def _ready(self) -> bool:
+    def _logged(self, message: str) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
-        return READY_MESSAGE in self.log.read_text(errors="replace")
+        return message in self.log.read_text(errors="replace")
+
+    def delete_webhook(self) -> None:
+        """Its ValidatingWebhookConfiguration stays when it stops (failurePolicy Fail): gone with the test."""
+        self.kube.kubectl("delete", "validatingwebhookconfiguration", self.webhook_name, "--ignore-not-found")
 
     def wait_exit(self, timeout_s: float = 60) -> int:
         assert self.proc is not None
@@ -127,6 +154,7 @@ def operator(
     proc.start()
     yield proc
     proc.stop()
+    proc.delete_webhook()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,15 @@ from sgs.model.dataset import SITE_PATTERN, PlacementDimension
 from sgs_archive import auth
 from sgs_archive.deps import Admin, Reader, StateDep
 from sgs_archive.registry import placement as placement_ops
-from sgs_archive.schemas import Count, PlacementBatch, PlacementPublic, TokenCreate, TokenCreated, TokenPublic
+from sgs_archive.schemas import (
+    Count,
+    ObservationList,
+    PlacementBatch,
+    PlacementPublic,
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+)
 
 router = APIRouter(tags=["tokens and placement"])
 
@@ -46,6 +54,22 @@ async def get_placements(
     value: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
     site: Annotated[str | None, Query(max_length=63, pattern=SITE_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    after_dimension: Annotated[
+        PlacementDimension | None, Query(description="Page on after this (dimension, value).")
+    ] = None,
+    after_value: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> list[PlacementPublic]:
+    after = (after_dimension.value, after_value) if after_dimension else None
     async with state.transaction() as conn:
-        return await placement_ops.find(conn, dimension, value, site, limit)
+        return await placement_ops.find(conn, dimension, value, site, limit, after)
+
+
+@router.post(
+    "/placements/processed",
+    summary="Which observations have data in the archive (a re-plan freezes them where they are).",
+)
+async def processed_observations(body: ObservationList, state: StateDep, _: Reader) -> ObservationList:
+    has_observation = "observation" in state.universe.names
+    async with state.transaction() as conn:
+        found = await placement_ops.processed(conn, body.observations, has_observation)
+    return ObservationList(observations=found)

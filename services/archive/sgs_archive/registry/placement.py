@@ -27,14 +27,39 @@ async def upsert(conn: Conn, placements: Sequence[PlacementIn]) -> int:
 
 
 async def find(
-    conn: Conn, dimension: PlacementDimension | None, value: int | None, site: str | None, limit: int
+    conn: Conn,
+    dimension: PlacementDimension | None,
+    value: int | None,
+    site: str | None,
+    limit: int,
+    after: tuple[str, int] | None = None,
 ) -> list[PlacementPublic]:
+    """Placements in (dimension, value) order; ``after`` pages on from the last (dimension, value) seen."""
     cursor = await conn.execute(
         """SELECT dimension, value, primary_site, secondary_site, updated_at FROM placement
            WHERE (%(dimension)s::text IS NULL OR dimension = %(dimension)s)
              AND (%(value)s::bigint IS NULL OR value = %(value)s)
              AND (%(site)s::text IS NULL OR primary_site = %(site)s OR secondary_site = %(site)s)
+             AND (%(after_dim)s::text IS NULL OR (dimension, value) > (%(after_dim)s, %(after_value)s::bigint))
            ORDER BY dimension, value LIMIT %(limit)s""",
-        {"dimension": dimension.value if dimension else None, "value": value, "site": site, "limit": limit},
+        {
+            "dimension": dimension.value if dimension else None,
+            "value": value,
+            "site": site,
+            "limit": limit,
+            "after_dim": after[0] if after else None,
+            "after_value": after[1] if after else None,
+        },
     )
     return [PlacementPublic.model_validate(row) for row in await cursor.fetchall()]
+
+
+async def processed(conn: Conn, observations: Sequence[int], has_observation: bool) -> list[int]:
+    """Which of ``observations`` have a dataset in the archive (their data arrived: a re-plan keeps them)."""
+    if not has_observation or not observations:
+        return []
+    cursor = await conn.execute(
+        "SELECT DISTINCT dim_observation FROM dataset WHERE dim_observation = ANY(%s) ORDER BY 1",
+        (list(observations),),
+    )
+    return [int(row["dim_observation"]) for row in await cursor.fetchall()]
