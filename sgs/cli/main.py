@@ -36,6 +36,10 @@ def _register_subcommands() -> None:
     from sgs.cli.archive import app as archive_app
 
     app.add_typer(archive_app, name="archive")
+    from sgs.cli.transfer import replicate_app, transfer_app
+
+    app.add_typer(transfer_app, name="transfer")
+    app.add_typer(replicate_app, name="replicate")
     from sgs.cli.placement import app as placement_app
 
     app.add_typer(placement_app, name="placement")

@@ -13,6 +13,8 @@ from rich.console import Console
 from sgs.dsl import DslError
 from sgs.planner import Value
 
+RUN_TABLE_ROWS = 20  # the table printed after `sgs run --local`
+STATUS_TABLE_ROWS = 200
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
@@ -115,7 +117,7 @@ def run_command(
     except LocalRunError as err:
         err_console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from err
-    print_status(workdir, console)
+    print_status(workdir, console, limit=RUN_TABLE_ROWS)
     if not result.succeeded:
         raise typer.Exit(1)
 
@@ -131,13 +133,14 @@ def status_command(
     workdir: Annotated[Path, typer.Argument(help="Work directory of a local run")],
     task: Annotated[str | None, typer.Option(help="Show one task in detail")] = None,
     lineage: Annotated[bool, typer.Option(help="Also list every product with the inputs it used")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help=f"List every task (default: {STATUS_TABLE_ROWS})")] = False,
 ) -> None:
     """Show a run like the Euclid Pipeline Run Server: tasks, durations, retries, used vs requested, lineage."""
     from sgs.local.status import print_status, print_task
 
     try:
         if task is None:
-            print_status(workdir, console, lineage=lineage)
+            print_status(workdir, console, lineage=lineage, limit=None if show_all else STATUS_TABLE_ROWS)
         else:
             print_task(workdir, task, console)
     except (FileNotFoundError, KeyError) as err:

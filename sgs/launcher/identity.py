@@ -69,11 +69,17 @@ def boot_id() -> str:
 def _start_ticks(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot."""
     try:
-        text = (_PROC / str(pid) / "stat").read_text()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        text = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     # "pid (comm) state ppid ..."; comm may hold spaces and parentheses, so count fields after the last ')'.
-    return int(text[text.rindex(")") + 2 :].split()[19])
+    return int(text[text.rindex(b")") + 2 :].split()[19])
 
 
 def identify(pid: int, marker: str) -> ProcessIdentity:

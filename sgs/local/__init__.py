@@ -1,6 +1,6 @@
 """Run pipelines on this machine: subprocesses scheduled by the planner, with a crash-safe run record.
 
-Names are loaded lazily so that light users of ``sgs.local.process`` (the bridge's per-pod runner) do not pay for
+Names are loaded lazily so that light users of ``sgs.local.process`` (the operator's Job builder) do not pay for
 importing the planner and the model.
 """
 

@@ -4,7 +4,7 @@ Work directory layout::
 
     run.sqlite                 run record (crash-safe state, profiling, lineage)
     tasks/<task>/              one directory per task: its outputs, inputs/*.json lists, logs/
-    scratch/<task>/            TMPDIR of a running task, removed when it ends
+    scratch/<task>[.<attempt>]/ TMPDIR of a running task (one per attempt), removed when it ends
 """
 
 from __future__ import annotations
@@ -16,17 +16,18 @@ import os
 import shutil
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from sgs import __version__
-from sgs.launcher.identity import MARKER_ENV, ProcessIdentity, identify, kill_leftover, new_marker
-from sgs.local.process import Outcome, TaskProcess, command_argv
+from sgs.launcher.identity import MARKER_ENV, ProcessIdentity, kill_leftover
+from sgs.launcher.launcher import Child, Finished, Launcher, LaunchSpec
+from sgs.launcher.usage import Outcome
+from sgs.local.process import command_argv
 from sgs.local.record import RunRecord
 from sgs.model.pipeline import Pipeline, PipelineSpec
 from sgs.naming import task_dir_name
@@ -59,7 +60,7 @@ def default_run_id(pipeline_name: str) -> str:
 
 
 def machine_capacity(cores: int | None, memory_gib: float | None, gpus: int) -> Capacity:
-    total_ram = psutil.virtual_memory().total / 2**30
+    total_ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30  # psutil costs ~0.1 s to import
     return Capacity(cores=cores or os.cpu_count() or 1, ram=memory_gib or total_ram, gpus=gpus)
 
 
@@ -72,18 +73,29 @@ class LocalExecutor:
         run_id: str | None = None,
         capacity: Capacity | None = None,
         extra_path: list[Path] | None = None,
-        poll_interval: float = 0.05,
     ) -> None:
         self.pipeline = pipeline
         self.workdir = workdir.resolve()
         self.capacity = capacity or machine_capacity(None, None, 0)
         self.extra_path = [p.resolve() for p in extra_path or []]
-        self.poll_interval = poll_interval
         self.record = RunRecord(self.workdir)
         self.inputs = {k: _absolute(v) for k, v in inputs.items()}
         self.run_id = self._open_run(run_id)
-        self.planner = Planner(pipeline.spec, self.run_id, self.inputs, PlannerConfig(capacity=self.capacity))
-        self.running: dict[str, TaskProcess] = {}
+        # Directories of tasks that became ready are made while the launcher waits, so a launch only launches.
+        self._unprepared: deque[Task] = deque()
+        self._prepared: set[str] = set()
+        self._scratch_to_remove: deque[Path] = deque()
+        self.planner = Planner(
+            pipeline.spec,
+            self.run_id,
+            self.inputs,
+            PlannerConfig(capacity=self.capacity),
+            on_ready=self._unprepared.append,
+        )
+        self.launcher: Launcher[str] = Launcher()
+        self._base_env = self._base_environment()
+        for area in ("tasks", "scratch"):
+            (self.workdir / area).mkdir(exist_ok=True)
         self._resume()
 
     # ------------------------------------------------------------------ set-up and resume
@@ -120,19 +132,31 @@ class LocalExecutor:
     # ------------------------------------------------------------------ main loop
 
     def run(self, on_progress: ProgressHook | None = None) -> LocalRunResult:
+        """Launch, wait for an exit, launch into the freed slots, then record what ended; until the run ends.
+
+        A slot is refilled straight after its task is reaped, from tasks already ready; the ended task's
+        bookkeeping (outputs, records, TMPDIR removal, lineage) runs while the new task does.
+        """
         self.record.set_run_status("Running", None)
         try:
-            while not self.planner.finished:
-                self._resolve_dynamic_resources()
+            with self.record.transaction():
                 self._launch_ready()
-                self._reap_finished()
+            while not self.planner.finished:
+                finished = self.launcher.wait(self._wait_timeout(), idle=self._idle)
+                with self.record.transaction():
+                    self._launch_ready()
+                    for done in finished:
+                        self._finish(self.planner.tasks[done.key], done)
+                    self._resolve_dynamic_resources()
+                    self._launch_ready()
                 if on_progress is not None:
                     on_progress(self.planner)
-                if self.running or not self.planner.finished:
-                    time.sleep(self.poll_interval)
         except BaseException:
-            self._stop_all("interrupted")
+            self.launcher.close()
             raise
+        finally:
+            while self._scratch_to_remove:
+                _remove_tree(self._scratch_to_remove.popleft())
         phase = self.planner.phase
         self.record.set_run_status(phase.value, time.time(), _run_message(self.planner))
         if on_progress is not None:
@@ -146,16 +170,25 @@ class LocalExecutor:
             tasks={t.id: t.state.value for t in self.planner.tasks.values()},
         )
 
+    def _wait_timeout(self) -> float | None:
+        """Until the next retry is due (None: only an exit can change anything)."""
+        due = self.planner.next_retry_at()
+        if due is None:
+            return None if self.launcher.running else 0.05
+        return max(0.0, due - time.time())
+
     def _launch_ready(self) -> None:
-        free = self._free_capacity()
-        for task in self.planner.take(time.time(), free):
-            self._launch(task)
-        if not self.running:
+        started = [
+            child for task in self.planner.take(time.time(), self._free_capacity()) if (child := self._launch(task))
+        ]
+        for child in started:
+            self._record_start(self.planner.tasks[child.key], child)
+        if not self.launcher.running:
             self._fail_unplaceable()
 
     def _free_capacity(self) -> Capacity:
         free = self.capacity
-        for tid in self.running:
+        for tid in self.launcher.running:
             free = free.minus(self.planner.tasks[tid].resources)
         return free
 
@@ -173,48 +206,71 @@ class LocalExecutor:
             self.planner.fail(task.id, time.time(), message, permanent=True)
             self._save(task, message=message)
 
-    def _launch(self, task: Task) -> None:
-        outdir = self.workdir / "tasks" / task_dir_name(task.id)
-        logs = outdir / "logs"
-        scratch = self.workdir / "scratch" / task_dir_name(task.id)
-        logs.mkdir(parents=True, exist_ok=True)
-        scratch.mkdir(parents=True, exist_ok=True)
-        args = self._arguments(task, outdir)
-        argv = command_argv(task.executable.command, args)
-        env = self._environment(task, scratch)
-        marker = env[MARKER_ENV] = new_marker()
+    def _idle(self) -> bool:
+        """One step of deferred work (a TMPDIR removed, a ready task's directories made); False when none is left."""
+        if self._scratch_to_remove:
+            _remove_tree(self._scratch_to_remove.popleft())
+            return True
+        while self._unprepared:
+            task = self._unprepared.popleft()
+            if task.state is TaskState.READY and task.id not in self._prepared:
+                self._prepare(task)
+                return True
+        return False
+
+    def _paths(self, task: Task) -> tuple[Path, Path]:
+        """The task's directory (outputs, logs) and its TMPDIR, one per attempt."""
+        name = task_dir_name(task.id)
         suffix = f".{task.attempt}" if task.attempt else ""
-        proc = TaskProcess(
+        return self.workdir / "tasks" / name, self.workdir / "scratch" / f"{name}{suffix}"
+
+    def _prepare(self, task: Task) -> None:
+        outdir, scratch = self._paths(task)
+        for directory in (outdir, outdir / "logs", scratch):  # parents exist: tasks/ and scratch/ are made once
+            directory.mkdir(exist_ok=True)
+        self._prepared.add(task.id)
+
+    def _launch(self, task: Task) -> Child[str] | None:
+        """Start the task's process: its directories are usually made already, its arguments and environment now."""
+        if task.id not in self._prepared:
+            self._prepare(task)
+        self._prepared.discard(task.id)  # a retry gets a fresh TMPDIR
+        outdir, scratch = self._paths(task)
+        logs = outdir / "logs"
+        argv = command_argv(task.executable.command, self._arguments(task, outdir))
+        suffix = f".{task.attempt}" if task.attempt else ""
+        spec = LaunchSpec(
             argv=argv,
             cwd=outdir,
-            env=env,
-            stdout=logs / f"stdout{suffix}.log",
-            stderr=logs / f"stderr{suffix}.log",
+            env=self._environment(task, scratch),
+            log=logs / f"stdout{suffix}.log",
+            error_log=logs / f"stderr{suffix}.log",
             ram_limit_bytes=task.resources.ram_bytes,
             walltime_s=task.resources.walltime_seconds,
         )
-        started = time.time()
         try:
-            proc.start()
+            return self.launcher.start(task.id, spec)
         except OSError as err:
+            now = time.time()
             message = f"cannot start {argv[0]!r}: {err.strerror or err}"
-            self.planner.fail(task.id, time.time(), message, permanent=True)
-            self._save(task, message=message, started=started, ended=started)
-            return
-        self.running[task.id] = proc
+            self.planner.fail(task.id, now, message, permanent=True)
+            self._save(task, message=message, started=now, ended=now)
+            return None
+
+    def _record_start(self, task: Task, child: Child[str]) -> None:
         self._save(
             task,
-            pid=proc.pid,
-            process=identify(proc.pid, marker).as_dict(),
-            started=started,
+            pid=child.pid,
+            process=child.identity.as_dict(),
+            started=child.started_at,
             ended=None,
             exit_code=None,
             message=None,
-            command=" ".join(argv),
+            command=" ".join(child.spec.argv),
             requested=task.resources.model_dump(exclude={"dynamic"}),
-            outdir=str(outdir),
+            outdir=str(child.spec.cwd),
         )
-        self.record.save_attempt(task.id, task.attempt, TaskState.RUNNING.value, started=started)
+        self.record.save_attempt(task.id, task.attempt, TaskState.RUNNING.value, started=child.started_at)
 
     def _arguments(self, task: Task, outdir: Path) -> list[str]:
         args = []
@@ -226,11 +282,15 @@ class LocalExecutor:
             args.append(f"--{out.name}={outdir / (out.name + out.suffix)}")
         return args
 
-    def _environment(self, task: Task, scratch: Path) -> dict[str, str]:
+    def _base_environment(self) -> dict[str, str]:
         env = dict(os.environ)
         # The programs of pipelines installed beside sgs (console scripts) live next to this interpreter.
         scripts = str(Path(sys.executable).parent)
         env["PATH"] = os.pathsep.join([*(str(p) for p in self.extra_path), scripts, env.get("PATH", "")])
+        return env
+
+    def _environment(self, task: Task, scratch: Path) -> dict[str, str]:
+        env = dict(self._base_env)
         env["TMPDIR"] = str(scratch)
         env["SGS_RUN_ID"] = self.run_id
         env["SGS_TASK_ID"] = task.id
@@ -238,20 +298,14 @@ class LocalExecutor:
         env["OMP_NUM_THREADS"] = str(task.resources.cores)
         return env
 
-    def _reap_finished(self) -> None:
-        for tid, proc in list(self.running.items()):
-            outcome = proc.poll()
-            if outcome is not None:
-                del self.running[tid]
-                self._finish(self.planner.tasks[tid], proc, outcome)
-
-    def _finish(self, task: Task, proc: TaskProcess, outcome: Outcome) -> None:
+    def _finish(self, task: Task, done: Finished[str]) -> None:
         ended = time.time()
-        shutil.rmtree(Path(proc.env["TMPDIR"]), ignore_errors=True)
+        spec, outcome = done.child.spec, done.outcome
+        self._scratch_to_remove.append(Path(spec.env["TMPDIR"]))
         usage = outcome.usage.as_dict()
         attempt = task.attempt
         if outcome.succeeded:
-            outcome = self._collect_outputs(task, proc.cwd, outcome)
+            outcome = self._collect_outputs(task, spec.cwd, outcome)
         if outcome.succeeded:
             message = None
         else:
@@ -272,7 +326,7 @@ class LocalExecutor:
             exit_code=outcome.exit_code,
             message=message,
             usage=usage,
-            lineage=self._lineage(task, proc) if outcome.succeeded else None,
+            lineage=self._lineage(task, spec) if outcome.succeeded else None,
         )
 
     def _collect_outputs(self, task: Task, outdir: Path, outcome: Outcome) -> Outcome:
@@ -289,24 +343,24 @@ class LocalExecutor:
         self.planner.succeed(task.id, outputs, lists)
         return outcome
 
-    def _lineage(self, task: Task, proc: TaskProcess) -> dict[str, Any]:
+    def _lineage(self, task: Task, spec: LaunchSpec) -> dict[str, Any]:
         """Per output: the exact input files it derives from, the executable, command line, environment."""
         inputs = self.planner.task_inputs(task.id)
         env_digest = hashlib.sha256(
-            json.dumps({k: v for k, v in proc.env.items() if k not in _VOLATILE_ENV}, sort_keys=True).encode()
+            json.dumps({k: v for k, v in spec.env.items() if k not in _VOLATILE_ENV}, sort_keys=True).encode()
         ).hexdigest()
         outputs = {}
         for out in task.executable.outputs:
             names = out.lineage if out.lineage is not None else [p.name for p in task.executable.inputs]
             used = sorted({v for n in names if n in inputs for v in _flatten(inputs[n])})
-            outputs[out.name] = {"path": str(proc.cwd / (out.name + out.suffix)), "inputs": used}
+            outputs[out.name] = {"path": str(spec.cwd / (out.name + out.suffix)), "inputs": used}
         return {
             "run": self.run_id,
             "task": task.id,
             "attempt": task.attempt,
             "executable": task.executable.name,
             "image": task.executable.image,
-            "command": " ".join(proc.argv),
+            "command": " ".join(spec.argv),
             "environment_sha256": env_digest,
             "sgs_version": __version__,
             "outputs": outputs,
@@ -324,10 +378,6 @@ class LocalExecutor:
                 self.planner.reject_dynamic(task.id, message)
                 self._save(task, message=message)
 
-    def _stop_all(self, why: str) -> None:
-        for proc in self.running.values():
-            proc.kill(why)
-
     def _save(self, task: Task, **columns: Any) -> None:
         self.record.save_task(self.planner.record(task.id), **columns)
 
@@ -336,6 +386,15 @@ class LocalExecutor:
 
 
 _VOLATILE_ENV = {"TMPDIR", "SGS_RUN_ID", "SGS_TASK_ID", "SGS_ATTEMPT", MARKER_ENV, "OLDPWD", "PWD", "SHLVL", "_"}
+
+
+def _remove_tree(path: Path) -> None:
+    try:
+        path.rmdir()  # most tasks leave their TMPDIR empty: one system call
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _run_message(planner: Planner) -> str | None:

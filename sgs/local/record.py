@@ -6,6 +6,7 @@ It is what makes ``sgs run --local`` crash-safe (a re-run with the same ``--run-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -116,6 +117,18 @@ class RunRecord:
 
     def close(self) -> None:
         self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One commit for a batch of writes (one loop of the executor) instead of one per statement.
+
+        Committed even when the batch is interrupted: each write is a whole row, as good as with autocommit.
+        """
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
 
     def run(self) -> RunRow | None:
         row = self.db.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def _used_vs_requested(row: TaskRow) -> tuple[str, str, str, str]:
     return cpu, rss, vms, io
 
 
-def print_status(workdir: Path, console: Console, lineage: bool = False) -> None:
+def print_status(workdir: Path, console: Console, lineage: bool = False, limit: int | None = None) -> None:
+    """The run and its task table; beyond ``limit`` rows, the tasks that did not succeed come first and the rest
+    are counted (rendering a 100k-row table would take longer than many runs)."""
     record = RunRecord.open_existing(workdir)
     try:
         run = record.run()
@@ -77,7 +80,8 @@ def print_status(workdir: Path, console: Console, lineage: bool = False) -> None
         "message",
     ):
         table.add_column(column, overflow="fold")
-    for row in rows:
+    shown, hidden = _rows_to_show(rows, limit)
+    for row in shown:
         cpu, rss, vms, io = _used_vs_requested(row)
         state_style = _STATE_STYLE.get(row.state, "")
         table.add_row(
@@ -92,6 +96,10 @@ def print_status(workdir: Path, console: Console, lineage: bool = False) -> None
             (row.message or "")[:80],
         )
     console.print(table)
+    if hidden:
+        states = Counter(row.state for row in hidden)
+        counted = ", ".join(f"{n} {state}" for state, n in states.most_common())
+        console.print(f"  … and {len(hidden)} more tasks ({counted}); `sgs status {workdir} --all` lists every one")
     _print_inputs(run.inputs, console)
     if lineage:
         _print_lineage(rows, console)
@@ -100,6 +108,18 @@ def print_status(workdir: Path, console: Console, lineage: bool = False) -> None
             "[dim]sgs status --lineage lists every product with the inputs it used; "
             "--task ID shows one task in detail[/]"
         )
+
+
+def _rows_to_show(rows: list[TaskRow], limit: int | None) -> tuple[list[TaskRow], list[TaskRow]]:
+    if limit is None or len(rows) <= limit:
+        return rows, []
+    unsuccessful = [row for row in rows if row.state != "Succeeded"]
+    chosen = {id(row) for row in unsuccessful[:limit]}
+    for row in rows:
+        if len(chosen) >= limit:
+            break
+        chosen.add(id(row))
+    return [row for row in rows if id(row) in chosen], [row for row in rows if id(row) not in chosen]
 
 
 def _print_inputs(inputs: dict[str, Any], console: Console) -> None:

@@ -28,6 +28,11 @@ class SecretRef(SgsModel):
     secret_key_key: str = Field(default="secretKey", description="Key holding the secret key.")
 
 
+class TokenRef(SgsModel):
+    name: str = Field(min_length=1, description="Secret in the Site's namespace.")
+    key: str = Field(default="token", description="Key holding the bearer token.")
+
+
 class Compute(SgsModel):
     """Where a Site runs tasks: Kubernetes nodes selected by labels, or a Slurm cluster behind the bridge."""
 
@@ -89,6 +94,13 @@ class SiteSpec(SgsModel):
     compute: Compute = Field(default_factory=Compute)
     storage: Storage
     archive_url: str | None = Field(default=None, description="Archive service endpoint serving this Site.")
+    archive_credentials: TokenRef | None = Field(
+        default=None,
+        description=(
+            "Secret with this Site's archive token: what registers replicas arriving at the Site (the transfer "
+            "service's ingestion on arrival) as the Site itself."
+        ),
+    )
     capacity: Capacity
     weight: float = Field(default=1.0, ge=0, le=1000, description="Share of new data placed here (relative).")
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -154,7 +154,9 @@ class Planner:
         run: str,
         inputs: Mapping[str, Value],
         config: PlannerConfig | None = None,
+        on_ready: Callable[[Task], None] | None = None,
     ) -> None:
+        """``on_ready`` is told of every task that becomes Ready (an executor prepares its directories ahead)."""
         missing = [p.name for p in spec.inputs if not p.optional and p.name not in inputs]
         if missing:
             raise PlannerError(f"run {run}: pipeline inputs not bound: {missing}")
@@ -162,6 +164,7 @@ class Planner:
         self.run = run
         self.inputs = dict(inputs)
         self.config = config or PlannerConfig()
+        self.on_ready = on_ready
         self.steps = _step_infos(spec)
         self.tasks: dict[str, Task] = {}
         self._nodes: dict[tuple[str, tuple[int, ...]], _Node] = {}
@@ -240,6 +243,8 @@ class Planner:
 
     def _push(self, task: Task) -> None:
         heapq.heappush(self._heap, (-self._static_score(task), task.seq, task))
+        if self.on_ready is not None:
+            self.on_ready(task)
 
     def _static_score(self, task: Task) -> float:
         """The fitness at time 0; waiting adds the same slope to every task, so heap order never goes stale."""

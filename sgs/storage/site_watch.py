@@ -36,10 +36,11 @@ def sites_path(namespace: str | None) -> str:
 def _secret_refs(site_objects: list[JSON]) -> set[tuple[str, str]]:
     refs = set()
     for obj in site_objects:
-        credentials = ((obj.get("spec") or {}).get("storage") or {}).get("credentials") or {}
-        if isinstance(credentials, dict) and credentials.get("name"):
-            namespace = (obj.get("metadata") or {}).get("namespace") or DEFAULT_NAMESPACE
-            refs.add((str(namespace), str(credentials["name"])))
+        spec = obj.get("spec") or {}
+        namespace = (obj.get("metadata") or {}).get("namespace") or DEFAULT_NAMESPACE
+        for ref in ((spec.get("storage") or {}).get("credentials"), spec.get("archiveCredentials")):
+            if isinstance(ref, dict) and ref.get("name"):
+                refs.add((str(namespace), str(ref["name"])))
     return refs
 
 

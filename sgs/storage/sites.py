@@ -62,6 +62,8 @@ class LoadedSite:
 
     resource: Site
     credentials: S3Credentials | None = None
+    archive_token: str | None = field(default=None, repr=False)
+    """This Site's archive token (``spec.archiveCredentials``), which registers replicas at the Site."""
 
     @property
     def name(self) -> str:
@@ -144,6 +146,23 @@ def _credentials(site: Site, secrets: Mapping[tuple[str, str], JSON]) -> S3Crede
     return S3Credentials(values[ref.access_key_key], values[ref.secret_key_key])
 
 
+def _archive_token(site: Site, secrets: Mapping[tuple[str, str], JSON]) -> str | None:
+    ref = site.spec.archive_credentials
+    if ref is None:
+        return None
+    namespace = site.metadata.namespace or DEFAULT_NAMESPACE
+    secret = secrets.get((namespace, ref.name))
+    if secret is None:
+        raise ValueError(f"spec.archiveCredentials: Secret {namespace}/{ref.name} not found")
+    try:
+        token = _secret_values(secret).get(ref.key)
+    except (binascii.Error, UnicodeDecodeError, AttributeError):
+        raise ValueError(f"spec.archiveCredentials: Secret {namespace}/{ref.name} has undecodable data") from None
+    if not token:
+        raise ValueError(f"spec.archiveCredentials: Secret {namespace}/{ref.name} has no {ref.key}")
+    return token
+
+
 def _error_text(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
@@ -173,7 +192,7 @@ def resolve(site_objects: Iterable[JSON], secrets: Iterable[JSON], base_dir: Pat
                 storage.path = str((base_dir / storage.path).resolve())
             if name in loaded:
                 raise ValueError("metadata.name: another Site has the same name")
-            loaded[name] = LoadedSite(site, _credentials(site, by_ref))
+            loaded[name] = LoadedSite(site, _credentials(site, by_ref), _archive_token(site, by_ref))
         except ValidationError as error:
             errors[name] = _error_text(error)
         except ValueError as error:

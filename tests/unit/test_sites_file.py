@@ -117,3 +117,21 @@ def test_site_stores_are_shared_and_renewed_when_the_storage_changes(tmp_path: P
         stores["sdc-fr"]
     with pytest.raises(KeyError, match="sdc-it: no such Site"):
         stores["sdc-it"]
+
+
+def test_the_archive_token_comes_from_the_secret_the_site_names() -> None:
+    site = {
+        "metadata": {"name": "s", "namespace": "ns"},
+        "spec": {
+            "storage": {"kind": "posix", "path": "/x"},
+            "capacity": {"cores": 1, "storageTb": 1},
+            "archiveCredentials": {"name": "s-archive"},
+        },
+    }
+    secret = {"metadata": {"name": "s-archive", "namespace": "ns"}, "stringData": {"token": "sgs_site_token"}}
+    loaded = resolve([site], [secret]).sites["s"]
+    assert loaded.archive_token == "sgs_site_token"
+    assert "sgs_site_token" not in repr(loaded)
+    assert resolve([site], []).errors == {"s": "spec.archiveCredentials: Secret ns/s-archive not found"}
+    empty = {**secret, "stringData": {"other": "x"}}
+    assert resolve([site], [empty]).errors == {"s": "spec.archiveCredentials: Secret ns/s-archive has no token"}

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import psycopg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sgs.runtime import quieten_gc
+from sgs.service.http import RequestMetricsMiddleware, install_error_handlers, stop_within
 from sgs_archive.api import admin, collections, dataset_types, datasets, dimensions, health, replicas
 from sgs_archive.api.datasets import ValidationFailedError
 from sgs_archive.auth import hash_token
 from sgs_archive.db import create_pool
 from sgs_archive.deps import ArchiveState
-from sgs_archive.errors import ArchiveError
 from sgs_archive.metrics import ArchiveMetrics
 from sgs_archive.migrate import migrate
 from sgs_archive.outbox import OutboxRelay
@@ -38,20 +33,6 @@ API_VERSION = "1.0.0"
 
 
 SHUTDOWN_GRACE_S = 5.0
-
-
-async def _stop_within(task: asyncio.Task[None], grace_s: float) -> None:
-    """Cancel a background task and wait for it a bounded time: shutdown must never hang on a stuck client
-    (asyncio.wait, unlike wait_for, does not wait again for the cancellation it gives up on)."""
-    task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=grace_s)
-    if not done:
-        log.warning(
-            "%s did not stop within %.0f s of being cancelled; shutting down without it", task.get_name(), grace_s
-        )
-        return
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        task.result()
 
 
 def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
@@ -89,7 +70,7 @@ def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
             yield
         finally:
             if relay_task is not None:
-                await _stop_within(relay_task, SHUTDOWN_GRACE_S)
+                await stop_within(relay_task, SHUTDOWN_GRACE_S)
             await pool.close(timeout=SHUTDOWN_GRACE_S)
 
     app = FastAPI(
@@ -100,65 +81,17 @@ def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
     )
     for router in (health, dimensions, dataset_types, datasets, replicas, collections, admin):
         app.include_router(router.router)
-    _install_error_handlers(app)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    install_error_handlers(app)
+    _install_validation_failed_handler(app)
+    app.add_middleware(RequestMetricsMiddleware, histogram=metrics.requests)
     _publish_ingest_schema(app)
     return app
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ArchiveError)
-    async def archive_error(_: Request, error: ArchiveError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
-
+def _install_validation_failed_handler(app: FastAPI) -> None:
     @app.exception_handler(ValidationFailedError)
     async def validation_failed(_: Request, error: ValidationFailedError) -> JSONResponse:
         return JSONResponse({"detail": jsonable_encoder(error.errors)}, status_code=422)
-
-    @app.exception_handler(RequestValidationError)
-    async def request_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
-
-    @app.exception_handler(psycopg.DataError)
-    async def data_error(_: Request, error: psycopg.DataError) -> JSONResponse:
-        # Values PostgreSQL cannot store (a NUL character in text, a number out of range) are bad input.
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return JSONResponse(
-            {"detail": [{"loc": ["body"], "msg": f"value not storable: {message}", "type": "invalid"}]},
-            status_code=422,
-        )
-
-
-class RequestMetricsMiddleware:
-    """Request latency by route template, method and status, as plain ASGI.
-
-    Starlette's ``@app.middleware("http")`` runs every request in an extra task with memory streams between the
-    two halves; on this service's small queries that cost more than the database.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: ArchiveMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            template = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(template, scope["method"], str(status)).observe(time.perf_counter() - start)
 
 
 def _publish_ingest_schema(app: FastAPI) -> None:

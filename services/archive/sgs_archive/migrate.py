@@ -7,93 +7,30 @@ replicas starting at once. The universe then adds one indexed column per dimensi
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-from dataclasses import dataclass
-from importlib import resources
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from sgs.model.dataset import DimensionKeyType, DimensionUniverse
+from sgs.service.migrations import MigrationError, apply_migrations, packaged_migrations
 
 log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_ID = 0x5A5C_0001  # arbitrary but constant: one lock shared by every archive replica
-_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
-
-class MigrationError(RuntimeError):
-    """The database cannot be brought to the schema this code expects."""
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-def packaged_migrations() -> list[Migration]:
-    folder = resources.files("sgs_archive").joinpath("migrations")
-    found = []
-    for entry in folder.iterdir():
-        match = _FILE_RE.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
-    return sorted(found, key=lambda m: m.version)
+__all__ = ["MigrationError", "migrate", "sync_universe"]
 
 
 def migrate(dsn: str, universe: DimensionUniverse) -> list[str]:
     """Apply pending migrations and dimension columns; returns the names of what was applied."""
-    applied: list[str] = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
-        try:
-            _ensure_migration_table(conn)
-            done = _applied_versions(conn)
-            for migration in packaged_migrations():
-                if migration.version in done:
-                    if done[migration.version] != migration.checksum:
-                        raise MigrationError(
-                            f"migration {migration.version:04d}_{migration.name} was changed after it was applied"
-                        )
-                    continue
-                _apply(conn, migration)
-                applied.append(f"{migration.version:04d}_{migration.name}")
-            applied.extend(sync_universe(conn, universe))
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
-    return applied
-
-
-def _ensure_migration_table(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    conn.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migration (
-               version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
-               applied_at timestamptz NOT NULL DEFAULT now())"""
+    return apply_migrations(
+        dsn,
+        packaged_migrations("sgs_archive"),
+        MIGRATION_LOCK_ID,
+        after=lambda conn: sync_universe(conn, universe),
     )
-
-
-def _applied_versions(conn: psycopg.Connection[tuple[object, ...]]) -> dict[int, str]:
-    rows = conn.execute("SELECT version, checksum FROM schema_migration").fetchall()
-    return {int(str(version)): str(checksum) for version, checksum in rows}
-
-
-def _apply(conn: psycopg.Connection[tuple[object, ...]], migration: Migration) -> None:
-    log.info("applying migration %04d_%s", migration.version, migration.name)
-    with conn.transaction():
-        conn.execute(migration.sql.encode())
-        conn.execute(
-            "INSERT INTO schema_migration (version, name, checksum) VALUES (%s, %s, %s)",
-            (migration.version, migration.name, migration.checksum),
-        )
 
 
 def sync_universe(conn: psycopg.Connection[tuple[object, ...]], universe: DimensionUniverse) -> list[str]:

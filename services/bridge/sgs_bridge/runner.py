@@ -9,59 +9,40 @@ the task inside the job (Slurm enforces the limits there).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sgs.launcher.launcher import Finished, Launcher, LaunchSpec
+from sgs.launcher.usage import Outcome
 from sgs_bridge.files import read_json, write_json_atomically
-
-if TYPE_CHECKING:
-    from sgs.local.process import Outcome, TaskProcess
 
 TASK_FILE = "task.json"
 STATE_FILE = "state.json"
 OUTCOME_FILE = "outcome.json"
 LOCK_FILE = "lock"
-UNLIMITED = float(2**62)
+INHERIT_ENV_KEY = "inherit_env_prefixes"
 
 
-def load_process_module() -> ModuleType:
-    """sgs.local.process without the sgs.local package, whose __init__ pulls in the planner (~1 s per pod)."""
-    import sgs
-
-    path = Path(sgs.__file__).parent / "local" / "process.py"
-    spec = importlib.util.spec_from_file_location("sgs_bridge._task_process", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building the classes
-    spec.loader.exec_module(module)
-    return module
-
-
-def build_task(task: dict[str, Any], module: ModuleType) -> TaskProcess:
-    log = Path(task["log"])
+def launch_spec(task: dict[str, Any]) -> LaunchSpec:
+    """The task a pod's ``task.json`` describes (limits only where the node enforces them, not under Slurm)."""
     enforce = bool(task.get("enforce", True))
     ram = task.get("ram_limit_bytes") if enforce else None
     walltime = task.get("walltime_s") if enforce else None
     # Under Slurm the job's own variables (SLURM_JOB_ID, CUDA_VISIBLE_DEVICES...) must reach the task.
-    prefixes = tuple(task.get("inherit_env_prefixes") or ())
+    prefixes = tuple(task.get(INHERIT_ENV_KEY) or ())
     inherited = {key: value for key, value in os.environ.items() if prefixes and key.startswith(prefixes)}
-    process: TaskProcess = module.TaskProcess(
+    return LaunchSpec(
         argv=list(task["argv"]),
         cwd=Path(task["cwd"]),
         env={**inherited, **task["env"]},
-        stdout=log,
-        stderr=log,
-        ram_limit_bytes=int(ram) if ram else int(UNLIMITED),
-        walltime_s=float(walltime) if walltime else UNLIMITED,
+        log=Path(task["log"]),
+        ram_limit_bytes=int(ram) if ram else None,
+        walltime_s=float(walltime) if walltime else None,
     )
-    return process
 
 
 def run(pod_dir: Path) -> int:
@@ -69,38 +50,28 @@ def run(pod_dir: Path) -> int:
     if task is None:
         print(f"runner: no readable {pod_dir / TASK_FILE}", file=sys.stderr)
         return 2
-    module = load_process_module()
-    process = build_task(task, module)
-    stop_requested: list[str] = []
-    signal.signal(signal.SIGTERM, lambda *_: stop_requested.append("cancelled (SIGTERM)"))
-    signal.signal(signal.SIGINT, lambda *_: stop_requested.append("cancelled (SIGINT)"))
+    launcher: Launcher[str] = Launcher()
     try:
-        process.start()
+        child = launcher.start("task", launch_spec(task))
     except OSError as error:
-        return _record_start_failure(pod_dir, task, error)
-    write_json_atomically(
-        pod_dir / STATE_FILE, {"pid": process.pid, "runner_pid": os.getpid(), "started_at": time.time()}
-    )
-    outcome = _wait(process, stop_requested)
-    _record(pod_dir, outcome)
-    return _exit_status(outcome.exit_code)
+        return record_start_failure(pod_dir, task, error)
+    # A stop request kills the task; its exit then wakes the wait below (select retries after a handler).
+    signal.signal(signal.SIGTERM, lambda *_: launcher.kill("task", "cancelled (SIGTERM)"))
+    signal.signal(signal.SIGINT, lambda *_: launcher.kill("task", "cancelled (SIGINT)"))
+    record_start(pod_dir, child.pid, child.started_at, os.getpid(), child.identity.as_dict())
+    finished: list[Finished[str]] = []
+    while not finished:
+        finished = launcher.wait()
+    record_outcome(pod_dir, finished[0].outcome)
+    return _exit_status(finished[0].outcome.exit_code)
 
 
-def _wait(process: TaskProcess, stop_requested: list[str]) -> Outcome:
-    pause = 0.01
-    killed = False
-    while True:
-        if stop_requested and not killed:
-            process.kill(stop_requested[0])
-            killed = True
-        outcome = process.poll(sample_every=0.5)
-        if outcome is not None:
-            return outcome
-        time.sleep(pause)
-        pause = min(0.25, pause * 1.5)  # quick tasks end quickly; long ones cost little CPU
+def record_start(pod_dir: Path, pid: int, started_at: float, runner_pid: int, identity: dict[str, Any]) -> None:
+    state = {"pid": pid, "runner_pid": runner_pid, "started_at": started_at, "process": identity}
+    write_json_atomically(pod_dir / STATE_FILE, state)
 
 
-def _record(pod_dir: Path, outcome: Outcome) -> None:
+def record_outcome(pod_dir: Path, outcome: Outcome) -> None:
     write_json_atomically(
         pod_dir / OUTCOME_FILE,
         {
@@ -113,7 +84,7 @@ def _record(pod_dir: Path, outcome: Outcome) -> None:
     )
 
 
-def _record_start_failure(pod_dir: Path, task: dict[str, Any], error: OSError) -> int:
+def record_start_failure(pod_dir: Path, task: dict[str, Any], error: OSError) -> int:
     now = time.time()
     write_json_atomically(pod_dir / STATE_FILE, {"pid": 0, "runner_pid": os.getpid(), "started_at": now})
     message = f"cannot start {task['argv'][0]!r}: {error.strerror or error}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import psutil
@@ -150,3 +151,28 @@ def test_killed_bridge_restarts_and_loses_or_duplicates_nothing(
             assert cluster.kubectl("logs", name).splitlines() == [f"{name} {i}" for i in range(1, 7)]
     finally:
         bridge.stop()
+
+
+def test_a_killed_agent_fails_its_tasks_clearly_and_kills_what_they_left(
+    kube: KubePart, cluster: Cluster, tmp_path: Path
+) -> None:
+    """kill -9 the node's agent while a task runs: the pod fails once, naming the agent, and the task's process
+    (now unwatched) is killed by its identity; the next pod gets a new agent."""
+    with BridgeProcess(
+        node_name="sgs-agent-loss",
+        site="agent-loss",
+        kubeconfig=kube.kubeconfig,
+        workdir=tmp_path / "bridge",
+        poll_interval_s=0.3,
+    ) as bridge:
+        cluster.apply(pod_manifest("orphaned", pod_template("agent-loss", "echo started; sleep 300")))
+        pod = cluster.wait_phase("orphaned", {"Running"})
+        state = json.loads((bridge.workdir / "pods" / pod["metadata"]["uid"] / "state.json").read_text())
+        task = psutil.Process(state["pid"])
+        os.kill(state["runner_pid"], signal.SIGKILL)  # the agent
+        pod = cluster.wait_phase("orphaned", {"Failed", "Succeeded"}, timeout_s=60)
+        assert pod["status"]["phase"] == "Failed"
+        assert "the node's agent stopped while the task ran (killed 1 leftover" in terminated(pod)["message"]
+        wait_until(lambda: not task.is_running() or task.status() == psutil.STATUS_ZOMBIE, what="task", timeout_s=10)
+        cluster.apply(pod_manifest("after", pod_template("agent-loss", "echo fine")))
+        assert cluster.wait_phase("after", {"Failed", "Succeeded"}, timeout_s=60)["status"]["phase"] == "Succeeded"

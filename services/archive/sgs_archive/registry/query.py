@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from sgs.expression.dimensions import ExpressionError, compile_expression
 from sgs.model.dataset import DimensionUniverse
 from sgs_archive.db import Conn
 from sgs_archive.errors import InvalidInputError, NotFoundError
-from sgs_archive.expression import ExpressionError, compile_expression
 from sgs_archive.registry import collections
 from sgs_archive.registry.dataset_types import TypeCatalog
 from sgs_archive.schemas import DatasetPage, DatasetPublic, DatasetQuery

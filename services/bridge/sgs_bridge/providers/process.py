@@ -1,28 +1,37 @@
-"""The process provider: each pod's task is a local subprocess, watched by a detached runner.
+"""The process provider: each pod's task is a local subprocess, launched and watched by the node's agent.
 
-Node capacity is this machine's. A job id is the pod UID (the pod's directory); the runner's files in that
-directory are the whole state, so a restarted bridge re-adopts every task from disk and, because the lock
-is taken before the runner is spawned and held by it until it exits, never starts a task twice.
+Node capacity is this machine's. A job id is the pod UID (the pod's directory); the agent's files in that
+directory are the whole state, so a restarted bridge re-adopts every task from disk and, because the agent
+takes the pod's lock before launching and holds it until the outcome is written, never starts a task twice.
+The agent (``sgs_bridge.agent``, one per node, detached) outlives the bridge; if it dies, its tasks' locks are
+released and each is reported failed once whatever it left running has been killed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import fcntl
 import os
 import shutil
-import signal
-import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
 
+from sgs.launcher.identity import ProcessIdentity, kill_leftover
+from sgs_bridge.agent import AGENT_LOG_FILE, IDLE_EXIT_S, AgentClient, AgentError, AgentUnavailableError
 from sgs_bridge.podspec import TaskSpec
-from sgs_bridge.providers.base import Capacity, prepare_pod_dir, read_json, tail_text, write_json_atomically
+from sgs_bridge.providers.base import (
+    BackendUnavailableError,
+    Capacity,
+    prepare_pod_dir,
+    read_json,
+    tail_text,
+    write_json_atomically,
+)
 from sgs_bridge.runner import LOCK_FILE, OUTCOME_FILE, STATE_FILE, TASK_FILE
 from sgs_bridge.state import JobState, Phase
 
@@ -30,12 +39,13 @@ from sgs_bridge.state import JobState, Phase
 class ProcessProvider:
     name = "process"
 
-    def __init__(self, pods_root: Path, *, gpus: int = 0, python: str = sys.executable) -> None:
+    def __init__(
+        self, pods_root: Path, *, gpus: int = 0, python: str = sys.executable, agent_idle_exit_s: float = IDLE_EXIT_S
+    ) -> None:
         self.pods_root = pods_root
         self.gpus = gpus
-        self.python = python
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
         pods_root.mkdir(parents=True, exist_ok=True)
+        self.agent = AgentClient(pods_root, python, idle_exit_s=agent_idle_exit_s)
 
     async def capacity(self) -> Capacity:
         disk = shutil.disk_usage(self.pods_root)
@@ -50,19 +60,15 @@ class ProcessProvider:
         return await asyncio.to_thread(self._submit, spec)
 
     def _submit(self, spec: TaskSpec) -> str:
+        if (spec.pod_dir / STATE_FILE).exists():
+            return spec.uid  # it started already (and may have ended): a pod runs at most once
         prepare_pod_dir(spec)
-        lock_fd = os.open(spec.pod_dir / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return spec.uid  # a runner holds the lock: the task is running
-            if (spec.pod_dir / STATE_FILE).exists():
-                return spec.uid  # it ran already (and ended)
+        if not _lock_held(spec.pod_dir / LOCK_FILE):
             self._write_task(spec)
-            self._spawn_runner(spec, lock_fd)
-        finally:
-            os.close(lock_fd)  # the runner keeps its inherited copy, and with it the lock
+        try:
+            self.agent.request("run", spec.uid)  # the agent refuses a second start itself (lock, state file)
+        except (AgentUnavailableError, AgentError, OSError) as error:
+            raise BackendUnavailableError(f"the node's agent: {error}") from error
         return spec.uid
 
     def _write_task(self, spec: TaskSpec) -> None:
@@ -77,26 +83,9 @@ class ProcessProvider:
         }
         write_json_atomically(spec.pod_dir / TASK_FILE, task)
 
-    def _spawn_runner(self, spec: TaskSpec, lock_fd: int) -> None:
-        with (spec.pod_dir / "runner.log").open("ab") as runner_log:
-            child = subprocess.Popen(
-                [self.python, "-m", "sgs_bridge.runner", str(spec.pod_dir)],
-                stdin=subprocess.DEVNULL,
-                stdout=runner_log,
-                stderr=runner_log,
-                pass_fds=(lock_fd,),
-                start_new_session=True,  # outlives the bridge; a Ctrl-C to the bridge does not reach it
-            )
-        self._children[spec.uid] = child
-
     async def observe(self, jobs: Mapping[str, str]) -> dict[str, JobState]:
-        self._reap()
+        self.agent.reap()
         return {uid: self._state(uid) for uid in jobs}
-
-    def _reap(self) -> None:
-        for uid, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[uid]
 
     def _state(self, uid: str) -> JobState:
         pod_dir = self.pods_root / uid
@@ -112,18 +101,33 @@ class ProcessProvider:
             return JobState(Phase.RUNNING, uid, message=message, started_at=started, backend_state="RUNNING")
         if not pod_dir.exists() or not (pod_dir / TASK_FILE).exists():
             return JobState(Phase.UNKNOWN, uid, message="no such task on this node")
-        runner_log = tail_text(pod_dir / "runner.log", 2000).strip()
-        message = f"the task's runner ended without recording an outcome: {runner_log[-500:]}"
-        return JobState(Phase.FAILED, uid, reason="Error", message=message, exit_code=1, started_at=started)
+        return _finished(uid, self._record_lost(pod_dir, state or {}), started)
+
+    def _record_lost(self, pod_dir: Path, state: dict[str, object]) -> dict[str, object]:
+        """The agent that ran the task is gone: kill what it left running, and record that once."""
+        killed = kill_leftover(ProcessIdentity.from_dict(state.get("process")))
+        agent_log = tail_text(self.pods_root / AGENT_LOG_FILE, 2000).strip().splitlines()
+        when = "while the task ran" if state else "before the task started"
+        message = f"the node's agent stopped {when} (killed {killed} leftover process(es))"
+        if agent_log:
+            message += f"; its log ends: {agent_log[-1][-300:]}"
+        outcome: dict[str, object] = {
+            "exit_code": 1,
+            "reason": "Error",
+            "message": message,
+            "usage": {},
+            "finished_at": time.time(),
+        }
+        write_json_atomically(pod_dir / OUTCOME_FILE, outcome)
+        return outcome
 
     async def cancel(self, job_id: str, uid: str) -> None:
-        state = read_json(self.pods_root / uid / STATE_FILE)
-        if not state:
-            return
-        runner_pid = state.get("runner_pid")
-        if isinstance(runner_pid, int) and _lock_held(self.pods_root / uid / LOCK_FILE):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(runner_pid, signal.SIGTERM)  # the runner kills the task's process group
+        if not _lock_held(self.pods_root / uid / LOCK_FILE):
+            return  # not running (an agent that died is handled by observe)
+        try:
+            await asyncio.to_thread(self.agent.request, "cancel", uid, start=False, why="cancelled (pod deleted)")
+        except (AgentUnavailableError, AgentError, OSError) as error:
+            raise BackendUnavailableError(f"the node's agent: {error}") from error
 
     def log_path(self, uid: str, container: str) -> Path:
         return self.pods_root / uid / f"{container}.log"
@@ -132,7 +136,7 @@ class ProcessProvider:
         return uid if (self.pods_root / uid / TASK_FILE).exists() else None
 
     async def close(self) -> None:
-        self._reap()
+        self.agent.reap()
 
 
 def _finished(uid: str, outcome: dict[str, object], started: datetime.datetime | None) -> JobState:

@@ -1,4 +1,5 @@
-"""The dimension expression language, parsed to parameterised SQL.
+"""The dimension expression language, parsed to parameterised SQL (the archive) or to a matcher (the transfer
+service's rules, evaluated on each registered dataset's data ID).
 
     band IN ('VIS', 'Y') AND tile = 102345
     instrument = 'NISP' AND (detector IN (1..8, 12) OR NOT exposure > 1000)
@@ -29,14 +30,16 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import astropy.units as u
 import numpy as np
 from astropy_healpix import HEALPix
 
+from sgs.expression.errors import ExpressionError as ExpressionError
 from sgs.model.dataset import DataIdError, DimensionElement, DimensionUniverse, DimensionValue
 
 MAX_EXPRESSION_LENGTH = 10_000
@@ -47,15 +50,6 @@ PIXEL_REACH = 1.05  # a HEALPix pixel's largest centre-to-edge distance, in unit
 # astropy-healpix's cone search grows faster than its output: ~1,000 pixels took 6 ms here, ~4,000 took 60 ms.
 MAX_REGION_PIXELS = 1024
 REGION_KEYWORD = "region"
-
-
-class ExpressionError(ValueError):
-    """The expression is malformed or does not fit the universe; ``position`` is the 0-based offset."""
-
-    def __init__(self, message: str, position: int) -> None:
-        super().__init__(f"{message} (at position {position})")
-        self.message = message
-        self.position = position
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -474,3 +468,125 @@ def compile_expression(
     """
     compiler = _Compiler(universe, frozenset(allowed) if allowed is not None else None, table_alias)
     return compiler.compile(parse(text))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Matching one data ID (the same three-valued logic as the SQL: a dimension the data ID lacks is unknown)
+
+Truth = bool | None
+DataIdMatcher = Callable[[Mapping[str, DimensionValue]], bool]
+_Predicate = Callable[[Mapping[str, DimensionValue]], Truth]
+_COMPARE: dict[str, Callable[[DimensionValue, DimensionValue], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+@dataclass(frozen=True)
+class _MatcherBuilder:
+    compiler: _Compiler
+
+    def build(self, node: Node) -> _Predicate:
+        if isinstance(node, BoolOp):
+            parts = [self.build(operand) for operand in node.operands]
+            return _all_of(parts) if node.op == "AND" else _any_of(parts)
+        if isinstance(node, Not):
+            inner = self.build(node.operand)
+            # Unknown stays unmatched under NOT: a dataset lacking the dimension matches neither x = v nor NOT x = v.
+            return lambda data_id: None if (value := inner(data_id)) is None else not value
+        if isinstance(node, Compare):
+            element = self.compiler.element(node.dimension, node.position)
+            wanted = self.compiler.checked(element, node.value, node.position)
+            compare = _COMPARE[node.op]
+            name = element.name
+            return lambda data_id: None if (v := data_id.get(name)) is None else _safe(compare, v, wanted)
+        if isinstance(node, InList):
+            return self.build_in(node)
+        return self.build_overlaps(node)
+
+    def build_in(self, node: InList) -> _Predicate:
+        element = self.compiler.element(node.dimension, node.position)
+        values: set[DimensionValue] = set()
+        ranges: list[IntRange] = []
+        for item in node.items:
+            if isinstance(item, IntRange):
+                self.compiler.checked(element, item.low, node.position)
+                self.compiler.checked(element, item.high, node.position)
+                ranges.append(item)
+            else:
+                values.add(self.compiler.checked(element, item, node.position))
+        name, negated = element.name, node.negated
+
+        def predicate(data_id: Mapping[str, DimensionValue]) -> Truth:
+            value = data_id.get(name)
+            if value is None:
+                return None
+            found = value in values or (isinstance(value, int) and any(r.low <= value <= r.high for r in ranges))
+            return not found if negated else found
+
+        return predicate
+
+    def build_overlaps(self, node: Overlaps) -> _Predicate:
+        element = self.compiler.skypix_element(node)
+        assert element.healpix_order is not None  # guaranteed by skypix_element
+        ranges = healpix_ranges(node.region, element.healpix_order)
+        name = element.name
+
+        def predicate(data_id: Mapping[str, DimensionValue]) -> Truth:
+            value = data_id.get(name)
+            if value is None:
+                return None
+            return isinstance(value, int) and any(low <= value <= high for low, high in ranges)
+
+        return predicate
+
+
+def _safe(
+    compare: Callable[[DimensionValue, DimensionValue], bool], left: DimensionValue, right: DimensionValue
+) -> Truth:
+    try:
+        return compare(left, right)
+    except TypeError:  # a data ID value of the wrong type cannot be compared: unknown, as in SQL's cast failure
+        return None
+
+
+def _all_of(parts: list[_Predicate]) -> _Predicate:
+    def predicate(data_id: Mapping[str, DimensionValue]) -> Truth:
+        unknown = False
+        for part in parts:
+            value = part(data_id)
+            if value is False:
+                return False
+            unknown = unknown or value is None
+        return None if unknown else True
+
+    return predicate
+
+
+def _any_of(parts: list[_Predicate]) -> _Predicate:
+    def predicate(data_id: Mapping[str, DimensionValue]) -> Truth:
+        unknown = False
+        for part in parts:
+            value = part(data_id)
+            if value is True:
+                return True
+            unknown = unknown or value is None
+        return None if unknown else False
+
+    return predicate
+
+
+def compile_matcher(text: str, universe: DimensionUniverse, allowed: Sequence[str] | None = None) -> DataIdMatcher:
+    """``text`` as a predicate over one data ID: True exactly when the SQL condition would select the dataset.
+
+    Checks the expression against the universe the way :func:`compile_expression` does (same errors).
+    """
+    if not text.strip():
+        return lambda data_id: True
+    compiler = _Compiler(universe, frozenset(allowed) if allowed is not None else None, "")
+    predicate = _MatcherBuilder(compiler).build(parse(text))
+    return lambda data_id: predicate(data_id) is True

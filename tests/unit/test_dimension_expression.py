@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sgs_archive.expression import (
+from sgs_archive.universe import load_universe
+
+from sgs.expression.dimensions import (
     MAX_REGION_RANGES,
     BoolOp,
     Circle,
@@ -17,11 +19,10 @@ from sgs_archive.expression import (
     Not,
     Overlaps,
     compile_expression,
+    compile_matcher,
     healpix_ranges,
     parse,
 )
-from sgs_archive.universe import load_universe
-
 from sgs.model.dataset import DimensionUniverse
 
 
@@ -197,3 +198,57 @@ def test_region_cover_holds_every_point_of_the_circle(ra: float, dec: float, rad
     highs = np.array([high for _, high in ranges])
     covered = ((pixels[:, None] >= lows) & (pixels[:, None] <= highs)).any(axis=1)
     assert covered.all(), f"{int((~covered).sum())} of 200 points outside the cover"
+
+
+# ---------------------------------------------------------------------------------------------- data-ID matcher
+
+
+@pytest.mark.parametrize(
+    ("text", "data_id", "expected"),
+    [
+        ("band IN ('VIS','Y') AND tile = 102345", {"band": "Y", "tile": 102345}, True),
+        ("band IN ('VIS','Y') AND tile = 102345", {"band": "H", "tile": 102345}, False),
+        ("detector IN (1..8, 12)", {"instrument": "VIS", "detector": 12}, True),
+        ("detector IN (1..8, 12)", {"instrument": "VIS", "detector": 9}, False),
+        ("detector NOT IN (1..8)", {"instrument": "VIS", "detector": 9}, True),
+        ("exposure > 1000 OR tile = 1", {"tile": 1}, True),
+        ("exposure > 1000 AND tile = 1", {"tile": 1}, False),
+        ("observation <= 3", {"instrument": "NISP", "observation": 3}, True),
+        ("instrument != 'VIS'", {"instrument": "NISP"}, True),
+        ("", {}, True),
+    ],
+)
+def test_matcher_on_data_ids(
+    universe: DimensionUniverse, text: str, data_id: dict[str, int | str], expected: bool
+) -> None:
+    assert compile_matcher(text, universe)(data_id) is expected
+
+
+@pytest.mark.parametrize("text", ["band = 'H'", "NOT band = 'H'", "band NOT IN ('H')", "NOT band IN ('H')"])
+def test_a_missing_dimension_matches_neither_a_predicate_nor_its_negation(
+    universe: DimensionUniverse, text: str
+) -> None:
+    assert compile_matcher(text, universe)({"tile": 1}) is False
+
+
+def test_matcher_region_uses_the_same_pixel_cover(universe: DimensionUniverse) -> None:
+    circle = Circle(150.1, 2.2, 0.5)
+    low, high = healpix_ranges(circle, 10)[0]
+    matcher = compile_matcher("region OVERLAPS CIRCLE(150.1, 2.2, 0.5)", universe)
+    assert matcher({"skypix": low}) and matcher({"skypix": high})
+    assert not matcher({"skypix": 0})
+
+
+def test_matcher_refuses_what_the_sql_compiler_refuses(universe: DimensionUniverse) -> None:
+    for text in ("colour = 'red'", "tile = 'x'", "tile >"):
+        with pytest.raises(ExpressionError) as sql_error:
+            compile_expression(text, universe)
+        with pytest.raises(ExpressionError) as matcher_error:
+            compile_matcher(text, universe)
+        assert str(sql_error.value) == str(matcher_error.value)
+
+
+def test_unknown_stays_unknown_through_negation_and_or(universe: DimensionUniverse) -> None:
+    # With no tile, both halves are unknown: SQL selects nothing, and neither may the matcher.
+    assert compile_matcher("tile NOT IN (3) OR NOT (tile NOT IN (3))", universe)({"band": "H"}) is False
+    assert compile_matcher("band = 'H' OR NOT tile = 3", universe)({"band": "H"}) is True
