@@ -10,9 +10,11 @@ Security: a survey plan is read only from a directory or URL prefix the administ
 The operator reaches the archive over HTTP with ``SGS_OPERATOR_ARCHIVE_URL`` / ``SGS_OPERATOR_ARCHIVE_TOKEN``
 (an admin token: placements are admin writes).
 
-Replication rules: computed per (primary, secondary) pair (``sgs.placement.consequences``) and counted in
-``status.rules``; they are not sent yet — the transfer service's rules API has not landed — so condition
-``RulesApplied`` is False with reason ``TransferServiceNotAvailable``. ``send_rules`` is the seam.
+Replication rules: one per (primary, secondary) pair and chunk of observations (``sgs.placement.consequences``),
+owned by ``placement.<namespace>.<name>`` at the transfer service (``SGS_OPERATOR_TRANSFER_URL`` /
+``SGS_OPERATOR_TRANSFER_TOKEN``, an admin token: it sets the owner); each reconcile makes that owner's rules
+exactly the plan's (missing ones created, stale ones deleted). Without a transfer URL, condition ``RulesApplied``
+is False with reason ``TransferServiceNotConfigured``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class PlacementSettings(BaseSettings):
     survey_roots: list[str] = Field(
         default_factory=list, description="Directories and http(s) URL prefixes survey plans may come from."
     )
-    transfer_url: str | None = Field(default=None, description="Transfer service (rules API), once it exists.")
+    transfer_url: str | None = Field(default=None, description="Transfer service: the plan's replication rules.")
+    transfer_token: SecretStr | None = Field(default=None, description="Admin token of the transfer service.")
 
 
 class PlacementRefusedError(Exception):
@@ -166,15 +169,100 @@ class ArchivePlacements:
         return len(rows)
 
 
-async def send_rules(rules: list[RuleSpec], settings: PlacementSettings) -> Condition:
-    """The seam to the transfer service: rules are computed but cannot be sent until its API lands."""
-    del settings  # the transfer service's URL will say where once its rules API is on main
+def rule_body(rule: RuleSpec, owner: str) -> dict[str, Any]:
+    """The transfer service's RuleCreate for one placement rule: copies at exactly the listed Sites."""
+    return {
+        "dataset_type": rule.dataset_type,
+        "where": rule.where,
+        "copies": rule.copies,
+        "site_expression": " | ".join(rule.sites),
+        "owner": owner,
+    }
+
+
+def rule_key(body: Mapping[str, Any]) -> tuple[str | None, str, int, str]:
+    return (body.get("dataset_type"), str(body["where"]), int(body["copies"]), str(body["site_expression"]))
+
+
+def rule_changes(
+    wanted: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[str, Any]]
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """Rules to create and rule ids to delete so the owner's rules are exactly ``wanted`` (a repeat does nothing)."""
+    have = {rule_key(r): str(r["id"]) for r in existing}
+    want = {rule_key(r): r for r in wanted}
+    create = [body for key, body in want.items() if key not in have]
+    delete = sorted(rule_id for key, rule_id in have.items() if key not in want)
+    return create, delete
+
+
+class TransferRules:
+    """The transfer service's rules API over HTTP, for the rules one DataPlacement owns."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.AsyncClient(base_url=url, headers=headers, timeout=60, trust_env=False)
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        try:
+            response = await self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as error:
+            raise TransferUnavailableError(f"transfer {method} {url}: {error}") from error
+        if response.status_code >= 400:
+            raise TransferUnavailableError(
+                f"transfer {method} {url}: HTTP {response.status_code} {response.text[:300]}"
+            )
+        return response.json() if response.content else None
+
+    async def owned(self, owner: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"owner": owner, "limit": 1000}
+        while True:
+            page = await self._call("GET", "/rules", params=params)
+            found += page["items"]
+            if page["next_cursor"] is None:
+                return found
+            params["cursor"] = page["next_cursor"]
+
+    async def apply(self, owner: str, rules: list[RuleSpec]) -> tuple[int, int]:
+        wanted = [rule_body(rule, owner) for rule in rules]
+        create, delete = rule_changes(wanted, await self.owned(owner))
+        for body in create:
+            await self._call("POST", "/rules", json=body)
+        for rule_id in delete:
+            await self._call("DELETE", f"/rules/{rule_id}")
+        return len(create), len(delete)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class TransferUnavailableError(Exception):
+    """The transfer service did not answer or refused a rule: retried later."""
+
+
+async def send_rules(owner: str, rules: list[RuleSpec], settings: PlacementSettings) -> Condition:
+    """Make the transfer service hold exactly these rules for ``owner`` (created, or deleted when gone)."""
+    if not settings.transfer_url:
+        return condition(
+            "RulesApplied",
+            False,
+            "TransferServiceNotConfigured",
+            f"{len(rules)} replication rules computed (raw data at primary and secondary); not sent: the operator "
+            "has no SGS_OPERATOR_TRANSFER_URL",
+        )
+    token = settings.transfer_token.get_secret_value() if settings.transfer_token else None
+    client = TransferRules(settings.transfer_url, token)
+    try:
+        created, deleted = await client.apply(owner, rules)
+    except TransferUnavailableError as error:
+        return condition("RulesApplied", False, "TransferServiceUnavailable", str(error))
+    finally:
+        await client.close()
     return condition(
         "RulesApplied",
-        False,
-        "TransferServiceNotAvailable",
-        f"{len(rules)} replication rules computed (raw data at primary and secondary); not sent: the transfer "
-        "service's rules API is not available to the operator yet",
+        True,
+        "RulesApplied",
+        f"{len(rules)} replication rules owned by {owner} ({created} created, {deleted} deleted)",
     )
 
 
@@ -299,7 +387,8 @@ async def reconcile(
         written = await archive.write(plan.assignments())
     finally:
         await archive.close()
-    rules = replication_rules(f"{namespace}-{name}", plan.assignments())
+    owner = f"placement.{namespace}.{name}"
+    rules = replication_rules(owner, plan.assignments())
     status = plan_status(report, plan, len(rules), generation)
     conditions = [
         condition(
@@ -310,7 +399,7 @@ async def reconcile(
             f"{100 * report.tiles_coherent:.1f} % of tiles at one primary; churn {100 * report.churn:.2f} %",
         ),
         condition("Archived", True, "PlacementsWritten", f"{written} rows in the archive's placement table"),
-        await send_rules(rules, settings),
+        await send_rules(owner, rules, settings),
     ]
     return status, conditions
 

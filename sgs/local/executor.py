@@ -4,11 +4,12 @@ Work directory layout::
 
     run.sqlite                 run record (crash-safe state, profiling, lineage)
     tasks/<task>/              one directory per task: its outputs, inputs/*.json lists, logs/
-    scratch/<task>[.<attempt>]/ TMPDIR of a running task (one per attempt), removed when it ends
+    scratch/<n>/               TMPDIR of a running task; emptied when it ends (and kept, empty, for the next task)
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -34,6 +35,9 @@ from sgs.naming import task_dir_name
 from sgs.planner import Capacity, Planner, PlannerConfig, RunPhase, Task, TaskState, Value
 
 ProgressHook = Callable[[Planner], None]
+# Ready tasks whose directories are made ahead of their launch: a few launches' worth, so TMPDIRs emptied by
+# ended tasks are reused rather than a thousand made at once for a wide fan-out.
+PREPARE_AHEAD = 4
 
 
 class LocalRunError(Exception):
@@ -83,8 +87,10 @@ class LocalExecutor:
         self.run_id = self._open_run(run_id)
         # Directories of tasks that became ready are made while the launcher waits, so a launch only launches.
         self._unprepared: deque[Task] = deque()
-        self._prepared: set[str] = set()
-        self._scratch_to_remove: deque[Path] = deque()
+        self._prepared: dict[str, Path] = {}  # task id -> the TMPDIR made for it
+        self._scratch_to_empty: deque[Path] = deque()
+        self._free_scratch: list[Path] = []  # empty TMPDIRs: a new task takes one instead of a mkdir + rmdir
+        self._scratch_made = 0
         self.planner = Planner(
             pipeline.spec,
             self.run_id,
@@ -94,6 +100,7 @@ class LocalExecutor:
         )
         self.launcher: Launcher[str] = Launcher()
         self._base_env = self._base_environment()
+        shutil.rmtree(self.workdir / "scratch", ignore_errors=True)  # TMPDIRs of a stopped executor's tasks
         for area in ("tasks", "scratch"):
             (self.workdir / area).mkdir(exist_ok=True)
         self._resume()
@@ -155,8 +162,7 @@ class LocalExecutor:
             self.launcher.close()
             raise
         finally:
-            while self._scratch_to_remove:
-                _remove_tree(self._scratch_to_remove.popleft())
+            shutil.rmtree(self.workdir / "scratch", ignore_errors=True)
         phase = self.planner.phase
         self.record.set_run_status(phase.value, time.time(), _run_message(self.planner))
         if on_progress is not None:
@@ -207,35 +213,40 @@ class LocalExecutor:
             self._save(task, message=message)
 
     def _idle(self) -> bool:
-        """One step of deferred work (a TMPDIR removed, a ready task's directories made); False when none is left."""
-        if self._scratch_to_remove:
-            _remove_tree(self._scratch_to_remove.popleft())
+        """One step of deferred work (a TMPDIR emptied, a ready task's directories made); False when none is left."""
+        if self._scratch_to_empty:
+            scratch = self._scratch_to_empty.popleft()
+            if _empty_directory(scratch):
+                self._free_scratch.append(scratch)
             return True
-        while self._unprepared:
+        while self._unprepared and len(self._prepared) < PREPARE_AHEAD:
             task = self._unprepared.popleft()
             if task.state is TaskState.READY and task.id not in self._prepared:
                 self._prepare(task)
                 return True
         return False
 
-    def _paths(self, task: Task) -> tuple[Path, Path]:
-        """The task's directory (outputs, logs) and its TMPDIR, one per attempt."""
-        name = task_dir_name(task.id)
-        suffix = f".{task.attempt}" if task.attempt else ""
-        return self.workdir / "tasks" / name, self.workdir / "scratch" / f"{name}{suffix}"
+    def _outdir(self, task: Task) -> Path:
+        return self.workdir / "tasks" / task_dir_name(task.id)
 
     def _prepare(self, task: Task) -> None:
-        outdir, scratch = self._paths(task)
-        for directory in (outdir, outdir / "logs", scratch):  # parents exist: tasks/ and scratch/ are made once
+        outdir = self._outdir(task)
+        for directory in (outdir, outdir / "logs"):  # the parent, tasks/, is made once
             directory.mkdir(exist_ok=True)
-        self._prepared.add(task.id)
+        if self._free_scratch:
+            scratch = self._free_scratch.pop()
+        else:
+            scratch = self.workdir / "scratch" / str(self._scratch_made)
+            self._scratch_made += 1
+            scratch.mkdir()
+        self._prepared[task.id] = scratch
 
     def _launch(self, task: Task) -> Child[str] | None:
         """Start the task's process: its directories are usually made already, its arguments and environment now."""
         if task.id not in self._prepared:
             self._prepare(task)
-        self._prepared.discard(task.id)  # a retry gets a fresh TMPDIR
-        outdir, scratch = self._paths(task)
+        scratch = self._prepared.pop(task.id)  # a retry is prepared again, with an empty TMPDIR
+        outdir = self._outdir(task)
         logs = outdir / "logs"
         argv = command_argv(task.executable.command, self._arguments(task, outdir))
         suffix = f".{task.attempt}" if task.attempt else ""
@@ -301,7 +312,7 @@ class LocalExecutor:
     def _finish(self, task: Task, done: Finished[str]) -> None:
         ended = time.time()
         spec, outcome = done.child.spec, done.outcome
-        self._scratch_to_remove.append(Path(spec.env["TMPDIR"]))
+        self._scratch_to_empty.append(Path(spec.env["TMPDIR"]))
         usage = outcome.usage.as_dict()
         attempt = task.attempt
         if outcome.succeeded:
@@ -388,13 +399,19 @@ class LocalExecutor:
 _VOLATILE_ENV = {"TMPDIR", "SGS_RUN_ID", "SGS_TASK_ID", "SGS_ATTEMPT", MARKER_ENV, "OLDPWD", "PWD", "SHLVL", "_"}
 
 
-def _remove_tree(path: Path) -> None:
+def _empty_directory(path: Path) -> bool:
+    """Remove what a task left in its TMPDIR; True when the directory is there, empty, to be used again."""
     try:
-        path.rmdir()  # most tasks leave their TMPDIR empty: one system call
-    except FileNotFoundError:
-        pass
+        left = list(path.iterdir())
     except OSError:
-        shutil.rmtree(path, ignore_errors=True)
+        return False
+    for entry in left:  # most tasks leave nothing: no system call beyond the listing
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    return True
 
 
 def _run_message(planner: Planner) -> str | None:

@@ -14,7 +14,7 @@ from sgs.model.site import MaintenanceWindow, SitePhase
 from sgs.placement.plan import Assignments
 
 RAW_DATASET_TYPE = "raw"
-MAX_VALUES_PER_RULE = 5_000  # keeps one rule's expression a few tens of kB
+MAX_WHERE_CHARS = 9_000  # a rule's "observation IN (...)" stays under the transfer service's 10,000 characters
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,17 @@ def replication_rules(owner: str, plan: Assignments, dataset_type: str = RAW_DAT
         groups.setdefault((primary, secondary) if secondary else (primary,), []).append(obs)
     rules = []
     for sites in sorted(groups):
-        values = groups[sites]
-        for part, start in enumerate(range(0, len(values), MAX_VALUES_PER_RULE)):
-            chunk = tuple(values[start : start + MAX_VALUES_PER_RULE])
-            rules.append(RuleSpec(f"{owner}-{'-'.join(sites)}-{part}", dataset_type, chunk, sites))
+        chunks: list[list[int]] = [[]]
+        length = 0
+        for obs in groups[sites]:
+            size = len(str(obs)) + 2
+            if chunks[-1] and length + size > MAX_WHERE_CHARS:
+                chunks.append([])
+                length = 0
+            chunks[-1].append(obs)
+            length += size
+        for part, chunk in enumerate(chunks):
+            rules.append(RuleSpec(f"{owner}-{'-'.join(sites)}-{part}", dataset_type, tuple(chunk), sites))
     return rules
 
 

@@ -506,3 +506,36 @@ def test_a_retry_due_while_the_executor_was_down_runs_at_once_on_resume(tmp_path
     assert second.returncode == 0, second.stderr
     assert time.monotonic() - start < 20
     assert (tmp_path / "w/tasks/step/out").read_text() == "done"
+
+
+def test_a_reused_tmpdir_is_empty_for_the_next_task(tmp_path: Path) -> None:
+    """TMPDIRs are emptied and handed to later tasks (no mkdir + rmdir per task): none sees another's files."""
+    program(
+        tmp_path / "bin",
+        "litter",
+        """
+        tmp = os.environ['TMPDIR']
+        found = sorted(os.listdir(tmp))
+        os.makedirs(os.path.join(tmp, 'sub', 'deeper'))
+        open(os.path.join(tmp, 'sub', 'deeper', 'left.tmp'), 'w').write('x')
+        open(os.path.join(tmp, 'left.tmp'), 'w').write('x')
+        json.dump({'tmp': tmp, 'found': found}, open(args['out'], 'w'))
+    """,
+    )
+    litter = Executable(command="litter", inputs=[Input("x")], outputs=[Output("out")])
+
+    names = [f"o{i}" for i in range(8)]
+
+    @pipeline(outputs=tuple(names))
+    def p(x):  # type: ignore[no-untyped-def]
+        products = []
+        for _ in names:
+            products.append(litter(x=x))
+        return tuple(products)
+
+    result = run_local(p, {"x": "1"}, tmp_path / "w", cores=1, progress=False, extra_path=[tmp_path / "bin"])
+    assert result.succeeded
+    seen = [json.loads(Path(str(result.outputs[k])).read_text()) for k in names]
+    assert all(s["found"] == [] for s in seen), seen
+    assert len({s["tmp"] for s in seen}) < len(names), "each task made a TMPDIR of its own: nothing was reused"
+    assert not (tmp_path / "w" / "scratch").exists() or not any((tmp_path / "w" / "scratch").iterdir())

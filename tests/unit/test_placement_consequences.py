@@ -59,3 +59,20 @@ def test_the_operators_site_choice_takes_the_placed_site_first() -> None:
     chosen = choose_site(sites, phases, {}, "ns", placed=primary)
     assert (chosen.name, chosen.reason) == ("sdc-fr", "PlacedPrimary")  # not the Site with the most free slots
     assert choose_site(sites, phases, {}, "ns").name == "sdc-it"
+
+
+def test_rules_stay_under_the_transfer_services_expression_limit_and_reconcile_to_exactly_the_plan() -> None:
+    from sgs_operator.placements import rule_body, rule_changes
+
+    plan = Assignments({obs: ("sdc-fr", "sdc-it") for obs in range(10**6, 10**6 + 5000)})
+    rules = replication_rules("placement.ns.wide", plan)
+    assert len(rules) > 1 and all(len(r.where) < 10_000 for r in rules)
+    assert sum(len(r.observations) for r in rules) == 5000
+    wanted = [rule_body(r, "placement.ns.wide") for r in rules]
+    assert wanted[0]["site_expression"] == "sdc-fr | sdc-it" and wanted[0]["copies"] == 2
+    create, delete = rule_changes(wanted, [])
+    assert len(create) == len(rules) and delete == []
+    existing = [{**body, "id": f"id-{k}"} for k, body in enumerate(wanted)]
+    assert rule_changes(wanted, existing) == ([], [])  # a repeat changes nothing
+    stale = [*existing, {**wanted[0], "where": "observation IN (1)", "id": "old"}]
+    assert rule_changes(wanted[1:], stale) == ([], ["id-0", "old"])

@@ -1,11 +1,12 @@
 """DataPlacement on the real API server: the operator plans a survey file over the namespace's Sites, writes the
-archive's placement table (a real archive service on real PostgreSQL) and reports shares, coherence and churn
-in status; a re-plan keeps frozen observations; bad input is refused naming the line or field, and a survey
-plan outside the allowed roots is never read."""
+archive's placement table (a real archive service on real PostgreSQL), makes the replication rules at a real
+transfer service, and reports shares, coherence and churn in status; a re-plan keeps frozen observations; bad
+input is refused naming the line or field, and a survey plan outside the allowed roots is never read."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import uuid
@@ -19,17 +20,23 @@ import psycopg
 import pytest
 from operator_kit import Cluster, OperatorProcess, make_cluster, wait_for
 from psycopg import sql
+from sgs_transfer.app import create_app as create_transfer
+from sgs_transfer.settings import TransferSettings
+from sgs_transfer.sites import KnownSite, SiteBook
 
+from sgs.model.site import Site
 from sgs.placement.generator import generate_survey
 from sgs.placement.survey import build_survey, write_csv
 from sgs.testing import free_port
 from sgs.testing.kube import KubePart
+from sgs.testing.nats import NatsPart
 from sgs.testing.postgres import PostgresPart
+from sgs.testing.services import ServiceThread
 
 pytest_plugins = ["operator_kit"]
 pytestmark = pytest.mark.integration
 
-ADMIN = "placement-test-admin-0123456789abcdef"  # production refuses tokens under 32 characters
+ADMIN = "sgs_" + secrets.token_urlsafe(32)  # production refuses short or guessable admin tokens
 
 
 class ArchiveService:
@@ -75,12 +82,49 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def archive(postgres: PostgresPart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchiveService]:
-    name = f"placement_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    service = ArchiveService(postgres.dsn_for(name), tmp_path_factory.mktemp("archive") / "archive.log")
+    service = ArchiveService(new_database(postgres, "placement"), tmp_path_factory.mktemp("archive") / "archive.log")
     yield service
     service.stop()
+
+
+def new_database(postgres: PostgresPart, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return postgres.dsn_for(name)
+
+
+@pytest.fixture(scope="module")
+def transfer(
+    postgres: PostgresPart, nats_server: NatsPart, archive: ArchiveService, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The transfer service (its rules API and evaluator), knowing the Sites the tests place on."""
+    root = tmp_path_factory.mktemp("transfer-sites")
+    sites = []
+    for name in ("sdc-fr", "sdc-it", "sdc-de"):
+        (root / name).mkdir()
+        spec = {"storage": {"kind": "posix", "path": str(root / name)}, "capacity": {"cores": 8, "storageTb": 1}}
+        sites.append(KnownSite(Site.model_validate({"metadata": {"name": name}, "spec": spec})))
+    settings = TransferSettings(
+        dsn=new_database(postgres, "transfer"),
+        nats_url=nats_server.url,
+        namespace=f"t{uuid.uuid4().hex[:10]}",
+        admin_token=ADMIN,
+        archive_url=archive.url,
+        archive_token=ADMIN,
+    )
+    server = ServiceThread(create_transfer(settings, SiteBook(sites)), "transfer").start()
+    wait_for(lambda: httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200, "the transfer service", 60)
+    yield server.url
+    server.stop()
+
+
+def rules_of(transfer: str, owner: str) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    page = httpx.get(f"{transfer}/rules", params={"owner": owner, "limit": 1000}, headers=headers, timeout=30)
+    assert page.status_code == 200, page.text
+    items: list[dict[str, Any]] = page.json()["items"]
+    return items
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +132,17 @@ def operator(
     kube: KubePart,
     operator_dsn: str,
     archive: ArchiveService,
+    transfer: str,
     roots: dict[str, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    """This module's operator knows the archive and the one directory survey plans may come from."""
+    """This module's operator knows the archive, the transfer service and the one directory survey plans may
+    come from."""
     extra = {
         "SGS_OPERATOR_ARCHIVE_URL": archive.url,
         "SGS_OPERATOR_ARCHIVE_TOKEN": ADMIN,
+        "SGS_OPERATOR_TRANSFER_URL": transfer,
+        "SGS_OPERATOR_TRANSFER_TOKEN": ADMIN,
         "SGS_OPERATOR_SURVEY_ROOTS": f'["{roots["allowed"]}"]',
     }
     saved = {key: os.environ.get(key) for key in extra}
@@ -171,13 +219,15 @@ def write_survey(path: Path, shift_every: int = 0) -> list[int]:
     return [r.id for r in rows]
 
 
-def test_a_dataplacement_plans_the_survey_into_status_and_the_archive_and_replans_keeping_frozen_ones(
-    cluster: Cluster, archive: ArchiveService, roots: dict[str, Path]
+def test_a_dataplacement_plans_the_survey_into_status_the_archive_and_rules_and_replans_keeping_frozen_ones(
+    cluster: Cluster, archive: ArchiveService, transfer: str, roots: dict[str, Path]
 ) -> None:
     survey = roots["allowed"] / f"{cluster.namespace}.csv"
     ids = write_survey(survey)
     for name, cores in (("sdc-fr", 900), ("sdc-it", 600), ("sdc-de", 300)):
         cluster.apply(site(cluster, name, cores))
+    # The rules select raw datasets: the transfer service refuses a rule for a type the archive lacks.
+    archive.call("POST", "/dataset-types", json={"name": "raw", "dimensions": ["exposure"], "storage_class": "Fits"})
     cluster.apply(placement("wide", survey))
 
     status = status_of(cluster, "wide", {"Planned"})
@@ -190,10 +240,13 @@ def test_a_dataplacement_plans_the_survey_into_status_and_the_archive_and_replan
     assert status["secondaryEqualsPrimary"] == 0 and 0 < status["tilesCoherent"] <= 1
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Planned"]["status"] == "True" and conditions["Archived"]["status"] == "True"
-    assert (conditions["RulesApplied"]["status"], conditions["RulesApplied"]["reason"]) == (
-        "False",
-        "TransferServiceNotAvailable",
-    )
+    assert conditions["RulesApplied"]["status"] == "True", conditions["RulesApplied"]
+    owner = f"placement.{cluster.namespace}.wide"
+    rules = rules_of(transfer, owner)
+    assert len(rules) == status["rules"] > 0
+    assert all(r["copies"] == 2 and r["dataset_type"] == "raw" and " | " in r["site_expression"] for r in rules)
+    covered = {int(v) for r in rules for v in r["where"].removeprefix("observation IN (").rstrip(")").split(", ")}
+    assert covered == set(ids)
     rows = archive.placements()
     observed = {value: sites for (dimension, value), sites in rows.items() if dimension == "observation"}
     assert set(observed) >= set(ids)
@@ -203,7 +256,6 @@ def test_a_dataplacement_plans_the_survey_into_status_and_the_archive_and_replan
 
     # Observation 7's raw data arrives: it is frozen. Then the survey changes (5 % rescheduled) and sdc-de grows.
     where = observed[7]
-    archive.call("POST", "/dataset-types", json={"name": "raw", "dimensions": ["exposure"], "storage_class": "Fits"})
     raw = {
         "dataset_type": "raw",
         "data_id": {"instrument": "VIS", "exposure": 70, "observation": 7},
@@ -225,6 +277,10 @@ def test_a_dataplacement_plans_the_survey_into_status_and_the_archive_and_replan
     assert archive.placements()[("observation", 7)] == where
     assert 0 < again["churn"] < 0.5  # sdc-de's share grew: some observations move, most stay
     assert again["digest"] != status["digest"]
+    after = rules_of(transfer, owner)  # exactly the new plan's rules: stale ones deleted, none twice
+    assert len(after) == again["rules"]
+    listed = [int(v) for r in after for v in r["where"].removeprefix("observation IN (").rstrip(")").split(", ")]
+    assert sorted(listed) == sorted(ids)
 
 
 def test_bad_input_is_refused_naming_the_line_or_field(cluster: Cluster, roots: dict[str, Path]) -> None:
