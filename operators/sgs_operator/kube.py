@@ -57,6 +57,15 @@ class Kube:
             if err.status != NOT_FOUND:
                 raise
 
+    async def expire_job(self, namespace: str, name: str, ttl_s: int) -> None:
+        """Leave a finished Job to the TTL controller: deleted (with its pod) ``ttl_s`` after it finished."""
+        path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+        try:
+            await self.client.merge_patch(path, {"spec": {"ttlSecondsAfterFinished": ttl_s}})
+        except KubeError as err:
+            if err.status != NOT_FOUND:
+                raise
+
     async def ensure_priority_class(self, priority: int) -> str:
         """The PriorityClass a Run's Jobs name (one per priority value, created once)."""
         name = priority_class_name(priority)
