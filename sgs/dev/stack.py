@@ -20,11 +20,12 @@ from typing import Any
 
 import psutil
 
+from sgs.dev.observability import register_targets
 from sgs.testing._process import ProcessRecord
 from sgs.testing.base import Part
 from sgs.testing.binaries import cache_root
 
-PART_NAMES = ("pg", "nats", "minio", "kube", "slurm")
+PART_NAMES = ("pg", "nats", "minio", "kube", "slurm", "prometheus", "jaeger")
 DEV_SITES = ("site-a", "site-b", "site-c")
 
 
@@ -168,6 +169,14 @@ def units_of(part: str) -> list[tuple[str, Part]]:
         return [("kube", KubePart(base / "kube"))]
     if part == "slurm":
         return [("slurm", SlurmPart(base / "slurm"))]
+    if part == "prometheus":
+        from sgs.dev.observability import prometheus_unit
+
+        return [("prometheus", prometheus_unit(base / "prometheus", base))]
+    if part == "jaeger":
+        from sgs.testing.jaeger import JaegerPart
+
+        return [("jaeger", JaegerPart(base / "jaeger"))]
     raise ValueError(f"--parts: unknown part {part!r}")
 
 
@@ -201,6 +210,7 @@ def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
             except Exception as err:
                 failures.append(f"{unit_name}: {err}")
                 report(unit_name, f"FAILED: {err}")
+    register_targets(state)
     save_state(state)
     if failures:
         raise RuntimeError("some parts did not start:\n" + "\n".join(failures))

@@ -1,4 +1,5 @@
-"""Real components for tests and the dev stack: PostgreSQL, NATS JetStream, MinIO, Kubernetes, Slurm.
+"""Real components for tests and the dev stack: PostgreSQL, NATS JetStream, MinIO, Kubernetes, Slurm,
+Prometheus and Jaeger.
 
 Each part is a class with start()/stop() (also a context manager) that runs the real daemon on free ports
 in a work directory; `sgs.testing.fixtures` exposes them as pytest fixtures.

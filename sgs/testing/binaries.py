@@ -21,6 +21,7 @@ _WRAPPERS: dict[str, tuple[str, str]] = {
     "kube-controller-manager": ("kube", "k8s.io/kubernetes"),
     "kube-scheduler": ("kube", "k8s.io/kubernetes"),
     "kubectl": ("kube", "k8s.io/kubernetes"),
+    "jaeger": ("jaeger", "github.com/jaegertracing/jaeger"),
 }
 BINARY_NAMES = tuple(_WRAPPERS)
 BUILD_HINT = "build it with `sgs dev build` (tools/build-binaries.sh; the first build takes many minutes)"

@@ -18,10 +18,12 @@ import pytest
 from psycopg import sql
 
 from sgs.testing.base import Part
+from sgs.testing.jaeger import JaegerPart
 from sgs.testing.kube import KubePart
 from sgs.testing.minio import MinioPart
 from sgs.testing.nats import NatsPart
 from sgs.testing.postgres import PostgresPart
+from sgs.testing.prometheus import PrometheusPart
 from sgs.testing.slurm import SlurmPart
 
 P = TypeVar("P", bound=Part)
@@ -94,3 +96,15 @@ def kube(request: pytest.FixtureRequest) -> Iterator[KubePart]:
         yield from _run_part(request, KubePart.existing(Path(preset)))
     else:
         yield from _run_part(request, KubePart())
+
+
+@pytest.fixture(scope="session")
+def prometheus(request: pytest.FixtureRequest) -> Iterator[PrometheusPart]:
+    """A Prometheus server scraping every second; tests add their jobs with ``.scrape(ScrapeJob(...))``."""
+    yield from _run_part(request, PrometheusPart())
+
+
+@pytest.fixture(scope="session")
+def jaeger(request: pytest.FixtureRequest) -> Iterator[JaegerPart]:
+    """Jaeger all-in-one with in-memory storage: ``.otlp_endpoint`` takes spans, ``.trace(id)`` reads them."""
+    yield from _run_part(request, JaegerPart())

@@ -9,6 +9,7 @@ import pytest
 from sgs_archive.settings import ArchiveSettings
 
 from sgs.dev.stack import load_state, parse_parts
+from sgs.testing.prometheus import PrometheusClient
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +83,23 @@ def test_a_half_dead_part_is_reported_and_restarted_whole(tmp_path: Path, monkey
         assert sgs("status", cache=cache).returncode == 0
     finally:
         sgs("down", cache=cache)
+
+
+def test_dev_up_observability_prints_urls_and_scrapes_jaeger(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "bin").symlink_to(Path(os.environ.get("SGS_CACHE", "~/.cache/sgs")).expanduser() / "bin")
+    started = sgs("up", "--parts", "prometheus,jaeger", cache=cache)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        env = exported(sgs("env", cache=cache).stdout)
+        assert env["SGS_TRACING_ENDPOINT"].startswith("http://127.0.0.1:")
+        assert f"Prometheus (metrics, alerts): {env['SGS_PROMETHEUS_URL']}" in started.stdout
+        assert "Jaeger (traces): http://127.0.0.1:" in started.stdout
+        prometheus = PrometheusClient(env["SGS_PROMETHEUS_URL"])
+        prometheus.wait_up("jaeger", timeout_s=60)
+        operator = [t for t in prometheus.targets() if t["labels"]["job"] == "sgs-operator"]
+        assert [t["labels"]["instance"] for t in operator] == [f"127.0.0.1:{env['SGS_OPERATOR_METRICS_PORT']}"]
+    finally:
+        stopped = sgs("down", cache=cache)
+    assert stopped.returncode == 0, stopped.stderr
