@@ -43,6 +43,9 @@ def _register_subcommands() -> None:
     from sgs.cli.placement import app as placement_app
 
     app.add_typer(placement_app, name="placement")
+    from sgs.cli.console import console_command
+
+    app.command("console")(console_command)
 
 
 _register_subcommands()
