@@ -84,7 +84,8 @@
     const target = document.getElementById("log-text");
     target.textContent = "loading…";
     const response = await fetch(button.dataset.log, { credentials: "same-origin" });
-    target.textContent = await response.text();
+    const text = await response.text();
+    target.textContent = text || "(the log is empty: the task wrote nothing to stdout or stderr)";
     target.dataset.status = String(response.status);
   });
 
