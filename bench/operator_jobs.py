@@ -39,7 +39,7 @@ from sgs_operator.controller import planner_config, site_placement, task_job
 from sgs_operator.jobs import RunRef
 from sgs_operator.kube import Kube
 from sgs_operator.settings import OperatorSettings
-from sgs_operator.storage import RunStorage, resolve_inputs
+from sgs_operator.storage import RunStorage, resolve_inputs, run_mounts
 
 from sgs.model.pipeline import PipelineSpec
 from sgs.model.run import RunSpec
@@ -142,10 +142,10 @@ def operator_jobs(namespace: str, run: dict[str, Any], uid: str, store: str, wid
     site = SiteSpec.model_validate(wide_site(store, width)["spec"])
     pipeline = PipelineSpec.model_validate(wide_pipeline("wide")["spec"])
     name = run["metadata"]["name"]
-    storage = RunStorage.for_run(site, spec.output_prefix, namespace, name)
-    inputs = resolve_inputs(spec.inputs)
+    storage = RunStorage.for_run("site-a", site, spec.output_prefix, namespace, name)
+    inputs = resolve_inputs(spec.inputs, storage.roots)
     planner = Planner(pipeline, name, inputs, planner_config(spec, site))
-    placement = site_placement("site-a", site, storage, inputs)
+    placement = site_placement("site-a", site, run_mounts(storage, inputs, planner))
     ref = RunRef(name, namespace, uid, spec.priority)
     defaults = OperatorSettings.model_fields
     image, tmpdir = defaults["default_image"].default, defaults["tmpdir_mount"].default

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import gc
 import os
 import statistics
 import sys
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
+import psutil
 from minio.deleteobjects import DeleteObject
 
 from sgs.model.checksum import Checksums
@@ -48,7 +51,7 @@ WORKLOADS = {
     # name: (objects, size, default workers)
     "big": (4, GiB, 2),
     "small": (10_000, 100 * KiB, 4),
-    "tiny": (2_000, 10_000, 4),
+    "tiny": (2_000, 10_000, 1),
 }
 TARGETS = {"big": 0.9, "small": 0.6}
 TARGET_TINY_PER_WORKER = 200.0
@@ -68,6 +71,7 @@ class Context:
     source: S3Store
     destination: S3Store
     workers: int
+    servers: list[psutil.Process] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +80,8 @@ class Measured:
     bytes: int
     objects: int
     peak_rss_delta: int
+    client_cpu_s: float
+    server_cpu_s: float
 
     @property
     def mib_s(self) -> float:
@@ -84,6 +90,19 @@ class Measured:
     @property
     def objects_s(self) -> float:
         return self.objects / self.seconds
+
+    @property
+    def cpu_s_per_gib(self) -> float:
+        """CPU of this process and both MinIO servers per GiB copied: what the load of others cannot inflate."""
+        return (self.client_cpu_s + self.server_cpu_s) / (self.bytes / GiB)
+
+    @property
+    def client_cpu_s_per_gib(self) -> float:
+        return self.client_cpu_s / (self.bytes / GiB)
+
+    @property
+    def server_cpu_s_per_gib(self) -> float:
+        return self.server_cpu_s / (self.bytes / GiB)
 
 
 @dataclass
@@ -185,6 +204,10 @@ def _rss() -> tuple[int, int]:
 
 
 def _reset_peak_rss() -> None:
+    """Return freed memory to the system first, so the baseline holds nothing a method could reuse unseen."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
 
 
@@ -219,25 +242,39 @@ def empty(store: S3Store, prefix: str) -> None:
         raise RuntimeError(f"cleanup failed: {error}")
 
 
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def run_method(ctx: Context, method: str, objects: list[SourceObject], prefix: str) -> Measured:
-    baseline, _ = _rss()
     _reset_peak_rss()
+    baseline, _ = _rss()
+    client, servers = _cpu_s(psutil.Process()), sum(map(_cpu_s, ctx.servers))
     started = time.perf_counter()
     METHODS[method](ctx, objects, prefix)
     seconds = time.perf_counter() - started
+    client, servers = _cpu_s(psutil.Process()) - client, sum(map(_cpu_s, ctx.servers)) - servers
     _, peak = _rss()
     empty(ctx.destination, prefix)
-    return Measured(seconds, sum(o.size for o in objects), len(objects), max(0, peak - baseline))
+    return Measured(seconds, sum(o.size for o in objects), len(objects), max(0, peak - baseline), client, servers)
 
 
 def bench_workload(
-    source: S3Store, destination: S3Store, workload: str, methods: list[str], rounds: int, workers: int, scale: float
+    source: S3Store,
+    destination: S3Store,
+    servers: list[psutil.Process],
+    workload: str,
+    methods: list[str],
+    rounds: int,
+    workers: int,
+    scale: float,
 ) -> Results:
     count, size, _ = WORKLOADS[workload]
     count = max(1, round(count * scale))
     print(f"\n{workload}: {count} × {size:,} bytes, {workers} workers, {rounds} rounds; preparing sources ...")
     objects = make_sources(source, workload, count, size, max(workers, 4))
-    ctx = Context(source, destination, workers)
+    ctx = Context(source, destination, workers, servers)
     results = Results({m: [] for m in methods})
     for round_index in range(rounds):
         order = methods[round_index % len(methods) :] + methods[: round_index % len(methods)]
@@ -247,6 +284,7 @@ def bench_workload(
             print(
                 f"  round {round_index + 1} {method:<13} {measured.seconds:7.2f} s  {measured.mib_s:8.1f} MiB/s  "
                 f"{measured.objects_s:8.1f} obj/s  peak RSS +{measured.peak_rss_delta / MiB:6.0f} MiB  "
+                f"CPU {measured.client_cpu_s_per_gib:5.1f} + {measured.server_cpu_s_per_gib:5.1f} s/GiB  "
                 f"load {os.getloadavg()[0]:.1f}"
             )
     empty(source, f"{workload}/")
@@ -259,9 +297,11 @@ def report(workload: str, results: Results, workers: int) -> list[str]:
     for method in results.runs:
         mib_s = results.median(method, "mib_s")
         objects_s = results.median(method, "objects_s")
+        cpu = results.median(method, "cpu_s_per_gib")
         text = f"{workload:<6} {method:<13} {mib_s:8.1f} MiB/s  {objects_s / workers:8.1f} obj/s per worker"
+        text += f"  CPU {cpu:5.1f} s/GiB (client + servers)"
         if raw:
-            text += f"  {mib_s / raw:5.2f} of raw"
+            text += f"  {mib_s / raw:5.2f} of raw ({results.median('raw', 'cpu_s_per_gib') / cpu:4.2f} by CPU)"
             if workload in TARGETS and method.startswith("sgs") and method != "sgs-nohash":
                 text += f" (target ≥ {TARGETS[workload]})"
         if workload == "big":
@@ -273,11 +313,23 @@ def report(workload: str, results: Results, workers: int) -> list[str]:
         lines.append(text)
     if "sgs-copy" in results.runs and "sgs-nohash" in results.runs:
         cost = 1 - results.median("sgs-copy", "mib_s") / results.median("sgs-nohash", "mib_s")
-        lines.append(f"{workload:<6} adler32 + sha256 in one pass cost {cost:6.1%} (target ≤ {TARGET_HASH_COST:.0%})")
+        by_cpu = results.median("sgs-copy", "cpu_s_per_gib") / results.median("sgs-nohash", "cpu_s_per_gib") - 1
+        lines.append(
+            f"{workload:<6} adler32 + sha256 in one pass cost {cost:6.1%} of throughput, {by_cpu:6.1%} more CPU "
+            f"(target ≤ {TARGET_HASH_COST:.0%})"
+        )
     return lines
 
 
+def _exact_rss_for_big_buffers() -> None:
+    """Buffers from 1 MiB on get their own mappings, returned when freed, so peak RSS counts the live parts
+    (glibc otherwise raises its mmap threshold after the first free and reuses heap memory already counted)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
 def main() -> None:
+    _exact_rss_for_big_buffers()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="big,small,tiny")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -299,7 +351,8 @@ def main() -> None:
         ]
         for workload in args.workloads.split(","):
             workers = args.workers or WORKLOADS[workload][2]
-            results = bench_workload(stores[0], stores[1], workload, methods, args.rounds, workers, args.scale)
+            servers = [psutil.Process(record.pid) for part in parts for record in part.records()]
+            results = bench_workload(stores[0], stores[1], servers, workload, methods, args.rounds, workers, args.scale)
             summary += report(workload, results, workers)
     print("\nmedians:")
     for line in summary:

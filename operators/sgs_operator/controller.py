@@ -8,47 +8,61 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
+from sgs.dynamic.resolve import apply_answers
 from sgs.kube import KubeError
 from sgs.local.process import command_argv
+from sgs.model.base import Condition
 from sgs.model.pipeline import PipelinePhase, PipelineSpec
 from sgs.model.run import RunPhase, RunSpec, RunStatus
 from sgs.model.site import SiteSpec
-from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState, Value
+from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState
 from sgs.planner.policy import DEFAULT_RETRY
-from sgs_operator import metrics, placement
+from sgs_operator import checks, metrics, placement
 from sgs_operator.board import SiteBoard
 from sgs_operator.crash import crash_point
+from sgs_operator.dynamic import DynamicResolver
+from sgs_operator.finished import JobDisposal
 from sgs_operator.jobs import RunRef, SitePlacement, TaskAttempt, build_job, job_name
 from sgs_operator.kube import Kube
 from sgs_operator.observe import JobSeen, Outcome, PodSeen, outcome, pod_is_final
 from sgs_operator.placement import SiteChoice
 from sgs_operator.records import Finished, Started, TaskStore
-from sgs_operator.settings import FinishedJobs, OperatorSettings
-from sgs_operator.status import condition, merge_conditions, run_phase, run_status, status_patch, utc_now
+from sgs_operator.settings import OperatorSettings
+from sgs_operator.status import (
+    condition,
+    merge_conditions,
+    pipeline_condition,
+    run_phase,
+    run_status,
+    status_patch,
+    utc_now,
+)
 from sgs_operator.storage import (
+    Mounts,
+    OutsideRootsError,
     RunStorage,
     StorageError,
+    input_files,
     missing_outputs,
-    read_dynamic,
-    read_list,
     resolve_inputs,
+    run_mounts,
 )
 
 POD_WAIT_S = 5.0  # a failed Job's pod update may trail the Job's; wait this long for its reason
 RAM_PER_CORE_GIB = 4.0  # Sites declare cores only; the fitness score needs a memory capacity too
 CLIENT_ERRORS_TO_RETRY = frozenset({409, 429})
 FIRST_WAVE = 16  # tasks recorded before the first Jobs are created
+DYNAMIC_PER_STEP = 256  # dynamic-resource files evaluated per reconcile (the rest wait for the next one)
 
 
 class RunBlockedError(Exception):
@@ -69,6 +83,10 @@ class Shared:
     settings: OperatorSettings
     board: SiteBoard = field(default_factory=SiteBoard)
     create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
+    dynamic: DynamicResolver = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dynamic = DynamicResolver.from_settings(self.settings)
 
 
 @dataclass
@@ -91,6 +109,10 @@ class RunController:
         self.storage: RunStorage | None = None
         self.site: SitePlacement | None = None
         self.site_spec: SiteSpec | None = None
+        self.mounts: Mounts | None = None
+        self.pipeline_name = ""
+        self.pipeline_digest = ""  # of the spec this Run was started with (pinned in the task table)
+        self.disposal = JobDisposal(shared.kube, shared.settings, self.namespace)
         self.inflight: dict[str, InFlight] = {}
         self.priority = 0
         self.retry_applied = 0
@@ -130,17 +152,22 @@ class RunController:
             spec = self.spec()
         except ValidationError as err:
             raise RunBlockedError("SpecValid", "InvalidSpec", f"spec: {err}") from err
-        pipeline, digest = await self._pipeline(spec.pipeline)
+        pipeline, digest = await self._pinned_pipeline(spec.pipeline)
+        refused = self.shared.dynamic.functions.pipeline_problems(pipeline)
+        if refused:
+            message = "; ".join(f"Pipeline {spec.pipeline!r}: spec.{problem}" for problem in refused)
+            raise RunBlockedError("PipelineReady", "DynamicFunctionNotAllowed", message)
         site_name, site_spec = await self._site(spec, sites, phases)
         try:
-            storage = RunStorage.for_run(site_spec, spec.output_prefix, self.namespace, self.name)
-            inputs = resolve_inputs(spec.inputs)
+            storage = RunStorage.for_run(site_name, site_spec, spec.output_prefix, self.namespace, self.name)
+            inputs = await asyncio.to_thread(resolve_inputs, spec.inputs, storage.roots)
+            await asyncio.to_thread(storage.ensure_root)
             planner = Planner(pipeline, self.name, inputs, planner_config(spec, site_spec))
+        except OutsideRootsError as err:
+            raise RunBlockedError("InputsReady", "PathOutsideRoots", str(err)) from err
         except (StorageError, PlannerError) as err:
             raise RunBlockedError("InputsReady", "InvalidInputs", str(err)) from err
-        self.retry_applied = await self.shared.store.ensure_run(
-            self.uid, self.namespace, self.name, spec.pipeline, digest
-        )
+        self.retry_applied = await self._pin(spec.pipeline, pipeline, digest)
         records = await self.shared.store.load(self.uid)
         try:
             running = planner.restore(records)
@@ -149,11 +176,41 @@ class RunController:
                 "RecordsValid", "RecordsDoNotFit", f"task records do not fit the pipeline: {err}"
             ) from err
         self.planner, self.storage, self.site_spec = planner, storage, site_spec
-        self.site = site_placement(site_name, site_spec, storage, inputs)
+        self.pipeline_name, self.pipeline_digest = spec.pipeline, digest
+        self.mounts = await asyncio.to_thread(run_mounts, storage, inputs, planner)
+        self.site = site_placement(site_name, site_spec, self.mounts)
         self.priority = spec.priority
         self.inflight = {t.id: InFlight(job_name(self._ref(), t.id, t.attempt), None) for t in running}
         self.started_at = _status_time(self.body, "startTime") or utc_now()
         self.log.info(f"run {self.key}: {len(planner.tasks)} tasks, {len(records)} records, {len(running)} running")
+
+    async def _pinned_pipeline(self, name: str) -> tuple[PipelineSpec, str]:
+        """The spec this Run started with (kept in the task table), else the Pipeline as it is now."""
+        pinned = await self.shared.store.pinned_pipeline(self.uid)
+        if pinned is None:
+            return await self._pipeline(name)
+        digest, raw = pinned
+        try:
+            return PipelineSpec.model_validate(raw), digest
+        except ValidationError as err:
+            raise RunBlockedError(
+                "PipelineReady", "PinnedPipelineInvalid", f"the Pipeline spec this Run started with: {err}"
+            ) from err
+
+    async def _pin(self, name: str, pipeline: PipelineSpec, digest: str) -> int:
+        """Keep the spec this Run starts with; returns how many retry-failed requests were applied."""
+        pinned_digest, applied = await self.shared.store.ensure_run(
+            self.uid, self.namespace, self.name, name, digest, pipeline.model_dump(mode="json", by_alias=True)
+        )
+        if pinned_digest != digest:
+            # A Run recorded before specs were kept, whose Pipeline was edited since: its spec is gone.
+            raise RunBlockedError(
+                "PipelineReady",
+                "PipelineChanged",
+                f"Pipeline {name!r} changed since this Run started (sha256 {pinned_digest} → {digest}) and the "
+                "spec it started with was not kept; restore the Pipeline or re-create the Run",
+            )
+        return applied
 
     async def _pipeline(self, name: str) -> tuple[PipelineSpec, str]:
         obj = await self.shared.kube.get_object(self.namespace, "pipelines", name)
@@ -170,8 +227,7 @@ class RunController:
             spec = PipelineSpec.model_validate(obj.get("spec") or {})
         except ValidationError as err:
             raise RunBlockedError("PipelineReady", "PipelineInvalid", f"Pipeline {name!r}: {err}") from err
-        digest = hashlib.sha256(spec.model_dump_json(by_alias=True, exclude_none=True).encode()).hexdigest()
-        return spec, digest
+        return spec, spec.digest()
 
     async def _site(self, spec: RunSpec, sites: Mapping[Any, Any], phases: Mapping[Any, Any]) -> tuple[str, SiteSpec]:
         mine = {name: s for (ns, name), s in _site_items(sites) if ns == self.namespace}
@@ -190,6 +246,9 @@ class RunController:
             site = SiteSpec.model_validate(mine[name])
         except ValidationError as err:
             raise RunBlockedError("SiteReady", "SiteInvalid", f"Site {name!r}: {err}") from err
+        problems = checks.site_problems(name, site)
+        if problems:
+            raise RunBlockedError("SiteReady", "SiteInvalid", f"Site {name!r}: {'; '.join(problems)}")
         if site.compute.namespace not in (None, self.namespace):
             # Jobs in another namespace could not be owned by the Run (ownerReferences stay in one namespace).
             raise RunBlockedError(
@@ -231,6 +290,7 @@ class RunController:
         jobs: Iterable[JobSeen],
         pods: Iterable[PodSeen],
         sites: Mapping[Any, Any],
+        pipelines: Mapping[Any, Any] | None = None,
     ) -> None:
         """One reconcile: apply spec changes, take finished Jobs, start what may start, write the status."""
         assert self.planner is not None
@@ -241,7 +301,13 @@ class RunController:
         if not spec.suspend and not self.planner.finished:
             await self._launch(spec, self._site_limit(sites))
         self._report(spec)
-        await self._write_status(spec)
+        await self._write_status(spec, self._pipeline_change(pipelines or {}))
+
+    def _pipeline_change(self, pipelines: Mapping[Any, Any]) -> Condition:
+        """Whether the Pipeline was edited (or deleted) since this Run started with it."""
+        store = pipelines.get((self.namespace, self.pipeline_name))  # a kopf Index: key → store of values
+        current = next(iter(store), None) if store is not None else None
+        return pipeline_condition(self.pipeline_name, self.pipeline_digest, current)
 
     def _site_limit(self, sites: Mapping[Any, Any]) -> int:
         assert self.site is not None and self.site_spec is not None
@@ -279,6 +345,7 @@ class RunController:
     async def _observe(self, jobs: Mapping[str, JobSeen], pods: Mapping[str, PodSeen]) -> None:
         now = time.monotonic()
         missing: list[str] = []
+        await self.disposal.leftovers(jobs, {flight.job for flight in self.inflight.values()})
         for tid, flight in list(self.inflight.items()):
             job = jobs.get(flight.job)
             if job is None:
@@ -301,7 +368,7 @@ class RunController:
         assert self.planner is not None and self.storage is not None
         task = self.planner.tasks[tid]
         attempt, requested = task.attempt, task.resources
-        seen = self._take_outcome(task, seen)
+        seen = await self._take_outcome(task, seen)
         crash_point("after-finish-before-record")
         usage = seen.usage
         if usage is not None:
@@ -320,10 +387,9 @@ class RunController:
         )
         metrics.observe_attempt(task.executable.name, seen.reason, seen.usage, requested)
         del self.inflight[tid]
-        if self.shared.settings.finished_jobs is FinishedJobs.DELETE:
-            await self.shared.kube.delete_job(self.namespace, flight.job)
+        await self.disposal.dispose(flight.job, seen.succeeded)
 
-    def _take_outcome(self, task: Task, seen: Outcome) -> Outcome:
+    async def _take_outcome(self, task: Task, seen: Outcome) -> Outcome:
         """Tell the planner; a Job that succeeded without writing its outputs (or a bad list) is an Error."""
         assert self.planner is not None and self.storage is not None
         if seen.succeeded:
@@ -333,29 +399,36 @@ class RunController:
                 seen = Outcome("Error", seen.exit_code, f"exited 0 but did not write {missing}", seen.usage)
             else:
                 try:
-                    lists = {port: read_list(outputs[port]) for port in self.planner.list_ports(task.id)}
+                    ports = self.planner.list_ports(task.id)
+                    lists, directories = (
+                        await asyncio.to_thread(self.storage.read_lists, outputs, ports) if ports else ({}, set())
+                    )
                 except ValueError as err:
                     seen = Outcome("Error", seen.exit_code, str(err), seen.usage)
                 else:
                     self.planner.succeed(task.id, outputs, lists)
+                    self._expose(directories)
                     return seen
         failure = f"{seen.reason}: {seen.message}" if seen.message else seen.reason
         state = self.planner.fail(task.id, time.time(), failure, oom=seen.reason == "OOMKilled")
         self.log.info(f"run {self.key}: {task.id} attempt {task.attempt} {seen.reason} → {state.value}")
         return seen
 
+    def _expose(self, directories: Iterable[str]) -> None:
+        """Directories that list outputs named become visible (read-only) to the Jobs created from now on."""
+        assert self.mounts is not None and self.site is not None
+        if self.mounts.add(directories):
+            self.site = replace(self.site, mounts=self.mounts.host_mounts())
+
     async def _resolve_dynamic(self) -> None:
-        assert self.planner is not None
-        for task, value in self.planner.pending_dynamic():
-            dynamic = task.executable.resources.dynamic
-            assert dynamic is not None
-            try:
-                # A refused file leaves the task on the planner's dynamic list, to be rejected below.
-                self.planner.resolve_dynamic(task.id, read_dynamic(value, dynamic.function))
-            except (OSError, ValueError, TypeError) as err:
-                message = f"dynamic resources from {value}: {err}"
-                self.planner.reject_dynamic(task.id, message)
-                await self.shared.store.save_records(self.uid, [self.planner.record(task.id)], message=message)
+        """Resources read from upstream files: JSON here, named functions in the sandbox (off the loop)."""
+        assert self.planner is not None and self.storage is not None
+        pending = self.planner.pending_dynamic()[:DYNAMIC_PER_STEP]
+        if not pending:
+            return
+        answers = await asyncio.to_thread(self.shared.dynamic.answers, pending, self.storage, self.log)
+        for task, message in apply_answers(self.planner, pending, answers):
+            await self.shared.store.save_records(self.uid, [self.planner.record(task.id)], message=message)
 
     async def _launch(self, spec: RunSpec, site_limit: int) -> None:
         assert self.planner is not None
@@ -435,10 +508,16 @@ class RunController:
             metrics.JOBS_CREATED.labels(self.site.name).inc()
 
     async def _creation_failed(self, task: Task, error: BaseException) -> None:
-        """A refused Job (4xx) fails the task for good with the API's reason; anything else is retried."""
+        """A refused Job (4xx, or a path the operator will not write) fails the task for good with the reason;
+        anything else is retried."""
         assert self.planner is not None
-        if isinstance(error, KubeError) and _refused(error.status):
-            message = f"Job refused by the API server ({error.status}): {_api_message(error)}"
+        refused = isinstance(error, KubeError) and _refused(error.status)
+        if refused or isinstance(error, StorageError):
+            message = (
+                f"Job refused by the API server ({error.status}): {_api_message(error)}"
+                if isinstance(error, KubeError)
+                else f"Job not created: {error}"
+            )
             self.planner.fail(task.id, time.time(), message, permanent=True)
             self.inflight.pop(task.id, None)
             await self.shared.store.save_records(self.uid, [self.planner.record(task.id)], message=message)
@@ -466,7 +545,7 @@ class RunController:
         if self.site is not None:
             self.shared.board.leave(self.site_key, self.key)
 
-    def status(self, spec: RunSpec) -> RunStatus:
+    def status(self, spec: RunSpec, pipeline_change: Condition | None = None) -> RunStatus:
         assert self.planner is not None and self.site is not None
         if run_phase(self.planner, spec.suspend) in (RunPhase.SUCCEEDED, RunPhase.FAILED):
             self.finished_at = self.finished_at or utc_now()
@@ -482,11 +561,15 @@ class RunController:
             site_reason=self.choice.reason if self.choice else "SiteResolved",
             site_message=self.choice.message if self.choice else f"dispatched to {self.site.name}",
             generation=self.body["metadata"].get("generation"),
+            pipeline_digest=self.pipeline_digest or None,
+            pipeline_change=pipeline_change,
         )
 
-    async def _write_status(self, spec: RunSpec) -> None:
-        status = self.status(spec)
-        comparable = status.model_dump(mode="json", exclude={"conditions"})
+    async def _write_status(self, spec: RunSpec, pipeline_change: Condition | None = None) -> None:
+        status = self.status(spec, pipeline_change)
+        comparable = status.model_dump(mode="json", exclude={"conditions"}) | {
+            "conditions": [c.model_dump(mode="json", exclude={"last_transition_time"}) for c in status.conditions]
+        }
         if comparable == self._last_status:
             return
         previous = (self.body.get("status") or {}).get("conditions") or []
@@ -516,17 +599,13 @@ def planner_config(spec: RunSpec, site: SiteSpec) -> PlannerConfig:
     return PlannerConfig(capacity=capacity, retry=spec.retry or DEFAULT_RETRY, priority=float(spec.priority))
 
 
-def site_placement(name: str, site: SiteSpec, storage: RunStorage, inputs: Mapping[str, Value]) -> SitePlacement:
-    """The Site as a Job sees it; every directory the tasks read or write is mounted (outermost only)."""
-    paths = {str(storage.root.parent.parent)}
-    if site.storage.path:
-        paths.add(site.storage.path)
-    paths.update(_parent_dir(path) for path in _input_files(inputs))
+def site_placement(name: str, site: SiteSpec, mounts: Mounts) -> SitePlacement:
+    """The Site as a Job sees it: the Run's directory read-write, what the tasks read read-only."""
     return SitePlacement(
         name=name,
         node_selector=dict(site.compute.node_selector),
         toleration=site.compute.toleration,
-        host_paths=tuple(sorted(_outermost(paths))),
+        mounts=mounts.host_mounts(),
     )
 
 
@@ -588,29 +667,10 @@ def _input_sizes(spec: RunSpec) -> dict[str, int]:
     except StorageError:
         return {}
     sizes: dict[str, int] = {}
-    for path in _input_files(values):
+    for path in input_files(values):
         with contextlib.suppress(OSError):
             sizes[path] = Path(path).stat().st_size
     return sizes
-
-
-def _input_files(inputs: Mapping[str, Value]) -> Iterator[str]:
-    """Every file path among resolved Run inputs (a value is one path or a list of them)."""
-    for value in inputs.values():
-        yield from value if isinstance(value, list) else [value]
-
-
-def _parent_dir(path: str) -> str:
-    return str(PurePosixPath(path).parent)
-
-
-def _outermost(paths: Iterable[str]) -> list[str]:
-    """Drop paths inside another one: one host mount each."""
-    chosen: list[str] = []
-    for path in sorted(set(paths), key=len):
-        if not any(path == c or path.startswith(c.rstrip("/") + "/") for c in chosen):
-            chosen.append(path)
-    return chosen
 
 
 def _ready_message(status: Mapping[str, Any]) -> str:

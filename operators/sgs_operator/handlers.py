@@ -7,6 +7,7 @@ or ``sgs operator``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ import kopf
 from pydantic import ValidationError
 
 import sgs_operator.placements  # noqa: F401  (importing it registers the DataPlacement handlers)
+from sgs.dynamic.registry import DynamicFunctions
 from sgs.kube import ClusterConfig, load
 from sgs.kube.lease import LeaderElector
 from sgs.model.base import GROUP, VERSION
@@ -143,6 +145,12 @@ def site_specs(
     return {(namespace or "", name): dict(spec)}
 
 
+@kopf.index(GROUP, VERSION, "pipelines")
+def pipeline_digests(name: str, namespace: str | None, spec: Mapping[str, Any], **_: Any) -> dict[tuple[str, str], str]:
+    """What each Pipeline's spec is now: a running Run compares it with the spec it was started with."""
+    return {(namespace or "", name): checks.pipeline_digest(spec)}
+
+
 @kopf.index(GROUP, VERSION, "sites")
 def site_phases(name: str, namespace: str | None, status: Mapping[str, Any], **_: Any) -> dict[tuple[str, str], str]:
     """For Runs without spec.site: only a Ready Site is chosen."""
@@ -155,19 +163,66 @@ def site_phases(name: str, namespace: str | None, status: Mapping[str, Any], **_
 # persistent + failures not ignored = failurePolicy Fail, left in place while no operator runs: an invalid spec is
 # refused, never admitted unchecked because the operator is down (or between two leaders).
 @kopf.on.validate(GROUP, VERSION, "pipelines", operations=["CREATE", "UPDATE"], persistent=True)
-def validate_pipeline(spec: Mapping[str, Any], **_: Any) -> None:
-    """Graph rules a CRD schema cannot state (references resolve, no cycle, inputs bound): refused at apply."""
-    status = checks.pipeline_status(spec, None)
+def validate_pipeline(spec: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    """Graph rules a CRD schema cannot state (references resolve, no cycle, inputs bound) and dynamic-resource
+    functions this operator does not run: refused at apply."""
+    status = checks.pipeline_status(spec, None, _functions(memo))
     if status.conditions and status.conditions[0].status.value == "False":
         raise kopf.AdmissionError(status.conditions[0].message, code=422)
 
 
-@kopf.on.validate(GROUP, VERSION, "runs", operations=["CREATE", "UPDATE"], persistent=True)
-def validate_run(spec: Mapping[str, Any], **_: Any) -> None:
+# kopf injects the Site index by parameter name, which its WebhookFn protocol cannot express.
+@kopf.on.validate(GROUP, VERSION, "runs", operations=["CREATE", "UPDATE"], persistent=True)  # type: ignore[arg-type]
+async def validate_run(
+    namespace: str | None,
+    spec: Mapping[str, Any],
+    old: kopf.Body | None,
+    memo: kopf.Memo,
+    site_specs: kopf.Index[tuple[str, str], dict[str, Any]],
+    **_: Any,
+) -> None:
+    """A valid spec whose every path lies under its Site's declared roots (the start checks again)."""
     try:
-        RunSpec.model_validate(spec)
+        run = RunSpec.model_validate(spec)
     except ValidationError as err:
         raise kopf.AdmissionError(checks.describe_errors(err), code=422) from err
+    if old is not None and checks.same_paths(old.get("spec") or {}, spec):
+        return  # a priority, suspend or metadata change: the paths were judged when they were set
+    sites = await _namespace_sites(memo, namespace or "", run.site, site_specs)
+    problems = await asyncio.to_thread(checks.run_path_problems, run, run.site, sites)
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
+
+
+@kopf.on.validate(GROUP, VERSION, "sites", operations=["CREATE", "UPDATE"], persistent=True)
+def validate_site(name: str | None, spec: Mapping[str, Any], **_: Any) -> None:
+    problems = checks.admission_site_problems(name or "", spec)
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
+
+
+async def _namespace_sites(
+    memo: kopf.Memo, namespace: str, named: str | None, index: kopf.Index[tuple[str, str], dict[str, Any]]
+) -> dict[str, SiteSpec]:
+    """The named Site as the API server has it now, else the namespace's Sites the index knows."""
+    if named is not None:
+        shared: Shared | None = memo.get("shared")
+        found = await shared.kube.get_object(namespace, "sites", named) if shared is not None else None
+        raw = {named: found.get("spec") or {}} if found is not None else {}
+    else:
+        raw = {name: spec for (ns, name), store in index.items() if ns == namespace for spec in store}
+    sites: dict[str, SiteSpec] = {}
+    for name, spec in raw.items():
+        with contextlib.suppress(ValidationError):  # an invalid Site takes no Run: its start says so
+            site = SiteSpec.model_validate(spec)
+            if not checks.site_problems(name, site):
+                sites[name] = site
+    return sites
+
+
+def _functions(memo: kopf.Memo) -> DynamicFunctions | None:
+    shared: Shared | None = memo.get("shared")
+    return shared.dynamic.functions if shared is not None else None
 
 
 # ----------------------------------------------------------------------------------------------- Pipelines
@@ -176,8 +231,10 @@ def validate_run(spec: Mapping[str, Any], **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, "pipelines")
 @kopf.on.create(GROUP, VERSION, "pipelines")
 @kopf.on.update(GROUP, VERSION, "pipelines", field="spec")
-def pipeline_changed(spec: Mapping[str, Any], meta: Mapping[str, Any], patch: kopf.Patch, **_: Any) -> None:
-    status = checks.pipeline_status(spec, meta.get("generation"))
+def pipeline_changed(
+    spec: Mapping[str, Any], meta: Mapping[str, Any], patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    status = checks.pipeline_status(spec, meta.get("generation"), _functions(memo))
     patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
@@ -247,6 +304,7 @@ async def run_daemon(
     logger: kopf.Logger,
     site_specs: kopf.Index[tuple[str, str], dict[str, Any]],
     site_phases: kopf.Index[tuple[str, str], str],
+    pipeline_digests: kopf.Index[tuple[str, str], str],
     **_: Any,
 ) -> None:
     """Reconcile one Run until it is deleted; any unexpected error rebuilds it from the records."""
@@ -263,7 +321,7 @@ async def run_daemon(
                 if controller.planner is None and not await controller.start(site_specs, site_phases):
                     await stopped.wait(BLOCKED_RECHECK_S)
                     continue
-                await controller.step(jobs.of(key), pods.of(key), site_specs)
+                await controller.step(jobs.of(key), pods.of(key), site_specs, pipeline_digests)
             except Exception:
                 logger.exception(f"run {controller.key}: reconcile failed; rebuilding from the task records")
                 controller.leave()

@@ -3,7 +3,8 @@
 Contract with the bridge (issue 7): nodeSelector ``sgs.io/site`` + the Site's labels, a toleration of the
 virtual-kubelet taint, the first container's command+args are the task's argv, ``activeDeadlineSeconds`` is
 the walltime, TMPDIR is an emptyDir (with a sizeLimit when the executable asks for scratch), and host
-directories are mounted at their own path so argv paths need no rewriting.
+directories are mounted at their own path so argv paths need no rewriting: only directories under the Site's
+declared roots, read-only but for the Run's own directory (see ``storage``).
 """
 
 from __future__ import annotations
@@ -39,13 +40,21 @@ class RunRef:
 
 
 @dataclass(frozen=True)
+class HostMount:
+    """A host directory a task sees at the same path: read-only, but for its Run's own directory."""
+
+    path: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
 class SitePlacement:
     """What a Job needs to know of its Site."""
 
     name: str
     node_selector: dict[str, str] = field(default_factory=dict)
     toleration: str | None = None
-    host_paths: tuple[str, ...] = ()
+    mounts: tuple[HostMount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,11 +123,12 @@ def _pod_spec(run: RunRef, site: SitePlacement, task: TaskAttempt, tmpdir_mount:
         "OMP_NUM_THREADS": str(task.resources.cores),
         "TRACEPARENT": trace_parent(run.uid, task.tid, task.attempt),
     }
-    mounts = [{"name": "tmp", "mountPath": tmpdir_mount}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": tmpdir_mount}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": _empty_dir(task.resources)}]
-    for i, path in enumerate(site.host_paths):
-        mounts.append({"name": f"data-{i}", "mountPath": path})
-        volumes.append({"name": f"data-{i}", "hostPath": {"path": path, "type": "DirectoryOrCreate"}})
+    for i, host in enumerate(site.mounts):
+        # Type Directory: a missing directory fails the pod instead of being created on the node.
+        mounts.append({"name": f"data-{i}", "mountPath": host.path, "readOnly": host.read_only})
+        volumes.append({"name": f"data-{i}", "hostPath": {"path": host.path, "type": "Directory"}})
     return {
         "restartPolicy": "Never",
         "priorityClassName": priority_class_name(run.priority),

@@ -18,7 +18,8 @@ class Kube:
 
     def __init__(self, client: KubeClient, job_manager: str | None = None) -> None:
         self.client = client
-        self._job_params = {"fieldManager": job_manager} if job_manager else None
+        # Composed once: a params dict is merged and encoded again by yarl on every one of thousands of POSTs.
+        self._job_query = f"?fieldManager={quote(job_manager, safe='')}" if job_manager else ""
         self._priority_classes: set[int] = set()
 
     @classmethod
@@ -39,9 +40,9 @@ class Kube:
 
     async def create_job(self, job: dict[str, Any]) -> bool:
         """Create a Job; False when one of that name exists already (a restart re-creating it: no harm)."""
-        path = f"/apis/batch/v1/namespaces/{quote(job['metadata']['namespace'], safe='')}/jobs"
+        path = f"/apis/batch/v1/namespaces/{quote(job['metadata']['namespace'], safe='')}/jobs{self._job_query}"
         try:
-            await self.client.request("POST", path, params=self._job_params, body=job, parse=False)
+            await self.client.request("POST", path, body=job, parse=False)
         except KubeError as err:
             if err.status == CONFLICT:
                 return False
@@ -52,6 +53,15 @@ class Kube:
         path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
         try:
             await self.client.request("DELETE", path, params={"propagationPolicy": "Background"}, parse=False)
+        except KubeError as err:
+            if err.status != NOT_FOUND:
+                raise
+
+    async def expire_job(self, namespace: str, name: str, ttl_s: int) -> None:
+        """Leave a finished Job to the TTL controller: deleted (with its pod) ``ttl_s`` after it finished."""
+        path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+        try:
+            await self.client.merge_patch(path, {"spec": {"ttlSecondsAfterFinished": ttl_s}})
         except KubeError as err:
             if err.status != NOT_FOUND:
                 raise

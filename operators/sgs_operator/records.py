@@ -1,6 +1,7 @@
 """Per-task records in PostgreSQL: what a Run's status points at, and what a restarted operator replays.
 
-Two tables keyed by the Run's UID (a re-created Run with the same name starts afresh): ``sgs_task`` holds
+Tables keyed by the Run's UID (a re-created Run with the same name starts afresh): ``sgs_run`` pins the Pipeline
+spec the Run started with (and its digest: an edited Pipeline applies to new Runs only), ``sgs_task`` holds
 the latest record of every task the planner has touched (the planner's ``TaskRecord`` plus the Job, the
 resources asked for and used, the outcome), ``sgs_task_attempt`` one row per attempt. The write that says a
 task is Running happens *before* its Job is created, so a crash can never leave a Job nobody knows of.
@@ -30,9 +31,11 @@ CREATE TABLE IF NOT EXISTS sgs_run (
     name text NOT NULL,
     pipeline text NOT NULL,
     pipeline_digest text NOT NULL,
+    pipeline_spec jsonb,
     retry_failed_applied integer NOT NULL DEFAULT 0,
     created timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE sgs_run ADD COLUMN IF NOT EXISTS pipeline_spec jsonb;
 CREATE TABLE IF NOT EXISTS sgs_task (
     run_uid text NOT NULL REFERENCES sgs_run (uid) ON DELETE CASCADE,
     task text NOT NULL,
@@ -114,18 +117,36 @@ class TaskStore:
         """Where a Run's records are, without credentials: postgresql://host:port/db#sgs_task?run_uid=..."""
         return f"{redacted_dsn(self.dsn)}#sgs_task?run_uid={run_uid}"
 
-    async def ensure_run(self, uid: str, namespace: str, name: str, pipeline: str, digest: str) -> int:
-        """Register the Run (idempotent); returns how many retry-failed requests were already applied."""
+    async def ensure_run(
+        self, uid: str, namespace: str, name: str, pipeline: str, digest: str, spec: dict[str, Any]
+    ) -> tuple[str, int]:
+        """Register the Run with the Pipeline spec it starts with (idempotent: the first spec stays).
+
+        Returns the digest the Run is pinned to and how many retry-failed requests were already applied. A row
+        from before specs were kept gets this one only if the digests agree.
+        """
         async with self.pool.connection() as conn:
             await conn.execute(
-                "INSERT INTO sgs_run (uid, namespace, name, pipeline, pipeline_digest) VALUES (%s, %s, %s, %s, %s)"
-                " ON CONFLICT (uid) DO NOTHING",
-                (uid, namespace, name, pipeline, digest),
+                "INSERT INTO sgs_run (uid, namespace, name, pipeline, pipeline_digest, pipeline_spec)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (uid) DO UPDATE"
+                " SET pipeline_spec = excluded.pipeline_spec"
+                " WHERE sgs_run.pipeline_spec IS NULL AND sgs_run.pipeline_digest = excluded.pipeline_digest",
+                (uid, namespace, name, pipeline, digest, Jsonb(spec)),
             )
-            cur = await conn.execute("SELECT retry_failed_applied FROM sgs_run WHERE uid = %s", (uid,))
+            cur = await conn.execute("SELECT pipeline_digest, retry_failed_applied FROM sgs_run WHERE uid = %s", (uid,))
             row = await cur.fetchone()
         assert row is not None
-        return int(row[0])
+        return str(row[0]), int(row[1])
+
+    async def pinned_pipeline(self, uid: str) -> tuple[str, dict[str, Any]] | None:
+        """(digest, spec) of the Pipeline the Run started with, if it was kept."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT pipeline_digest, pipeline_spec FROM sgs_run WHERE uid = %s AND pipeline_spec IS NOT NULL",
+                (uid,),
+            )
+            row = await cur.fetchone()
+        return (str(row[0]), dict(row[1])) if row is not None else None
 
     async def load(self, run_uid: str) -> list[TaskRecord]:
         async with self.pool.connection() as conn:

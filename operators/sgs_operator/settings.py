@@ -13,7 +13,7 @@ from sgs.kube.config import SERVICE_ACCOUNT_DIR
 
 class FinishedJobs(StrEnum):
     KEEP = "keep"  # visible to `kubectl get jobs` until the Run is deleted
-    DELETE = "delete"  # removed once their outcome is recorded: etcd stays small for 100k-task Runs
+    DELETE = "delete"  # removed once their outcome is recorded (failed ones after failed_job_ttl_s)
 
 
 class OperatorSettings(BaseSettings):
@@ -36,7 +36,28 @@ class OperatorSettings(BaseSettings):
         description="A Job this operator created is trusted to exist for this long before "
         "the watch shows it; after that it is created again (same name, so at most once).",
     )
-    finished_jobs: FinishedJobs = Field(default=FinishedJobs.KEEP)
+    finished_jobs: FinishedJobs = Field(
+        default=FinishedJobs.DELETE,
+        description="delete: a Job (and its pod) is deleted once its outcome is in the task table, so etcd stays "
+        "small for 100k-task Runs; keep: Jobs stay until their Run is deleted.",
+    )
+    failed_job_ttl_s: int = Field(
+        default=86_400,
+        ge=0,
+        description="With finished_jobs=delete, a failed Job is kept this long after it failed, for people to "
+        "inspect its pod and logs; the cluster's TTL controller then deletes it (ttlSecondsAfterFinished).",
+    )
+    dynamic_functions: list[str] | None = Field(
+        default=None,
+        description="Dynamic-resource functions Pipelines may name: entry points of group sgs.dynamic_resources "
+        "installed with the operator. Unset = every one installed; a list narrows them (empty = none).",
+    )
+    dynamic_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="Time a dynamic-resources function gets per file (sandboxed)."
+    )
+    dynamic_memory_mib: int = Field(
+        default=1024, ge=64, description="Address space of the sandbox that runs dynamic-resources functions."
+    )
     default_image: str = Field(
         default="ghcr.io/sgs/task-runner:latest",
         description="Image of executables that name none (the process provider ignores it).",

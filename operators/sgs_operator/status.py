@@ -64,6 +64,8 @@ def run_status(
     generation: int | None,
     site_reason: str = "SiteResolved",
     site_message: str | None = None,
+    pipeline_digest: str | None = None,
+    pipeline_change: Condition | None = None,
 ) -> RunStatus:
     counts = task_counts(planner)
     phase = run_phase(planner, suspended)
@@ -78,6 +80,8 @@ def run_status(
             f"{counts.succeeded}/{counts.total} tasks succeeded, {counts.failed} failed",
         ),
     ]
+    if pipeline_change is not None:
+        conditions.insert(1, pipeline_change)
     return RunStatus(
         phase=phase,
         site=site,
@@ -87,9 +91,28 @@ def run_status(
         completion_time=completion_time,
         failed_tasks=failed_tasks(planner),
         task_table=task_table,
+        pipeline_digest=pipeline_digest,
         observed_generation=generation,
         conditions=conditions,
     )
+
+
+def pipeline_condition(name: str, pinned: str, current: str | None) -> Condition:
+    """``PipelineChanged``: whether the Pipeline differs from the spec the Run started with (and keeps).
+
+    ``current`` is the Pipeline's digest now: None when it is gone, "" when its spec is invalid.
+    """
+    if current == pinned:
+        return condition("PipelineChanged", False, "PipelineUnchanged", f"Pipeline {name} is as the Run started it")
+    if current is None:
+        reason, now = "PipelineDeleted", "was deleted"
+    else:
+        reason, now = "PipelineEdited", f"changed: sha256 {pinned} → {current or 'an invalid spec'}"
+    message = (
+        f"Pipeline {name} {now} since this Run started (sha256 {pinned}); the Run keeps the spec it started "
+        "with, the edit applies to new Runs"
+    )
+    return condition("PipelineChanged", True, reason, message)
 
 
 def condition(kind: str, ok: bool, reason: str, message: str = "") -> Condition:

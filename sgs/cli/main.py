@@ -43,6 +43,9 @@ def _register_subcommands() -> None:
     from sgs.cli.placement import app as placement_app
 
     app.add_typer(placement_app, name="placement")
+    from sgs.cli.storage import app as storage_app
+
+    app.add_typer(storage_app, name="storage")
     from sgs.cli.console import console_command
 
     app.command("console")(console_command)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
+T = TypeVar("T")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -88,7 +90,7 @@ def retry_failed_command(
     kubeconfig: KubeconfigOption = None,
 ) -> None:
     """Give every failed task of a Run one more attempt; successful tasks are not run again."""
-    current = asyncio.run(_get(namespace, run, kubeconfig))
+    current = _call(_get(namespace, run, kubeconfig), f"run {namespace}/{run}")
     count = int((current.get("spec") or {}).get("retryFailed") or 0) + 1
     _patch(namespace, run, {"retryFailed": count}, kubeconfig)
     console.print(f"run {run}: retry-failed request #{count}")
@@ -102,12 +104,17 @@ def add_run_commands(run_app: typer.Typer) -> None:
 
 
 def _patch(namespace: str, run: str, spec: dict[str, Any], kubeconfig: str | None) -> None:
+    _call(_patch_async(namespace, run, spec, kubeconfig), f"run {namespace}/{run}")
+
+
+def _call(work: Coroutine[Any, Any, T], what: str) -> T:
+    """Run ``work``; an API or credentials error is one line naming ``what``, not a traceback."""
     from sgs.kube import ConfigError, KubeError
 
     try:
-        asyncio.run(_patch_async(namespace, run, spec, kubeconfig))
+        return asyncio.run(work)
     except (KubeError, ConfigError) as err:
-        err_console.print(f"[red]error:[/] run {namespace}/{run}: {err}")
+        err_console.print(f"[red]error:[/] {what}: {err}")
         raise typer.Exit(1) from err
 
 

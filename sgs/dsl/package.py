@@ -11,7 +11,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from sgs.dynamic.registry import entry_point_name
 from sgs.model.pipeline import (
+    DYNAMIC_FUNCTIONS,
     DynamicResources,
     ExecutableSpec,
     OutputSpec,
@@ -56,7 +60,8 @@ class Output:
             raise DslError(f"output name {self.name!r} is not a valid identifier")
 
 
-DynamicSpec = str | Callable[[str], Mapping[str, Any]] | tuple[str, Callable[[str], Mapping[str, Any]]]
+DynamicFunctionRef = str | Callable[[str], Mapping[str, Any]]
+DynamicSpec = str | tuple[str, DynamicFunctionRef]
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,9 @@ class ComputingResources:
     """Maximum resources of one task: cores, ram (GiB), walltime (hours), vms (GiB); plus gpus and tmpdir (GiB).
 
     ``dynamic`` makes them depend on an upstream product: the name of an input whose file is a JSON mapping of
-    resource overrides, or ``(input_name, function)`` where ``function(path)`` returns that mapping.
+    resource overrides, or ``(input_name, function)`` where ``function(path)`` returns that mapping. The
+    function is an entry point of group ``sgs.dynamic_resources`` — given by its name, or as the installed
+    function itself — because the manifest names it and executors run only installed, allowed functions.
     """
 
     cores: int = 1
@@ -94,17 +101,27 @@ def _dynamic_model(dynamic: DynamicSpec | None) -> DynamicResources | None:
         return DynamicResources(input=dynamic)
     if isinstance(dynamic, tuple):
         name, function = dynamic
-        return DynamicResources(input=name, function=callable_reference(function))
+        try:
+            return DynamicResources(input=name, function=function_name(function))
+        except ValidationError as err:
+            raise DslError(f"dynamic resources: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from err
     raise DslError("dynamic resources take an input name, or (input name, function)")
 
 
-def callable_reference(function: Callable[..., Any]) -> str:
-    """``module:qualname`` of a module-level function, so a manifest can name it."""
-    module = getattr(function, "__module__", None)
-    qualname = getattr(function, "__qualname__", "")
-    if not module or "<" in qualname:
-        raise DslError(f"{function!r} must be a module-level function to be named in a manifest")
-    return f"{module}:{qualname}"
+def function_name(function: DynamicFunctionRef) -> str:
+    """The entry-point name a manifest uses for a dynamic-resources function."""
+    if isinstance(function, str):
+        return function
+    name = entry_point_name(function)
+    if name is None:
+        module = getattr(function, "__module__", None) or "?"
+        qualname = getattr(function, "__qualname__", None) or repr(function)
+        raise DslError(
+            f"{module}:{qualname} is not an entry point of group {DYNAMIC_FUNCTIONS!r}: declare it in its "
+            f'package (pyproject.toml: [project.entry-points."{DYNAMIC_FUNCTIONS}"] my-sizes = '
+            f'"{module}:{qualname}"), install the package, and name it here or pass the entry-point name'
+        )
+    return name
 
 
 @dataclass(eq=False)

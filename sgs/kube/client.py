@@ -77,6 +77,8 @@ class KubeClient:
         self._options: dict[str, Any] = {}
         if config.tls_server_name:
             self._options["server_hostname"] = config.tls_server_name
+        if config.proxy:
+            self._options["proxy"] = config.proxy
 
     @classmethod
     async def connect(cls, kubeconfig: str | Path | None = None, **options: Any) -> KubeClient:

@@ -38,6 +38,7 @@ class ClusterConfig:
     cert_file: Path | None = None  # client certificate (and key) for x509 authentication
     key_file: Path | None = None
     tls_server_name: str | None = None
+    proxy: str | None = None  # a kubeconfig's proxy-url
     namespace: str | None = None  # the pod's namespace in-cluster, the context's namespace otherwise
     auth_headers: AuthHeaders = field(default=lambda: _no_headers(), repr=False)
     refreshes: bool = False  # whether auth_headers can change (token files, exec/OIDC hooks)
@@ -78,8 +79,9 @@ def locate(kubeconfig: str | Path | None, service_account_dir: Path, env: Mappin
         raise ConfigError(f"KUBECONFIG={listed}: no such file")
     if env.get("KUBERNETES_SERVICE_HOST") and (service_account_dir / "token").is_file():
         return None
-    if DEFAULT_KUBECONFIG.is_file():
-        return DEFAULT_KUBECONFIG
+    default = Path(env["HOME"]) / ".kube" / "config" if env.get("HOME") else DEFAULT_KUBECONFIG
+    if default.is_file():
+        return default
     raise ConfigError(
         "no Kubernetes credentials: pass a kubeconfig, set KUBECONFIG, or run in a pod with a service account "
         f"(KUBERNETES_SERVICE_HOST and {service_account_dir}/token)"
@@ -162,6 +164,7 @@ async def from_kubeconfig(path: Path) -> ClusterConfig:
         cert_file=Path(configuration.cert_file) if configuration.cert_file else None,
         key_file=Path(configuration.key_file) if configuration.key_file else None,
         tls_server_name=getattr(configuration, "tls_server_name", None) or None,
+        proxy=configuration.proxy or None,
         namespace=context.get("namespace"),
         auth_headers=_configuration_headers(configuration),
         refreshes=configuration.refresh_api_key_hook is not None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from sgs import __version__
+from sgs.dynamic.registry import DynamicFunctions
+from sgs.dynamic.resolve import apply_answers, resolve_pending
 from sgs.launcher.identity import MARKER_ENV, ProcessIdentity, kill_leftover
 from sgs.launcher.launcher import Child, Finished, Launcher, LaunchSpec
 from sgs.launcher.usage import Outcome
@@ -83,6 +84,12 @@ class LocalExecutor:
         self.capacity = capacity or machine_capacity(None, None, 0)
         self.extra_path = [p.resolve() for p in extra_path or []]
         self.record = RunRecord(self.workdir)
+        # The user's own machine and account: every installed entry point may run (still by name, sandboxed,
+        # so a function behaves here as it will under the operator).
+        self.functions = DynamicFunctions.discover("this machine")
+        problems = self.functions.pipeline_problems(pipeline.spec)
+        if problems:
+            raise LocalRunError("; ".join(f"spec.{problem}" for problem in problems))
         self.inputs = {k: _absolute(v) for k, v in inputs.items()}
         self.run_id = self._open_run(run_id)
         # Directories of tasks that became ready are made while the launcher waits, so a launch only launches.
@@ -109,7 +116,7 @@ class LocalExecutor:
 
     def _open_run(self, run_id: str | None) -> str:
         text = self.pipeline.spec.model_dump_json(by_alias=True, exclude_none=True)
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = self.pipeline.spec.digest()
         existing = self.record.run()
         if existing is not None:
             if run_id is not None and existing.id != run_id:
@@ -378,15 +385,10 @@ class LocalExecutor:
         }
 
     def _resolve_dynamic_resources(self) -> None:
-        for task, value in self.planner.pending_dynamic():
-            dynamic = task.executable.resources.dynamic
-            assert dynamic is not None
-            try:
-                overrides = _read_dynamic(value, dynamic.function)
-                self.planner.resolve_dynamic(task.id, overrides)
-            except (OSError, ValueError, TypeError) as err:
-                message = f"dynamic resources from {value}: {err}"
-                self.planner.reject_dynamic(task.id, message)
+        pending = self.planner.pending_dynamic()
+        if pending:
+            answers = resolve_pending(pending, self.functions)
+            for task, message in apply_answers(self.planner, pending, answers):
                 self._save(task, message=message)
 
     def _save(self, task: Task, **columns: Any) -> None:
@@ -447,22 +449,6 @@ def _read_list(path: Path) -> list[str]:
     if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
         raise ValueError(f"list output {path.name} must be a JSON array of paths")
     return [x if Path(x).is_absolute() else str((path.parent / x).resolve()) for x in data]
-
-
-def _read_dynamic(value: Value, function: str | None) -> dict[str, Any]:
-    if not isinstance(value, str):
-        raise ValueError("dynamic resources must come from a single file")
-    if function is not None:
-        module, _, qualname = function.partition(":")
-        target: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            target = getattr(target, part)
-        result = target(value)
-    else:
-        result = json.loads(Path(value).read_text())
-    if not isinstance(result, dict):
-        raise ValueError("dynamic resources must be a mapping")
-    return dict(result)
 
 
 def _flatten(value: Value) -> list[str]:

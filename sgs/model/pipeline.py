@@ -6,11 +6,13 @@ schema cannot be recursive; the planner rebuilds the nesting.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from enum import StrEnum
 from typing import ClassVar, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sgs.model.base import Condition, KubeObject, PrinterColumn, SgsModel
 
@@ -19,20 +21,42 @@ STEP_NAME = r"^[A-Za-z_][A-Za-z0-9_.\-\[\]]*$"
 _PORT_RE = re.compile(PORT_NAME)
 
 
+DYNAMIC_FUNCTIONS = "sgs.dynamic_resources"  # entry-point group of the functions a Pipeline may name
+_ENTRY_POINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
 class DynamicResources(SgsModel):
     """Resources decided at run time from an upstream product (Euclid IAL 3.0 dynamic resources).
 
     The file bound to ``input`` is read when the task becomes ready: a JSON object with any of ``cores``,
-    ``ram``, ``walltime``, ``vms``, ``gpus``, ``tmpdir``; or, when ``function`` names a callable
-    (``module:qualname``), that callable is given the file's path and returns such a mapping.
+    ``ram``, ``walltime``, ``vms``, ``gpus``, ``tmpdir``; or, when ``function`` names an entry point of the
+    ``sgs.dynamic_resources`` group, that function is given the file's path and returns such a mapping. A
+    Pipeline names functions, never code: only entry points of packages installed with the executor (and, for
+    the operator, allowed by its administrator) run, each in a sandboxed subprocess.
     """
 
     input: str = Field(pattern=PORT_NAME, description="Name of the input whose file holds the resources.")
     function: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
-        description="Optional callable module:qualname turning the file into a resources mapping.",
+        max_length=100,
+        description=f"Optional entry-point name (group {DYNAMIC_FUNCTIONS}) turning the file into a resources "
+        "mapping, e.g. fits-header.",
     )
+
+    @field_validator("function")
+    @classmethod
+    def _entry_point_name(cls, value: str | None) -> str | None:
+        # A validator, not a schema pattern: the admission webhook's message says why, the schema's would not.
+        if value is None:
+            return value
+        if ":" in value:
+            raise ValueError(
+                f"{value!r} is a module:qualname; name an entry point of group {DYNAMIC_FUNCTIONS!r} instead "
+                "(a function the executor's administrator installed and allows), e.g. 'fits-header'"
+            )
+        if not _ENTRY_POINT_NAME.match(value):
+            raise ValueError(f"{value!r} is not an entry-point name (letters, digits, '.', '_' and '-')")
+        return value
 
 
 class Resources(SgsModel):
@@ -210,6 +234,14 @@ class PipelineSpec(SgsModel):
 
         check_pipeline(self)
         return self
+
+    def digest(self) -> str:
+        """sha256 of the canonical manifest form: what a Run is pinned to, and what tells an edit apart.
+
+        Keys are sorted: the API server hands objects back with their keys in its own order.
+        """
+        wire = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return hashlib.sha256(json.dumps(wire, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def executable(self, name: str) -> ExecutableSpec:
         for exe in self.executables:

@@ -51,7 +51,11 @@ class RunSpec(SgsModel):
     retry_failed: int = Field(
         default=0, ge=0, description="Bump to give every failed task one more attempt (successes are kept)."
     )
-    output_prefix: str | None = Field(default=None, description="Where outputs are written (URI prefix).")
+    output_prefix: str | None = Field(
+        default=None,
+        description="Directory under which the Run's outputs are written (<prefix>/<namespace>/<run>); it must "
+        "lie under the Site's storage path. Default: the Site's storage path.",
+    )
 
 
 class RunPhase(StrEnum):
@@ -91,6 +95,9 @@ class RunStatus(SgsModel):
         default_factory=list, max_length=MAX_FAILED_TASKS, description="The first failed tasks (bounded)."
     )
     task_table: str | None = Field(default=None, description="Where the full per-task records are.")
+    pipeline_digest: str | None = Field(
+        default=None, description="sha256 of the Pipeline spec this Run was started with (and keeps running)."
+    )
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

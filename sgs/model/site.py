@@ -53,12 +53,28 @@ class Compute(SgsModel):
 
 
 class Storage(SgsModel):
-    """The Site's object store (S3) or file system (POSIX), where replicas live."""
+    """The Site's object store (S3) or file system (POSIX), where replicas live.
+
+    The host directories a Run's tasks may see are declared here, and only these: ``path`` (the storage root,
+    under which each Run writes its own output directory) and ``readOnlyPaths``. A Run naming any other path
+    is refused.
+    """
 
     kind: StorageKind = Field(default=StorageKind.S3)
     endpoint: str | None = Field(default=None, description="S3 endpoint host:port or URL.")
     bucket: str | None = Field(default=None, description="S3 bucket holding the Site's replicas.")
-    path: str | None = Field(default=None, description="Root directory, for POSIX storage.")
+    path: str | None = Field(
+        default=None,
+        description="POSIX storage root: Run inputs may lie under it (mounted read-only) and each Run writes "
+        "its outputs under it (only its own directory read-write). Required for posix storage; on an s3 Site, "
+        "the shared directory the operator's Runs write to.",
+    )
+    read_only_paths: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Reference roots (calibration libraries, catalogues): Run inputs may lie under them; "
+        "mounted read-only.",
+    )
     secure: bool = Field(default=True, description="Use TLS to reach the endpoint.")
     credentials: SecretRef | None = Field(default=None, description="Secret with the S3 keys.")
 

@@ -40,8 +40,8 @@ class PosixWriter(Writer):
     def __init__(self, store: PosixStore, key: str, final: Path) -> None:
         super().__init__(f"{store.site}:{key}")
         self._final = final
-        token = secrets.token_hex(6)
-        self._partial = final.with_name(f"{PARTIAL_PREFIX}{token}-{final.name}"[:_NAME_MAX])
+        name = f"{PARTIAL_PREFIX}{secrets.token_hex(6)}-{final.name}".encode()[:_NAME_MAX]
+        self._partial = final.with_name(name.decode(errors="ignore"))  # a name's limit is in bytes
         self._durable = store.durable
         self._file: BinaryIO = self._partial.open("xb")
 
@@ -139,8 +139,12 @@ class PosixStore(Store):
 
     def delete(self, key: str) -> None:
         path = self._inside(self._path(key), key)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             path.unlink()
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise StorageError(f"{self.site}:{key}: the key is a directory of other objects, not an object") from None
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         directory, _, _ = prefix.rpartition("/")
@@ -148,7 +152,10 @@ class PosixStore(Store):
         for path in self._files(start):
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix):
-                info = path.stat()
+                try:
+                    info = path.stat()
+                except FileNotFoundError:
+                    continue  # deleted while we listed
                 yield ObjectInfo(key=key, size=info.st_size, modified=datetime.fromtimestamp(info.st_mtime, UTC))
 
     def _files(self, directory: Path, *, partial: bool = False) -> Iterator[Path]:

@@ -97,21 +97,20 @@ class S3Writer(Writer):
 
     def _write(self, chunk: bytes) -> None:
         self._raise_failure()
+        size = self._store.part_size
+        if not self._pending and len(chunk) == size:
+            self._send_part(chunk)  # the copy's case: one read is one part, sent as it came
+            return
         self._pending.append(chunk)
         self._pending_size += len(chunk)
-        while self._pending_size >= self._store.part_size:
-            self._send_part(self._take(self._store.part_size))
-
-    def _take(self, size: int) -> bytes:
-        """The first ``size`` pending bytes (without copying when one chunk is exactly a part)."""
-        if len(self._pending[0]) == size:
-            part = self._pending.pop(0)
-        else:
-            joined = b"".join(self._pending)
-            part, rest = joined[:size], joined[size:]
-            self._pending = [rest] if rest else []
-        self._pending_size -= len(part)
-        return part
+        if self._pending_size < size:
+            return
+        data = memoryview(b"".join(self._pending))
+        whole = len(data) - len(data) % size
+        for start in range(0, whole, size):
+            self._send_part(bytes(data[start : start + size]))
+        rest = bytes(data[whole:])
+        self._pending, self._pending_size = ([rest] if rest else []), len(rest)
 
     def _send_part(self, data: bytes) -> None:
         if self._upload_id is None:
@@ -138,7 +137,7 @@ class S3Writer(Writer):
         if self._failure is not None:
             if release:
                 self._slots.release()
-            raise StorageError(f"{self.what}: a part failed to upload: {self._failure}") from self._failure
+            raise self._failure  # as it was: a StoreUnavailableError must stay one for the caller
 
     # ------------------------------------------------------------------------------------------ end
 

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -288,6 +289,59 @@ def test_dynamic_resources_from_an_upstream_json_file(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "w" / "run.sqlite")
     requested = json.loads(db.execute("SELECT requested FROM task WHERE id = 'heavy'").fetchone()[0])
     assert (requested["cores"], requested["ram"]) == (2, 0.25)
+
+
+def test_dynamic_resources_from_an_installed_function_run_in_the_sandbox(tmp_path: Path) -> None:
+    """The local executor runs the same entry points the same way as the operator (sandboxed), by name."""
+    from astropy.io import fits
+
+    from sgs.dynamic.builtin import fits_header
+
+    program(
+        tmp_path / "bin",
+        "estimate",
+        "from astropy.io import fits\n"
+        "header = fits.Header([('HIERARCH SGS CORES', 2), ('HIERARCH SGS RAM', 0.25)])\n"
+        "fits.PrimaryHDU(header=header).writeto(args['res'])\n",
+    )
+    program(tmp_path / "bin", "work", "open(args['y'], 'w').write(os.environ['OMP_NUM_THREADS'])\n")
+    estimate = Executable(command="estimate", inputs=[Input("x")], outputs=[Output("res", suffix=".fits")])
+    heavy = Executable(
+        command="work",
+        inputs=[Input("x"), Input("res")],
+        outputs=[Output("y")],
+        resources=ComputingResources(cores=1, ram=4.0, dynamic=("res", fits_header)),  # the installed function
+    )
+
+    @pipeline(outputs=("y",))
+    def p(x):  # type: ignore[no-untyped-def]
+        return heavy(x=x, res=estimate(x=x))
+
+    assert p.spec().executable("heavy").resources.dynamic.function == "fits-header"  # type: ignore[union-attr]
+    result = run_local(p, {"x": "1"}, tmp_path / "w", cores=2, progress=False, extra_path=[tmp_path / "bin"])
+    assert result.succeeded
+    assert Path(str(result.outputs["y"])).read_text() == "2"
+    assert fits.getheader(tmp_path / "w" / "tasks" / "estimate" / "res.fits")["SGS CORES"] == 2
+
+
+def test_a_function_that_is_not_installed_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    from sgs.local import LocalRunError
+
+    heavy = Executable(
+        command="true",
+        inputs=[Input("x")],
+        outputs=[Output("y")],
+        resources=ComputingResources(dynamic=("x", "no-such-sizes")),
+    )
+
+    @pipeline(outputs=("y",))
+    def p(x):  # type: ignore[no-untyped-def]
+        return heavy(x=x)
+
+    refused = re.escape("spec.executables[0].resources.dynamic.function: 'no-such-sizes' is not")
+    with pytest.raises(LocalRunError, match=refused):
+        run_local(p, {"x": "1"}, tmp_path / "w", progress=False)
+    assert not (tmp_path / "w" / "tasks").exists()
 
 
 def test_a_request_larger_than_the_machine_fails_with_the_reason(tmp_path: Path) -> None:

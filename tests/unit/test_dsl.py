@@ -240,3 +240,73 @@ def test_manifest_errors_name_the_field(tmp_path: Path) -> None:
         read_manifest(path)
     text = str(info.value)
     assert "resources.cores" in text and "greater than or equal to 1" in text
+
+
+def test_a_dynamic_function_is_written_as_its_entry_point_name(tmp_path: Path) -> None:
+    from sgs.dynamic.builtin import fits_header
+
+    sized = Executable(
+        command="sized",
+        inputs=[Input("image")],
+        outputs=[Output("out")],
+        resources=ComputingResources(dynamic=("image", fits_header)),
+    )
+
+    @pipeline(outputs=("out",))
+    def p(images):  # type: ignore[no-untyped-def]
+        return sized(image=split(images=images))
+
+    from sgs.local.executor import as_pipeline
+
+    text = dump_manifest(as_pipeline(p))
+    assert "function: fits-header" in text
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    assert dump_manifest(read_manifest(path)) == text
+
+
+def test_a_function_that_is_not_an_installed_entry_point_cannot_be_named() -> None:
+    import os
+
+    with pytest.raises(DslError, match=r"posix:system is not an entry point of group 'sgs.dynamic_resources'"):
+        ComputingResources(dynamic=("payload", os.system)).to_model()  # type: ignore[arg-type]  # the exploit
+    with pytest.raises(DslError, match=r"'posix:system' is a module:qualname"):
+        ComputingResources(dynamic=("payload", "posix:system")).to_model()
+
+
+def test_a_manifest_naming_code_as_a_dynamic_function_is_rejected_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "exploit.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            apiVersion: sgs.io/v1alpha1
+            kind: Pipeline
+            metadata: {name: exploit}
+            spec:
+              executables:
+              - {name: e, command: e, inputs: [{name: i}], outputs: [{name: o}],
+                 resources: {dynamic: {input: i, function: "posix:system"}}}
+              steps:
+              - {name: a, executable: e, inputs: {i: {value: x}}}
+            """
+        )
+    )
+    with pytest.raises(ValueError) as info:
+        read_manifest(path)
+    assert "resources.dynamic.function" in str(info.value) and "module:qualname" in str(info.value)
+
+
+def test_the_digest_does_not_depend_on_the_order_of_keys() -> None:
+    spec = load_pipeline(PARALLEL_SPLIT).spec
+    wire = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def reverse(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: reverse(v) for k, v in reversed(value.items())}
+        if isinstance(value, list):
+            return [reverse(v) for v in value]
+        return value
+
+    assert type(spec).model_validate(reverse(wire)).digest() == spec.digest()
+    edited = wire | {"source": "elsewhere"}
+    assert type(spec).model_validate(edited).digest() != spec.digest()

@@ -21,7 +21,7 @@ import prometheus_client
 from aiohttp import web
 from cryptography import x509
 
-from sgs.kube import KubeClient, pki
+from sgs.kube import KubeClient, KubeError, pki
 
 CHUNK = 64 * 1024
 FOLLOW_POLL_S = 0.2
@@ -143,7 +143,10 @@ class KubeletServer:
         user, groups = pki.identity(certificate)
         verb = VERBS.get(request.method, request.method.lower())
         subresource = subresource_of(request.path)
-        allowed, reason = await self.authorizer.allowed(user, groups, verb, subresource)
+        try:
+            allowed, reason = await self.authorizer.allowed(user, groups, verb, subresource)
+        except KubeError as error:  # e.g. the bridge may not create SubjectAccessReviews: refuse, saying why
+            raise web.HTTPServiceUnavailable(text=f"cannot authorize {user} (SubjectAccessReview: {error})") from error
         if not allowed:
             detail = f" ({reason})" if reason else ""
             raise web.HTTPForbidden(

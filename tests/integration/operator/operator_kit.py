@@ -33,6 +33,7 @@ TEST_BIN = Path(__file__).resolve().parent / "bin"
 READY_MESSAGE = "sgs operator ready"
 FAST_RETRY = {"max": 1, "backoff": 0.5, "jitter": 0.0}  # one retry, half a second later
 SITE = "site-a"  # every test namespace's Site has this name; one bridge node serves them all
+KEEP_FINISHED_JOBS = {"SGS_OPERATOR_FINISHED_JOBS": "keep"}  # for tests that inspect Jobs after they finished
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60, interval_s: float = 0.25) -> Any:
@@ -146,11 +147,20 @@ def operator_dsn(postgres: PostgresPart) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def operator_settings() -> dict[str, str]:
+    """SGS_OPERATOR_* variables of the module's operator beyond the defaults: a module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def operator(
-    kube: KubePart, operator_dsn: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    kube: KubePart,
+    operator_dsn: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    operator_settings: dict[str, str],
 ) -> Iterator[OperatorProcess]:
     """One operator per test module (cluster-wide; modules run one after another)."""
-    proc = OperatorProcess(kube, operator_dsn, tmp_path_factory.mktemp("operator"))
+    proc = OperatorProcess(kube, operator_dsn, tmp_path_factory.mktemp("operator"), env=operator_settings)
     proc.start()
     yield proc
     proc.stop()
@@ -231,7 +241,8 @@ class Cluster:
             "metadata": {"name": name},
             "spec": {
                 "compute": {"kind": "kubernetes", "maxParallel": max_parallel, **compute},
-                "storage": {"kind": "posix", "path": str(self.store)},
+                # The example inputs are a reference root: tasks may read them, never write there.
+                "storage": {"kind": "posix", "path": str(self.store), "readOnlyPaths": [str(EXAMPLE / "inputs")]},
                 "capacity": {"cores": 16, "storageTb": 1},
             },
         }

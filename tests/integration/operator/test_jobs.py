@@ -1,5 +1,6 @@
-"""A Run becomes Jobs: their shape (the bridge contract), the records written before them, the compact status,
-suspend/resume and priorities across Runs sharing a Site. Pods need no node here: nothing has to finish."""
+"""A Run becomes Jobs: their shape (the bridge contract, host directories under the Site's roots only), the
+records written before them, the compact status, suspend/resume and priorities across Runs sharing a Site.
+Pods need no node here: nothing has to finish."""
 
 from __future__ import annotations
 
@@ -67,6 +68,34 @@ def test_the_first_task_becomes_a_job_that_honours_the_bridge_contract(
     assert env["TRACEPARENT"].startswith("00-") and len(env["TRACEPARENT"]) == 55
     assert {"name": "tmp", "mountPath": "/sgs/tmp"} in container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+
+
+def host_mounts(job: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(host path, hostPath type, read-only) of every host directory the Job's container sees."""
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v["hostPath"] for v in pod["volumes"] if "hostPath" in v}
+    mounts = pod["containers"][0]["volumeMounts"]
+    found = []
+    for mount in mounts:
+        if mount["name"] in volumes:
+            host = volumes[mount["name"]]
+            assert mount["mountPath"] == host["path"]  # at its own path: argv paths need no rewriting
+            found.append((host["path"], host["type"], mount.get("readOnly", False)))
+    return found
+
+
+def test_a_job_mounts_its_inputs_read_only_and_only_its_runs_directory_read_write(
+    cluster: Cluster, example_pipeline: dict[str, Any]
+) -> None:
+    prefix = cluster.store / "campaign"
+    start_run(cluster, example_pipeline, "mounts", outputPrefix=str(prefix))
+
+    job = wait_for(lambda: next(iter(cluster.jobs("mounts")), None), "the split task's Job")
+
+    assert host_mounts(job) == [
+        (str(EXAMPLE / "inputs"), "Directory", True),  # the Site's reference root: the inputs' directory
+        (str(prefix / cluster.namespace / "mounts"), "Directory", False),  # the Run's own outputs
+    ]
 
 
 def test_the_task_is_recorded_running_and_the_status_is_compact(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_kit import Cluster, OperatorProcess, task_pipeline, wait_for
+from operator_kit import KEEP_FINISHED_JOBS, Cluster, OperatorProcess, task_pipeline, wait_for
 from sgs_bridge.launch import BridgeProcess
 
 from sgs.testing.kube import KubePart
@@ -41,6 +41,7 @@ def replica(kube: KubePart, dsn: str, workdir: Path, name: str, lease: str) -> O
         "SGS_OPERATOR_LEASE_DURATION_S": str(LEASE_S),
         "SGS_OPERATOR_LEASE_RENEW_DEADLINE_S": str(RENEW_DEADLINE_S),
         "SGS_OPERATOR_LEASE_RETRY_S": str(RETRY_S),
+        **KEEP_FINISHED_JOBS,  # who created each Job, and that none was created twice, is read from the Jobs
     }
     return OperatorProcess(kube, dsn, workdir / name, env=env)
 

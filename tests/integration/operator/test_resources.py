@@ -1,5 +1,6 @@
 """Resources decided at run time and limits enforced by the control plane, through real Jobs and the bridge:
-dynamic resources read from an upstream task's JSON output; a walltime exceeded (DeadlineExceeded)."""
+dynamic resources read from an upstream task's JSON output or by an installed function (in the sandbox); files
+the operator reads for a Run stay under its Site's roots; a walltime exceeded (DeadlineExceeded)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import json
 from typing import Any
 
 import pytest
-from operator_kit import FAST_RETRY, Cluster
+from operator_kit import EXAMPLE, FAST_RETRY, KEEP_FINISHED_JOBS, Cluster
 
 pytest_plugins = ["operator_kit"]  # the operator fixtures (a conftest here would clash with mypy)
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def operator_settings() -> dict[str, str]:
+    return KEEP_FINISHED_JOBS  # the tests read the resources of Jobs that succeeded
 
 
 def executable(name: str, resources: dict[str, Any]) -> dict[str, Any]:
@@ -23,8 +29,10 @@ def executable(name: str, resources: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def sized_pipeline(name: str, sizes: str) -> dict[str, Any]:
-    """`sizer` writes `sizes` as its output; `sized` takes its resources from that file (``dynamic``)."""
+def sized_pipeline(name: str, sizes: str, function: str | None = None, mode: str = "write") -> dict[str, Any]:
+    """`sizer` writes `sizes` as its output (``mode`` write, fits or link); `sized` takes its resources from
+    that file (``dynamic``, through ``function`` if given)."""
+    dynamic = {"input": "input"} | ({"function": function} if function else {})
     return {
         "apiVersion": "sgs.io/v1alpha1",
         "kind": "Pipeline",
@@ -32,10 +40,10 @@ def sized_pipeline(name: str, sizes: str) -> dict[str, Any]:
         "spec": {
             "executables": [
                 executable("sizer", {"cores": 1, "ram": 0.25, "walltime": 0.05}),
-                executable("sized", {"cores": 1, "ram": 0.25, "walltime": 0.05, "dynamic": {"input": "input"}}),
+                executable("sized", {"cores": 1, "ram": 0.25, "walltime": 0.05, "dynamic": dynamic}),
             ],
             "steps": [
-                {"name": "sizer", "executable": "sizer", "inputs": {"mode": {"value": f"write:{sizes}"}}},
+                {"name": "sizer", "executable": "sizer", "inputs": {"mode": {"value": f"{mode}:{sizes}"}}},
                 {
                     "name": "sized",
                     "executable": "sized",
@@ -79,6 +87,100 @@ def test_unreadable_dynamic_resources_fail_the_task_with_the_reason(served: Clus
     assert failed["task"] == "sized"
     assert "dynamic resources" in failed["message"] and "colours" in failed["message"]
     assert [j["metadata"]["labels"]["sgs.io/task"] for j in served.jobs("missized")] == ["sizer"]  # none for it
+
+
+def test_an_installed_dynamic_function_sizes_the_job_from_the_upstream_product(served: Cluster) -> None:
+    """fits-header (an entry point sgs installs) reads HIERARCH SGS cards, in the operator's sandbox."""
+    sizes = json.dumps({"cores": 2, "ram": 0.75, "walltime": 0.1})
+    served.apply(sized_pipeline("fits-sized", sizes, function="fits-header", mode="fits"))
+    served.apply(served.run("fits-sized", pipeline="fits-sized", inputs={}))
+
+    status = served.wait_phase("fits-sized", {"Succeeded", "Failed"}, timeout_s=120)
+
+    assert status["phase"] == "Succeeded", served.task_rows("fits-sized")
+    sized = container_resources(served, "fits-sized", "sized")
+    assert sized["requests"] == sized["limits"] == {"cpu": "2", "memory": "768Mi"}
+    row = next(r for r in served.task_rows("fits-sized") if r["task"] == "sized")
+    assert (row["requested"]["cores"], row["requested"]["ram"], row["requested"]["walltime"]) == (2, 0.75, 0.1)
+
+
+def test_dynamic_resources_behind_a_symlink_out_of_the_roots_are_not_read(served: Cluster) -> None:
+    served.apply(sized_pipeline("linked", "/etc/passwd", mode="link"))
+    served.apply(served.run("linked", pipeline="linked", inputs={}, retry=FAST_RETRY))
+
+    status = served.wait_phase("linked", {"Succeeded", "Failed"}, timeout_s=120)
+
+    assert status["phase"] == "Failed"
+    [failed] = status["failedTasks"]
+    assert failed["task"] == "sized"
+    assert "(resolves to /etc/passwd) is outside Site site-a's storage roots" in failed["message"]
+    assert [j["metadata"]["labels"]["sgs.io/task"] for j in served.jobs("linked")] == ["sizer"]
+
+
+def listing_pipeline(name: str, listed: list[str]) -> dict[str, Any]:
+    """`lister` writes `listed` as a list output; `reader` runs once per path in it."""
+    return {
+        "apiVersion": "sgs.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name},
+        "spec": {
+            "executables": [
+                executable("lister", {"cores": 1, "ram": 0.25, "walltime": 0.05}),
+                executable("reader", {"cores": 1, "ram": 0.25, "walltime": 0.05}),
+            ],
+            "steps": [
+                {
+                    "name": "lister",
+                    "executable": "lister",
+                    "inputs": {"mode": {"value": f"write:{json.dumps(listed)}"}},
+                },
+                {
+                    "name": "each",
+                    "map": {
+                        "over": "item",
+                        "params": ["item"],
+                        "outputs": [{"name": "out", "from": {"step": "each.reader", "output": "out"}}],
+                    },
+                    "inputs": {"item": {"step": "lister", "output": "out"}},
+                },
+                {
+                    "name": "each.reader",
+                    "executable": "reader",
+                    "scope": "each",
+                    "inputs": {"mode": {"value": "ok"}, "input": {"input": "item"}},
+                },
+            ],
+        },
+    }
+
+
+def test_a_list_output_naming_a_path_outside_the_roots_fails_the_task_that_wrote_it(served: Cluster) -> None:
+    served.apply(listing_pipeline("leaky", ["/etc/hostname"]))
+    served.apply(served.run("leaky", pipeline="leaky", inputs={}, retry=FAST_RETRY))
+
+    status = served.wait_phase("leaky", {"Succeeded", "Failed"}, timeout_s=120)
+
+    assert status["phase"] == "Failed"
+    [failed] = status["failedTasks"]
+    assert (failed["task"], failed["reason"]) == ("lister", "Error")
+    assert "list output out[0]: /etc/hostname is outside Site site-a's storage roots" in failed["message"]
+    assert {j["metadata"]["labels"]["sgs.io/task"] for j in served.jobs("leaky")} == {"lister"}
+
+
+def test_a_list_output_naming_reference_files_mounts_their_directory_read_only(served: Cluster) -> None:
+    served.apply(listing_pipeline("refs", [str(EXAMPLE / "inputs" / "images.json")]))
+    served.apply(served.run("refs", pipeline="refs", inputs={}))
+
+    status = served.wait_phase("refs", {"Succeeded", "Failed"}, timeout_s=120)
+
+    assert status["phase"] == "Succeeded", served.task_rows("refs")
+    reader = next(j for j in served.jobs("refs") if j["metadata"]["labels"]["sgs.io/task"].startswith("each"))
+    pod = reader["spec"]["template"]["spec"]
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    seen = {
+        host[m["name"]]: m.get("readOnly", False) for m in pod["containers"][0]["volumeMounts"] if m["name"] in host
+    }
+    assert seen == {str(EXAMPLE / "inputs"): True, str(served.store / served.namespace / "refs"): False}
 
 
 def test_a_task_past_its_walltime_fails_with_deadline_exceeded_and_is_retried(served: Cluster) -> None:

@@ -9,10 +9,15 @@ from typing import Any
 
 import httpx
 import pytest
-from operator_kit import FAST_RETRY, Cluster, OperatorProcess, task_pipeline, wait_for
+from operator_kit import FAST_RETRY, KEEP_FINISHED_JOBS, Cluster, OperatorProcess, task_pipeline, wait_for
 
 pytest_plugins = ["operator_kit"]  # the operator fixtures (a conftest here would clash with mypy)
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def operator_settings() -> dict[str, str]:
+    return KEEP_FINISHED_JOBS  # the tests count and read the Jobs of finished Runs
 
 
 def test_the_site_reports_its_bridge_node_and_storage(served: Cluster) -> None:

@@ -92,3 +92,10 @@ def test_the_root_itself_may_be_a_link(tmp_path: Path) -> None:
     store.put_bytes("a/b", b"x")
     assert (real / "a" / "b").read_bytes() == b"x"
     assert store.key_of(store.uri("a/b")) == "a/b"
+
+
+def test_a_long_non_ascii_name_gets_a_temporary_name_within_the_byte_limit(tmp_path: Path) -> None:
+    store = PosixStore("site-a", tmp_path / "store")
+    key = "raw/" + "é" * 120  # 240 bytes: with the temporary prefix it would pass 255
+    store.put_bytes(key, b"x")
+    assert [o.key for o in store.list()] == [key]
