@@ -103,7 +103,7 @@ def test_a_failed_task_is_retried_from_the_page_and_runs_again(served: Cluster, 
     expect(page.locator("#events-table")).to_contain_text("ConsoleRetryFailed")
     expect(page.locator("#events-table")).to_contain_text("alice")
     alice.shot("retry-failed-after")
-    page.locator('#task-table a', has_text="b").first.click()
+    page.locator('#task-table tr[data-task="b"] td a').first.click()
     expect(page.locator("#attempts tbody tr")).to_have_count(2)
     page.locator("[data-log]").first.click()  # attempt 0's log, through the API server and the bridge
     expect(page.locator("#log-text")).to_contain_text("is missing", timeout=30_000)
