@@ -189,9 +189,9 @@ def _box(
                 )
                 offset += w
         summary = " · ".join(f"{counts[s]} {s.lower()}" for s in STATE_COLOURS if counts.get(s))
-        body.append(
-            f'<text class="counts" x="{x + 8}" y="{y + 52}">{escape(_clip(f"{total} tasks: {summary}", 40))}</text>'
-        )
+        full = f"{total} tasks: {summary}"
+        line = f"{escape(_clip(full, 40))}<title>{escape(full)}</title>"
+        body.append(f'<text class="counts" x="{x + 8}" y="{y + 52}">{line}</text>')
     else:
         detail = (resources or {}).get(node.executable, node.executable)
         body.append(f'<text class="counts" x="{x + 8}" y="{y + 40}">{escape(_clip(detail, 38))}</text>')
