@@ -106,7 +106,9 @@ def console_url(
         yield service.url
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread while it is open,
+# and the async tests that run after this module need the thread's loop free.
+@pytest.fixture(scope="module")
 def playwright_session() -> Iterator[Playwright]:
     if not CHROMIUM.is_file():
         pytest.fail(f"{CHROMIUM} is missing: tools/ci-setup.sh installs Debian's chromium (apt-get install chromium)")
@@ -114,7 +116,7 @@ def playwright_session() -> Iterator[Playwright]:
         yield playwright
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_session: Playwright) -> Iterator[Browser]:
     chromium = playwright_session.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     yield chromium
