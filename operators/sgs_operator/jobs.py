@@ -16,6 +16,7 @@ from typing import Any
 from sgs.model.base import API_VERSION
 from sgs.model.pipeline import Resources
 from sgs.naming import object_name
+from sgs.telemetry.ids import task_traceparent
 from sgs_operator.naming import (
     ANNOTATION_TASK_ID,
     LABEL_ATTEMPT,
@@ -25,7 +26,6 @@ from sgs_operator.naming import (
     MANAGED_BY,
     label_value,
     priority_class_name,
-    trace_parent,
 )
 
 VK_TOLERATION = "virtual-kubelet.io/provider"
@@ -121,7 +121,7 @@ def _pod_spec(run: RunRef, site: SitePlacement, task: TaskAttempt, tmpdir_mount:
         **task.env,
         "TMPDIR": tmpdir_mount,
         "OMP_NUM_THREADS": str(task.resources.cores),
-        "TRACEPARENT": trace_parent(run.uid, task.tid, task.attempt),
+        "TRACEPARENT": task_traceparent(run.uid, task.tid, task.attempt),
     }
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": tmpdir_mount}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": _empty_dir(task.resources)}]

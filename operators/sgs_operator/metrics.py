@@ -13,7 +13,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 from sgs.model.pipeline import Resources
 
 RATIO_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 4.0)
-MB_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 64000)
+BYTE_BUCKETS = tuple(mib * 2**20 for mib in (1, 10, 50, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 64000))
 
 JOBS_CREATED = Counter("sgs_operator_jobs_created_total", "Jobs created by the operator", ["site"])
 TASKS_FINISHED = Counter(
@@ -28,9 +28,9 @@ CPU_EFFICIENCY = Histogram(
 MEMORY_USED_RATIO = Histogram(
     "sgs_task_memory_used_ratio", "Peak RSS / memory requested", ["executable"], buckets=RATIO_BUCKETS
 )
-MAX_RSS = Histogram("sgs_task_max_rss_megabytes", "Peak RSS of a task attempt", ["executable"], buckets=MB_BUCKETS)
-IO_MB = Histogram(
-    "sgs_task_io_megabytes", "Bytes read or written by a task attempt", ["executable", "direction"], buckets=MB_BUCKETS
+MAX_RSS = Histogram("sgs_task_max_rss_bytes", "Peak RSS of a task attempt", ["executable"], buckets=BYTE_BUCKETS)
+IO_BYTES = Histogram(
+    "sgs_task_io_bytes", "Bytes read or written by a task attempt", ["executable", "direction"], buckets=BYTE_BUCKETS
 )
 WALL = Histogram(
     "sgs_task_wall_seconds",
@@ -64,7 +64,7 @@ def observe_attempt(executable: str, outcome: str, usage: dict[str, Any] | None,
     summary = profile_summary(usage, requested)
     CPU_EFFICIENCY.labels(executable).observe(summary["cpu_efficiency"])
     MEMORY_USED_RATIO.labels(executable).observe(summary["memory_used_ratio"])
-    MAX_RSS.labels(executable).observe(float(usage.get("max_rss_mb") or 0.0))
-    IO_MB.labels(executable, "read").observe(float(usage.get("read_mb") or 0.0))
-    IO_MB.labels(executable, "write").observe(float(usage.get("write_mb") or 0.0))
+    MAX_RSS.labels(executable).observe(float(usage.get("max_rss_mb") or 0.0) * 2**20)
+    IO_BYTES.labels(executable, "read").observe(float(usage.get("read_mb") or 0.0) * 2**20)
+    IO_BYTES.labels(executable, "write").observe(float(usage.get("write_mb") or 0.0) * 2**20)
     WALL.labels(executable).observe(float(usage.get("wall_s") or 0.0))

@@ -1,8 +1,6 @@
-"""Label values, PriorityClass names and trace ids: all derived, never stored, so a restart agrees."""
+"""Label values and PriorityClass names: derived, never stored, so a restart agrees (trace ids: sgs.telemetry.ids)."""
 
 from __future__ import annotations
-
-import hashlib
 
 from sgs.naming import dns_label, short_hash
 
@@ -28,10 +26,3 @@ def label_value(text: str) -> str:
 def priority_class_name(priority: int) -> str:
     sign = "m" if priority < 0 else ""
     return f"sgs-priority-{sign}{abs(priority)}"
-
-
-def trace_parent(run_uid: str, tid: str, attempt: int) -> str:
-    """W3C traceparent: one trace per Run, one span per task attempt."""
-    trace_id = hashlib.sha256(run_uid.encode()).hexdigest()[:32]
-    span_id = hashlib.sha256(f"{run_uid}/{tid}/{attempt}".encode()).hexdigest()[:16]
-    return f"00-{trace_id}-{span_id}-01"
