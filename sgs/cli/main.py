@@ -46,6 +46,9 @@ def _register_subcommands() -> None:
     from sgs.cli.storage import app as storage_app
 
     app.add_typer(storage_app, name="storage")
+    from sgs.cli.console import console_command
+
+    app.command("console")(console_command)
 
 
 _register_subcommands()

@@ -61,6 +61,7 @@ class KubeClient:
         user_agent: str = "sgs",
         field_manager: str | None = None,
         static_auth: Mapping[str, str] | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.config = config
         self.server = config.server.rstrip("/")
@@ -68,9 +69,10 @@ class KubeClient:
         self.write_guard: Callable[[], None] | None = None
         self._base_headers = {"Accept": JSON_TYPE, "User-Agent": user_agent}
         self._static_auth = dict(static_auth) if static_auth is not None else None
-        connector = aiohttp.TCPConnector(limit=pool_size, ssl=ssl_context(config))
-        # trust_env off: a session that trusts the environment reads ~/.netrc and the proxy variables per request.
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        # A shared session (one pool for many callers' tokens, as the console's per-person clients) is not closed
+        # by close(): its owner closes it.
+        self._owns_session = session is None
+        self._session = session if session is not None else new_session(config, pool_size)
         self._timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
         self._options: dict[str, Any] = {}
         if config.tls_server_name:
@@ -89,7 +91,8 @@ class KubeClient:
         return cls(config, static_auth=static, **options)
 
     async def close(self) -> None:
-        await self._session.close()
+        if self._owns_session:
+            await self._session.close()
 
     # --- JSON requests -------------------------------------------------------------------------------
 
@@ -103,6 +106,11 @@ class KubeClient:
             if error.status == NOT_FOUND:
                 return None
             raise
+
+    async def read_text(self, path: str, params: Mapping[str, str] | None = None) -> str:
+        """A GET whose answer is text, not JSON (a pod's log)."""
+        async with self._respond("GET", path, params=params, content_type="text/plain") as response:
+            return (await response.read()).decode(errors="replace")
 
     async def create(self, path: str, body: JSON | bytes) -> JSON:
         return await self.request("POST", path, body=body)
@@ -184,6 +192,13 @@ class KubeClient:
         if self._static_auth is not None:
             return self._static_auth
         return await self.config.auth_headers()
+
+
+def new_session(config: ClusterConfig, pool_size: int = 32) -> aiohttp.ClientSession:
+    """A connection pool to ``config``'s API server with its TLS settings (CA, client certificate)."""
+    connector = aiohttp.TCPConnector(limit=pool_size, ssl=ssl_context(config))
+    # trust_env off: a session that trusts the environment reads ~/.netrc and the proxy variables per request.
+    return aiohttp.ClientSession(connector=connector, trust_env=False)
 
 
 def ssl_context(config: ClusterConfig) -> ssl.SSLContext | bool:
