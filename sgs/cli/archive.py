@@ -47,8 +47,14 @@ CaBundleOption = Annotated[
 
 @contextmanager
 def _client(url: str, token: str | None, ca_bundle: Path | None = None) -> Iterator[httpx.Client]:
-    """A client for the archive; a connection or TLS failure ends the command with its reason, not a traceback."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    """A client for the archive; a connection or TLS failure ends the command with its reason, not a traceback.
+
+    Run inside a task (``TRACEPARENT`` set by its Job), its requests join the task's trace."""
+    from sgs.telemetry.context import headers_from_env
+
+    headers = headers_from_env()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=120, verify=verify) as client:

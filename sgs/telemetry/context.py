@@ -81,3 +81,10 @@ def run_context(run_uid: str) -> Context:
 def task_context(run_uid: str, tid: str, attempt: int) -> Context:
     """Under one task attempt's span: what the task does (archive registrations, stage-in) goes here."""
     return remote_parent(run_trace_id(run_uid), task_span_id(run_uid, tid, attempt))
+
+
+def headers_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``traceparent`` headers for a request made by a process started in a trace (a task calling the archive):
+    the server's span joins the task's, even where this process records no span of its own."""
+    found = from_env(environ)
+    return dict(inject({}, found)) if found is not None else {}

@@ -11,7 +11,7 @@ import contextvars
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 log = logging.getLogger(__name__)
 SCOPE = "sgs"
@@ -115,7 +116,11 @@ def remote_parent(trace_id: int, span_id: int) -> Context:
 
 
 def configure(
-    service: str, settings: TracingSettings | None = None, *, exporter: SpanExporter | None = None, **resource: str
+    service: str,
+    settings: TracingSettings | None = None,
+    *,
+    resource: Mapping[str, str] | None = None,
+    exporter: SpanExporter | None = None,
 ) -> Tracing:
     """The component's Tracing: spans batched to the OTLP/HTTP endpoint of ``settings`` (or to ``exporter``:
     the unit tests' in-memory one); off when neither is given."""
@@ -124,7 +129,7 @@ def configure(
         return Tracing(service, settings)
     if exporter is None:
         exporter = _otlp_exporter(settings)
-    return Tracing(service, settings, _provider(service, settings, exporter, resource))
+    return Tracing(service, settings, _provider(service, settings, exporter, resource or {}))
 
 
 def _otlp_exporter(settings: TracingSettings) -> SpanExporter:
@@ -150,7 +155,7 @@ def _provider(
     # component with the same share keeps the same Runs, and the Job spec needs no sampling decision.
     sampler = ParentBased(root=ratio, remote_parent_sampled=ratio, remote_parent_not_sampled=ALWAYS_OFF)
     provider = TracerProvider(
-        sampler=sampler,
+        sampler=_no_stray_clients(sampler),
         resource=Resource.create({"service.name": service, **resource}),
         id_generator=_chosen_id_generator(),
     )
@@ -164,6 +169,34 @@ def _provider(
     provider.add_span_processor(processor)
     log.info("tracing: %s exports to %s (sampling %.3g)", service, settings.endpoint, settings.sampling)
     return provider
+
+
+def _no_stray_clients(inner: Sampler) -> Sampler:
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class NoStrayClients(Sampler):
+        """A client call (SQL statement, HTTP request) made outside any traced work starts no trace: the outbox
+        relay's and the workers' polling would otherwise make one trace per poll."""
+
+        def should_sample(
+            self,
+            parent_context: Context | None,
+            trace_id: int,
+            name: str,
+            kind: SpanKind | None = None,
+            attributes: Any = None,
+            links: Any = None,
+            trace_state: Any = None,
+        ) -> SamplingResult:
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if kind is SpanKind.CLIENT and not parent.is_valid:
+                return SamplingResult(Decision.DROP)
+            return inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+        def get_description(self) -> str:
+            return f"NoStrayClients{{{inner.get_description()}}}"
+
+    return NoStrayClients()
 
 
 def _chosen_id_generator() -> IdGenerator:

@@ -263,3 +263,15 @@ def test_a_registry_is_checked_family_by_family() -> None:
         "sgs_x_queue_megabytes: label 'task' is unbounded (one series per object)",
     ]
     assert {"sgs_x_jobs_created_total", "sgs_x_wall_seconds_bucket"} <= metrics.exported_names(registry)
+
+
+def test_client_calls_outside_traced_work_start_no_trace() -> None:
+    tracing, exporter = traced()
+    with tracing.tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT):  # a poll, in no trace
+        pass
+    with (
+        tracing.tracer.start_as_current_span("POST /datasets/ingest", kind=SpanKind.SERVER),
+        tracing.tracer.start_as_current_span("INSERT", kind=SpanKind.CLIENT),
+    ):
+        pass
+    assert [span.name for span in finished(tracing, exporter)] == ["INSERT", "POST /datasets/ingest"]

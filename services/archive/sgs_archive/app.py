@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 
 from sgs.runtime import quieten_gc
 from sgs.service.http import RequestMetricsMiddleware, install_error_handlers, stop_within
+from sgs.telemetry import Tracing, TracingSettings, configure
+from sgs.telemetry.instrument import instrument_app
 from sgs_archive.api import admin, collections, dataset_types, datasets, dimensions, health, replicas
 from sgs_archive.api.datasets import ValidationFailedError
 from sgs_archive.auth import hash_token
@@ -35,10 +37,12 @@ API_VERSION = "1.0.0"
 SHUTDOWN_GRACE_S = 5.0
 
 
-def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
+def create_app(settings: ArchiveSettings | None = None, tracing: Tracing | None = None) -> FastAPI:
+    """The archive; ``tracing`` defaults to the environment's (``SGS_TRACING_*``: off unless an endpoint is set)."""
     settings = settings or ArchiveSettings()
     universe = load_universe(settings.universe_path)
     metrics = ArchiveMetrics()
+    tracing = tracing or configure("sgs-archive", TracingSettings(), resource={"service.instance.id": settings.source})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,7 +51,7 @@ def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
             applied = await asyncio.to_thread(migrate, settings.dsn, universe)
             if applied:
                 log.info("archive schema: applied %s", ", ".join(applied))
-        pool = create_pool(settings.dsn, universe, settings.pool_min_size, settings.pool_max_size)
+        pool = create_pool(settings.dsn, universe, settings.pool_min_size, settings.pool_max_size, tracing)
         await pool.open(wait=True)
         admin_hash = hash_token(settings.admin_token.get_secret_value()) if settings.admin_token else None
         state = ArchiveState(settings, universe, pool, TypeCatalog(universe), metrics, admin_hash)
@@ -63,6 +67,8 @@ def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
                 published=metrics.outbox_published,
                 duplicates=metrics.outbox_duplicates,
                 pending=metrics.outbox_pending,
+                oldest=metrics.outbox_oldest,
+                tracing=tracing,
             )
             relay_task = asyncio.create_task(state.relay.run(), name="outbox-relay")
         app.state.archive = state
@@ -72,6 +78,7 @@ def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
             if relay_task is not None:
                 await stop_within(relay_task, SHUTDOWN_GRACE_S)
             await pool.close(timeout=SHUTDOWN_GRACE_S)
+            tracing.flush()
 
     app = FastAPI(
         title="sgs archive",
@@ -84,6 +91,7 @@ def create_app(settings: ArchiveSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     _install_validation_failed_handler(app)
     app.add_middleware(RequestMetricsMiddleware, histogram=metrics.requests)
+    instrument_app(app, tracing)
     _publish_ingest_schema(app)
     return app
 

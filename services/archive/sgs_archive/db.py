@@ -9,6 +9,8 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from sgs.model.dataset import DimensionKeyType, DimensionUniverse
+from sgs.telemetry import Tracing
+from sgs.telemetry.instrument import instrument_connection
 
 Conn = AsyncConnection[DictRow]
 Pool = AsyncConnectionPool[Conn]
@@ -44,18 +46,21 @@ def staging_ddl(universe: DimensionUniverse) -> list[sql.SQL | sql.Composed]:
     ]
 
 
-def _configure(universe: DimensionUniverse) -> Callable[[Conn], Awaitable[None]]:
+def _configure(universe: DimensionUniverse, tracing: Tracing) -> Callable[[Conn], Awaitable[None]]:
     ddl = staging_ddl(universe)
 
     async def configure(conn: Conn) -> None:
         async with conn.transaction():
             for statement in ddl:
                 await conn.execute(statement)
+        instrument_connection(conn, tracing)  # after the set-up DDL, which belongs to no request
 
     return configure
 
 
-def create_pool(dsn: str, universe: DimensionUniverse, min_size: int, max_size: int) -> Pool:
+def create_pool(
+    dsn: str, universe: DimensionUniverse, min_size: int, max_size: int, tracing: Tracing | None = None
+) -> Pool:
     """A closed pool (open it with ``await pool.open(wait=True)``) of dict-row connections."""
     return AsyncConnectionPool(
         dsn,
@@ -64,6 +69,6 @@ def create_pool(dsn: str, universe: DimensionUniverse, min_size: int, max_size: 
         min_size=min_size,
         max_size=max(min_size, max_size),
         open=False,
-        configure=_configure(universe),
+        configure=_configure(universe, tracing or Tracing.off()),
         name="sgs-archive",
     )

@@ -33,3 +33,8 @@ class ArchiveMetrics:
         self.outbox_pending = Gauge(
             "sgs_archive_outbox_pending", "Events committed but not yet relayed.", registry=self.registry
         )
+        self.outbox_oldest = Gauge(
+            "sgs_archive_outbox_oldest_pending_age_seconds",
+            "Age of the oldest event not yet relayed (0 when none is waiting).",
+            registry=self.registry,
+        )

@@ -20,21 +20,24 @@ from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge
 
 from sgs.events import MSG_ID_HEADER, STREAM, STREAM_SUBJECTS, Event
+from sgs.telemetry import Tracing
+from sgs.telemetry.context import current_traceparent, traceparent_context
+from sgs.telemetry.messaging import publishing
 from sgs_archive.db import Conn, Pool
 
 log = logging.getLogger(__name__)
 CRASH_EXIT_CODE = 17
 
 
-OutboxRow = tuple[uuid.UUID, str, str]
-"""(msg_id, subject, JSON payload) of one event."""
+OutboxRow = tuple[uuid.UUID, str, str, str | None]
+"""(msg_id, subject, JSON payload, traceparent of the request that wrote it) of one event."""
 
 
 CLOSE_GRACE_S = 3.0
 
 
 def outbox_row(subject: str, event: Event) -> OutboxRow:
-    return (event.event_id, subject, event.model_dump_json())
+    return (event.event_id, subject, event.model_dump_json(), current_traceparent())
 
 
 async def enqueue(conn: Conn, rows: Sequence[OutboxRow]) -> None:
@@ -42,7 +45,9 @@ async def enqueue(conn: Conn, rows: Sequence[OutboxRow]) -> None:
     if not rows:
         return
     async with conn.cursor() as cursor:
-        await cursor.executemany("INSERT INTO outbox (msg_id, subject, payload) VALUES (%s, %s, %s::json)", list(rows))
+        await cursor.executemany(
+            "INSERT INTO outbox (msg_id, subject, payload, traceparent) VALUES (%s, %s, %s::json, %s)", list(rows)
+        )
 
 
 class OutboxRelay:
@@ -60,6 +65,8 @@ class OutboxRelay:
         published: Counter,
         duplicates: Counter,
         pending: Gauge,
+        oldest: Gauge,
+        tracing: Tracing,
     ) -> None:
         self.pool = pool
         self.nats_url = nats_url
@@ -70,6 +77,8 @@ class OutboxRelay:
         self.published = published
         self.duplicates = duplicates
         self.pending = pending
+        self.oldest = oldest
+        self.tracing = tracing
         self.connected = False
         self._wake = asyncio.Event()
 
@@ -112,15 +121,15 @@ class OutboxRelay:
     async def publish_pending(self, js: JetStreamContext) -> int:
         async with self.pool.connection() as conn:
             cursor = await conn.execute(
-                """SELECT id, msg_id, subject, payload::text AS payload FROM outbox
+                """SELECT id, msg_id, subject, payload::text AS payload, traceparent FROM outbox
                    WHERE published_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
                 (self.batch,),
             )
             rows = await cursor.fetchall()
             for row in rows:
-                ack = await js.publish(
-                    str(row["subject"]), str(row["payload"]).encode(), headers={MSG_ID_HEADER: str(row["msg_id"])}
-                )
+                headers = {MSG_ID_HEADER: str(row["msg_id"])}
+                with publishing(self.tracing, row["subject"], headers, traceparent_context(row["traceparent"])):
+                    ack = await js.publish(str(row["subject"]), str(row["payload"]).encode(), headers=headers)
                 if ack.duplicate:
                     self.duplicates.inc()
                     log.info("outbox relay: %s was already published (dropped as duplicate)", row["msg_id"])
@@ -132,8 +141,14 @@ class OutboxRelay:
                     "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", ([row["id"] for row in rows],)
                 )
                 self.published.inc(len(rows))
-            count = await (await conn.execute("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")).fetchone()
-            self.pending.set(int(count["n"]) if count else 0)
+            backlog = await (
+                await conn.execute(
+                    """SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
+                       FROM outbox WHERE published_at IS NULL"""
+                )
+            ).fetchone()
+            self.pending.set(int(backlog["n"]) if backlog else 0)
+            self.oldest.set(float(backlog["age"]) if backlog else 0.0)
         return len(rows)
 
 

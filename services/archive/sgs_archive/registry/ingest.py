@@ -28,6 +28,7 @@ from sgs.model.dataset import (
     dataset_uuid,
 )
 from sgs.model.replica import ReplicaRecord
+from sgs.telemetry.context import current_traceparent
 from sgs_archive.auth import Principal
 from sgs_archive.db import Conn
 from sgs_archive.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
@@ -400,6 +401,7 @@ def _events(
         if d.id in new_ids
     ]
     occurred_at = datetime.now(UTC).isoformat()
+    traceparent = current_traceparent()
     rows: list[OutboxRow] = []
     for start in range(0, len(registered), MAX_DATASETS_PER_EVENT):
         event_id = uuid.uuid4()
@@ -409,7 +411,7 @@ def _events(
             "source": source,
             "datasets": registered[start : start + MAX_DATASETS_PER_EVENT],
         }
-        rows.append((event_id, DATASET_REGISTERED, pydantic_core.to_json(payload).decode()))
+        rows.append((event_id, DATASET_REGISTERED, pydantic_core.to_json(payload).decode(), traceparent))
     type_of = {d.id: d.stored.type.name for d in datasets}
     rows.extend(
         outbox_row(
