@@ -62,7 +62,12 @@ def env_of(context: Context | None = None) -> dict[str, str]:
 
 def current_traceparent() -> str | None:
     """The current span as a traceparent (to store beside work done later, e.g. an outbox row), if any."""
-    context = trace.get_current_span().get_span_context()
+    return traceparent_of(trace.get_current_span())
+
+
+def traceparent_of(span: trace.Span) -> str | None:
+    """A (possibly non-current) span as a traceparent, to hand its context to later work."""
+    context = span.get_span_context()
     if not context.is_valid:
         return None
     return format_traceparent(context.trace_id, context.span_id, int(context.trace_flags))

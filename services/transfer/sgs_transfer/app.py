@@ -16,6 +16,8 @@ from fastapi import FastAPI
 
 from sgs.service.http import RequestMetricsMiddleware, install_error_handlers, stop_within
 from sgs.service.tokens import hash_token
+from sgs.telemetry import Tracing, TracingSettings, configure
+from sgs.telemetry.instrument import instrument_app
 from sgs_transfer.api import health, rules, tokens, transfers
 from sgs_transfer.api import sites as sites_api
 from sgs_transfer.archive_client import ArchiveClient
@@ -52,9 +54,15 @@ def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[N
     return asyncio.create_task(loop(), name=name)
 
 
-def create_app(settings: TransferSettings | None = None, sites: SiteBook | None = None) -> FastAPI:
+def create_app(
+    settings: TransferSettings | None = None, sites: SiteBook | None = None, tracing: Tracing | None = None
+) -> FastAPI:
+    """The service; ``tracing`` defaults to the environment's (``SGS_TRACING_*``: off unless an endpoint is set)."""
     settings = settings or TransferSettings()
     metrics = TransferMetrics()
+    tracing = tracing or configure(
+        "sgs-transfer", TracingSettings(), resource={"service.instance.id": settings.namespace}
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,14 +70,23 @@ def create_app(settings: TransferSettings | None = None, sites: SiteBook | None 
             applied = await asyncio.to_thread(migrate, settings.dsn, settings.db_schema)
             if applied:
                 log.info("transfer schema: applied %s", ", ".join(applied))
-        pool = create_pool(settings.dsn, settings.db_schema, settings.pool_min_size, settings.pool_max_size)
+        pool = create_pool(
+            settings.dsn, settings.db_schema, settings.pool_min_size, settings.pool_max_size, tracing=tracing
+        )
         await pool.open(wait=True)
-        archive = ArchiveClient(settings.archive_timeout_s)
+        archive = ArchiveClient(settings.archive_timeout_s, tracing)
         token = settings.archive_token.get_secret_value() if settings.archive_token else None
         admin_hash = hash_token(settings.admin_token.get_secret_value()) if settings.admin_token else None
         book = sites if sites is not None else await asyncio.to_thread(load_site_book, settings)
         state = TransferState(
-            settings, pool, book, archive, UniverseCache(archive, settings.archive_url, token), metrics, admin_hash
+            settings,
+            pool,
+            book,
+            archive,
+            UniverseCache(archive, settings.archive_url, token),
+            metrics,
+            admin_hash,
+            tracing,
         )
         app.state.transfer = state
         tasks: list[asyncio.Task[None]] = []
@@ -95,7 +112,7 @@ def create_app(settings: TransferSettings | None = None, sites: SiteBook | None 
                 if settings.embedded_worker:
                     from sgs_transfer.worker import Worker
 
-                    state.worker = Worker(settings, pool, book, archive, queue, metrics)
+                    state.worker = Worker(settings, pool, book, archive, queue, metrics, tracing)
                     tasks.append(_supervised("worker", state.worker.run))
             yield
         finally:
@@ -109,6 +126,7 @@ def create_app(settings: TransferSettings | None = None, sites: SiteBook | None 
                 await asyncio.wait({closing}, timeout=SHUTDOWN_GRACE_S)
             await archive.close()
             await pool.close(timeout=SHUTDOWN_GRACE_S)
+            tracing.flush()
 
     app = FastAPI(
         title="sgs transfer",
@@ -120,4 +138,5 @@ def create_app(settings: TransferSettings | None = None, sites: SiteBook | None 
         app.include_router(router.router)
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, histogram=metrics.requests)
+    instrument_app(app, tracing)
     return app

@@ -12,6 +12,8 @@ import httpx
 
 from sgs.model.dataset import DimensionUniverse
 from sgs.model.replica import ReplicaState
+from sgs.telemetry import Tracing
+from sgs.telemetry.instrument import instrument_client
 
 PAGE = 10_000
 
@@ -63,8 +65,9 @@ def _detail(response: httpx.Response) -> str:
 class ArchiveClient:
     """One connection pool for every archive this service talks to."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, tracing: Tracing | None = None) -> None:
         self._client = httpx.AsyncClient(timeout=timeout_s, trust_env=False)
+        instrument_client(self._client, tracing or Tracing.off())  # a registration joins the copy's trace
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -7,6 +7,8 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from sgs.service.migrations import apply_migrations, packaged_migrations
+from sgs.telemetry import Tracing
+from sgs.telemetry.instrument import instrument_connection
 
 Conn = AsyncConnection[DictRow]
 Pool = AsyncConnectionPool[Conn]
@@ -19,8 +21,15 @@ def migrate(dsn: str, schema: str) -> list[str]:
     return apply_migrations(dsn, packaged_migrations("sgs_transfer"), MIGRATION_LOCK_ID, schema=schema)
 
 
-def create_pool(dsn: str, schema: str, min_size: int, max_size: int, name: str = "sgs-transfer") -> Pool:
+def create_pool(
+    dsn: str, schema: str, min_size: int, max_size: int, name: str = "sgs-transfer", tracing: Tracing | None = None
+) -> Pool:
     """A closed pool (open it with ``await pool.open(wait=True)``) whose connections see ``schema`` first."""
+    traced = tracing or Tracing.off()
+
+    async def configure(conn: Conn) -> None:
+        instrument_connection(conn, traced)
+
     return AsyncConnectionPool(
         dsn,
         connection_class=AsyncConnection[DictRow],
@@ -29,4 +38,5 @@ def create_pool(dsn: str, schema: str, min_size: int, max_size: int, name: str =
         max_size=max(min_size, max_size),
         open=False,
         name=name,
+        configure=configure,
     )

@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Request
 
 from sgs.service.errors import UnauthorizedError
 from sgs.service.tokens import parse_bearer
+from sgs.telemetry import Tracing
 from sgs_transfer.archive_client import ArchiveClient
 from sgs_transfer.auth import Principal, authenticate
 from sgs_transfer.db import Conn, Pool
@@ -33,6 +34,7 @@ class TransferState:
     universe: UniverseCache
     metrics: TransferMetrics
     admin_hash: str | None
+    tracing: Tracing = field(default_factory=Tracing.off)
     evaluator: Evaluator | None = None
     worker: Worker | None = None
     background: list[str] = field(default_factory=list)

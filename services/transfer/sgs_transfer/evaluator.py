@@ -18,7 +18,7 @@ import fnmatch
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +27,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from sgs.events import DATASET_REGISTERED, REPLICA_ANY, STREAM, DatasetRegistered, ReplicaStateChanged
@@ -35,6 +36,8 @@ from sgs.expression.sites import SiteNode
 from sgs.model.dataset import DimensionUniverse
 from sgs.replication.placement import choose_destinations
 from sgs.replication.rules import CompiledSelector, Grouping, glob_prefix, is_glob
+from sgs.telemetry.context import traceparent_of
+from sgs.telemetry.messaging import consuming_batch
 from sgs_transfer.db import Conn
 from sgs_transfer.deps import TransferState
 from sgs_transfer.queue import QueuedTransfer, TransferQueue
@@ -226,15 +229,22 @@ class Evaluator:
         await plan.write(conn, decisions.locks, decisions.transfers)
         return decisions
 
-    async def publish_open(self, dataset_ids: Sequence[uuid.UUID]) -> int:
-        """Publish the batch's transfers the queue was not told about yet, then stamp them."""
+    async def publish_open(
+        self, dataset_ids: Sequence[uuid.UUID], traces: Mapping[uuid.UUID, str | None] | None = None
+    ) -> int:
+        """Publish the batch's transfers the queue was not told about yet, then stamp them (``traces``: the
+        traceparent of the event each dataset came in, carried on to the copy)."""
+        traces = traces or {}
         async with self.state.pool.connection() as conn:
             cursor = await conn.execute(
-                """SELECT id, generation, destination FROM transfer
+                """SELECT id, generation, destination, dataset_id FROM transfer
                     WHERE dataset_id = ANY(%s) AND published_gen < generation AND state IN ('QUEUED', 'STUCK')""",
                 (list(dataset_ids),),
             )
-            items = [QueuedTransfer(r["id"], r["generation"], r["destination"]) for r in await cursor.fetchall()]
+            items = [
+                QueuedTransfer(r["id"], r["generation"], r["destination"], traces.get(r["dataset_id"]))
+                for r in await cursor.fetchall()
+            ]
         await self.publish(items)
         return len(items)
 
@@ -302,14 +312,22 @@ class Evaluator:
                 self.schedule(rule.id)
 
     async def handle(self, messages: Sequence[Msg]) -> None:
+        with consuming_batch(self.state.tracing, messages, "evaluate") as spans:
+            await self._handle(messages, spans)
+
+    async def _handle(self, messages: Sequence[Msg], spans: Sequence[Span]) -> None:
         datasets: dict[uuid.UUID, DatasetFacts] = {}
+        traces: dict[uuid.UUID, str | None] = {}
         changes: list[ReplicaStateChanged] = []
-        for message in messages:
+        for message, span in zip(messages, spans, strict=True):
             self.state.metrics.events.labels(message.subject).inc()
+            if _redelivered(message):
+                self.state.metrics.redelivered.labels(message.subject).inc()
             try:
                 if message.subject == DATASET_REGISTERED:
                     for facts in facts_from_event(DatasetRegistered.model_validate_json(message.data)):
                         datasets[facts.id] = facts
+                        traces[facts.id] = traceparent_of(span)
                 else:
                     changes.append(ReplicaStateChanged.model_validate_json(message.data))
             except ValidationError as error:  # a message no version of this code can read: keep it out of the way
@@ -321,7 +339,7 @@ class Evaluator:
         async with self.state.pool.connection() as conn:
             await self.evaluate(conn, list(datasets.values()), rules)
         await self.publish(requeued)
-        await self.publish_open(list(datasets))
+        await self.publish_open(list(datasets), traces)
         for message in messages:
             await message.ack()
 
@@ -463,3 +481,10 @@ class Evaluator:
             listed = await self.state.archive.collections(url, token, glob_prefix(pattern))
             names.update(c["name"] for c in listed if c["type"] == "RUN" and fnmatch.fnmatchcase(c["name"], pattern))
         return sorted(names) or None
+
+
+def _redelivered(message: Msg) -> bool:
+    try:
+        return int(message.metadata.num_delivered) > 1
+    except Exception:  # a core NATS message has no JetStream metadata
+        return False

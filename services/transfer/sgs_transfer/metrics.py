@@ -24,6 +24,12 @@ class TransferMetrics:
         self.events = Counter(
             "sgs_transfer_events_total", "Archive events consumed, by subject.", ["subject"], registry=self.registry
         )
+        self.redelivered = Counter(
+            "sgs_transfer_events_redelivered_total",
+            "Archive events delivered again (a batch that failed, or was not acknowledged in time).",
+            ["subject"],
+            registry=self.registry,
+        )
         self.queued = Counter(
             "sgs_transfer_queued_total", "Transfers queued (or re-queued) by rule evaluation.", registry=self.registry
         )

@@ -16,12 +16,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from sgs.events import MSG_ID_HEADER
+from sgs.telemetry.context import TRACEPARENT_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class QueuedTransfer:
     id: int
     generation: int
     destination: str
+    # The trace of the event that queued it (sent as a header): the copy and registration join that Run's trace.
+    traceparent: str | None = field(default=None, compare=False)
 
     @property
     def msg_id(self) -> str:
@@ -40,6 +43,12 @@ class QueuedTransfer:
 
     def payload(self) -> bytes:
         return json.dumps({"id": self.id, "generation": self.generation}).encode()
+
+    def headers(self) -> dict[str, str]:
+        headers = {MSG_ID_HEADER: self.msg_id}
+        if self.traceparent:
+            headers[TRACEPARENT_HEADER] = self.traceparent
+        return headers
 
     @classmethod
     def parse(cls, data: bytes, destination: str) -> QueuedTransfer:
@@ -115,9 +124,7 @@ class TransferQueue:
         for destination in {item.destination for item in items}:
             await self.ensure_consumer(destination)
         futures = [
-            await self.js.publish_async(
-                self.names.subject(item.destination), item.payload(), headers={MSG_ID_HEADER: item.msg_id}
-            )
+            await self.js.publish_async(self.names.subject(item.destination), item.payload(), headers=item.headers())
             for item in items
         ]
         if futures:

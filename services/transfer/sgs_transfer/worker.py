@@ -52,6 +52,8 @@ from sgs.storage import (
     suffix_of,
     verify,
 )
+from sgs.telemetry import Tracing
+from sgs.telemetry.messaging import consuming
 from sgs_transfer.archive_client import ArchiveClient, ArchiveError, ReplicaRegistration
 from sgs_transfer.db import Pool
 from sgs_transfer.metrics import TransferMetrics
@@ -69,6 +71,20 @@ PROBE_KEY = "sgs-probe/reachable"
 SITES_CHECK_S = 5.0
 SOURCE_QUARANTINE_PROBES = 4
 """A source found down is avoided for this many probe intervals."""
+
+
+def worker_id(settings: TransferSettings) -> str:
+    return settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _transfer_attributes(claimed: Claimed) -> dict[str, str | int]:
+    return {
+        "sgs.transfer.id": claimed.id,
+        "sgs.dataset_type": claimed.dataset_type,
+        "sgs.destination": claimed.destination,
+        "sgs.attempt": claimed.attempts,
+        "sgs.bytes": claimed.size,
+    }
 
 
 class AttemptFailedError(Exception):
@@ -99,14 +115,16 @@ class Worker:
         archive: ArchiveClient,
         queue: TransferQueue,
         metrics: TransferMetrics,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing or Tracing.off()
         self.pool = pool
         self.sites = sites
         self.archive = archive
         self.queue = queue
         self.metrics = metrics
-        self.name = settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+        self.name = worker_id(settings)
         self.policy = RetryPolicy(
             settings.retry_base_s, settings.retry_max_s, settings.fast_attempts, settings.stuck_after_s
         )
@@ -214,7 +232,9 @@ class Worker:
             return
         heartbeat = asyncio.create_task(self._heartbeat(message, claimed))
         try:
-            await self._attempt(claimed)
+            with consuming(self.tracing, message, "transfer") as span:
+                span.set_attributes(_transfer_attributes(claimed))
+                await self._attempt(claimed)
         except asyncio.CancelledError:
             raise  # shutting down: the message comes back after ack_wait_s, the lease runs out
         except Exception as error:
@@ -255,7 +275,10 @@ class Worker:
         key = replica_key(claimed.dataset_type, claimed.dataset_id, suffix_of(found.replicas[source_name]))
         started = time.perf_counter()
         async with self._slots(source_name, claimed.destination):
-            result = await self._copy(source_name, source.store, source_key, destination.store, key, expected, claimed)
+            with self.tracing.tracer.start_as_current_span("copy", attributes={"sgs.source": source_name}):
+                result = await self._copy(
+                    source_name, source.store, source_key, destination.store, key, expected, claimed
+                )
         self.metrics.copy_seconds.labels(claimed.destination).observe(time.perf_counter() - started)
         if result:
             self.metrics.bytes.labels(claimed.destination).inc(claimed.size)
@@ -263,7 +286,8 @@ class Worker:
         async with self.pool.connection() as conn:
             await rows.mark_copied(conn, claimed, source_name, uri, claimed.size)
         registered = time.perf_counter()
-        archive_id = await self._register(destination, claimed, uri)
+        with self.tracing.tracer.start_as_current_span("register", attributes={"sgs.site": claimed.destination}):
+            archive_id = await self._register(destination, claimed, uri)
         async with self.pool.connection() as conn:
             await rows.finish(conn, claimed, archive_id)
         self.metrics.register_seconds.observe(time.perf_counter() - registered)
@@ -487,6 +511,7 @@ async def serve_worker(settings: TransferSettings, sites: SiteBook | None = None
 
     import nats
 
+    from sgs.telemetry import TracingSettings, configure
     from sgs_transfer.db import create_pool, migrate
     from sgs_transfer.queue import QueueNames
     from sgs_transfer.sites import load_site_book
@@ -497,11 +522,12 @@ async def serve_worker(settings: TransferSettings, sites: SiteBook | None = None
     book = sites if sites is not None else await asyncio.to_thread(load_site_book, settings)
     pool = create_pool(settings.dsn, settings.db_schema, settings.pool_min_size, settings.pool_max_size, "sgs-worker")
     await pool.open(wait=True)
-    archive = ArchiveClient(settings.archive_timeout_s)
+    tracing = configure("sgs-transfer-worker", TracingSettings(), resource={"service.instance.id": worker_id(settings)})
+    archive = ArchiveClient(settings.archive_timeout_s, tracing)
     nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
     queue = TransferQueue(nc.jetstream(), QueueNames(settings.namespace), settings.ack_wait_s, settings.max_ack_pending)
     await queue.ensure_stream()
-    worker = Worker(settings, pool, book, archive, queue, TransferMetrics())
+    worker = Worker(settings, pool, book, archive, queue, TransferMetrics(), tracing)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -517,3 +543,4 @@ async def serve_worker(settings: TransferSettings, sites: SiteBook | None = None
         await nc.drain()
         await archive.close()
         await pool.close()
+        tracing.shutdown()

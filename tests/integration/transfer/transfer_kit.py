@@ -26,6 +26,7 @@ from sgs_transfer.settings import TransferSettings
 from sgs_transfer.sites import KnownSite, SiteBook
 
 from sgs.model.site import Site
+from sgs.telemetry import Tracing
 from sgs.testing.postgres import PostgresPart
 from sgs.testing.services import ServiceThread
 
@@ -114,12 +115,14 @@ class ArchiveUnderTest:
 
 
 @contextlib.contextmanager
-def archive_service(postgres: PostgresPart, nats_url: str) -> Iterator[ArchiveUnderTest]:
+def archive_service(
+    postgres: PostgresPart, nats_url: str, tracing: Tracing | None = None
+) -> Iterator[ArchiveUnderTest]:
     with fresh_database(postgres) as dsn:
         settings = ArchiveSettings(
             dsn=dsn, nats_url=nats_url, admin_token=ADMIN_TOKEN, relay_poll_interval_s=0.2, source="test-archive"
         )
-        server = ServiceThread(create_archive(settings), "archive").start()
+        server = ServiceThread(create_archive(settings, tracing), "archive").start()
         deadline = time.monotonic() + 30
         with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as client:
             while client.get("/readyz").json().get("relay") != "connected":
@@ -194,7 +197,7 @@ class TransferUnderTest:
 
 @contextlib.contextmanager
 def transfer_service(
-    dsn: str, nats_url: str, archive_url: str, sites: SiteBook, **overrides: Any
+    dsn: str, nats_url: str, archive_url: str, sites: SiteBook, tracing: Tracing | None = None, **overrides: Any
 ) -> Iterator[TransferUnderTest]:
     settings = TransferSettings(
         dsn=dsn,
@@ -206,7 +209,7 @@ def transfer_service(
         archive_token=ADMIN_TOKEN,
         **{**FAST, **overrides},
     )
-    server = ServiceThread(create_transfer(settings, sites), "transfer").start()
+    server = ServiceThread(create_transfer(settings, sites, tracing), "transfer").start()
     with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as client:
         deadline = time.monotonic() + 30
         while client.get("/readyz").json().get("events") != "connected":
