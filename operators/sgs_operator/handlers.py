@@ -132,6 +132,7 @@ async def webhook_server(config: OperatorSettings, kube: Kube, namespace: str, d
     """The admission webhook on its listen address, under a serving certificate from the stable CA."""
     ca = await tls.stable_authority(kube.client, namespace, config.webhook_ca_secret)
     certs = tls.serve_with(ca, directory, tls.webhook_hosts(config.webhook_host, config.webhook_listen))
+    metrics.webhook_certificates(certs.cert_file, certs.ca_file)
     return kopf.WebhookServer(
         addr=config.webhook_listen,
         host=config.webhook_host,
@@ -276,6 +277,7 @@ async def check_site(
     ok, detail = await storage_reachable(site)
     status = checks.site_status(site, nodes, ok, detail, utc_now(), meta.get("generation"))
     status.running_tasks = shared.board.running(f"{meta.get('namespace')}/{name}")
+    metrics.site_phase(name, status.phase.value)
     patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
