@@ -44,7 +44,7 @@ class PipelineBook:
         self._specs = {}
         for obj in items:
             self._put(obj)
-        self._compiled = None
+        self._changed()
 
     def apply(self, kind: str, obj: JSON) -> None:
         key = _key(obj)
@@ -52,7 +52,14 @@ class PipelineBook:
             self._specs.pop(key, None)
         else:
             self._put(obj)
+        self._changed()
+
+    def _changed(self) -> None:
+        # Compiled at once (a few expressions parsed) once the universe is known, so a refused trigger is logged
+        # when it is applied, not at its first event.
         self._compiled = None
+        if self._universe is not None:
+            self.triggers(self._universe)
 
     def _put(self, obj: JSON) -> None:
         key = _key(obj)

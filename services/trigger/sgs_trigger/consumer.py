@@ -27,7 +27,7 @@ from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from sgs.events import DATASET_REGISTERED, STREAM, DatasetRegistered, ReplicaStateChanged, replica_subject
-from sgs.kube import CONFLICT, KubeClient, KubeError
+from sgs.kube import CONFLICT, NOT_FOUND, KubeClient, KubeError
 from sgs.model.base import GROUP, VERSION
 from sgs.model.dataset import DimensionUniverse
 from sgs.model.replica import ReplicaState
@@ -53,6 +53,7 @@ SUBJECTS = [DATASET_REGISTERED, REPLICA_AVAILABLE]
 FETCH_TIMEOUT_S = 1.0
 STREAM_WAIT_S = 1.0
 T = TypeVar("T")
+FORBIDDEN = 403
 
 
 @dataclass
@@ -213,6 +214,8 @@ class Consumer:
                 outcome.incomplete += 1
                 return
             name, created = await self.create_run(group, chosen)
+        if created is None:
+            return
         (outcome.created if created else outcome.existing).append(name)
         if created:
             self.metrics.runs.labels("created").inc()
@@ -241,8 +244,9 @@ class Consumer:
             for i, item in zip(ids, items, strict=True)
         ]
 
-    async def create_run(self, group: Group, members: Sequence[Member]) -> tuple[str, bool]:
-        """Create the group's Run; (name, False) when it exists already (a redelivery, a restart, a replica)."""
+    async def create_run(self, group: Group, members: Sequence[Member]) -> tuple[str, bool | None]:
+        """Create the group's Run; (name, False) when it exists already (a redelivery, a restart, a replica),
+        (name, None) when its namespace is gone or going (the Pipeline goes with it: nothing to retry)."""
         body = run_manifest(group, members)
         name = str(body["metadata"]["name"])
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{group.trigger.namespace}/runs"
@@ -251,6 +255,9 @@ class Consumer:
         except KubeError as error:
             if error.status == CONFLICT:
                 return name, False
+            if error.status == NOT_FOUND or (error.status == FORBIDDEN and "being terminated" in str(error)):
+                log.warning("run %s/%s not created: %s", group.trigger.namespace, name, error)
+                return name, None
             raise
         return name, True
 

@@ -54,7 +54,7 @@ async def serve(settings: TriggerSettings, stopped: asyncio.Event | None = None)
         consumer = Consumer(settings, nc.jetstream(), kube, archive, pipelines, sites, metrics)
         while True:  # the archive must be up to check the triggers' expressions against its dimensions
             try:
-                await consumer.universe.get()
+                pipelines.triggers(await consumer.universe.get())
                 break
             except Exception as error:
                 log.warning("archive at %s not answering (%s); retrying", settings.archive_url, error)
