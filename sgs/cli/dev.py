@@ -17,14 +17,13 @@ app = typer.Typer(name="dev", help="Run the real dev stack on this machine.", no
 console = Console()
 ALL_PARTS = "pg,nats,minio,kube,slurm,prometheus,jaeger,sgs"
 
-PartsOption = Annotated[
-    str,
-    typer.Option(
-        "--parts",
-        help="Comma-separated subset of: pg, nats, minio, kube, slurm, prometheus, jaeger, sgs (the operator and "
-        "one bridge node per dev Site; needs pg and kube).",
-    ),
-]
+PARTS_HELP = (
+    "Comma-separated subset of: pg, nats, minio, kube, slurm, prometheus, jaeger, sgs (the operator and one bridge "
+    "node per dev Site; needs pg and kube)."
+)
+PartsOption = Annotated[str, typer.Option("--parts", help=PARTS_HELP)]
+# `up` also reads $SGS_DEV_PARTS, so a script (examples/tour.sh) runs as shown and a test can shrink the stack.
+UpPartsOption = Annotated[str, typer.Option("--parts", envvar="SGS_DEV_PARTS", help=PARTS_HELP)]
 
 
 def _parts(spec: str) -> list[str]:
@@ -56,7 +55,7 @@ def build(
 
 
 @app.command()
-def up(parts: PartsOption = ALL_PARTS) -> None:
+def up(parts: UpPartsOption = ALL_PARTS) -> None:
     """Start the stack (or the parts named) detached; prints endpoints and writes the env file."""
     from sgs.dev import stack
 
