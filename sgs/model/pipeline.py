@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import ClassVar, Self
 
 from pydantic import Field, field_validator, model_validator
 
 from sgs.model.base import Condition, KubeObject, PrinterColumn, SgsModel
+from sgs.model.dataset import DATASET_TYPE_PATTERN, DataIdError, DimensionValue
 
 PORT_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 STEP_NAME = r"^[A-Za-z_][A-Za-z0-9_.\-\[\]]*$"
@@ -98,11 +100,67 @@ class PortSpec(SgsModel):
 
 
 class OutputSpec(SgsModel):
+    """An output port; when its task succeeds, the file becomes a dataset in the Site's archive (``register``)."""
+
     name: str = Field(pattern=PORT_NAME, description="Port name, also the command-line option name.")
     lineage: list[str] | None = Field(
         default=None, description="Inputs this output derives from (all inputs when absent)."
     )
     suffix: str = Field(default="", max_length=32, description="File name suffix, e.g. .fits.")
+    dataset_type: str | None = Field(
+        default=None,
+        pattern=DATASET_TYPE_PATTERN,
+        description="Dataset type the output is registered as (default: the output's name).",
+    )
+    # "register" on the wire; not the Python name, which would shadow ABCMeta.register of every pydantic model.
+    register_dataset: bool = Field(
+        default=True,
+        alias="register",
+        description="Register the output in the Site's archive (false for intermediate products).",
+    )
+    dimensions: list[str] | None = Field(
+        default=None,
+        max_length=32,
+        description="Dimensions of the output's data ID, each taken from the lineage inputs' data IDs (which must "
+        "agree on it). Default: every dimension all of those inputs share with the same value.",
+    )
+
+    @field_validator("dimensions")
+    @classmethod
+    def _dimension_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not _PORT_RE.match(name):
+                raise ValueError(f"{name!r} is not a dimension name (letters, digits and '_')")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"dimensions named twice: {sorted({n for n in value if value.count(n) > 1})}")
+        return value
+
+    def registered_type(self) -> str:
+        return self.dataset_type or self.name
+
+    def derive_data_id(self, inputs: Sequence[Mapping[str, DimensionValue]]) -> dict[str, DimensionValue]:
+        """The output's data ID from the data IDs of the datasets its lineage inputs were bound to.
+
+        Without ``dimensions``: the intersection (keys every input data ID has, with the same value), so the
+        4 dithers of one observation give the observation's data ID. With ``dimensions``: each one's value, which
+        every input that has it must agree on. Inputs that are not archive datasets (plain files, literals) have
+        no data ID and are not among ``inputs``. Raises DataIdError naming the dimension.
+        """
+        if self.dimensions is None:
+            if not inputs:
+                return {}
+            first, *rest = inputs
+            return {k: v for k, v in first.items() if all(k in other and other[k] == v for other in rest)}
+        data_id: dict[str, DimensionValue] = {}
+        for name in self.dimensions:
+            values = {d[name] for d in inputs if name in d}
+            if not values:
+                raise DataIdError(name, f"output {self.name!r}: no input data ID has dimension {name!r}")
+            if len(values) > 1:
+                shown = ", ".join(sorted(map(repr, values)))
+                raise DataIdError(name, f"output {self.name!r}: inputs disagree on {name!r} ({shown})")
+            data_id[name] = values.pop()
+        return data_id
 
 
 class ExecutableSpec(SgsModel):

@@ -96,7 +96,18 @@ def test_kubectl_apply_refuses_a_run_input_with_two_sources(cluster: Cluster) ->
 
     assert result.returncode != 0
     assert "spec.inputs.images" in result.stderr
-    assert "exactly one of uri, uris or query" in result.stderr
+    assert "exactly one of uri, uris, query or datasetIds (got uri, uris)" in result.stderr
+
+
+def test_kubectl_apply_refuses_a_run_query_that_does_not_parse_naming_the_field(cluster: Cluster) -> None:
+    run = cluster.run("bad-query")
+    run["spec"]["inputs"]["images"] = {"query": "exposure IN (71..74", "datasetType": "nir_raw"}
+
+    result = cluster.apply(run, check=False)
+
+    assert result.returncode != 0
+    assert "spec.inputs.images.query: not a dimension expression" in result.stderr
+    assert cluster.kubectl("get", "runs", "bad-query", check=False).returncode != 0  # nothing half-written
 
 
 def test_run_of_a_missing_pipeline_waits_with_a_condition(cluster: Cluster) -> None:
