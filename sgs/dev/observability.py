@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sgs.telemetry.dashboards import ALERTS
 from sgs.testing._process import free_port
 from sgs.testing.prometheus import PrometheusPart, ScrapeJob, write_targets
 
 if TYPE_CHECKING:
     from sgs.dev.stack import PartState
 
-RULES_DIR = Path(__file__).resolve().parents[2] / "charts" / "sgs" / "files" / "rules"
+RULES_DIR = ALERTS  # the rule files the chart ships
 OPERATOR_JOB, BRIDGE_JOB, ARCHIVE_JOB, TRANSFER_JOB, JAEGER_JOB = (
     "sgs-operator",
     "sgs-bridge",
