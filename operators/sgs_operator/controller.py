@@ -190,6 +190,7 @@ class RunController:
         self.priority = spec.priority
         self.inflight = {t.id: InFlight(job_name(self._ref(), t.id, t.attempt), None) for t in running}
         self.started_at = _status_time(self.body, "startTime") or utc_now()
+        metrics.known_series(site_name, spec.pipeline, [executable.name for executable in pipeline.executables])
         self.log.info(f"run {self.key}: {len(planner.tasks)} tasks, {len(records)} records, {len(running)} running")
 
     async def _pinned_pipeline(self, name: str) -> tuple[PipelineSpec, str]:

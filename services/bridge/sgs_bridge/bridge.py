@@ -132,6 +132,8 @@ class Bridge:
         self._object_cache: dict[tuple[str, str, str], tuple[float, dict[str, str] | None]] = {}
         self._pods_root = config.root / "pods"
         self._base_env = dict(os.environ)
+        for operation in ("submit", "observe"):  # at 0 from the start: a rate over them shows 0, not nothing
+            metrics.BACKEND_ERRORS.labels(self.provider.name, operation)
 
     @property
     def kube(self) -> KubeClient:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 
-from sgs.events import STREAM
+from sgs.events import DATASET_REGISTERED, STREAM
 from sgs_transfer.deps import TransferState
 
 log = logging.getLogger(__name__)
@@ -16,10 +16,14 @@ RULE_STATES = ("OK", "REPLICATING", "STUCK", "SUSPENDED")
 OPEN_STATES = ("QUEUED", "ACTIVE", "STUCK")
 EVALUATOR = "evaluator"
 SCRAPE_BUDGET_S = 2.0
+COPY_OUTCOMES = ("done", "retry", "stuck")
+REPAIR_KINDS = ("republished", "expired_rules", "evaluations", "bad_copies")
+REAPER_OUTCOMES = ("ran", "paused")
 
 
 async def refresh(state: TransferState) -> None:
     """Bring the scrape-time gauges up to date; a part that does not answer in time keeps its last values."""
+    known_series(state)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(_from_database(state), SCRAPE_BUDGET_S)
     with contextlib.suppress(TimeoutError):
@@ -63,3 +67,20 @@ async def _from_consumer(state: TransferState) -> None:
         return
     state.metrics.consumer_pending.labels(EVALUATOR).set(info.num_pending or 0)
     state.metrics.consumer_ack_pending.labels(EVALUATOR).set(info.num_ack_pending or 0)
+
+
+def known_series(state: TransferState) -> None:
+    """Every series whose labels are known in advance, at 0 until something happens (Prometheus' advice: a
+    rate over a series that appears only at its first failure shows nothing, not 0, until then)."""
+    metrics = state.metrics
+    for destination in state.sites.names:
+        metrics.paused.labels(destination)
+        metrics.bytes.labels(destination)
+        for outcome in COPY_OUTCOMES:
+            metrics.copies.labels(destination, outcome)
+    metrics.events.labels(DATASET_REGISTERED)
+    metrics.redelivered.labels(DATASET_REGISTERED)
+    for kind in REPAIR_KINDS:
+        metrics.repaired.labels(kind)
+    for outcome in REAPER_OUTCOMES:
+        metrics.reaper_passes.labels(outcome)
