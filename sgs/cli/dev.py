@@ -18,7 +18,7 @@ console = Console()
 
 PartsOption = Annotated[
     str,
-    typer.Option("--parts", help="Comma-separated subset of: pg, nats, minio, kube, slurm, prometheus, jaeger."),
+    typer.Option("--parts", help="Comma-separated subset of: pg, nats, minio, kube, slurm, prometheus, jaeger, archive, transfer."),
 ]
 
 
@@ -51,7 +51,7 @@ def build(
 
 
 @app.command()
-def up(parts: PartsOption = "pg,nats,minio,kube,slurm,prometheus,jaeger") -> None:
+def up(parts: PartsOption = "pg,nats,minio,kube,slurm,prometheus,jaeger,archive,transfer") -> None:
     """Start the stack (or the parts named) detached; prints endpoints and writes the env file."""
     from sgs.dev import stack
 
@@ -71,7 +71,7 @@ def up(parts: PartsOption = "pg,nats,minio,kube,slurm,prometheus,jaeger") -> Non
 
 @app.command()
 def down(
-    parts: PartsOption = "pg,nats,minio,kube,slurm,prometheus,jaeger",
+    parts: PartsOption = "pg,nats,minio,kube,slurm,prometheus,jaeger,archive,transfer",
     purge: Annotated[bool, typer.Option(help="Also delete the parts' data directories.")] = False,
 ) -> None:
     """Stop the stack (or the parts named)."""

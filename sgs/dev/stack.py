@@ -25,7 +25,9 @@ from sgs.testing._process import ProcessRecord
 from sgs.testing.base import Part
 from sgs.testing.binaries import cache_root
 
-PART_NAMES = ("pg", "nats", "minio", "kube", "slurm", "prometheus", "jaeger")
+PART_NAMES = ("pg", "nats", "minio", "kube", "slurm", "prometheus", "jaeger", "archive", "transfer")
+# Services start once the parts they use are up (and saved in the state file, where they find them).
+WAVES = {"archive": 1, "transfer": 2}
 DEV_SITES = ("site-a", "site-b", "site-c")
 
 
@@ -177,6 +179,11 @@ def units_of(part: str) -> list[tuple[str, Part]]:
         from sgs.testing.jaeger import JaegerPart
 
         return [("jaeger", JaegerPart(base / "jaeger"))]
+    if part in ("archive", "transfer"):
+        from sgs.dev.services import ArchiveServicePart, TransferServicePart
+
+        service = ArchiveServicePart if part == "archive" else TransferServicePart
+        return [(part, service(base / part))]
     raise ValueError(f"--parts: unknown part {part!r}")
 
 
@@ -201,6 +208,19 @@ def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
             else:
                 pending.append((part, unit_name, unit))
     failures: list[str] = []
+    for wave in sorted({WAVES.get(part, 0) for part, _, _ in pending}):
+        _start_wave([p for p in pending if WAVES.get(p[0], 0) == wave], state, failures, report)
+        save_state(state)
+    register_targets(state)
+    save_state(state)
+    if failures:
+        raise RuntimeError("some parts did not start:\n" + "\n".join(failures))
+    return state
+
+
+def _start_wave(
+    pending: list[tuple[str, str, Part]], state: dict[str, PartState], failures: list[str], report: Report
+) -> None:
     with ThreadPoolExecutor(max_workers=max(1, len(pending))) as pool:
         futures = {unit_name: pool.submit(_start_unit, part, unit_name, unit) for part, unit_name, unit in pending}
         for unit_name, future in futures.items():
@@ -210,11 +230,6 @@ def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
             except Exception as err:
                 failures.append(f"{unit_name}: {err}")
                 report(unit_name, f"FAILED: {err}")
-    register_targets(state)
-    save_state(state)
-    if failures:
-        raise RuntimeError("some parts did not start:\n" + "\n".join(failures))
-    return state
 
 
 def _start_unit(part: str, unit_name: str, unit: Part) -> PartState:
