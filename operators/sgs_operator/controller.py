@@ -27,6 +27,7 @@ from sgs.model.run import RunPhase, RunSpec, RunStatus
 from sgs.model.site import SiteSpec
 from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState
 from sgs.planner.policy import DEFAULT_RETRY
+from sgs.telemetry import Tracing
 from sgs_operator import checks, metrics, placement
 from sgs_operator.board import SiteBoard
 from sgs_operator.crash import crash_point
@@ -57,6 +58,7 @@ from sgs_operator.storage import (
     resolve_inputs,
     run_mounts,
 )
+from sgs_operator.tracing import RunTracer
 
 POD_WAIT_S = 5.0  # a failed Job's pod update may trail the Job's; wait this long for its reason
 RAM_PER_CORE_GIB = 4.0  # Sites declare cores only; the fitness score needs a memory capacity too
@@ -83,6 +85,7 @@ class Shared:
     settings: OperatorSettings
     board: SiteBoard = field(default_factory=SiteBoard)
     create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
+    tracing: Tracing = field(default_factory=Tracing.off)
     dynamic: DynamicResolver = field(init=False)
 
     def __post_init__(self) -> None:
@@ -121,6 +124,7 @@ class RunController:
         self._last_status: dict[str, Any] | None = None
         self._blocked: RunBlockedError | None = None
         self.choice: SiteChoice | None = None
+        self.tracer = RunTracer(shared.tracing, self.uid, f"{self.namespace}/{self.name}")
 
     @property
     def key(self) -> str:
@@ -133,6 +137,10 @@ class RunController:
 
     def spec(self) -> RunSpec:
         return RunSpec.model_validate(self.body.get("spec") or {})
+
+    def spec_pipeline(self) -> str:
+        """The Pipeline the Run names, even when its spec is invalid (for the Runs-by-phase metric)."""
+        return str((self.body.get("spec") or {}).get("pipeline") or self.pipeline_name)
 
     # ------------------------------------------------------------------------------------------- start
 
@@ -182,6 +190,7 @@ class RunController:
         self.priority = spec.priority
         self.inflight = {t.id: InFlight(job_name(self._ref(), t.id, t.attempt), None) for t in running}
         self.started_at = _status_time(self.body, "startTime") or utc_now()
+        metrics.known_series(site_name, spec.pipeline, [executable.name for executable in pipeline.executables])
         self.log.info(f"run {self.key}: {len(planner.tasks)} tasks, {len(records)} records, {len(running)} running")
 
     async def _pinned_pipeline(self, name: str) -> tuple[PipelineSpec, str]:
@@ -294,14 +303,17 @@ class RunController:
     ) -> None:
         """One reconcile: apply spec changes, take finished Jobs, start what may start, write the status."""
         assert self.planner is not None
-        spec = self.spec()
-        await self._apply_spec(spec)
-        await self._observe({j.name: j for j in jobs}, {p.job: p for p in pods})
-        await self._resolve_dynamic()
-        if not spec.suspend and not self.planner.finished:
-            await self._launch(spec, self._site_limit(sites))
-        self._report(spec)
-        await self._write_status(spec, self._pipeline_change(pipelines or {}))
+        began = time.perf_counter()
+        with self.tracer.reconcile(self.site.name if self.site else None):
+            spec = self.spec()
+            await self._apply_spec(spec)
+            await self._observe({j.name: j for j in jobs}, {p.job: p for p in pods})
+            await self._resolve_dynamic()
+            if not spec.suspend and not self.planner.finished:
+                await self._launch(spec, self._site_limit(sites))
+            self._report(spec)
+            await self._write_status(spec, self._pipeline_change(pipelines or {}))
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - began)
 
     def _pipeline_change(self, pipelines: Mapping[Any, Any]) -> Condition:
         """Whether the Pipeline was edited (or deleted) since this Run started with it."""
@@ -385,7 +397,10 @@ class RunController:
                 usage=usage,
             ),
         )
-        metrics.observe_attempt(task.executable.name, seen.reason, seen.usage, requested)
+        assert self.site is not None
+        attempt_s = time.monotonic() - flight.created_at if flight.created_at is not None else None
+        metrics.observe_attempt(self.site.name, task.executable.name, seen.reason, seen.usage, requested, attempt_s)
+        self.tracer.count(finished=1)
         del self.inflight[tid]
         await self.disposal.dispose(flight.job, seen.succeeded)
 
@@ -444,6 +459,9 @@ class RunController:
         for task in tasks:
             self.inflight[task.id] = InFlight(job_name(self._ref(), task.id, task.attempt), time.monotonic())
         self._report(spec)  # before any await: other Runs at this Site see the slots as taken
+        self.tracer.count(started=len(tasks))
+        assert self.site is not None
+        metrics.TASKS_STARTED.labels(self.site.name, self.pipeline_name).inc(len(tasks))
         began = time.perf_counter()
         await self._record_then_create(tasks)
         crash_point("after-job-before-status")
@@ -498,13 +516,17 @@ class RunController:
                 await self._creation_failed(task, result)
 
     async def _create_job(self, task: Task) -> None:
+        assert self.site is not None
         async with self.shared.create_slots:  # built in the slot: a wave's building never stalls the responses
-            created = await self.shared.kube.create_job(self._job(task))
+            job = self._job(task)
+            with self.tracer.job_creation(job["metadata"]["name"], task.id, task.attempt, self.site.name) as span:
+                created = await self.shared.kube.create_job(job)
+                span.set_attribute("sgs.job.existed", not created)
         flight = self.inflight.get(task.id)
         if flight is not None:
             flight.created_at = time.monotonic()
         if created:
-            assert self.site is not None
+            self.tracer.count(created=1)
             metrics.JOBS_CREATED.labels(self.site.name).inc()
 
     async def _creation_failed(self, task: Task, error: BaseException) -> None:
@@ -542,6 +564,7 @@ class RunController:
         self.shared.board.report(self.site_key, self.key, self.priority, len(self.inflight), ready)
 
     def leave(self) -> None:
+        metrics.RUNS.forget(self.key)
         if self.site is not None:
             self.shared.board.leave(self.site_key, self.key)
 
@@ -567,6 +590,7 @@ class RunController:
 
     async def _write_status(self, spec: RunSpec, pipeline_change: Condition | None = None) -> None:
         status = self.status(spec, pipeline_change)
+        metrics.RUNS.set(self.key, status.site or "", self.pipeline_name, status.phase.value)
         comparable = status.model_dump(mode="json", exclude={"conditions"}) | {
             "conditions": [c.model_dump(mode="json", exclude={"last_transition_time"}) for c in status.conditions]
         }
@@ -577,10 +601,28 @@ class RunController:
         crash_point("before-status-patch")
         await self.shared.kube.patch_status(self.namespace, "runs", self.name, status_patch(status))
         self._last_status = comparable
+        self._trace_end(status)
+
+    def _trace_end(self, status: RunStatus) -> None:
+        """The Run's root span, when this reconcile wrote its end (not again after a restart: the Run's
+        status already showed it)."""
+        ended = (RunPhase.SUCCEEDED.value, RunPhase.FAILED.value)
+        if status.phase.value not in ended or (self.body.get("status") or {}).get("phase") in ended:
+            return
+        counts = status.tasks.model_dump(mode="json")
+        self.tracer.run_ended(
+            self.started_at,
+            status.completion_time or utc_now(),
+            status.phase.value,
+            status.site or "",
+            self.pipeline_name,
+            {key: int(value) for key, value in counts.items() if isinstance(value, int)},
+        )
 
     async def _write_blocked_status(self, blocked: RunBlockedError) -> None:
         previous = self.body.get("status") or {}
         conditions = [condition(blocked.kind, False, blocked.reason, str(blocked))]
+        metrics.RUNS.set(self.key, "", self.spec_pipeline(), RunPhase.PENDING.value)
         status = RunStatus(
             phase=RunPhase.PENDING,
             observed_generation=self.body["metadata"].get("generation"),

@@ -230,6 +230,8 @@ def input_paths(inputs: dict[str, RunInput]) -> Iterator[tuple[str, str]]:
     for name, given in inputs.items():
         if given.query is not None:
             raise StorageError(f"spec.inputs.{name}.query: archive queries are not resolved by the operator yet")
+        if given.dataset_ids is not None:
+            raise StorageError(f"spec.inputs.{name}.datasetIds: archive inputs are not resolved by the operator yet")
         for where, uri in _uris(name, given):
             yield where, str(posix_path(uri, where))
 

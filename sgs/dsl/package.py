@@ -49,15 +49,40 @@ class Input:
 
 @dataclass(frozen=True)
 class Output:
-    """A named output port; ``lineage`` lists the inputs it derives from (all of them when omitted)."""
+    """A named output port; ``lineage`` lists the inputs it derives from (all of them when omitted).
+
+    When its task succeeds the file is registered in the Site's archive as a dataset of ``dataset_type``
+    (default: the port's name), its data ID made of ``dimensions`` taken from the lineage inputs' data IDs
+    (default: the dimensions they all share with the same value); ``register=False`` keeps an intermediate
+    product out of the archive.
+    """
 
     name: str
     lineage: Sequence[str] | None = None
     suffix: str = ""
+    dataset_type: str | None = None
+    register: bool = True
+    dimensions: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         if not is_port_name(self.name):
             raise DslError(f"output name {self.name!r} is not a valid identifier")
+        try:
+            self.to_model()
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            raise DslError(f"output {self.name!r}: {where}: {first['msg'].removeprefix('Value error, ')}") from err
+
+    def to_model(self) -> OutputSpec:
+        return OutputSpec(
+            name=self.name,
+            lineage=list(self.lineage) if self.lineage is not None else None,
+            suffix=self.suffix,
+            dataset_type=self.dataset_type,
+            register_dataset=self.register,
+            dimensions=list(self.dimensions) if self.dimensions is not None else None,
+        )
 
 
 DynamicFunctionRef = str | Callable[[str], Mapping[str, Any]]
@@ -155,10 +180,7 @@ class Executable:
             name=name,
             command=self.command,
             inputs=[PortSpec(name=p.name, optional=p.optional) for p in self.inputs],
-            outputs=[
-                OutputSpec(name=o.name, lineage=list(o.lineage) if o.lineage is not None else None, suffix=o.suffix)
-                for o in self.outputs
-            ],
+            outputs=[o.to_model() for o in self.outputs],
             resources=self.resources.to_model(),
             image=self.image,
             retry=self.retry,

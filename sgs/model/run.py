@@ -6,35 +6,73 @@ per-task table lives outside etcd, where ``status.taskTable`` points.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
+from sgs.expression.errors import ExpressionError
 from sgs.model.base import Condition, KubeObject, PrinterColumn, SgsModel
+from sgs.model.dataset import DATASET_TYPE_PATTERN
 from sgs.model.pipeline import RetryPolicy
 
 MAX_FAILED_TASKS = 20
 
 
 class RunInput(SgsModel):
-    """What a pipeline input is bound to: one URI, a list of URIs, or an archive query resolved at start."""
+    """What a pipeline input is bound to: one URI, a list of URIs, an archive query, or archive dataset ids.
+
+    A query (with ``datasetType`` and optionally ``collections``) and ``datasetIds`` are resolved through the
+    archive of the Run's Site when the Run starts; the resolved dataset ids are kept by the operator, so a later
+    registration never changes a running Run's inputs. Archive inputs are delivered as a list of files.
+    """
 
     uri: str | None = Field(default=None, description="One file or object URI.")
     uris: list[str] | None = Field(default=None, max_length=100_000, description="Several URIs, as a list.")
-    query: str | None = Field(default=None, description='Archive dimension expression, e.g. "tile = 102345".')
-    dataset_type: str | None = Field(default=None, description="Dataset type the query selects.")
-    collections: list[str] | None = Field(default=None, description="Collections searched, in order.")
+    query: str | None = Field(
+        default=None, max_length=10_000, description='Archive dimension expression, e.g. "tile = 102345".'
+    )
+    dataset_type: str | None = Field(
+        default=None, pattern=DATASET_TYPE_PATTERN, description="Dataset type the query selects."
+    )
+    collections: list[str] | None = Field(default=None, max_length=100, description="Collections searched, in order.")
+    dataset_ids: list[uuid.UUID] | None = Field(
+        default=None, min_length=1, max_length=100_000, description="Archive dataset ids, delivered in this order."
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _query_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from sgs.expression.dimensions import parse  # astropy comes with it: only when a query is given
+
+        try:
+            parse(value)
+        except ExpressionError as err:
+            raise ValueError(f"not a dimension expression: {err}") from None
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        given = [self.uri is not None, self.uris is not None, self.query is not None]
-        if sum(given) != 1:
-            raise ValueError("give exactly one of uri, uris or query")
+        given = [name for name in ("uri", "uris", "query", "dataset_ids") if getattr(self, name) is not None]
+        if len(given) != 1:
+            shown = f" (got {', '.join(to_camel(n) for n in given)})" if given else ""
+            raise ValueError(f"give exactly one of uri, uris, query or datasetIds{shown}")
         if self.query is not None and not self.dataset_type:
             raise ValueError("a query needs datasetType")
+        if self.query is None and (self.dataset_type is not None or self.collections is not None):
+            raise ValueError("datasetType and collections go with a query")
+        if self.dataset_ids is not None and len(set(self.dataset_ids)) != len(self.dataset_ids):
+            raise ValueError("datasetIds: an id is given twice")
         return self
+
+    @property
+    def from_archive(self) -> bool:
+        return self.query is not None or self.dataset_ids is not None
 
 
 class RunSpec(SgsModel):

@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from sgs.kube import JSON, KubeClient, KubeError, Watch, is_status, load
+from sgs.telemetry import Tracing, TracingSettings, configure
 from sgs_bridge import metrics
 from sgs_bridge.kubelet_api import Authorizer, KubeletServer, LogSource, serving_certificate
 from sgs_bridge.node import NodeIdentity, NodeKeeper
 from sgs_bridge.podspec import PodSpecError, TaskSpec, referenced_objects, task_from_pod
 from sgs_bridge.providers.base import BackendUnavailableError, Provider, SubmitRefusedError
 from sgs_bridge.state import JobState, Phase, failed_before_submit, now, pod_status, rfc3339
+from sgs_bridge.tracing import task_span
 
 log = logging.getLogger("sgs_bridge")
 JOB_ID_ANNOTATION = "sgs.io/job-id"
@@ -113,9 +115,14 @@ class _Tracked:
 class Bridge:
     """`await Bridge(config).run()` runs until cancelled; `ready` is set once the node is registered."""
 
-    def __init__(self, config: BridgeConfig, provider: Provider | None = None) -> None:
+    def __init__(self, config: BridgeConfig, provider: Provider | None = None, tracing: Tracing | None = None) -> None:
         self.config = config
         self.provider = provider or make_provider(config)
+        # SGS_TRACING_* from the environment unless given: off (no SDK imported) without an endpoint.
+        self._owns_tracing = tracing is None
+        self.tracing = tracing or configure(
+            "sgs-bridge", TracingSettings(), resource={"service.instance.id": config.node_name}
+        )
         self.identity = NodeIdentity(config.node_name, config.site, self.provider.name, config.port, config.address)
         self.ready = asyncio.Event()
         self._pods: dict[str, _Tracked] = {}
@@ -125,6 +132,8 @@ class Bridge:
         self._object_cache: dict[tuple[str, str, str], tuple[float, dict[str, str] | None]] = {}
         self._pods_root = config.root / "pods"
         self._base_env = dict(os.environ)
+        for operation in ("submit", "observe"):  # at 0 from the start: a rate over them shows 0, not nothing
+            metrics.BACKEND_ERRORS.labels(self.provider.name, operation)
 
     @property
     def kube(self) -> KubeClient:
@@ -180,6 +189,8 @@ class Bridge:
             await server.stop()
             await self.provider.close()
             await self.kube.close()
+            if self._owns_tracing:
+                await asyncio.to_thread(self.tracing.shutdown)  # exports the spans still buffered
 
     # --- the pod cache (kept current by the watch; the work it implies is the sweep's) ---------------
 
@@ -266,6 +277,7 @@ class Bridge:
         await self._bounded(self._submit(t) for t in fresh)
         jobs = {_uid(t.pod): job for t in tracked if (job := _job_id(t.pod)) and not _terminal(t.pod)}
         states = await self.provider.observe(jobs) if jobs else {}
+        self._count_backend(states.values())
         await self._bounded(self._reconcile(t, states.get(_uid(t.pod))) for t in tracked)
 
     async def _bounded(self, work: Iterable[Awaitable[None]]) -> None:
@@ -284,6 +296,14 @@ class Bridge:
             counts[phase] = counts.get(phase, 0) + 1
         for phase, count in counts.items():
             metrics.PODS.labels(self.provider.name, phase).set(count)
+
+    def _count_backend(self, states: Iterable[JobState]) -> None:
+        counts = dict.fromkeys((Phase.PENDING.value, Phase.RUNNING.value, Phase.UNKNOWN.value), 0)
+        for state in states:
+            if not state.phase.terminal:
+                counts[state.phase.value] = counts.get(state.phase.value, 0) + 1
+        for state_name, count in counts.items():
+            metrics.BACKEND_JOBS.labels(self.identity.site, self.provider.name, state_name).set(count)
 
     async def _submit(self, tracked: _Tracked) -> None:
         pod = tracked.pod
@@ -419,12 +439,32 @@ class Bridge:
             await self._event(pod, state.reason, state.message, warning=True)
         elif state.phase.terminal:
             metrics.POD_OUTCOMES.labels(self.provider.name, state.reason).inc()
+            self._trace_task(pod, state)
             text = f"{self.provider.name} job {state.job_id} ended: exit code {state.exit_code}"
             message = f"{text}; {state.message}" if state.message else text
             await self._event(pod, state.reason or state.phase.value, message, warning=state.phase is Phase.FAILED)
 
+    def _trace_task(self, pod: JSON, state: JobState) -> None:
+        """The attempt's span in its Run's trace (nothing for a pod that is not a Run's task, or tracing off)."""
+        if not self.tracing.enabled:
+            return
+        start = state.started_at or _start_time(pod)
+        span = task_span(
+            pod,
+            state,
+            site=self.identity.site,
+            node=self.identity.name,
+            provider=self.provider.name,
+            start=start,
+            end=state.finished_at or now(),
+        )
+        if span is not None:
+            self.tracing.record(span)
+
     async def _fail_before_submit(self, pod: JSON, reason: str, message: str) -> None:
         log.warning("pod %s/%s failed: %s", pod["metadata"].get("namespace"), pod["metadata"].get("name"), message)
+        failed = JobState(Phase.FAILED, "", reason=reason, message=message, finished_at=now())
+        self._trace_task(pod, failed)
         status = failed_before_submit(reason, message, _container_name(pod), created=_start_time(pod))
         await self._patch_pod(pod, {"status": status}, subresource="/status")
         await self._event(pod, reason, message, warning=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_kit import EXAMPLE, Cluster, wait_for
+from operator_kit import EXAMPLE, Cluster, OperatorProcess, wait_for
 
 pytest_plugins = ["operator_kit"]  # the operator fixtures (a conftest here would clash with mypy)
 
@@ -96,7 +96,18 @@ def test_kubectl_apply_refuses_a_run_input_with_two_sources(cluster: Cluster) ->
 
     assert result.returncode != 0
     assert "spec.inputs.images" in result.stderr
-    assert "exactly one of uri, uris or query" in result.stderr
+    assert "exactly one of uri, uris, query or datasetIds (got uri, uris)" in result.stderr
+
+
+def test_kubectl_apply_refuses_a_run_query_that_does_not_parse_naming_the_field(cluster: Cluster) -> None:
+    run = cluster.run("bad-query")
+    run["spec"]["inputs"]["images"] = {"query": "exposure IN (71..74", "datasetType": "nir_raw"}
+
+    result = cluster.apply(run, check=False)
+
+    assert result.returncode != 0
+    assert "spec.inputs.images.query: not a dimension expression" in result.stderr
+    assert cluster.kubectl("get", "runs", "bad-query", check=False).returncode != 0  # nothing half-written
 
 
 def test_run_of_a_missing_pipeline_waits_with_a_condition(cluster: Cluster) -> None:
@@ -279,3 +290,37 @@ def test_an_update_that_keeps_the_paths_is_not_judged_again_but_a_new_path_is(cl
     assert moved.returncode != 0
     assert "spec.outputPrefix: /var/lib/x is outside Site site-a's storage path" in moved.stderr
     assert "spec.inputs.images.uri" in moved.stderr  # judged against the Site as it is now
+
+
+# ----------------------------------------------------------------------------------------------- updates
+
+
+def test_an_update_that_keeps_a_pipelines_spec_is_admitted_under_rules_since_narrowed(
+    cluster: Cluster, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """A Pipeline admitted while fits-header was allowed can still be labelled and deleted once the operator
+    allows none (as its own finalizer and annotation patches must be); changing its spec is judged anew."""
+    operator.stop()
+    wider = OperatorProcess(
+        cluster.kube,
+        operator.dsn,
+        tmp_path,
+        env={"SGS_OPERATOR_DYNAMIC_FUNCTIONS": '["fits-header"]', "SGS_OPERATOR_WEBHOOK_NAME": operator.webhook_name},
+    )
+    try:
+        wider.start()
+        cluster.apply(dynamic_pipeline("sized", "fits-header"))
+    finally:
+        wider.stop()
+        operator.start()
+
+    labelled = cluster.kubectl("label", "pipelines", "sized", "team=nir", check=False)
+    edited = dynamic_pipeline("sized", "fits-header")
+    edited["spec"]["executables"][0]["command"] = "optest_other"
+    changed = cluster.apply(edited, check=False)
+    deleted = cluster.kubectl("delete", "pipelines", "sized", "--timeout=60s", check=False)
+
+    assert labelled.returncode == 0, labelled.stderr
+    assert changed.returncode != 0
+    assert "spec.executables[1].resources.dynamic.function" in changed.stderr
+    assert deleted.returncode == 0, deleted.stderr
