@@ -171,9 +171,11 @@ def site_phases(name: str, namespace: str | None, status: Mapping[str, Any], **_
 # persistent + failures not ignored = failurePolicy Fail, left in place while no operator runs: an invalid spec is
 # refused, never admitted unchecked because the operator is down (or between two leaders).
 @kopf.on.validate(GROUP, VERSION, "pipelines", operations=["CREATE", "UPDATE"], persistent=True)
-def validate_pipeline(spec: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+def validate_pipeline(spec: Mapping[str, Any], memo: kopf.Memo, **kwargs: Any) -> None:
     """Graph rules a CRD schema cannot state (references resolve, no cycle, inputs bound) and dynamic-resource
     functions this operator does not run: refused at apply."""
+    if checks.spec_unchanged(kwargs.get("old"), spec):  # `old` is passed, but kopf's WebhookFn protocol omits it
+        return
     status = checks.pipeline_status(spec, None, _functions(memo))
     if status.conditions and status.conditions[0].status.value == "False":
         raise kopf.AdmissionError(status.conditions[0].message, code=422)
@@ -190,6 +192,8 @@ async def validate_run(
     **_: Any,
 ) -> None:
     """A valid spec whose every path lies under its Site's declared roots (the start checks again)."""
+    if checks.spec_unchanged(old, spec):
+        return
     try:
         run = RunSpec.model_validate(spec)
     except ValidationError as err:
@@ -203,7 +207,9 @@ async def validate_run(
 
 
 @kopf.on.validate(GROUP, VERSION, "sites", operations=["CREATE", "UPDATE"], persistent=True)
-def validate_site(name: str | None, spec: Mapping[str, Any], **_: Any) -> None:
+def validate_site(name: str | None, spec: Mapping[str, Any], **kwargs: Any) -> None:
+    if checks.spec_unchanged(kwargs.get("old"), spec):
+        return
     problems = checks.admission_site_problems(name or "", spec)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
