@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -30,19 +29,19 @@ from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, Ta
 from sgs.planner.policy import DEFAULT_RETRY
 from sgs.telemetry import Tracing
 from sgs_operator import checks, metrics, placement
-from sgs_operator.archive import ArchiveClient, ArchiveError, ArchiveUnsetError, site_archive
+from sgs_operator.archive import ArchiveClient
+from sgs_operator.blocked import RunBlockedError
 from sgs_operator.board import SiteBoard
 from sgs_operator.crash import crash_point
 from sgs_operator.dynamic import DynamicResolver
 from sgs_operator.finished import JobDisposal
-from sgs_operator.inputs import InputsBlockedError, Resolution, archive_inputs, values_of
-from sgs_operator.inputs import resolve as resolve_archive_inputs
+from sgs_operator.inputs import InputsBlockedError, values_of
 from sgs_operator.jobs import RunRef, SitePlacement, TaskAttempt, build_job, job_name
 from sgs_operator.kube import Kube
 from sgs_operator.observe import JobSeen, Outcome, PodSeen, outcome, pod_is_final
 from sgs_operator.placement import SiteChoice
-from sgs_operator.records import Finished, InputRow, Started, TaskStore
-from sgs_operator.registration import Registrar, output_facts, run_collection
+from sgs_operator.records import Finished, Registration, Started, TaskStore
+from sgs_operator.run_archive import RunArchive
 from sgs_operator.settings import OperatorSettings
 from sgs_operator.status import (
     condition,
@@ -70,15 +69,6 @@ RAM_PER_CORE_GIB = 4.0  # Sites declare cores only; the fitness score needs a me
 CLIENT_ERRORS_TO_RETRY = frozenset({409, 429})
 FIRST_WAVE = 16  # tasks recorded before the first Jobs are created
 DYNAMIC_PER_STEP = 256  # dynamic-resource files evaluated per reconcile (the rest wait for the next one)
-
-
-class RunBlockedError(Exception):
-    """The Run cannot start yet; carries the condition to show (reason + message)."""
-
-    def __init__(self, kind: str, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.reason = reason
 
 
 @dataclass
@@ -130,9 +120,9 @@ class RunController:
         self._last_status: dict[str, Any] | None = None
         self._blocked: RunBlockedError | None = None
         self.choice: SiteChoice | None = None
-        self.registrar: Registrar | None = None
-        self._resolution: Resolution | None = None
-        self._outputs_condition: Condition | None = None
+        self.archive = RunArchive(
+            shared.kube, shared.store, shared.archive, self.namespace, self.name, self.uid, logger
+        )
         self.tracer = RunTracer(shared.tracing, self.uid, f"{self.namespace}/{self.name}")
 
     @property
@@ -170,12 +160,14 @@ class RunController:
         if refused:
             message = "; ".join(f"Pipeline {spec.pipeline!r}: spec.{problem}" for problem in refused)
             raise RunBlockedError("PipelineReady", "DynamicFunctionNotAllowed", message)
-        pinned_inputs = await self._resolve_archive_inputs(spec, sites)
+        placed = spec.site or (self.body.get("status") or {}).get("site")
+        mine = {name: raw for (ns, name), raw in _site_items(sites) if ns == self.namespace}
+        pinned_inputs = await self.archive.recorded_or_resolve(spec, mine, placed)
         site_name, site_spec = await self._site(spec, sites, phases)
         try:
             storage = RunStorage.for_run(site_name, site_spec, spec.output_prefix, self.namespace, self.name)
             inputs = await asyncio.to_thread(resolve_inputs, spec.inputs, storage.roots)
-            pinned_inputs = await self._pin_archive_inputs(pinned_inputs, site_name, storage)
+            pinned_inputs = await self.archive.pin(pinned_inputs, site_name, storage)
             inputs |= values_of(pinned_inputs)
             await asyncio.to_thread(storage.ensure_root)
             planner = Planner(pipeline, self.name, inputs, planner_config(spec, site_spec))
@@ -185,7 +177,7 @@ class RunController:
             raise RunBlockedError("InputsReady", "PathOutsideRoots", str(err)) from err
         except (StorageError, PlannerError) as err:
             raise RunBlockedError("InputsReady", "InvalidInputs", str(err)) from err
-        self.registrar = await self._registrar(site_name, site_spec, pinned_inputs)
+        await self.archive.connect_outputs(site_name, site_spec)
         self.retry_applied = await self._pin(spec.pipeline, pipeline, digest)
         records = await self.shared.store.load(self.uid)
         try:
@@ -202,66 +194,6 @@ class RunController:
         self.inflight = {t.id: InFlight(job_name(self._ref(), t.id, t.attempt), None) for t in running}
         self.started_at = _status_time(self.body, "startTime") or utc_now()
         self.log.info(f"run {self.key}: {len(planner.tasks)} tasks, {len(records)} records, {len(running)} running")
-
-    async def _resolve_archive_inputs(self, spec: RunSpec, sites: Mapping[Any, Any]) -> list[InputRow]:
-        """The archive inputs recorded at an earlier start, or else resolved now (kept for the Site choice and
-        pinned by ``_pin_archive_inputs``); [] when the Run has none."""
-        wanted = archive_inputs(spec)
-        self._resolution = None
-        if not wanted:
-            return []
-        recorded = await self.shared.store.load_inputs(self.uid)
-        if recorded:
-            return recorded
-        archive = await self._archive_for_inputs(spec, sites)
-        try:
-            self._resolution = await resolve_archive_inputs(self.shared.archive, archive, wanted)
-        except InputsBlockedError as err:
-            raise RunBlockedError("InputsReady", err.reason, str(err)) from err
-        except ArchiveError as err:
-            raise RunBlockedError("InputsReady", "ArchiveUnavailable", f"resolving spec.inputs: {err}") from err
-        return []
-
-    async def _archive_for_inputs(self, spec: RunSpec, sites: Mapping[Any, Any]) -> Any:
-        """The archive of the Run's Site; without spec.site (or status.site), that of the first of the
-        namespace's Sites (by name) that names one: the Site is chosen from what that archive answers."""
-        placed = spec.site or (self.body.get("status") or {}).get("site")
-        mine = {name: raw for (ns, name), raw in _site_items(sites) if ns == self.namespace}
-        names = [placed] if placed else sorted(mine)
-        for name in names:
-            with contextlib.suppress(ValidationError):
-                site = SiteSpec.model_validate(mine.get(name) or {})
-                if site.archive_url or placed:
-                    try:
-                        return await site_archive(self.shared.kube, self.namespace, name, site)
-                    except ArchiveUnsetError as err:
-                        raise RunBlockedError("InputsReady", "ArchiveUnset", str(err)) from err
-        raise RunBlockedError(
-            "InputsReady",
-            "ArchiveUnset",
-            f"spec.inputs name archive datasets, but no Site of {self.namespace} "
-            f"{'is named ' + repr(placed) if placed else 'has spec.archiveUrl'}",
-        )
-
-    async def _pin_archive_inputs(self, pinned: list[InputRow], site: str, storage: RunStorage) -> list[InputRow]:
-        """The resolved inputs as their replicas' paths at the Site, recorded before any task starts."""
-        if pinned or self._resolution is None:
-            return pinned
-        rows = await asyncio.to_thread(self._resolution.at_site, site, storage.roots)
-        kept = await self.shared.store.save_inputs(self.uid, rows)
-        self.log.info(f"run {self.key}: {len(kept)} archive input dataset(s) resolved at {site}")
-        return kept
-
-    async def _registrar(self, site_name: str, site: SiteSpec, pinned: list[InputRow]) -> Registrar | None:
-        """Who registers the Run's outputs, when its Site names an archive (else outputs stay files)."""
-        if not site.archive_url:
-            return None
-        try:
-            archive = await site_archive(self.shared.kube, self.namespace, site_name, site)
-        except ArchiveUnsetError as err:
-            raise RunBlockedError("SiteReady", "ArchiveUnset", str(err)) from err
-        collection = run_collection(self.namespace, self.name, self.uid)
-        return await Registrar.load(self.shared.store, self.shared.archive, archive, self.uid, collection, self.key)
 
     async def _pinned_pipeline(self, name: str) -> tuple[PipelineSpec, str]:
         """The spec this Run started with (kept in the task table), else the Pipeline as it is now."""
@@ -347,10 +279,9 @@ class RunController:
         running = {name: self.shared.board.running(f"{self.namespace}/{name}") for name in valid}
         sizes = await asyncio.to_thread(_input_sizes, spec)
         held = placement.input_bytes_by_site(valid, sizes)
-        if self._resolution is not None:  # the archive's replica view: POSIX and S3 Sites alike
-            for name, size in self._resolution.held_bytes().items():
-                if name in held:
-                    held[name] += size
+        for name, size in self.archive.held_bytes().items():  # the archive's replica view: S3 Sites too
+            if name in held:
+                held[name] += size
         try:
             return placement.choose_site(valid, phase_of, running, self.namespace, held)
         except placement.NoReadySiteError as err:
@@ -384,9 +315,7 @@ class RunController:
             await self._resolve_dynamic()
             if not spec.suspend and not self.planner.finished:
                 await self._launch(spec, self._site_limit(sites))
-            if self.registrar is not None:
-                await self.registrar.drain()
-                self._outputs_condition = await self._registration_condition()
+            await self.archive.register()
             self._report(spec)
             await self._write_status(spec, self._pipeline_change(pipelines or {}))
 
@@ -458,7 +387,7 @@ class RunController:
         inputs = self.planner.task_inputs(tid)  # before the planner takes the outcome: what the task was given
         seen = await self._take_outcome(task, seen)
         crash_point("after-finish-before-record")
-        registrations = await self._registrations(task, inputs) if seen.succeeded else []
+        registrations = await self._outbox_rows(task, inputs) if seen.succeeded else []
         usage = seen.usage
         if usage is not None:
             usage = {**usage, **metrics.profile_summary(usage, requested)}
@@ -506,30 +435,10 @@ class RunController:
         self.log.info(f"run {self.key}: {task.id} attempt {task.attempt} {seen.reason} → {state.value}")
         return seen
 
-    async def _registrations(self, task: Task, inputs: Mapping[str, Any]) -> list[Any]:
-        """The outbox rows of a succeeded task's outputs (none when the Site has no archive)."""
+    async def _outbox_rows(self, task: Task, inputs: Mapping[str, Any]) -> list[Registration]:
         assert self.storage is not None
-        if self.registrar is None:
-            return []
-        outputs = self.storage.outputs(task.id, task.executable)
-        given = {**{k: v if isinstance(v, str) else json.dumps(v) for k, v in inputs.items()}, **outputs}
-        argv = command_argv(task.executable.command, [f"--{k}={v}" for k, v in given.items()])
         image = task.executable.image or self.shared.settings.default_image
-        return await asyncio.to_thread(output_facts, task, outputs, inputs, argv, image, self.pipeline_digest)
-
-    async def _registration_condition(self) -> Condition | None:
-        """OutputsRegistered: how many of the outputs so far are datasets at the archive, and why not the rest."""
-        counts, error = await self.shared.store.registration_counts(self.uid)
-        if not counts:
-            return None
-        registered, pending, failed = (counts.get(k, 0) for k in ("registered", "pending", "failed"))
-        skipped = counts.get("skipped", 0)
-        message = f"{registered} output(s) registered at {self.registrar.archive.url if self.registrar else '?'}"
-        message += f", {pending} pending, {failed} failed, {skipped} not registered (register: false)"
-        if error and (pending or failed):
-            message += f"; {error}"
-        reason = "RegistrationFailed" if failed else "Registering" if pending else "Registered"
-        return condition("OutputsRegistered", not pending and not failed, reason, message[:1024])
+        return await self.archive.outbox_rows(task, inputs, self.storage, image, self.pipeline_digest)
 
     def _expose(self, directories: Iterable[str]) -> None:
         """Directories that list outputs named become visible (read-only) to the Jobs created from now on."""
@@ -685,7 +594,7 @@ class RunController:
             generation=self.body["metadata"].get("generation"),
             pipeline_digest=self.pipeline_digest or None,
             pipeline_change=pipeline_change,
-            extra=[self._outputs_condition] if self._outputs_condition else [],
+            extra=[self.archive.outputs_condition] if self.archive.outputs_condition else [],
         )
 
     async def _write_status(self, spec: RunSpec, pipeline_change: Condition | None = None) -> None:

@@ -8,6 +8,7 @@ so a restart resolves nothing again and a dataset registered later cannot change
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from sgs_operator.records import InputRow
 from sgs_operator.storage import Roots, StorageError, posix_path
 
 MAX_ARCHIVE_INPUTS = 100_000  # per Run input, as for spec.inputs.<name>.uris
+LOOKUPS_IN_FLIGHT = 16
 
 
 class InputsBlockedError(Exception):
@@ -117,14 +119,16 @@ async def _datasets(client: ArchiveClient, archive: SiteArchive, name: str, give
                 "TooManyInputs", f"{where}.query: {given.query!r} matches more than {MAX_ARCHIVE_INPUTS:,} datasets"
             )
         return datasets
+    ids = given.dataset_ids or []
     datasets = []
-    for i, dataset_id in enumerate(given.dataset_ids or []):
-        found = await client.dataset(archive, dataset_id)
-        if found is None:
-            raise InputsBlockedError(
-                "InputNotFound", f"{where}.datasetIds[{i}]: no dataset {dataset_id} at {archive.url}"
-            )
-        datasets.append(found)
+    for start in range(0, len(ids), LOOKUPS_IN_FLIGHT):  # one GET per id, a few in flight (the API has no bulk get)
+        chunk = ids[start : start + LOOKUPS_IN_FLIGHT]
+        answers = await asyncio.gather(*(client.dataset(archive, dataset_id) for dataset_id in chunk))
+        for i, (dataset_id, found) in enumerate(zip(chunk, answers, strict=True), start=start):
+            if found is None:
+                message = f"{where}.datasetIds[{i}]: no dataset {dataset_id} at {archive.url}"
+                raise InputsBlockedError("InputNotFound", message)
+            datasets.append(found)
     return datasets
 
 
