@@ -33,7 +33,9 @@ class ArchiveError(RuntimeError):
 
     @property
     def retryable(self) -> bool:
-        return self.status is None or self.status >= 500 or self.status in (408, 429)
+        """Worth trying again later: unreachable, overloaded, or refused for the token (a Secret to fix, not
+        an output to give up on)."""
+        return self.status is None or self.status >= 500 or self.status in (401, 403, 408, 429)
 
 
 class ArchiveUnsetError(Exception):
