@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) the pinned Go binaries of the dev/test stack from Go modules, through the module proxy:
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, minio, jaeger.
-# Versions come from the wrapper modules in tools/{etcd,kube,minio,jaeger}/go.mod (their go.sum pins every checksum).
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, minio, jaeger, helm.
+# Versions come from the wrapper modules in tools/{etcd,kube,minio,jaeger,helm}/go.mod (their go.sum pins every checksum).
 # Output: ${SGS_CACHE:-~/.cache/sgs}/bin/<name>-<version>/<name>; Go caches under ${SGS_CACHE}/go/.
 # Usage: tools/build-binaries.sh [name ...]     (default: all; also `sgs dev build`)
 set -euo pipefail
@@ -18,7 +18,7 @@ export GOTOOLCHAIN=local
 export CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
-ALL_NAMES=(etcd minio kube-apiserver kube-controller-manager kube-scheduler kubectl jaeger)
+ALL_NAMES=(etcd minio kube-apiserver kube-controller-manager kube-scheduler kubectl jaeger helm)
 
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -45,6 +45,7 @@ module_dir() {
         etcd) echo etcd ;;
         minio) echo minio ;;
         jaeger) echo jaeger ;;
+        helm) echo helm ;;
         kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo kube ;;
         *) log "ERROR: unknown binary '$1' (known: ${ALL_NAMES[*]})"; exit 2 ;;
     esac
@@ -55,6 +56,7 @@ package_of() {
         etcd) echo go.etcd.io/etcd/server/v3 ;;
         minio) echo github.com/minio/minio ;;
         jaeger) echo github.com/jaegertracing/jaeger/cmd/jaeger ;;
+        helm) echo helm.sh/helm/v3/cmd/helm ;;
         *) echo "k8s.io/kubernetes/cmd/$1" ;;
     esac
 }
@@ -64,6 +66,7 @@ required_module() {
         etcd) echo go.etcd.io/etcd/server/v3 ;;
         minio) echo github.com/minio/minio ;;
         jaeger) echo github.com/jaegertracing/jaeger ;;
+        helm) echo helm.sh/helm/v3 ;;
         kube) echo k8s.io/kubernetes ;;
     esac
 }
@@ -80,6 +83,7 @@ ldflags_of() {
     local name="$1" version="$2"
     # Without it `jaeger version` and its build_info metric say an empty version.
     if [[ "$name" == jaeger ]]; then echo "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$version"; return; fi
+    if [[ "$name" == helm ]]; then helm_ldflags "$version"; return; fi
     if [[ "$(module_dir "$name")" != kube ]]; then echo "-s -w"; return; fi
     local major minor flags="-s -w"
     major="$(echo "$version" | sed -E 's/^v([0-9]+)\..*/\1/')"
@@ -88,6 +92,19 @@ ldflags_of() {
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
         flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
         flags+=" -X $pkg.gitTreeState=clean"
+    done
+    echo "$flags"
+}
+
+# The flags Helm's own Makefile sets for a release: without them `helm version` says v3.22 "unreleased" and
+# `helm lint` / `helm template` assume Kubernetes 1.20 (.Capabilities.KubeVersion) instead of the client-go it has.
+helm_ldflags() {
+    local version="$1" pkg=helm.sh/helm/v3 client_go minor
+    client_go="$(awk '$1 == "k8s.io/client-go" && $2 ~ /^v/ {print $2}' "$TOOLS_DIR/helm/go.mod" | head -1)"
+    minor="$(echo "$client_go" | sed -E 's/^v0\.([0-9]+)\..*/\1/')"
+    local flags="-s -w -X $pkg/internal/version.version=$version -X $pkg/internal/version.gitTreeState=clean"
+    for var in lint/rules.k8sVersion chartutil.k8sVersion; do
+        flags+=" -X $pkg/pkg/${var}Major=1 -X $pkg/pkg/${var}Minor=$minor"
     done
     echo "$flags"
 }

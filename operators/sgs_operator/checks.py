@@ -124,6 +124,17 @@ def run_path_problems(spec: RunSpec, site: str | None, sites: Mapping[str, SiteS
     return [*first, *([f"(the namespace's other Sites refuse it too: {others})"] if others else [])]
 
 
+def spec_unchanged(old: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> bool:
+    """Whether an admission UPDATE leaves the spec as it was.
+
+    Only a spec is judged, and only when it changes: an update that keeps it (the operator's own finalizers and
+    annotations, labels, a status written through the main resource) is admitted, or an object admitted under
+    other rules (an allow-list since narrowed, a placement window since passed) could no longer be finalized,
+    labelled or deleted.
+    """
+    return old is not None and dict(old.get("spec") or {}) == dict(spec)
+
+
 def same_paths(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether an update leaves every path of a Run (and its Site) as it was."""
     return all(old.get(key) == new.get(key) for key in ("inputs", "outputPrefix", "site"))

@@ -137,6 +137,10 @@ class RunController:
     def spec(self) -> RunSpec:
         return RunSpec.model_validate(self.body.get("spec") or {})
 
+    def spec_pipeline(self) -> str:
+        """The Pipeline the Run names, even when its spec is invalid (for the Runs-by-phase metric)."""
+        return str((self.body.get("spec") or {}).get("pipeline") or self.pipeline_name)
+
     # ------------------------------------------------------------------------------------------- start
 
     async def start(self, sites: Mapping[Any, Any], phases: Mapping[Any, Any]) -> bool:
@@ -193,6 +197,7 @@ class RunController:
         self.priority = spec.priority
         self.inflight = {t.id: InFlight(job_name(self._ref(), t.id, t.attempt), None) for t in running}
         self.started_at = _status_time(self.body, "startTime") or utc_now()
+        metrics.known_series(site_name, spec.pipeline, [executable.name for executable in pipeline.executables])
         self.log.info(f"run {self.key}: {len(planner.tasks)} tasks, {len(records)} records, {len(running)} running")
 
     async def _pinned_pipeline(self, name: str) -> tuple[PipelineSpec, str]:
@@ -308,6 +313,7 @@ class RunController:
     ) -> None:
         """One reconcile: apply spec changes, take finished Jobs, start what may start, write the status."""
         assert self.planner is not None
+        began = time.perf_counter()
         with self.tracer.reconcile(self.site.name if self.site else None):
             spec = self.spec()
             await self._apply_spec(spec)
@@ -318,6 +324,7 @@ class RunController:
             await self.archive.register()
             self._report(spec)
             await self._write_status(spec, self._pipeline_change(pipelines or {}))
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - began)
 
     def _pipeline_change(self, pipelines: Mapping[Any, Any]) -> Condition:
         """Whether the Pipeline was edited (or deleted) since this Run started with it."""
@@ -405,7 +412,9 @@ class RunController:
             ),
         )
         crash_point("after-finish-before-register")
-        metrics.observe_attempt(task.executable.name, seen.reason, seen.usage, requested)
+        assert self.site is not None
+        attempt_s = time.monotonic() - flight.created_at if flight.created_at is not None else None
+        metrics.observe_attempt(self.site.name, task.executable.name, seen.reason, seen.usage, requested, attempt_s)
         self.tracer.count(finished=1)
         del self.inflight[tid]
         await self.disposal.dispose(flight.job, seen.succeeded)
@@ -471,6 +480,8 @@ class RunController:
             self.inflight[task.id] = InFlight(job_name(self._ref(), task.id, task.attempt), time.monotonic())
         self._report(spec)  # before any await: other Runs at this Site see the slots as taken
         self.tracer.count(started=len(tasks))
+        assert self.site is not None
+        metrics.TASKS_STARTED.labels(self.site.name, self.pipeline_name).inc(len(tasks))
         began = time.perf_counter()
         await self._record_then_create(tasks)
         crash_point("after-job-before-status")
@@ -573,6 +584,7 @@ class RunController:
         self.shared.board.report(self.site_key, self.key, self.priority, len(self.inflight), ready)
 
     def leave(self) -> None:
+        metrics.RUNS.forget(self.key)
         if self.site is not None:
             self.shared.board.leave(self.site_key, self.key)
 
@@ -599,6 +611,7 @@ class RunController:
 
     async def _write_status(self, spec: RunSpec, pipeline_change: Condition | None = None) -> None:
         status = self.status(spec, pipeline_change)
+        metrics.RUNS.set(self.key, status.site or "", self.pipeline_name, status.phase.value)
         comparable = status.model_dump(mode="json", exclude={"conditions"}) | {
             "conditions": [c.model_dump(mode="json", exclude={"last_transition_time"}) for c in status.conditions]
         }
@@ -630,6 +643,7 @@ class RunController:
     async def _write_blocked_status(self, blocked: RunBlockedError) -> None:
         previous = self.body.get("status") or {}
         conditions = [condition(blocked.kind, False, blocked.reason, str(blocked))]
+        metrics.RUNS.set(self.key, "", self.spec_pipeline(), RunPhase.PENDING.value)
         status = RunStatus(
             phase=RunPhase.PENDING,
             observed_generation=self.body["metadata"].get("generation"),

@@ -133,6 +133,7 @@ async def webhook_server(config: OperatorSettings, kube: Kube, namespace: str, d
     """The admission webhook on its listen address, under a serving certificate from the stable CA."""
     ca = await tls.stable_authority(kube.client, namespace, config.webhook_ca_secret)
     certs = tls.serve_with(ca, directory, tls.webhook_hosts(config.webhook_host, config.webhook_listen))
+    metrics.webhook_certificates(certs.cert_file, certs.ca_file)
     return kopf.WebhookServer(
         addr=config.webhook_listen,
         host=config.webhook_host,
@@ -171,9 +172,11 @@ def site_phases(name: str, namespace: str | None, status: Mapping[str, Any], **_
 # persistent + failures not ignored = failurePolicy Fail, left in place while no operator runs: an invalid spec is
 # refused, never admitted unchecked because the operator is down (or between two leaders).
 @kopf.on.validate(GROUP, VERSION, "pipelines", operations=["CREATE", "UPDATE"], persistent=True)
-def validate_pipeline(spec: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+def validate_pipeline(spec: Mapping[str, Any], memo: kopf.Memo, **kwargs: Any) -> None:
     """Graph rules a CRD schema cannot state (references resolve, no cycle, inputs bound) and dynamic-resource
     functions this operator does not run: refused at apply."""
+    if checks.spec_unchanged(kwargs.get("old"), spec):  # `old` is passed, but kopf's WebhookFn protocol omits it
+        return
     status = checks.pipeline_status(spec, None, _functions(memo))
     if status.conditions and status.conditions[0].status.value == "False":
         raise kopf.AdmissionError(status.conditions[0].message, code=422)
@@ -190,6 +193,8 @@ async def validate_run(
     **_: Any,
 ) -> None:
     """A valid spec whose every path lies under its Site's declared roots (the start checks again)."""
+    if checks.spec_unchanged(old, spec):
+        return
     try:
         run = RunSpec.model_validate(spec)
     except ValidationError as err:
@@ -203,7 +208,9 @@ async def validate_run(
 
 
 @kopf.on.validate(GROUP, VERSION, "sites", operations=["CREATE", "UPDATE"], persistent=True)
-def validate_site(name: str | None, spec: Mapping[str, Any], **_: Any) -> None:
+def validate_site(name: str | None, spec: Mapping[str, Any], **kwargs: Any) -> None:
+    if checks.spec_unchanged(kwargs.get("old"), spec):
+        return
     problems = checks.admission_site_problems(name or "", spec)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
@@ -277,6 +284,7 @@ async def check_site(
     ok, detail = await storage_reachable(site)
     status = checks.site_status(site, nodes, ok, detail, utc_now(), meta.get("generation"))
     status.running_tasks = shared.board.running(f"{meta.get('namespace')}/{name}")
+    metrics.site_phase(name, status.phase.value)
     patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 

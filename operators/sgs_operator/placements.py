@@ -40,7 +40,7 @@ from sgs.placement.plan import Assignments, Plan, PlanError, PlanRequest, check_
 from sgs.placement.sites import PlacementSite, SitesError, check_sites
 from sgs.placement.solver import solve
 from sgs.placement.survey import Survey, SurveyError, read_survey
-from sgs_operator.checks import describe_errors
+from sgs_operator.checks import describe_errors, spec_unchanged
 from sgs_operator.status import condition, merge_conditions, utc_now
 
 WRITE_BATCH = 50_000
@@ -421,8 +421,11 @@ def placement_sites(
 
 # failurePolicy Fail and kept while no operator runs, as for Pipelines and Runs (handlers.py).
 @kopf.on.validate(GROUP, VERSION, "dataplacements", operations=["CREATE", "UPDATE"], persistent=True)
-def validate_placement(spec: Mapping[str, Any], **_: Any) -> None:
-    """PlacementRefusedError at apply: a spec the model rejects, or a horizon already over."""
+def validate_placement(spec: Mapping[str, Any], **kwargs: Any) -> None:
+    """PlacementRefusedError at apply: a spec the model rejects, or a horizon already over. An update that keeps
+    the spec is admitted: once its window has passed, the operator must still be able to remove its finalizer."""
+    if spec_unchanged(kwargs.get("old"), spec):  # `old` is passed, but kopf's WebhookFn protocol omits it
+        return
     try:
         placement = DataPlacementSpec.model_validate(spec)
         check_horizon(placement.window_end, datetime.now(UTC), "spec.windowEnd")

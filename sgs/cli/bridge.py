@@ -31,7 +31,12 @@ def bridge_command(
     gpu_partition: Annotated[str | None, typer.Option("--gpu-partition", help="slurm: partition for GPU pods.")] = None,
     sbatch_arg: Annotated[list[str] | None, typer.Option("--sbatch-arg", help="slurm: extra sbatch option.")] = None,
     apptainer: Annotated[
-        str | None, typer.Option("--apptainer", help="slurm: run each pod's image with this apptainer binary.")
+        str | None,
+        typer.Option(
+            "--apptainer",
+            help="slurm: run a pod's command in the image its SGS_IMAGE variable names, with this apptainer "
+            "binary (the operator sets none: without it, commands run directly).",
+        ),
     ] = None,
     client_ca_file: Annotated[
         Path | None,

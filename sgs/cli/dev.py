@@ -15,11 +15,16 @@ if TYPE_CHECKING:
 
 app = typer.Typer(name="dev", help="Run the real dev stack on this machine.", no_args_is_help=True)
 console = Console()
+ALL_PARTS = "pg,nats,minio,kube,slurm,prometheus,jaeger,archive,transfer,sgs"
 
-PartsOption = Annotated[
-    str,
-    typer.Option("--parts", help="Comma-separated subset of: pg, nats, minio, kube, slurm, prometheus, jaeger."),
-]
+PARTS_HELP = (
+    "Comma-separated subset of: pg, nats, minio, kube, slurm, prometheus, jaeger, archive (needs pg, nats), "
+    "transfer (the transfer service and a worker; needs pg, nats, minio, archive), sgs (the operator and one bridge "
+    "node per dev Site; needs pg and kube)."
+)
+PartsOption = Annotated[str, typer.Option("--parts", help=PARTS_HELP)]
+# `up` also reads $SGS_DEV_PARTS, so a script (examples/tour.sh) runs as shown and a test can shrink the stack.
+UpPartsOption = Annotated[str, typer.Option("--parts", envvar="SGS_DEV_PARTS", help=PARTS_HELP)]
 
 
 def _parts(spec: str) -> list[str]:
@@ -51,7 +56,7 @@ def build(
 
 
 @app.command()
-def up(parts: PartsOption = "pg,nats,minio,kube,slurm,prometheus,jaeger") -> None:
+def up(parts: UpPartsOption = ALL_PARTS) -> None:
     """Start the stack (or the parts named) detached; prints endpoints and writes the env file."""
     from sgs.dev import stack
 
@@ -71,7 +76,7 @@ def up(parts: PartsOption = "pg,nats,minio,kube,slurm,prometheus,jaeger") -> Non
 
 @app.command()
 def down(
-    parts: PartsOption = "pg,nats,minio,kube,slurm,prometheus,jaeger",
+    parts: PartsOption = ALL_PARTS,
     purge: Annotated[bool, typer.Option(help="Also delete the parts' data directories.")] = False,
 ) -> None:
     """Stop the stack (or the parts named)."""

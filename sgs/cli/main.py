@@ -49,6 +49,9 @@ def _register_subcommands() -> None:
     from sgs.cli.console import console_command
 
     app.command("console")(console_command)
+    from sgs.cli.trigger import trigger_command
+
+    app.command("trigger")(trigger_command)
 
 
 _register_subcommands()

@@ -151,16 +151,22 @@ def status_command(
 def crds_command(
     out: Annotated[Path, typer.Option(help="Directory of the generated CRDs")] = Path("crds"),
     check: Annotated[bool, typer.Option(help="Only check that the committed CRDs are up to date")] = False,
+    chart: Annotated[
+        Path, typer.Option(help="Helm chart whose CRD copies and values.schema.json are generated too (if present)")
+    ] = Path("charts/sgs"),
 ) -> None:
-    """Generate the CustomResourceDefinitions from the domain model."""
+    """Generate the CustomResourceDefinitions from the domain model (and the Helm chart's copies and schema)."""
+    from sgs.chart import stale_chart_files, write_chart_files
     from sgs.crds import stale_crds, write_crds
 
+    # Outside a checkout there is no chart: only the CRDs.
+    with_chart = (chart / "Chart.yaml").is_file()
     if check:
-        stale = stale_crds(out)
+        stale = stale_crds(out) + (stale_chart_files(chart) if with_chart else [])
         if stale:
             err_console.print(f"[red]out of date:[/] {', '.join(map(str, stale))} — run `sgs crds`")
             raise typer.Exit(1)
         console.print("CRDs are up to date")
         return
-    for path in write_crds(out):
+    for path in write_crds(out) + (write_chart_files(chart) if with_chart else []):
         console.print(f"wrote {path}")

@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sgs.telemetry.dashboards import ALERTS
 from sgs.testing._process import free_port
 from sgs.testing.prometheus import PrometheusPart, ScrapeJob, write_targets
 
 if TYPE_CHECKING:
     from sgs.dev.stack import PartState
 
-RULES_DIR = Path(__file__).resolve().parents[2] / "charts" / "sgs" / "files" / "rules"
+RULES_DIR = ALERTS  # the rule files the chart ships
 OPERATOR_JOB, BRIDGE_JOB, ARCHIVE_JOB, TRANSFER_JOB, JAEGER_JOB = (
     "sgs-operator",
     "sgs-bridge",
@@ -81,16 +82,19 @@ def register_targets(units: Mapping[str, PartState]) -> None:
     if prometheus is None:
         return
     directory = Path(prometheus.workdir)
-    found: dict[str, dict[str, dict[str, str]]] = {job: {} for job in (OPERATOR_JOB, JAEGER_JOB)}
+    found: dict[str, dict[str, dict[str, str]]] = {job: {} for job in (OPERATOR_JOB, JAEGER_JOB, BRIDGE_JOB)}
     port = prometheus.info.get("operator_metrics_port")
     if port:
         found[OPERATOR_JOB][f"127.0.0.1:{port}"] = {}
     for unit in units.values():
         if unit.part == "jaeger":
             found[JAEGER_JOB][str(unit.info["metrics"]).removeprefix("http://").removesuffix("/metrics")] = {}
+        if unit.part == "sgs" and "node" in unit.info:  # the dev stack's bridges (sgs.dev.components)
+            address = str(unit.info["endpoint"]).removeprefix("https://")
+            found[BRIDGE_JOB][address] = {"node": str(unit.info["node"]), "site": str(unit.info["site"])}
     for job, targets in found.items():
         write_targets(targets_file(directory, job), targets)
-    for job in (BRIDGE_JOB, ARCHIVE_JOB, TRANSFER_JOB):
+    for job in (ARCHIVE_JOB, TRANSFER_JOB):
         path = targets_file(directory, job)
         if not path.exists():
             write_targets(path, {})

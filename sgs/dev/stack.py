@@ -19,14 +19,22 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 
 from sgs.dev.observability import register_targets
 from sgs.testing._process import ProcessRecord
 from sgs.testing.base import Part
 from sgs.testing.binaries import cache_root
 
-PART_NAMES = ("pg", "nats", "minio", "kube", "slurm", "prometheus", "jaeger")
+PART_NAMES = ("pg", "nats", "minio", "kube", "slurm", "prometheus", "jaeger", "archive", "transfer", "sgs")
+# The archive and the transfer service start in waves after the parts they use (saved in the state file, where
+# they find them), and are restarted when one of those parts was.
+SERVICE_WAVES = {"archive": 1, "transfer": 2}
+SERVICE_NEEDS = {"archive": ("pg", "nats"), "transfer": ("pg", "nats", "minio", "archive")}
 DEV_SITES = ("site-a", "site-b", "site-c")
+SGS_PART = "sgs"  # the operator and the bridges: started once the parts they use are up, stopped first
+SGS_NEEDS = ("pg", "kube")
+SLURM_SITE = "site-c"  # served by the Slurm provider when the Slurm part runs
 
 
 def dev_dir() -> Path:
@@ -131,6 +139,8 @@ def write_env_file(units: dict[str, PartState]) -> None:
     if "SGS_ARCHIVE_DSN" in exports:
         exports |= archive_exports()
     lines = [f"export {key}={_shell_quote(value)}" for key, value in exports.items()]
+    if "KUBECONFIG" in exports:
+        lines.append(_kubectl_path_line())
     env_file().write_text("\n".join(lines) + ("\n" if lines else ""))
 
 
@@ -144,6 +154,15 @@ def archive_exports() -> dict[str, str]:
         path.write_text(secrets.token_urlsafe(32))
     token = path.read_text().strip()
     return {"SGS_ARCHIVE_ENVIRONMENT": "development", "SGS_ARCHIVE_ADMIN_TOKEN": token, "SGS_ARCHIVE_TOKEN": token}
+
+
+def _kubectl_path_line() -> str:
+    """The pinned kubectl first on PATH, so the README's `kubectl ...` lines need no kubectl installed."""
+    from sgs.testing.binaries import kubectl_path
+
+    found = kubectl_path()
+    directory = str(found.parent) if found is not None else ""
+    return f'export PATH={_shell_quote(directory)}:"$PATH"' if directory else "# kubectl: not built (sgs dev build)"
 
 
 def _shell_quote(value: str) -> str:
@@ -177,14 +196,40 @@ def units_of(part: str) -> list[tuple[str, Part]]:
         from sgs.testing.jaeger import JaegerPart
 
         return [("jaeger", JaegerPart(base / "jaeger"))]
+    if part in SERVICE_WAVES:
+        from sgs.dev.services import ArchiveServicePart, TransferServicePart
+
+        service = ArchiveServicePart if part == "archive" else TransferServicePart
+        return [(part, service(base / part))]
     raise ValueError(f"--parts: unknown part {part!r}")
 
 
 Report = Callable[[str, str], None]  # (unit, message)
 
 
+def sgs_units(state: dict[str, PartState]) -> list[tuple[str, Part]]:
+    """The operator and one bridge node per dev Site, wired to the running PostgreSQL and control plane."""
+    from sgs.dev.components import BridgePart, OperatorPart, operator_dsn, prepare_site_dirs
+
+    running = {unit.part: unit for unit in state.values()}
+    missing = [part for part in SGS_NEEDS if part not in running]
+    if missing:
+        raise ValueError(f"--parts: sgs needs {', '.join(missing)} (running, or named in --parts)")
+    env = {**os.environ, **{key: value for unit in state.values() for key, value in unit.exports.items()}}
+    prepare_site_dirs(DEV_SITES)
+    base = dev_dir()
+    metrics_port = running["prometheus"].info.get("operator_metrics_port") if "prometheus" in running else None
+    dsn = operator_dsn(str(running["pg"].info["dsn"]))
+    units: list[tuple[str, Part]] = [("operator", OperatorPart(base / "operator", env, dsn, metrics_port))]
+    for site in DEV_SITES:
+        provider = "slurm" if site == SLURM_SITE and "slurm" in running else "process"
+        units.append((f"bridge-{site}", BridgePart(base / f"bridge-{site}", env, site, provider)))
+    return units
+
+
 def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
-    """Start the parts not already running, all at once; returns the whole stack's state."""
+    """Start the parts not already running, all at once, then the sgs components on them; returns the
+    whole stack's state."""
     state: dict[str, PartState] = {}
     for name, recorded in load_state().items():
         if all(recorded.alive()):
@@ -193,9 +238,56 @@ def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
             # Half a part (say, an apiserver whose etcd died) would hold ports and data: restart it whole.
             for record in reversed(recorded.processes):
                 record.stop()
+    chosen = list(parts)
+    before = set(state)
+    failures = _start_all([p for p in chosen if p != SGS_PART and p not in SERVICE_WAVES], units_of, state, report)
+    failures += _start_services(chosen, before, state, report)
+    if any(state[name].part in SGS_NEEDS for name in set(state) - before):
+        _stop_sgs_units(state, report)  # they hold the old API server's address and database connections
+    if SGS_PART in chosen and not failures:
+        try:
+            components = sgs_units(state)
+        except (ValueError, OSError, psycopg.Error) as err:
+            failures.append(f"{SGS_PART}: {err}")
+            report(SGS_PART, f"FAILED: {err}")
+        else:
+            failures += _start_all([SGS_PART], lambda _: components, state, report)
+    register_targets(state)
+    save_state(state)
+    if failures:
+        raise RuntimeError("some parts did not start:\n" + "\n".join(failures))
+    return state
+
+
+def _start_services(chosen: list[str], before: set[str], state: dict[str, PartState], report: Report) -> list[str]:
+    failures: list[str] = []
+    for wave in sorted(set(SERVICE_WAVES.values())):
+        restarted = {state[name].part for name in set(state) - before}
+        for service in [s for s, w in SERVICE_WAVES.items() if w == wave and s in state]:
+            if restarted & set(SERVICE_NEEDS[service]):  # it holds the old ports of the parts it uses
+                for record in reversed(state.pop(service).processes):
+                    record.stop()
+                report(service, "stopped: a part it uses was restarted")
+        save_state(state)
+        wanted = [s for s, w in SERVICE_WAVES.items() if w == wave and s in chosen]
+        failures += _start_all(wanted, units_of, state, report)
+    return failures
+
+
+def _stop_sgs_units(state: dict[str, PartState], report: Report) -> None:
+    for name in [name for name, unit in state.items() if unit.part == SGS_PART]:
+        for record in reversed(state.pop(name).processes):
+            record.stop()
+        report(name, "stopped: a part it uses was restarted")
+
+
+def _start_all(
+    parts: list[str], units: Callable[[str], list[tuple[str, Part]]], state: dict[str, PartState], report: Report
+) -> list[str]:
+    """Start the units of ``parts`` not in ``state`` in parallel, adding them to it; the failures, one a line."""
     pending: list[tuple[str, str, Part]] = []
     for part in parts:
-        for unit_name, unit in units_of(part):
+        for unit_name, unit in units(part):
             if unit_name in state:
                 report(unit_name, "already running")
             else:
@@ -210,11 +302,7 @@ def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
             except Exception as err:
                 failures.append(f"{unit_name}: {err}")
                 report(unit_name, f"FAILED: {err}")
-    register_targets(state)
-    save_state(state)
-    if failures:
-        raise RuntimeError("some parts did not start:\n" + "\n".join(failures))
-    return state
+    return failures
 
 
 def _start_unit(part: str, unit_name: str, unit: Part) -> PartState:
@@ -235,12 +323,16 @@ def down(parts: Iterable[str] | None, *, purge: bool, report: Report) -> None:
     """Stop the named parts (all if None), last started first; `purge` also deletes their data."""
     state = load_state()
     chosen = set(parts) if parts is not None else set(PART_NAMES)
-    for unit_name in reversed(list(state)):
+    # The sgs components first, whatever order they were started in: they are clients of every other part.
+    order = sorted(reversed(list(state)), key=lambda name: state[name].part != SGS_PART)
+    for unit_name in order:
         unit = state[unit_name]
         if unit.part not in chosen:
             continue
         if unit.part == "slurm":
             _drain_slurm(unit)
+        if unit_name == "operator":
+            _remove_webhook(unit, state)
         for record in reversed(unit.processes):
             record.stop()
         if purge:
@@ -248,6 +340,20 @@ def down(parts: Iterable[str] | None, *, purge: bool, report: Report) -> None:
         del state[unit_name]
         report(unit_name, "stopped" + (" and purged" if purge else ""))
     save_state(state)
+
+
+def _remove_webhook(unit: PartState, state: dict[str, PartState]) -> None:
+    # The webhook is failurePolicy Fail and outlives the operator: left behind, it would refuse every Run and
+    # Pipeline applied while the operator is down (say, to run one from a source tree instead).
+    from sgs.testing.binaries import kubectl_path
+
+    kube = state.get("kube")
+    kubectl = kubectl_path()
+    if kube is None or not all(kube.alive()) or kubectl is None:
+        return
+    argv = [str(kubectl), "delete", "validatingwebhookconfiguration", str(unit.info["webhook"]), "--ignore-not-found"]
+    env = {**os.environ, "KUBECONFIG": str(kube.info["kubeconfig"])}
+    subprocess.run(argv, env=env, capture_output=True, check=False, timeout=30)
 
 
 def _drain_slurm(unit: PartState) -> None:

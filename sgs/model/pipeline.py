@@ -277,6 +277,111 @@ class StepSpec(SgsModel):
         return self
 
 
+TRIGGER_NAME = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
+_DIMENSION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")  # the archive's dimension names (sgs.model.dataset)
+
+
+class TriggerInput(SgsModel):
+    """An input every triggered Run binds the same way (a calibration file, a configuration)."""
+
+    uri: str | None = Field(default=None, description="One file or object URI.")
+    uris: list[str] | None = Field(default=None, max_length=10_000, description="Several URIs, as a list.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.uri is None) == (self.uris is None):
+            raise ValueError("give exactly one of uri or uris")
+        return self
+
+
+class TriggerCompletion(SgsModel):
+    """When a group is complete, so its Run is created: ``count`` datasets of the group are available at the Site,
+    or (``allKnown``) every dataset the archive knows for the group key is."""
+
+    count: int | None = Field(default=None, ge=1, le=10_000, description="Datasets a complete group holds.")
+    all_known: bool = Field(
+        default=False,
+        description="Complete once every dataset of the group the archive knows has a replica available at the "
+        "Site (for datasets registered together, e.g. one ingest per observation, then copied).",
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Self:
+        if (self.count is None) == (not self.all_known):
+            raise ValueError("give exactly one of count or allKnown: true")
+        return self
+
+
+class TriggerSpec(SgsModel):
+    """Create a Run when datasets arrive: those of ``datasetType`` matching ``where`` that become available at a
+    Site (``sites``) are grouped by the values of ``groupBy``; each complete group becomes one Run at that Site,
+    with the group's datasets bound to ``input`` (as archive dataset ids) and ``inputs`` bound as given. The
+    Run's name is the pipeline's plus a hash of (trigger, Site, group key): a group makes one Run, however
+    often its events are delivered."""
+
+    name: str = Field(pattern=TRIGGER_NAME, description="Unique name of the trigger in this pipeline.")
+    input: str = Field(pattern=PORT_NAME, description="The pipeline input the group's datasets are bound to.")
+    dataset_type: str = Field(
+        pattern=r"^[A-Za-z][A-Za-z0-9_.]{0,127}$", description="Dataset type of the datasets that fire it."
+    )
+    where: str = Field(
+        default="", max_length=10_000, description="Dimension expression the datasets' data IDs must match."
+    )
+    collections: list[str] | None = Field(
+        default=None, max_length=100, description="RUN collections the datasets must belong to (any when absent)."
+    )
+    sites: str | None = Field(
+        default=None, max_length=2_000, description="Site expression: where arrivals count (every Site when absent)."
+    )
+    group_by: list[str] = Field(
+        min_length=1, max_length=32, description="Dimensions whose values form the group key, e.g. [observation]."
+    )
+    complete: TriggerCompletion = Field(description="When a group is complete.")
+    inputs: dict[str, TriggerInput] = Field(
+        default_factory=dict, description="Other pipeline inputs, bound the same way in every Run."
+    )
+    priority: int = Field(default=0, ge=-1000, le=1000, description="Priority of the Runs it creates.")
+
+    @field_validator("where")
+    @classmethod
+    def _where_parses(cls, value: str) -> str:
+        if not value.strip():
+            return value
+        from sgs.expression.dimensions import parse  # astropy comes with it: only when an expression is given
+        from sgs.expression.errors import ExpressionError
+
+        try:
+            parse(value)
+        except ExpressionError as err:
+            raise ValueError(f"not a dimension expression: {err}") from None
+        return value
+
+    @field_validator("sites")
+    @classmethod
+    def _sites_parse(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from sgs.expression.errors import ExpressionError
+        from sgs.expression.sites import parse_sites
+
+        try:
+            parse_sites(value)
+        except ExpressionError as err:
+            raise ValueError(f"not a Site expression: {err}") from None
+        return value
+
+    @field_validator("group_by")
+    @classmethod
+    def _dimension_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _DIMENSION_NAME.match(name):
+                raise ValueError(f"{name!r} is not a dimension name (lower-case letters, digits and '_')")
+        twice = sorted({n for n in value if value.count(n) > 1})
+        if twice:
+            raise ValueError(f"dimensions named twice: {twice}")
+        return value
+
+
 class PipelineSpec(SgsModel):
     """A compiled pipeline: the executables it uses and the flat list of steps in dependency order."""
 
@@ -285,6 +390,9 @@ class PipelineSpec(SgsModel):
     executables: list[ExecutableSpec] = Field(default_factory=list)
     steps: list[StepSpec] = Field(default_factory=list)
     source: str | None = Field(default=None, description="Module and function the pipeline was compiled from.")
+    triggers: list[TriggerSpec] = Field(
+        default_factory=list, max_length=32, description="Runs created when matching datasets arrive."
+    )
 
     @model_validator(mode="after")
     def _graph_is_well_formed(self) -> Self:

@@ -41,6 +41,7 @@ def _problems(spec: PipelineSpec) -> Iterator[str]:
     cycle = find_cycle(spec)
     if cycle:
         yield f"steps: cycle {' -> '.join(cycle)}"
+    yield from _trigger_problems(spec)
 
 
 def _dns(name: str) -> str:
@@ -187,3 +188,26 @@ def find_cycle(spec: PipelineSpec) -> list[str]:
             if found:
                 return found
     return []
+
+
+def _trigger_problems(spec: PipelineSpec) -> Iterator[str]:
+    """Each trigger feeds a pipeline input, binds only pipeline inputs, and leaves no required input unbound."""
+    yield from _duplicates("triggers", [t.name for t in spec.triggers])
+    ports = {p.name: p for p in spec.inputs}
+    for i, trigger in enumerate(spec.triggers):
+        where = f"triggers[{i}]"
+        if trigger.input not in ports:
+            yield f"{where}.input: {trigger.input!r} is not an input of the pipeline (inputs: {_names(ports)})"
+        for name in trigger.inputs:
+            if name == trigger.input:
+                yield f"{where}.inputs.{name}: the trigger's own input is bound to the group's datasets"
+            elif name not in ports:
+                yield f"{where}.inputs.{name}: not an input of the pipeline (inputs: {_names(ports)})"
+        bound = {trigger.input, *trigger.inputs}
+        unbound = [p.name for p in spec.inputs if not p.optional and p.name not in bound]
+        if unbound:
+            yield f"{where}.inputs: required pipeline inputs left unbound: {', '.join(unbound)}"
+
+
+def _names(ports: Mapping[str, object]) -> str:
+    return ", ".join(ports) or "none"

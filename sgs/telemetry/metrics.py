@@ -95,3 +95,14 @@ def registry_problems(registry: CollectorRegistry) -> list[MetricProblem]:
 def exported_names(registry: CollectorRegistry) -> set[str]:
     """The sample names a scrape of ``registry`` shows (``x_total``, ``x_bucket``, ``x_count`` ...)."""
     return {sample.name for family in registry.collect() for sample in family.samples}
+
+
+def declared_names(registry: CollectorRegistry) -> set[str]:
+    """Every sample name the metrics of ``registry`` can show, including labelled ones not observed yet (a
+    histogram's ``_bucket``/``_count``/``_sum``, a counter's ``_total``)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum", "")}
+    names = set()
+    for family in registry.collect():
+        for suffix in suffixes.get(family.type, ("",)):
+            names.add(family.name + suffix)
+    return names

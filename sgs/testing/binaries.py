@@ -22,6 +22,7 @@ _WRAPPERS: dict[str, tuple[str, str]] = {
     "kube-scheduler": ("kube", "k8s.io/kubernetes"),
     "kubectl": ("kube", "k8s.io/kubernetes"),
     "jaeger": ("jaeger", "github.com/jaegertracing/jaeger"),
+    "helm": ("helm", "helm.sh/helm/v3"),
 }
 BINARY_NAMES = tuple(_WRAPPERS)
 BUILD_HINT = "build it with `sgs dev build` (tools/build-binaries.sh; the first build takes many minutes)"

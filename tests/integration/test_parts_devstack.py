@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,8 @@ import pytest
 from sgs_archive.settings import ArchiveSettings
 
 from sgs.dev.stack import load_state, parse_parts
+from sgs.testing import wait_until
+from sgs.testing.binaries import cache_root, kubectl_path
 from sgs.testing.prometheus import PrometheusClient
 
 pytestmark = pytest.mark.integration
@@ -103,3 +106,50 @@ def test_dev_up_observability_prints_urls_and_scrapes_jaeger(tmp_path: Path) -> 
     finally:
         stopped = sgs("down", cache=cache)
     assert stopped.returncode == 0, stopped.stderr
+
+
+def test_the_sgs_part_runs_the_operator_and_bridges_judged_by_their_own_logs(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "bin").symlink_to(cache_root() / "bin")
+    env = {**os.environ, "SGS_CACHE": str(cache)}
+    env.pop("KUBECONFIG", None)
+
+    def dev(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "sgs.cli.main", "dev", *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400, check=False)
+
+    started = dev("up", "--parts", "pg,kube,sgs")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SGS_CACHE", str(cache))
+            state = load_state()
+        assert {"operator", "bridge-site-a", "bridge-site-b", "bridge-site-c"} <= set(state)
+        assert state["bridge-site-c"].info["provider"] == "process"  # no Slurm part in this stack
+        kubeconfig = exported(dev("env").stdout)["KUBECONFIG"]
+        kubectl = [str(kubectl_path()), f"--kubeconfig={kubeconfig}"]
+        bridge = state["bridge-site-a"]
+        [record] = bridge.processes
+        os.killpg(record.pid, signal.SIGKILL)  # a crashed bridge: its log keeps the old "registered" line
+        wait_until(lambda: not record.is_alive(), what="the killed bridge to be gone", timeout_s=30)
+
+        again = dev("up", "--parts", "pg,kube,sgs")
+
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "operator" in again.stdout and "already running" in again.stdout
+        ready_line = "node sgs-site-a (site site-a, provider process) registered"
+        assert Path(bridge.info["log"]).read_text().count(ready_line) == 2  # up waited for the new process's line
+        nodes = subprocess.run([*kubectl, "get", "nodes", "-o", "name"], capture_output=True, text=True, check=True)
+        assert set(nodes.stdout.split()) >= {"node/sgs-site-a", "node/sgs-site-b", "node/sgs-site-c"}
+
+        assert dev("down", "--parts", "sgs").returncode == 0
+        webhook = subprocess.run(
+            [*kubectl, "get", "validatingwebhookconfiguration", "sgs-operator.sgs.io", "--ignore-not-found"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert webhook.stdout == ""  # failurePolicy Fail: left behind, it would refuse every Run
+    finally:
+        dev("down")

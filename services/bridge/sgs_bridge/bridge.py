@@ -132,6 +132,8 @@ class Bridge:
         self._object_cache: dict[tuple[str, str, str], tuple[float, dict[str, str] | None]] = {}
         self._pods_root = config.root / "pods"
         self._base_env = dict(os.environ)
+        for operation in ("submit", "observe"):  # at 0 from the start: a rate over them shows 0, not nothing
+            metrics.BACKEND_ERRORS.labels(self.provider.name, operation)
 
     @property
     def kube(self) -> KubeClient:
@@ -275,6 +277,7 @@ class Bridge:
         await self._bounded(self._submit(t) for t in fresh)
         jobs = {_uid(t.pod): job for t in tracked if (job := _job_id(t.pod)) and not _terminal(t.pod)}
         states = await self.provider.observe(jobs) if jobs else {}
+        self._count_backend(states.values())
         await self._bounded(self._reconcile(t, states.get(_uid(t.pod))) for t in tracked)
 
     async def _bounded(self, work: Iterable[Awaitable[None]]) -> None:
@@ -293,6 +296,14 @@ class Bridge:
             counts[phase] = counts.get(phase, 0) + 1
         for phase, count in counts.items():
             metrics.PODS.labels(self.provider.name, phase).set(count)
+
+    def _count_backend(self, states: Iterable[JobState]) -> None:
+        counts = dict.fromkeys((Phase.PENDING.value, Phase.RUNNING.value, Phase.UNKNOWN.value), 0)
+        for state in states:
+            if not state.phase.terminal:
+                counts[state.phase.value] = counts.get(state.phase.value, 0) + 1
+        for state_name, count in counts.items():
+            metrics.BACKEND_JOBS.labels(self.identity.site, self.provider.name, state_name).set(count)
 
     async def _submit(self, tracked: _Tracked) -> None:
         pod = tracked.pod

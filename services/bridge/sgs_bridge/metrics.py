@@ -1,10 +1,16 @@
-"""Prometheus metrics of the bridge, labelled by provider (served on the kubelet port at /metrics)."""
+"""Prometheus metrics of the bridge, labelled by provider and Site (served on the kubelet port at /metrics)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
 PODS = Gauge("sgs_bridge_pods", "Pods on this node by phase", ["provider", "phase"])
+BACKEND_JOBS = Gauge(
+    "sgs_bridge_backend_jobs",
+    "Jobs the backend holds for this node's pods, by state (Pending: waiting in the Slurm queue)",
+    ["site", "provider", "state"],
+)
+NODE_READY = Gauge("sgs_bridge_node_ready", "1 while the backend answers (the node is Ready)", ["site", "provider"])
 SUBMIT_SECONDS = Histogram(
     "sgs_bridge_submit_seconds",
     "Time to hand one pod to the backend (sbatch, process spawn)",

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from sgs.kube import JSON, KubeClient, is_status
+from sgs_bridge import metrics
 from sgs_bridge.providers.base import BackendUnavailableError, Capacity, Provider
 from sgs_bridge.state import now
 
@@ -194,6 +195,7 @@ class NodeKeeper:
         changed = problem != self._problem or not self._taints_checked
         self._problem = problem
         self.ready = problem is None
+        metrics.NODE_READY.labels(self.identity.site, self.identity.provider).set(1 if self.ready else 0)
         await self.kube.merge_patch(f"{self.path}/status", {"status": node_status(self.identity, capacity, problem)})
         if changed:
             await self._sync_readiness_taints()

@@ -61,6 +61,30 @@ class TransferMetrics:
             ["destination"],
             registry=self.registry,
         )
+        self.rules = Gauge(
+            "sgs_transfer_rules",
+            "Replication rules by state (OK, REPLICATING, STUCK, SUSPENDED).",
+            ["state"],
+            registry=self.registry,
+        )
+        self.transfers = Gauge(
+            "sgs_transfer_transfers",
+            "Open transfers by destination and state (QUEUED, ACTIVE, STUCK).",
+            ["destination", "state"],
+            registry=self.registry,
+        )
+        self.consumer_pending = Gauge(
+            "sgs_transfer_consumer_pending",
+            "Events in the stream the consumer has not been delivered yet (how far behind it is).",
+            ["consumer"],
+            registry=self.registry,
+        )
+        self.consumer_ack_pending = Gauge(
+            "sgs_transfer_consumer_ack_pending",
+            "Events delivered to the consumer and not acknowledged yet.",
+            ["consumer"],
+            registry=self.registry,
+        )
         self.reaped = Counter("sgs_transfer_reaped_total", "Copies deleted by the reaper.", registry=self.registry)
         self.reaper_passes = Counter(
             "sgs_transfer_reaper_passes_total",

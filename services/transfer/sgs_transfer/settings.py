@@ -35,6 +35,13 @@ class TransferSettings(BaseSettings):
         description="Names this service's JetStream stream, subjects and consumers (several may share a NATS).",
     )
     worker_name: str = Field(default="", max_length=128, description="This worker's name (default: host:pid).")
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="`sgs transfer worker`: port of its Prometheus /metrics (unset: none).",
+    )
+    worker_metrics_address: str = Field(default="0.0.0.0", description="Address the worker's /metrics listens on.")
     migrate_on_start: bool = True
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=10, ge=1)

@@ -527,7 +527,12 @@ async def serve_worker(settings: TransferSettings, sites: SiteBook | None = None
     nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
     queue = TransferQueue(nc.jetstream(), QueueNames(settings.namespace), settings.ack_wait_s, settings.max_ack_pending)
     await queue.ensure_stream()
-    worker = Worker(settings, pool, book, archive, queue, TransferMetrics(), tracing)
+    metrics = TransferMetrics()
+    if settings.worker_metrics_port is not None:  # a worker on its own is a deployable: it is scraped too
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, settings.worker_metrics_address, registry=metrics.registry)
+    worker = Worker(settings, pool, book, archive, queue, metrics, tracing)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_kit import EXAMPLE, Cluster, wait_for
+from operator_kit import EXAMPLE, Cluster, OperatorProcess, wait_for
 
 pytest_plugins = ["operator_kit"]  # the operator fixtures (a conftest here would clash with mypy)
 
@@ -290,3 +290,37 @@ def test_an_update_that_keeps_the_paths_is_not_judged_again_but_a_new_path_is(cl
     assert moved.returncode != 0
     assert "spec.outputPrefix: /var/lib/x is outside Site site-a's storage path" in moved.stderr
     assert "spec.inputs.images.uri" in moved.stderr  # judged against the Site as it is now
+
+
+# ----------------------------------------------------------------------------------------------- updates
+
+
+def test_an_update_that_keeps_a_pipelines_spec_is_admitted_under_rules_since_narrowed(
+    cluster: Cluster, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """A Pipeline admitted while fits-header was allowed can still be labelled and deleted once the operator
+    allows none (as its own finalizer and annotation patches must be); changing its spec is judged anew."""
+    operator.stop()
+    wider = OperatorProcess(
+        cluster.kube,
+        operator.dsn,
+        tmp_path,
+        env={"SGS_OPERATOR_DYNAMIC_FUNCTIONS": '["fits-header"]', "SGS_OPERATOR_WEBHOOK_NAME": operator.webhook_name},
+    )
+    try:
+        wider.start()
+        cluster.apply(dynamic_pipeline("sized", "fits-header"))
+    finally:
+        wider.stop()
+        operator.start()
+
+    labelled = cluster.kubectl("label", "pipelines", "sized", "team=nir", check=False)
+    edited = dynamic_pipeline("sized", "fits-header")
+    edited["spec"]["executables"][0]["command"] = "optest_other"
+    changed = cluster.apply(edited, check=False)
+    deleted = cluster.kubectl("delete", "pipelines", "sized", "--timeout=60s", check=False)
+
+    assert labelled.returncode == 0, labelled.stderr
+    assert changed.returncode != 0
+    assert "spec.executables[1].resources.dynamic.function" in changed.stderr
+    assert deleted.returncode == 0, deleted.stderr

@@ -262,3 +262,31 @@ def events_seen(transfer: TransferUnderTest) -> float:
         for line in metrics.splitlines()
         if line.startswith("sgs_transfer_events_total{") and DATASET_REGISTERED in line
     )
+
+
+def scraped(transfer: TransferUnderTest, name: str, **labels: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(transfer.client.get("/metrics").text):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
+                return float(found.value)
+    return None
+
+
+def test_stuck_rules_open_transfers_and_the_consumers_backlog_are_counted_at_scrape(
+    transfer: TransferUnderTest,
+) -> None:
+    stuck_before = scraped(transfer, "sgs_transfer_rules", state="STUCK")
+    assert stuck_before is not None
+    rule = transfer.call("POST", "/rules", (201,), json=rule_body(copies=3))
+    assert scraped(transfer, "sgs_transfer_rules", state="STUCK") == stuck_before + 1
+    transfer.call("DELETE", f"/rules/{rule['id']}", (204,))
+    assert scraped(transfer, "sgs_transfer_rules", state="STUCK") == stuck_before
+    eventually(
+        lambda: scraped(transfer, "sgs_transfer_consumer_pending", consumer="evaluator") is not None,
+        what="the event consumer's backlog to be exported",
+        timeout_s=10,
+    )
+    for site in SITES:
+        assert scraped(transfer, "sgs_transfer_transfers", destination=site, state="STUCK") is not None

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sgs_transfer import gauges
 from sgs_transfer.deps import StateDep
 
 router = APIRouter(tags=["health"])
@@ -29,4 +30,5 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics.", response_class=Response)
 async def metrics(state: StateDep) -> Response:
+    await gauges.refresh(state)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,306 @@
+"""The archive's events in, Runs out: a durable JetStream pull consumer with explicit acknowledgements.
+
+Each batch: the arrivals it announces (datasets registered with an available replica, replicas that became
+available) are matched against every trigger; each group they touch is looked up in the archive (its datasets
+and which are available at the Site); a complete group's Run is created under its deterministic name; only
+then are the messages acknowledged. A crash before the acknowledgement redelivers the batch and re-running it
+creates nothing new (the API server answers 409 AlreadyExists, which is success). A group's state is the
+archive's: nothing is kept here between events, so a restart mid-group loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+
+from sgs.events import DATASET_REGISTERED, STREAM, DatasetRegistered, ReplicaStateChanged, replica_subject
+from sgs.kube import CONFLICT, NOT_FOUND, KubeClient, KubeError
+from sgs.model.base import GROUP, VERSION
+from sgs.model.dataset import DimensionUniverse
+from sgs.model.replica import ReplicaState
+from sgs_trigger.archive import ArchiveReader
+from sgs_trigger.book import PipelineBook, SiteBook
+from sgs_trigger.match import (
+    Arrival,
+    CompiledTrigger,
+    Group,
+    Member,
+    complete_members,
+    group_where,
+    groups_of,
+    run_manifest,
+)
+from sgs_trigger.metrics import TriggerMetrics
+from sgs_trigger.settings import TriggerSettings
+
+log = logging.getLogger(__name__)
+
+REPLICA_AVAILABLE = replica_subject(ReplicaState.AVAILABLE)
+SUBJECTS = [DATASET_REGISTERED, REPLICA_AVAILABLE]
+FETCH_TIMEOUT_S = 1.0
+GATHER_S = 0.01
+STREAM_WAIT_S = 1.0
+T = TypeVar("T")
+FORBIDDEN = 403
+
+
+@dataclass
+class Outcome:
+    """What one batch did (for tests, logs and the latency figure)."""
+
+    groups: int = 0
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    incomplete: int = 0
+
+
+class Universe:
+    """The archive's dimension universe, fetched at start and refreshed now and then."""
+
+    def __init__(self, archive: ArchiveReader, refresh_s: float) -> None:
+        self.archive = archive
+        self.refresh_s = refresh_s
+        self._value: DimensionUniverse | None = None
+        self._fetched = 0.0
+
+    async def get(self) -> DimensionUniverse:
+        if self._value is None or time.monotonic() - self._fetched > self.refresh_s:
+            try:
+                fresh = await self.archive.universe()
+            except Exception:
+                if self._value is None:
+                    raise
+                log.warning("archive universe refresh failed; keeping the one fetched before", exc_info=True)
+            else:
+                if fresh != self._value:
+                    self._value = fresh
+            self._fetched = time.monotonic()
+        assert self._value is not None
+        return self._value
+
+
+class Consumer:
+    def __init__(
+        self,
+        settings: TriggerSettings,
+        js: JetStreamContext,
+        kube: KubeClient,
+        archive: ArchiveReader,
+        pipelines: PipelineBook,
+        sites: SiteBook,
+        metrics: TriggerMetrics,
+    ) -> None:
+        self.settings = settings
+        self.js = js
+        self.kube = kube
+        self.archive = archive
+        self.pipelines = pipelines
+        self.sites = sites
+        self.metrics = metrics
+        self.universe = Universe(archive, settings.universe_refresh_s)
+        self._limit = asyncio.Semaphore(settings.concurrency)
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        # A new consumer starts at the stream's end: a trigger reacts to arrivals from the moment it is served.
+        config = api.ConsumerConfig(
+            durable_name=self.settings.durable,
+            filter_subjects=SUBJECTS,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.settings.ack_wait_s,
+            deliver_policy=api.DeliverPolicy.NEW,
+            max_deliver=-1,
+        )
+        while True:
+            try:
+                await self.js.stream_info(STREAM)
+                break
+            except NotFoundError:  # the archive (the stream's owner) has not started yet
+                log.info("waiting for the %s stream (created by the archive)", STREAM)
+                await asyncio.sleep(STREAM_WAIT_S)
+        try:
+            await self.js.consumer_info(STREAM, self.settings.durable)
+        except NotFoundError:
+            await self.js.add_consumer(STREAM, config)
+        return await self.js.pull_subscribe_bind(self.settings.durable, stream=STREAM)
+
+    async def run(self, subscription: JetStreamContext.PullSubscription) -> None:
+        """Until cancelled: fetch, handle, acknowledge. Up to ``batches_in_flight`` batches are handled at once
+        (most of a batch's time is spent waiting for the archive and the API server: the next events need not
+        wait for it); a failed batch is redelivered after ``retry_s``. Cancelled, the batches in flight are
+        dropped unacknowledged: JetStream redelivers them to whoever consumes next."""
+        slots = asyncio.Semaphore(self.settings.batches_in_flight)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await slots.acquire()
+                try:
+                    messages = await self.fetch(subscription)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    slots.release()
+                    continue
+                except BaseException:
+                    slots.release()
+                    raise
+                task = asyncio.create_task(self._batch(messages))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: slots.release())
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _batch(self, messages: Sequence[Msg]) -> None:
+        try:
+            await self.handle(messages)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # an archive or API server outage: the batch comes back
+            log.exception("a batch of %d events failed; it will be redelivered", len(messages))
+            self.metrics.failed_batches.inc()
+            for message in messages:
+                with contextlib.suppress(Exception):
+                    await message.nak(delay=self.settings.retry_s)
+
+    async def fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The next event as soon as it is stored, with whatever else is there within GATHER_S.
+
+        One fetch of a whole batch would wait for the batch to fill (nats.py keeps reading until ``batch``
+        messages or its timeout): a lone event would wait the full timeout, the latency of every trigger.
+        """
+        messages: list[Msg] = await subscription.fetch(batch=1, timeout=FETCH_TIMEOUT_S)
+        if self.settings.batch > 1:
+            with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
+                messages += await subscription.fetch(batch=self.settings.batch - 1, timeout=GATHER_S)
+        return messages
+
+    async def handle(self, messages: Sequence[Msg]) -> Outcome:
+        for message in messages:
+            self.metrics.events.labels(message.subject).inc()
+        outcome = await self.evaluate(messages)
+        for message in messages:
+            await message.ack()
+        return outcome
+
+    async def evaluate(self, messages: Sequence[Msg]) -> Outcome:
+        triggers = self.pipelines.triggers(await self.universe.get()) if self.pipelines.pipelines else []
+        if not triggers:
+            return Outcome()
+        types = {t.spec.dataset_type for t in triggers}
+        arrivals = await self.arrivals(messages, types)
+        groups = groups_of(arrivals, triggers, self.sites.facts())
+        oldest = min((t for m in messages if (t := _stored_at(m)) is not None), default=None)
+        outcome = Outcome(groups=len(groups))
+        await asyncio.gather(*(self._group(group, outcome, oldest) for group in groups))
+        return outcome
+
+    async def arrivals(self, messages: Sequence[Msg], types: set[str]) -> list[Arrival]:
+        found: list[Arrival] = []
+        lookups: list[ReplicaStateChanged] = []
+        for message in messages:
+            try:
+                if message.subject == DATASET_REGISTERED:
+                    event = DatasetRegistered.model_validate_json(message.data)
+                    found += [
+                        Arrival(d.id, d.dataset_type, dict(d.data_id), d.run, r.site)
+                        for d in event.datasets
+                        if d.dataset_type in types
+                        for r in d.replicas
+                        if r.state is ReplicaState.AVAILABLE
+                    ]
+                elif message.subject == REPLICA_AVAILABLE:
+                    change = ReplicaStateChanged.model_validate_json(message.data)
+                    if change.dataset_type in types:
+                        lookups.append(change)
+            except ValidationError as error:  # no version of this code can read it: keep it out of the way
+                log.error("unreadable %s event dropped: %s", message.subject, error)
+        # A replica event names its dataset but not its data ID: the archive has it.
+        datasets = await asyncio.gather(*(self._limited(self.archive.dataset(c.dataset_id)) for c in lookups))
+        for change, dataset in zip(lookups, datasets, strict=True):
+            if dataset is not None:
+                found.append(
+                    Arrival(change.dataset_id, change.dataset_type, dataset["data_id"], dataset["run"], change.site)
+                )
+        return found
+
+    async def _limited(self, work: Awaitable[T]) -> T:
+        async with self._limit:
+            return await work
+
+    async def _group(self, group: Group, outcome: Outcome, since: datetime | None) -> None:
+        async with self._limit:
+            members = await self.members(group)
+            chosen = complete_members(group, members)
+            if chosen is None:
+                outcome.incomplete += 1
+                return
+            name, created = await self.create_run(group, chosen)
+        if created is None:
+            return
+        (outcome.created if created else outcome.existing).append(name)
+        if created:
+            self.metrics.runs.labels("created").inc()
+            if since is not None:
+                self.metrics.latency.observe((datetime.now(UTC) - since).total_seconds())
+            log.info(
+                "run %s/%s created: pipeline %s, trigger %s, site %s, %d dataset(s)",
+                group.trigger.namespace,
+                name,
+                group.trigger.pipeline,
+                group.trigger.spec.name,
+                group.site,
+                len(chosen),
+            )
+        else:
+            self.metrics.runs.labels("existing").inc()
+
+    async def members(self, group: Group) -> list[Member]:
+        """The group's datasets as the archive knows them now, and which are available at the group's Site."""
+        spec = group.trigger.spec
+        items = await self.archive.query(spec.dataset_type, [], group_where(group))
+        ids = [uuid.UUID(str(item["id"])) for item in items]
+        held = await self.archive.available_at(ids, group.site) if ids else set()
+        return [
+            Member(dataset_id=i, data_id=item["data_id"], run=item["run"], available=i in held)
+            for i, item in zip(ids, items, strict=True)
+        ]
+
+    async def create_run(self, group: Group, members: Sequence[Member]) -> tuple[str, bool | None]:
+        """Create the group's Run; (name, False) when it exists already (a redelivery, a restart, a replica),
+        (name, None) when its namespace is gone or going (the Pipeline goes with it: nothing to retry)."""
+        body = run_manifest(group, members)
+        name = str(body["metadata"]["name"])
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{group.trigger.namespace}/runs"
+        try:
+            await self.kube.create(path, body)
+        except KubeError as error:
+            if error.status == CONFLICT:
+                return name, False
+            if error.status == NOT_FOUND or (error.status == FORBIDDEN and "being terminated" in str(error)):
+                log.warning("run %s/%s not created: %s", group.trigger.namespace, name, error)
+                return name, None
+            raise
+        return name, True
+
+
+def _stored_at(message: Msg) -> datetime | None:
+    try:
+        stamp: datetime = message.metadata.timestamp
+    except Exception:  # a core NATS message (tests) has no JetStream metadata
+        return None
+    return stamp
+
+
+__all__ = ["CompiledTrigger", "Consumer", "Outcome"]

@@ -1,0 +1,170 @@
+"""The sgs components of the dev stack: the operator and one bridge node per dev Site, as `sgs` subprocesses.
+
+They are started after the parts they need (PostgreSQL and the control plane), detached like the parts, and
+judged ready from their own logs, read from where the log stood when they started: a log kept from an earlier
+run (logs append) never makes a new process look ready.
+
+Each dev Site gets a POSIX store under ``DEV_SITES_ROOT`` and the example Pipeline's inputs are copied to the
+shared read-only reference directory there: those are the paths `crds/examples/sites.yaml` declares, so the
+examples apply and run as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from sgs.testing._process import ManagedProcess, free_port, wait_until
+from sgs.testing.base import Part
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_DIR = REPO / "examples" / "parallel_split"
+# Fixed, so that the example manifests can name it; /tmp because YAML cannot say "~".
+DEV_SITES_ROOT = Path("/tmp/sgs-dev")
+REFERENCE_DIR = DEV_SITES_ROOT / "reference"
+OPERATOR_DATABASE = "sgs_operator"
+OPERATOR_IDENTITY = "sgs-dev-operator"  # a fixed Lease identity: a restarted operator leads again at once
+OPERATOR_READY = "sgs operator ready"
+OPERATOR_WEBHOOK = "sgs-operator.sgs.io"
+START_TIMEOUT_S = 120.0  # a cold kopf start on a loaded 2-core machine takes tens of seconds
+
+
+def site_store(site: str) -> Path:
+    return DEV_SITES_ROOT / site
+
+
+def prepare_site_dirs(sites: tuple[str, ...]) -> None:
+    """Each Site's store and the reference inputs (re-copied: an edited example input shows up at once)."""
+    for site in sites:
+        site_store(site).mkdir(parents=True, exist_ok=True)
+    target = REFERENCE_DIR / "parallel_split"
+    target.mkdir(parents=True, exist_ok=True)
+    for source in sorted((EXAMPLE_DIR / "inputs").glob("*.json")):
+        shutil.copyfile(source, target / source.name)
+
+
+def operator_dsn(server_dsn: str) -> str:
+    """The operator's own database on the stack's PostgreSQL, created on first use."""
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (OPERATOR_DATABASE,)).fetchone()
+        if found is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(OPERATOR_DATABASE)))
+    params = conninfo_to_dict(server_dsn)
+    params["dbname"] = OPERATOR_DATABASE
+    return make_conninfo(**{key: str(value) for key, value in params.items() if value is not None})
+
+
+class LoggedProcessPart(Part):
+    """One `sgs ...` subprocess, ready once its log (since this start) holds ``ready_text``."""
+
+    ready_text = ""
+
+    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
+        super().__init__(workdir)
+        self.env = dict(env)
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def log(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    def _start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        process = self._spawn(ManagedProcess(self.name, self.argv(), self.log, env=self.env, cwd=REPO))
+        wait_until(
+            lambda: self.ready_text in _read_from(self.log, offset),
+            what=f"{self.name} to log {self.ready_text!r}",
+            timeout_s=START_TIMEOUT_S,
+            process=process,
+        )
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode(errors="replace")
+
+
+def sgs_argv(*args: str) -> list[str]:
+    # The interpreter running `sgs dev up` is the one with sgs installed (a venv need not be on PATH).
+    return [sys.executable, "-m", "sgs.cli.main", *args]
+
+
+class OperatorPart(LoggedProcessPart):
+    """`sgs operator` serving every namespace, its task table in the stack's PostgreSQL."""
+
+    name = "operator"
+    ready_text = OPERATOR_READY
+
+    def __init__(self, workdir: Path, env: Mapping[str, str], dsn: str, metrics_port: int | None) -> None:
+        self.metrics_port = metrics_port or free_port()
+        super().__init__(
+            workdir,
+            {
+                **env,
+                "SGS_OPERATOR_DSN": dsn,
+                "SGS_OPERATOR_METRICS_PORT": str(self.metrics_port),
+                "SGS_OPERATOR_WEBHOOK_NAME": OPERATOR_WEBHOOK,
+                "SGS_OPERATOR_LEADER_IDENTITY": OPERATOR_IDENTITY,
+            },
+        )
+        self.dsn = dsn
+
+    def argv(self) -> list[str]:
+        return sgs_argv("operator")
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "database": self.dsn,
+            "url": f"http://127.0.0.1:{self.metrics_port}/metrics",
+            "log": str(self.log),
+            "webhook": OPERATOR_WEBHOOK,
+        }
+
+
+class BridgePart(LoggedProcessPart):
+    """`sgs bridge`: the virtual node `sgs-<site>` of one dev Site, its pods run as processes or Slurm jobs."""
+
+    name = "bridge"
+
+    def __init__(self, workdir: Path, env: Mapping[str, str], site: str, provider: str) -> None:
+        # The example programs are on the node's PATH, as they would be in a Site's task image.
+        path = os.pathsep.join([str(EXAMPLE_DIR / "bin"), env.get("PATH", os.defpath)])
+        super().__init__(workdir, {**env, "PATH": path})
+        self.site = site
+        self.provider = provider
+        self.node = f"sgs-{site}"
+        self.port = free_port()
+        self.ready_text = f"node {self.node} (site {site}, provider {provider}) registered"
+
+    def argv(self) -> list[str]:
+        return sgs_argv(
+            "bridge",
+            f"--provider={self.provider}",
+            f"--node-name={self.node}",
+            f"--site={self.site}",
+            f"--port={self.port}",
+            f"--workdir={self.workdir / 'node'}",
+            "--poll-interval=0.5",
+        )
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "node": self.node,
+            "provider": self.provider,
+            "endpoint": f"https://127.0.0.1:{self.port}",
+            "store": str(site_store(self.site)),
+            "log": str(self.log),
+        }
