@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -19,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.tree import Tree
 
-from sgs.storage import checksum_file
+from sgs.storage import Store, checksum_file, replica_key
 
 app = typer.Typer(
     name="archive", help="The archive: datasets, collections, replicas and lineage.", no_args_is_help=True
@@ -144,20 +145,46 @@ def _manifest_datasets(path: Path) -> list[dict[str, Any]]:
 
 
 def _file_dataset(
-    path: Path, dataset_type: str, run: str, site: str, common: dict[str, int | str], pattern: re.Pattern[str] | None
+    path: Path,
+    dataset_type: str,
+    run: str,
+    site: str,
+    common: dict[str, int | str],
+    pattern: re.Pattern[str] | None,
+    store: Store | None = None,
 ) -> dict[str, Any]:
+    """A plain file as a dataset: registered where it lies, or (``store``) uploaded first to the Site's store at
+    the dataset's deterministic key, so that transfers and every other Site find it under the same key."""
     data_id = dict(common)
     if pattern is not None:
         match = pattern.search(path.name)
         if match is None:
             raise typer.BadParameter(f"{path.name} does not match --pattern", param_hint="--pattern")
         data_id.update({k: int(v) if v.isdigit() else v for k, v in match.groupdict().items() if v is not None})
-    return {
-        "dataset_type": dataset_type,
-        "data_id": data_id,
-        "run": run,
-        "replicas": [{"site": site, "uri": path.resolve().as_uri(), **checksum_file(path).model_dump(mode="json")}],
-    }
+    dataset: dict[str, Any] = {"dataset_type": dataset_type, "data_id": data_id, "run": run}
+    if store is None:
+        replica = {"site": site, "uri": path.resolve().as_uri(), **checksum_file(path).model_dump(mode="json")}
+    else:
+        dataset_id = uuid.uuid4()
+        key = replica_key(dataset_type, dataset_id, "".join(path.suffixes))
+        with path.open("rb") as source:
+            sums = store.put(key, source)
+        dataset["id"] = str(dataset_id)
+        replica = {"site": site, "uri": str(store.uri(key)), **sums.model_dump(mode="json")}
+    return {**dataset, "replicas": [replica]}
+
+
+def _upload_store(sites_file: Path | None, site: str) -> Store:
+    from sgs.storage.sites import SitesFileError, load_sites_file
+
+    if sites_file is None:
+        raise typer.BadParameter("--upload needs the Sites file (--sites or SGS_SITES_FILE)", param_hint="--sites")
+    try:
+        return load_sites_file(sites_file)[site].store()
+    except SitesFileError as error:
+        raise typer.BadParameter(str(error), param_hint="--sites") from None
+    except KeyError:
+        raise typer.BadParameter(f"Site {site!r} is not in {sites_file}", param_hint="--site") from None
 
 
 @app.command()
@@ -174,6 +201,13 @@ def ingest(
         str | None, typer.Option(help=r"Regex with named groups giving dimensions from file names.")
     ] = None,
     batch: Annotated[int, typer.Option(min=1, max=50_000, help="Datasets per request.")] = 5000,
+    upload: Annotated[
+        bool, typer.Option(help="Upload plain files to the Site's store first (its deterministic keys).")
+    ] = False,
+    sites_file: Annotated[
+        Path | None,
+        typer.Option("--sites", envvar="SGS_SITES_FILE", help="Sites file (Site + Secret manifests) for --upload."),
+    ] = None,
 ) -> None:
     """Register datasets from manifests, or plain files (checksummed here) with --type/--run/--site."""
     datasets: list[dict[str, Any]] = []
@@ -186,7 +220,8 @@ def ingest(
             raise typer.BadParameter("plain files need --type, --run and --site", param_hint="--type")
         regex = re.compile(pattern) if pattern else None
         common = _parse_pairs(data_id or [])
-        datasets.extend(_file_dataset(f, dataset_type, run, site, common, regex) for f in files)
+        store = _upload_store(sites_file, site) if upload else None
+        datasets.extend(_file_dataset(f, dataset_type, run, site, common, regex, store) for f in files)
     inserted = existing = 0
     with _client(url, token, ca_bundle) as client, _progress() as progress:
         task = progress.add_task("ingesting", total=len(datasets))
@@ -237,6 +272,48 @@ def query(
     console.print(table)
     more = " (more: use the API's cursor)" if page["next_cursor"] else ""
     console.print(f"{len(page['items'])} datasets{more}")
+
+
+@app.command("replicas")
+def replicas_command(
+    dataset_id: Annotated[uuid.UUID, typer.Argument(help="Dataset id.")],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    ca_bundle: CaBundleOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Where a dataset's file is: every Site's replica with its state and checksums."""
+    with _client(url, token, ca_bundle) as client:
+        found = _fail_on_error(client.get(f"/datasets/{dataset_id}/replicas"))
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    table = Table("site", "state", "size", "adler32", "sha256", "uri")
+    for item in found:
+        table.add_row(item["site"], item["state"], f"{item['size']:,}", item["adler32"], item["sha256"], item["uri"])
+    console.print(table)
+
+
+type_app = typer.Typer(
+    name="type", help="Dataset types (admin): name, dimensions, storage class.", no_args_is_help=True
+)
+app.add_typer(type_app)
+
+
+@type_app.command("add")
+def type_add(
+    name: Annotated[str, typer.Argument(help="Dataset type name, e.g. raw.")],
+    dimensions: Annotated[str, typer.Option(help="Comma-separated dimensions, e.g. exposure,detector.")],
+    storage_class: Annotated[str, typer.Option(help="Storage class of its files.")] = "Fits",
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    ca_bundle: CaBundleOption = None,
+) -> None:
+    """Declare a dataset type (the same declaration again is accepted; a different one is refused)."""
+    body = {"name": name, "dimensions": [d.strip() for d in dimensions.split(",") if d.strip()]}
+    with _client(url, token, ca_bundle) as client:
+        created = _fail_on_error(client.post("/dataset-types", json={**body, "storage_class": storage_class}))
+    console.print(f"dataset type [bold]{created['name']}[/bold]: {', '.join(created['dimensions'])}")
 
 
 token_app = typer.Typer(

@@ -15,10 +15,11 @@ if TYPE_CHECKING:
 
 app = typer.Typer(name="dev", help="Run the real dev stack on this machine.", no_args_is_help=True)
 console = Console()
-ALL_PARTS = "pg,nats,minio,kube,slurm,prometheus,jaeger,sgs"
+ALL_PARTS = "pg,nats,minio,kube,slurm,prometheus,jaeger,archive,transfer,sgs"
 
 PARTS_HELP = (
-    "Comma-separated subset of: pg, nats, minio, kube, slurm, prometheus, jaeger, sgs (the operator and one bridge "
+    "Comma-separated subset of: pg, nats, minio, kube, slurm, prometheus, jaeger, archive (needs pg, nats), "
+    "transfer (the transfer service and a worker; needs pg, nats, minio, archive), sgs (the operator and one bridge "
     "node per dev Site; needs pg and kube)."
 )
 PartsOption = Annotated[str, typer.Option("--parts", help=PARTS_HELP)]

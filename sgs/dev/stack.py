@@ -26,7 +26,11 @@ from sgs.testing._process import ProcessRecord
 from sgs.testing.base import Part
 from sgs.testing.binaries import cache_root
 
-PART_NAMES = ("pg", "nats", "minio", "kube", "slurm", "prometheus", "jaeger", "sgs")
+PART_NAMES = ("pg", "nats", "minio", "kube", "slurm", "prometheus", "jaeger", "archive", "transfer", "sgs")
+# The archive and the transfer service start in waves after the parts they use (saved in the state file, where
+# they find them), and are restarted when one of those parts was.
+SERVICE_WAVES = {"archive": 1, "transfer": 2}
+SERVICE_NEEDS = {"archive": ("pg", "nats"), "transfer": ("pg", "nats", "minio", "archive")}
 DEV_SITES = ("site-a", "site-b", "site-c")
 SGS_PART = "sgs"  # the operator and the bridges: started once the parts they use are up, stopped first
 SGS_NEEDS = ("pg", "kube")
@@ -192,6 +196,11 @@ def units_of(part: str) -> list[tuple[str, Part]]:
         from sgs.testing.jaeger import JaegerPart
 
         return [("jaeger", JaegerPart(base / "jaeger"))]
+    if part in SERVICE_WAVES:
+        from sgs.dev.services import ArchiveServicePart, TransferServicePart
+
+        service = ArchiveServicePart if part == "archive" else TransferServicePart
+        return [(part, service(base / part))]
     raise ValueError(f"--parts: unknown part {part!r}")
 
 
@@ -231,7 +240,8 @@ def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
                 record.stop()
     chosen = list(parts)
     before = set(state)
-    failures = _start_all([p for p in chosen if p != SGS_PART], units_of, state, report)
+    failures = _start_all([p for p in chosen if p != SGS_PART and p not in SERVICE_WAVES], units_of, state, report)
+    failures += _start_services(chosen, before, state, report)
     if any(state[name].part in SGS_NEEDS for name in set(state) - before):
         _stop_sgs_units(state, report)  # they hold the old API server's address and database connections
     if SGS_PART in chosen:  # a part it does not need (say, Jaeger) failing does not stop it
@@ -247,6 +257,21 @@ def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
     if failures:
         raise RuntimeError("some parts did not start:\n" + "\n".join(failures))
     return state
+
+
+def _start_services(chosen: list[str], before: set[str], state: dict[str, PartState], report: Report) -> list[str]:
+    failures: list[str] = []
+    for wave in sorted(set(SERVICE_WAVES.values())):
+        restarted = {state[name].part for name in set(state) - before}
+        for service in [s for s, w in SERVICE_WAVES.items() if w == wave and s in state]:
+            if restarted & set(SERVICE_NEEDS[service]):  # it holds the old ports of the parts it uses
+                for record in reversed(state.pop(service).processes):
+                    record.stop()
+                report(service, "stopped: a part it uses was restarted")
+        save_state(state)
+        wanted = [s for s, w in SERVICE_WAVES.items() if w == wave and s in chosen]
+        failures += _start_all(wanted, units_of, state, report)
+    return failures
 
 
 def _stop_sgs_units(state: dict[str, PartState], report: Report) -> None:

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import psycopg
@@ -68,12 +68,23 @@ def checksums(content: bytes) -> dict[str, Any]:
     }
 
 
+class Served(Protocol):
+    """A service on a loopback port: a ServiceThread here, or a process of its own (the benches)."""
+
+    port: int
+
+    @property
+    def url(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class ArchiveUnderTest:
     """The archive service, its admin client and one token per Site."""
 
     dsn: str
-    server: ServiceThread
+    server: Served
     client: httpx.Client
     settings: ArchiveSettings
     site_tokens: dict[str, str] = field(default_factory=dict)
@@ -157,7 +168,7 @@ def known_sites(sites: list[Site], tokens: dict[str, str], store: Callable[[Site
 @dataclass
 class TransferUnderTest:
     settings: TransferSettings
-    server: ServiceThread
+    server: Served
     client: httpx.Client
 
     @property
