@@ -249,7 +249,7 @@ def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
     failures += _start_services(chosen, before, state, report)
     if any(state[name].part in SGS_NEEDS for name in set(state) - before):
         _stop_sgs_units(state, report)  # they hold the old API server's address and database connections
-    if SGS_PART in chosen and not failures:
+    if SGS_PART in chosen:  # a part it does not need (say, Jaeger) failing does not stop it
         try:
             components = sgs_units(state)
         except (ValueError, OSError, psycopg.Error) as err:
