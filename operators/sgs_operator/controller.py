@@ -20,13 +20,11 @@ from pydantic import ValidationError
 
 from sgs.dynamic.resolve import apply_answers
 from sgs.kube import KubeError
-from sgs.local.process import command_argv
 from sgs.model.base import Condition
 from sgs.model.pipeline import PipelinePhase, PipelineSpec
 from sgs.model.run import RunPhase, RunSpec, RunStatus
 from sgs.model.site import SiteSpec
-from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState
-from sgs.planner.policy import DEFAULT_RETRY
+from sgs.planner import Planner, PlannerError, Task, TaskState
 from sgs.telemetry import Tracing
 from sgs_operator import checks, metrics, placement
 from sgs_operator.archive import ArchiveClient
@@ -36,8 +34,9 @@ from sgs_operator.crash import crash_point
 from sgs_operator.dynamic import DynamicResolver
 from sgs_operator.finished import JobDisposal
 from sgs_operator.inputs import InputsBlockedError, values_of
-from sgs_operator.jobs import RunRef, SitePlacement, TaskAttempt, build_job, job_name
+from sgs_operator.jobs import RunRef, SitePlacement, job_name
 from sgs_operator.kube import Kube
+from sgs_operator.launch import planner_config, site_placement, task_job
 from sgs_operator.observe import JobSeen, Outcome, PodSeen, outcome, pod_is_final
 from sgs_operator.placement import SiteChoice
 from sgs_operator.records import Finished, Registration, Started, TaskStore
@@ -65,7 +64,6 @@ from sgs_operator.storage import (
 from sgs_operator.tracing import RunTracer
 
 POD_WAIT_S = 5.0  # a failed Job's pod update may trail the Job's; wait this long for its reason
-RAM_PER_CORE_GIB = 4.0  # Sites declare cores only; the fitness score needs a memory capacity too
 CLIENT_ERRORS_TO_RETRY = frozenset({409, 429})
 FIRST_WAVE = 16  # tasks recorded before the first Jobs are created
 DYNAMIC_PER_STEP = 256  # dynamic-resource files evaluated per reconcile (the rest wait for the next one)
@@ -654,56 +652,6 @@ class RunController:
             return
         await self.shared.kube.patch_status(self.namespace, "runs", self.name, status_patch(status))
         self._last_status = comparable
-
-
-def planner_config(spec: RunSpec, site: SiteSpec) -> PlannerConfig:
-    cores = max(site.capacity.cores, 1)
-    capacity = Capacity(cores=cores, ram=cores * RAM_PER_CORE_GIB, gpus=site.capacity.gpus)
-    return PlannerConfig(capacity=capacity, retry=spec.retry or DEFAULT_RETRY, priority=float(spec.priority))
-
-
-def site_placement(name: str, site: SiteSpec, mounts: Mounts) -> SitePlacement:
-    """The Site as a Job sees it: the Run's directory read-write, what the tasks read read-only."""
-    return SitePlacement(
-        name=name,
-        node_selector=dict(site.compute.node_selector),
-        toleration=site.compute.toleration,
-        mounts=mounts.host_mounts(),
-    )
-
-
-def task_job(
-    run: RunRef, site: SitePlacement, storage: RunStorage, planner: Planner, task: Task, image: str, tmpdir: str
-) -> dict[str, Any]:
-    """The Job of a task's current attempt: argv and env name its inputs and outputs (list inputs are written
-    to a file in the task's directory first)."""
-    outputs = storage.outputs(task.id, task.executable)
-    inputs = planner.task_inputs(task.id)
-    args: list[str] = []
-    env = {
-        "SGS_RUN": run.name,
-        "SGS_RUN_UID": run.uid,
-        "SGS_TASK_ID": task.id,
-        "SGS_ATTEMPT": str(task.attempt),
-        "SGS_OUTPUT_DIR": storage.task_path(task.id),
-    }
-    for port in task.executable.inputs:
-        if port.name in inputs:
-            value = storage.materialise(task.id, port.name, inputs[port.name])
-            args.append(f"--{port.name}={value}")
-            env[f"SGS_INPUT_{port.name.upper()}"] = value
-    for out in task.executable.outputs:
-        args.append(f"--{out.name}={outputs[out.name]}")
-        env[f"SGS_OUTPUT_{out.name.upper()}"] = outputs[out.name]
-    attempt = TaskAttempt(
-        tid=task.id,
-        attempt=task.attempt,
-        argv=command_argv(task.executable.command, args),
-        resources=task.resources,
-        image=image,
-        env=env,
-    )
-    return build_job(run, site, attempt, tmpdir)
 
 
 def _waves(tasks: list[Task], size: int) -> Iterator[list[Task]]:
