@@ -616,17 +616,19 @@ class RunController:
         if comparable == self._last_status:
             return
         previous = (self.body.get("status") or {}).get("conditions") or []
+        # Read before the patch: kopf updates the live body from the watch, possibly before the patch returns.
+        shown_phase = (self.body.get("status") or {}).get("phase")
         status.conditions = merge_conditions(previous, status.conditions, utc_now())
         crash_point("before-status-patch")
         await self.shared.kube.patch_status(self.namespace, "runs", self.name, status_patch(status))
         self._last_status = comparable
-        self._trace_end(status)
+        self._trace_end(status, shown_phase)
 
-    def _trace_end(self, status: RunStatus) -> None:
+    def _trace_end(self, status: RunStatus, shown_phase: str | None) -> None:
         """The Run's root span, when this reconcile wrote its end (not again after a restart: the Run's
         status already showed it)."""
         ended = (RunPhase.SUCCEEDED.value, RunPhase.FAILED.value)
-        if status.phase.value not in ended or (self.body.get("status") or {}).get("phase") in ended:
+        if status.phase.value not in ended or shown_phase in ended:
             return
         counts = status.tasks.model_dump(mode="json")
         self.tracer.run_ended(

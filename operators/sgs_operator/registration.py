@@ -110,6 +110,7 @@ class Registrar:
     types: dict[str, dict[str, Any]] = field(default_factory=dict)
     retry_at: float = 0.0
     last_error: str | None = None
+    refused: bool = False  # the archive refused the token (401/403): the Site's Secret is read again
 
     @classmethod
     async def load(
@@ -142,6 +143,7 @@ class Registrar:
                 if error.retryable:
                     # Rows after this one may derive from it: wait, in order, rather than register them without it.
                     self.last_error = str(error)
+                    self.refused = error.status in (401, 403)
                     await self.store.registration_retry(batch[0].id, str(error))
                     self.retry_at = time.monotonic() + RETRY_AFTER_S
                     break

@@ -43,6 +43,7 @@ class RunArchive:
     registrar: Registrar | None = None
     outputs_condition: Condition | None = None
     pending: bool = True  # rows may wait in the outbox (unknown at start; set by a success, cleared when drained)
+    site: tuple[str, SiteSpec] | None = None
 
     # ------------------------------------------------------------------------------------------- inputs
 
@@ -107,6 +108,7 @@ class RunArchive:
             archive = await site_archive(self.kube, self.namespace, site_name, site)
         except ArchiveUnsetError as err:
             raise RunBlockedError("SiteReady", "ArchiveUnset", str(err)) from err
+        self.site = (site_name, site)
         collection = run_collection(self.namespace, self.name, self.uid)
         run = f"{self.namespace}/{self.name}"
         self.registrar = await Registrar.load(self.store, self.client, archive, self.uid, collection, run)
@@ -128,10 +130,19 @@ class RunArchive:
         """Register what is pending, then say how far the Run's outputs are (OutputsRegistered)."""
         if self.registrar is None or not self.pending:
             return  # nothing new since the outbox was last seen empty: no query per reconcile
+        if self.registrar.refused and self.site is not None:
+            await self._reread_token(*self.site)
         await self.registrar.drain()
         counts, error = await self.store.registration_counts(self.uid)
         self.outputs_condition = outputs_condition(counts, error, self.registrar.archive.url) if counts else None
         self.pending = counts.get("pending", 0) > 0
+
+    async def _reread_token(self, site_name: str, site: SiteSpec) -> None:
+        """A token the archive refused may have been rotated in its Secret since: take the Secret's current one."""
+        assert self.registrar is not None
+        with contextlib.suppress(ArchiveUnsetError):  # the row keeps waiting with the archive's reason
+            self.registrar.archive = await site_archive(self.kube, self.namespace, site_name, site)
+            self.registrar.refused = False
 
 
 def outputs_condition(counts: Mapping[str, int], error: str | None, url: str) -> Condition:

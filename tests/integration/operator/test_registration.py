@@ -218,3 +218,25 @@ async def test_a_downstream_output_gets_its_upstream_dataset_as_lineage(outbox: 
     assert b["data_id"] == {"instrument": "NISP"}
     up = admin(outbox.url, "GET", f"/datasets/{b['id']}/lineage", params={"direction": "up", "depth": 1})
     assert [e["input"] for e in up["edges"]] == [a["id"]]
+
+
+async def test_a_refused_token_keeps_outputs_waiting_until_a_good_one_is_given(outbox: Outbox) -> None:
+    registrar = await outbox.start()
+    admin(
+        outbox.url,
+        "POST",
+        "/dataset-types",
+        json={"name": "tok_cal", "dimensions": ["instrument", "exposure"], "storage_class": "T"},
+    )
+    await outbox.task_succeeded("cal", "tok_cal", [str(outbox.root / "raw.txt")])
+    good = registrar.archive
+    registrar.archive = SiteArchive(SITE, outbox.url, "sgs_" + secrets.token_urlsafe(32))  # a rotated-away token
+    registrar.types["tok_cal"] = {"name": "tok_cal", "dimensions": ["instrument", "exposure"], "implied": []}
+
+    assert await registrar.drain() == 0
+
+    assert registrar.refused  # the controller reads the Site's Secret again before the next try
+    assert await outbox.states() == [("cal", "pending", None)]
+    registrar.archive, registrar.retry_at = good, 0.0
+    assert await registrar.drain() == 1
+    assert [s for _, s, _ in await outbox.states()] == ["registered"]
