@@ -10,9 +10,9 @@ namespace — the files of a pod's service-account directory). Everything else i
 (the pod acts only with the chart's ServiceAccount), its environment, its Secret for the DSN.
 
 The archive runs too, in production mode, from the chart's Secret (DSN, admin token) and NATS URL: it must
-start (production refuses weak tokens), answer /readyz and refuse an unauthenticated read. The transfer service
-and console are disabled: they read the cluster through the in-cluster service-account directory, which their
-settings cannot point elsewhere, so the process provider cannot serve them.
+start (production refuses weak tokens), answer /readyz and refuse an unauthenticated read. The transfer,
+console and trigger services are disabled: they read the cluster through the in-cluster service-account
+directory, which their settings cannot point elsewhere, so the process provider cannot serve them.
 
 The CRDs are already installed by the control plane fixture (shared by every test), so `crds.install=false`
 here; their templating is checked by test_chart.py's server-side dry run.
@@ -145,6 +145,7 @@ class Release:
             },
             "transfer": {"enabled": False},
             "console": {"enabled": False},
+            "trigger": {"enabled": False},
             "operator": {
                 "namespaces": [self.namespace],
                 "reconcileInterval": 0.5,
