@@ -42,6 +42,7 @@ from sgs_operator.placement import SiteChoice
 from sgs_operator.records import Finished, Registration, Started, TaskStore
 from sgs_operator.run_archive import RunArchive
 from sgs_operator.settings import OperatorSettings
+from sgs_operator.stage_in import StageIn, StageInRecords, TransferClient, TransferUnavailableError, owner_of
 from sgs_operator.status import (
     condition,
     merge_conditions,
@@ -81,9 +82,13 @@ class Shared:
     tracing: Tracing = field(default_factory=Tracing.off)
     archive: ArchiveClient = field(default_factory=ArchiveClient)
     dynamic: DynamicResolver = field(init=False)
+    transfer: TransferClient | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.dynamic = DynamicResolver.from_settings(self.settings)
+        config = self.settings
+        token = config.transfer_token.get_secret_value() if config.transfer_token else None
+        self.transfer = TransferClient(config.transfer_url, token) if config.transfer_url and config.stage_in else None
 
 
 @dataclass
@@ -121,6 +126,10 @@ class RunController:
         self.archive = RunArchive(
             shared.kube, shared.store, shared.archive, self.namespace, self.name, self.uid, logger
         )
+        if shared.transfer is not None:
+            owner = owner_of(self.namespace, self.name, self.uid)
+            records = StageInRecords(shared.store.pool)
+            self.archive.stage = StageIn(records, shared.transfer, self.uid, owner, shared.settings.stage_in_lifetime_s)
         self.tracer = RunTracer(shared.tracing, self.uid, f"{self.namespace}/{self.name}")
 
     @property
@@ -169,7 +178,7 @@ class RunController:
         try:
             storage = RunStorage.for_run(site_name, site_spec, spec.output_prefix, self.namespace, self.name)
             inputs = await asyncio.to_thread(resolve_inputs, spec.inputs, storage.roots)
-            pinned_inputs = await self.archive.pin(pinned_inputs, site_name, storage)
+            pinned_inputs = await self.archive.pin(pinned_inputs, site_name, storage, mine, spec.priority)
             inputs |= values_of(pinned_inputs)
             await asyncio.to_thread(storage.ensure_root)
             planner = Planner(pipeline, self.name, inputs, planner_config(spec, site_spec))
@@ -322,7 +331,16 @@ class RunController:
             await self.archive.register()
             self._report(spec)
             await self._write_status(spec, self._pipeline_change(pipelines or {}))
+            if self.finished_at is not None and self.archive.stage is not None:
+                await self._release_stage_in(self.archive.stage)
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - began)
+
+    async def _release_stage_in(self, stage: StageIn) -> None:
+        """The Run is done with its inputs: its stage-in rule goes (retried next reconcile if the service is down)."""
+        try:
+            await stage.release()
+        except TransferUnavailableError as err:
+            self.log.warning(f"run {self.key}: stage-in rule not deleted yet: {err}")
 
     def _pipeline_change(self, pipelines: Mapping[Any, Any]) -> Condition:
         """Whether the Pipeline was edited (or deleted) since this Run started with it."""
@@ -604,8 +622,11 @@ class RunController:
             generation=self.body["metadata"].get("generation"),
             pipeline_digest=self.pipeline_digest or None,
             pipeline_change=pipeline_change,
-            extra=[self.archive.outputs_condition] if self.archive.outputs_condition else [],
+            extra=[c for c in (self.archive.outputs_condition, self._staged()) if c is not None],
         )
+
+    def _staged(self) -> Condition | None:
+        return self.archive.stage.condition if self.archive.stage is not None else None
 
     async def _write_status(self, spec: RunSpec, pipeline_change: Condition | None = None) -> None:
         status = self.status(spec, pipeline_change)
@@ -643,9 +664,13 @@ class RunController:
     async def _write_blocked_status(self, blocked: RunBlockedError) -> None:
         previous = self.body.get("status") or {}
         conditions = [condition(blocked.kind, False, blocked.reason, str(blocked))]
-        metrics.RUNS.set(self.key, "", self.spec_pipeline(), RunPhase.PENDING.value)
+        phase = RunPhase.FAILED if blocked.failed else RunPhase.PENDING
+        metrics.RUNS.set(self.key, "", self.spec_pipeline(), phase.value)
+        if blocked.failed:
+            self.finished_at = self.finished_at or _status_time(self.body, "completionTime") or utc_now()
         status = RunStatus(
-            phase=RunPhase.PENDING,
+            phase=phase,
+            completion_time=self.finished_at if blocked.failed else None,
             observed_generation=self.body["metadata"].get("generation"),
             conditions=merge_conditions(previous.get("conditions") or [], conditions, utc_now()),
         )

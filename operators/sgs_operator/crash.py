@@ -18,6 +18,7 @@ POINTS = (
     "before-status-patch",  # status computed, not yet written
     "after-finish-before-register",  # a task's success and its outputs' outbox rows written, nothing registered
     "after-register-before-mark",  # outputs registered at the archive, their outbox rows still pending
+    "after-stage-in-rule",  # a Run's stage-in rule created at the transfer service, its id not recorded
 )
 _passed: Counter[str] = Counter()
 

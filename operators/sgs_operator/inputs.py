@@ -79,8 +79,8 @@ class Resolution:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise InputsBlockedError(
                 "InputsNotAtSite",
-                f"{len(missing)} input dataset(s) have no available replica at {site}: {shown} (stage-in by the "
-                "transfer service is not done by the operator yet; replicate them there, or leave spec.site unset)",
+                f"{len(missing)} input dataset(s) have no available replica at {site}: {shown} (the operator stages "
+                "inputs in with SGS_OPERATOR_TRANSFER_URL set; else replicate them there, or leave spec.site unset)",
             )
         return rows
 

@@ -107,6 +107,22 @@ CREATE TABLE IF NOT EXISTS sgs_registration (
     UNIQUE (run_uid, task, attempt, output)
 );
 CREATE INDEX IF NOT EXISTS sgs_registration_pending ON sgs_registration (run_uid, id) WHERE state = 'pending';
+-- A Run's stage-in rule at the transfer service: the intent is written before the rule is created, its id after,
+-- so a restart adopts the rule (found by its owner) instead of creating a second.
+CREATE TABLE IF NOT EXISTS sgs_run_stage_in (
+    run_uid text PRIMARY KEY,
+    owner text NOT NULL,
+    site text NOT NULL,
+    dataset_ids uuid[] NOT NULL,
+    bytes_total bigint NOT NULL,
+    bytes_to_stage bigint NOT NULL,
+    bytes_minimum bigint NOT NULL,
+    best_site text NOT NULL,
+    rule_id uuid,
+    failed text,
+    released boolean NOT NULL DEFAULT false,
+    created timestamptz NOT NULL DEFAULT now()
+);
 """
 
 

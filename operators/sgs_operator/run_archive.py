@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from sgs_operator.inputs import resolve as resolve_inputs
 from sgs_operator.kube import Kube
 from sgs_operator.records import InputRow, Registration, TaskStore
 from sgs_operator.registration import Registrar, output_facts, run_collection
+from sgs_operator.stage_in import StageIn
 from sgs_operator.status import condition
 from sgs_operator.storage import RunStorage
 
@@ -44,6 +45,7 @@ class RunArchive:
     outputs_condition: Condition | None = None
     pending: bool = True  # rows may wait in the outbox (unknown at start; set by a success, cleared when drained)
     site: tuple[str, SiteSpec] | None = None
+    stage: StageIn | None = None  # None: the operator has no transfer service (or stage-in is off)
 
     # ------------------------------------------------------------------------------------------- inputs
 
@@ -88,10 +90,15 @@ class RunArchive:
         """Input bytes per Site by the archive's replicas (POSIX and S3 Sites alike); {} without a resolution."""
         return self.resolution.held_bytes() if self.resolution is not None else {}
 
-    async def pin(self, recorded: list[InputRow], site: str, storage: RunStorage) -> list[InputRow]:
-        """The resolved inputs as their replicas' paths at the Site, recorded before any task starts."""
+    async def pin(
+        self, recorded: list[InputRow], site: str, storage: RunStorage, sites: Iterable[str] = (), priority: int = 0
+    ) -> list[InputRow]:
+        """The resolved inputs as their replicas' paths at the Site, recorded before any task starts; those
+        missing there are staged in first (``sgs_operator.stage_in``: RunBlockedError while they are copied)."""
         if recorded or self.resolution is None:
             return recorded
+        if self.stage is not None:
+            self.resolution = await self.stage.check(self.resolution, site, sites, priority)
         rows = await asyncio.to_thread(self.resolution.at_site, site, storage.roots)  # realpath: file system
         kept = await self.store.save_inputs(self.uid, rows)
         self.log.info(f"run {self.namespace}/{self.name}: {len(kept)} archive input dataset(s) resolved at {site}")

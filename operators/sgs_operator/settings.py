@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sgs.kube.config import SERVICE_ACCOUNT_DIR
@@ -98,5 +98,15 @@ class OperatorSettings(BaseSettings):
     )
     lease_renew_deadline_s: float = Field(
         default=10.0, gt=0, description="The leader stops acting this long after its last renewal."
+    )
+    transfer_url: str | None = Field(
+        default=None, description="Transfer service: stages in a Run's archive inputs missing at its Site."
+    )
+    transfer_token: SecretStr | None = Field(default=None, description="Admin token of the transfer service.")
+    stage_in: bool = Field(
+        default=True, description="With transfer_url: stage in missing inputs (false: Pending, InputsNotAtSite)."
+    )
+    stage_in_lifetime_s: int = Field(
+        default=7 * 86400, ge=60, le=365 * 86400, description="Lifetime of a Run's stage-in rule (deleted at its end)."
     )
     lease_retry_s: float = Field(default=2.0, gt=0, description="Seconds between renewals (and a standby's checks).")
