@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import secrets
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -37,6 +39,7 @@ pytestmark = pytest.mark.integration
 
 ADMIN = "sgs_" + secrets.token_urlsafe(32)
 SOURCE = "site-b"  # holds the inputs; the Runs go to SITE (served by the bridge), which holds none
+THIRD = "site-c"
 FAST: dict[str, Any] = {
     "retry_base_s": 0.2,
     "retry_max_s": 1.0,
@@ -49,9 +52,9 @@ FAST: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("stage-in-stores")
-    for name in (SITE, SOURCE):
+    for name in (SITE, SOURCE, THIRD):
         (root / name).mkdir()
-    return {name: root / name for name in (SITE, SOURCE)}
+    return {name: root / name for name in (SITE, SOURCE, THIRD)}
 
 
 @pytest.fixture(scope="module")
@@ -149,11 +152,22 @@ def ingest_at_source(
 ) -> list[str]:
     """Raw files at SOURCE only, registered with their replica there (``corrupt``: the files differ from the
     checksums registered, same size: a bad replica)."""
-    directory = stores[SOURCE] / "raw" / cluster.namespace
-    directory.mkdir(parents=True)
+    contents = [f"raw exposure {i} of {cluster.namespace}\n".encode() * (i + 1) for i in range(count)]
+    return ingest(cluster, archive, stores, [(SOURCE, content) for content in contents], corrupt)
+
+
+def ingest(
+    cluster: Cluster,
+    archive: ArchiveService,
+    stores: dict[str, Path],
+    files: list[tuple[str, bytes]],
+    corrupt: bool = False,
+) -> list[str]:
+    """Raw files, each at one Site, registered with their replica there."""
     datasets = []
-    for exposure in range(count):
-        content = f"raw exposure {exposure} of {cluster.namespace}\n".encode() * (exposure + 1)
+    for exposure, (site, content) in enumerate(files):
+        directory = stores[site] / "raw" / cluster.namespace
+        directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"raw_{exposure}.txt"
         path.write_bytes(content.upper() if corrupt else content)
         datasets.append(
@@ -161,7 +175,7 @@ def ingest_at_source(
                 "dataset_type": "nir_raw",
                 "data_id": {"instrument": "NISP", "exposure": exposure},
                 "run": f"raw/{cluster.namespace}",
-                "replicas": [{"site": SOURCE, "uri": path.as_uri(), **checksums(content)}],
+                "replicas": [{"site": site, "uri": path.as_uri(), **checksums(content)}],
             }
         )
     return [str(i) for i in archive.call("POST", "/datasets/ingest", json={"datasets": datasets})["ids"]]
@@ -293,3 +307,37 @@ def test_a_stage_in_whose_only_source_is_bad_fails_the_run_with_the_reason(
     assert not rules_of(transfer, owner(cluster, "bad-source"))  # released with the verdict
     replicas = archive.call("GET", f"/datasets/{ids[0]}/replicas")
     assert SITE not in [r["site"] for r in replicas]  # no bad copy registered at SITE
+
+
+def test_a_run_without_a_site_stages_in_only_what_the_best_site_lacks(
+    staged: Cluster, archive: ArchiveService, transfer: str, stores: dict[str, Path]
+) -> None:
+    """The figure of bench/stage_in.py: inputs split unevenly over 3 Sites (45 / 35 / 20 % of the bytes); the
+    bytes the transfer service copied for the Run against the least any Site choice would have needed."""
+    cluster = staged
+    split = {SITE: 45, SOURCE: 35, THIRD: 20}  # percent of the bytes, SITE (the bridge's) holding most
+    unit = int(os.environ.get("SGS_BENCH_STAGE_IN_UNIT", "1000"))  # bytes per percent
+    files = [(site, os.urandom(unit * share // 5)) for site, share in split.items() for _ in range(5)]
+    ids = ingest(cluster, archive, stores, files)
+    total = sum(len(content) for _, content in files)
+    minimum = min(sum(len(c) for s, c in files if s != site) for site in split)
+    run = cluster.run("unplaced", pipeline="stack", inputs={"images": {"datasetIds": ids}})
+    del run["spec"]["site"]  # the operator chooses: the Site holding most input bytes
+    cluster.apply(run)
+    started = time.monotonic()
+
+    status = cluster.wait_phase("unplaced", {"Succeeded", "Failed"}, timeout_s=180)
+
+    elapsed = time.monotonic() - started
+    assert status["phase"] == "Succeeded" and status["site"] == SITE, status
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    page = httpx.get(f"{transfer}/transfers", params={"limit": 1000}, headers=headers, timeout=30).json()
+    copied = [t for t in page["items"] if t["dataset_id"] in ids and t["state"] == "DONE"]
+    staged_bytes = sum(int(t["bytes"]) for t in copied)
+    assert {t["destination"] for t in copied} == {SITE} and len(copied) == 10  # the 10 SITE lacked, once each
+    assert staged_bytes == minimum == stage_in_row(cluster, "unplaced")[2]
+    shown = condition(cluster, "unplaced", "StagingInputs")
+    assert shown is not None and f"staged {minimum:,} of {minimum:,} bytes" in shown["message"], shown
+    if out := os.environ.get("SGS_BENCH_STAGE_IN_OUT"):
+        figure = {"total": total, "staged": staged_bytes, "minimum": minimum, "datasets": len(ids)}
+        Path(out).write_text(json.dumps({**figure, "copies": len(copied), "run_s": elapsed, "split": split}))
