@@ -9,9 +9,13 @@ chart's ServiceAccount (kubernetes.io/service-account-token, filled by the token
 namespace — the files of a pod's service-account directory). Everything else is the chart as rendered: its RBAC
 (the pod acts only with the chart's ServiceAccount), its environment, its Secret for the DSN.
 
+The archive runs too, in production mode, from the chart's Secret (DSN, admin token) and NATS URL: it must
+start (production refuses weak tokens), answer /readyz and refuse an unauthenticated read. The transfer,
+console and trigger services are disabled: they read the cluster through the in-cluster service-account
+directory, which their settings cannot point elsewhere, so the process provider cannot serve them.
+
 The CRDs are already installed by the control plane fixture (shared by every test), so `crds.install=false`
-here; their templating is checked by test_chart.py's server-side dry run. The archive, transfer service and
-console are disabled: they need NATS and object stores this test does not bring.
+here; their templating is checked by test_chart.py's server-side dry run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import sys
 import time
 import uuid
@@ -26,14 +31,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psycopg
 import pytest
 import yaml
 from chart_kit import CHART, helm
 from operator_kit import EXAMPLE, TEST_BIN, Cluster, wait_for
+from psycopg import sql
 from sgs_bridge.launch import BridgeProcess
 
 from sgs.testing import free_port
 from sgs.testing.kube import KubePart
+from sgs.testing.nats import NatsPart
+from sgs.testing.postgres import PostgresPart
 
 pytest_plugins = ["operator_kit"]  # example_pipeline, operator_dsn
 pytestmark = pytest.mark.integration
@@ -64,9 +74,13 @@ def helm_bridge(kube: KubePart, tmp_path_factory: pytest.TempPathFactory) -> Ite
 class Release:
     """One `helm install` in its own namespace (cluster-scoped names carry the release's name)."""
 
-    def __init__(self, kube: KubePart, dsn: str) -> None:
+    def __init__(self, kube: KubePart, dsn: str, archive_dsn: str, nats_url: str) -> None:
         self.kube = kube
         self.dsn = dsn
+        self.archive_dsn = archive_dsn
+        self.nats_url = nats_url
+        self.archive_token = secrets.token_urlsafe(32)
+        self.archive_port = free_port()  # the process provider shares the host's network
         self.name = f"h{uuid.uuid4().hex[:6]}"
         self.namespace = f"helm-{self.name}"
         self.component = f"{self.name}-sgs-operator"  # <release>-sgs-<component>
@@ -98,6 +112,12 @@ class Release:
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
+                "metadata": {"name": f"{self.name}-sgs-archive"},
+                "stringData": {"dsn": self.archive_dsn, "admin-token": self.archive_token},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
                 "type": "kubernetes.io/service-account-token",
                 "metadata": {
                     "name": token_secret,
@@ -116,9 +136,16 @@ class Release:
         return {
             "site": {"name": SITE},
             "crds": {"install": False},
-            "archive": {"enabled": False},
+            "nats": {"url": self.nats_url},
+            "archive": {
+                "port": self.archive_port,
+                "nodeSelector": {"sgs.io/site": SITE},
+                "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+                "resources": {"requests": {"cpu": "0", "memory": "64Mi"}, "limits": {"memory": "1Gi"}},
+            },
             "transfer": {"enabled": False},
             "console": {"enabled": False},
+            "trigger": {"enabled": False},
             "operator": {
                 "namespaces": [self.namespace],
                 "reconcileInterval": 0.5,
@@ -145,15 +172,15 @@ class Release:
             "--kubeconfig", str(self.kube.kubeconfig),
         )  # fmt: skip
 
-    def operator_pods(self) -> list[dict[str, Any]]:
-        selector = f"app.kubernetes.io/instance={self.name},app.kubernetes.io/component=operator"
+    def operator_pods(self, component: str = "operator") -> list[dict[str, Any]]:
+        selector = f"app.kubernetes.io/instance={self.name},app.kubernetes.io/component={component}"
         items: list[dict[str, Any]] = json.loads(self.kubectl("get", "pods", "-l", selector, "-o", "json").stdout)[
             "items"
         ]
         return items
 
-    def ready_pod(self) -> str | None:
-        for pod in self.operator_pods():
+    def ready_pod(self, component: str = "operator") -> str | None:
+        for pod in self.operator_pods(component):
             conditions = (pod.get("status") or {}).get("conditions") or []
             if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
                 name: str = pod["metadata"]["name"]
@@ -183,10 +210,22 @@ class Release:
 
 
 @pytest.fixture(scope="module")
-def release(kube: KubePart, operator_dsn: str, helm_bridge: BridgeProcess) -> Iterator[Release]:
+def archive_dsn(postgres: PostgresPart) -> Iterator[str]:
+    name = f"archive_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield postgres.dsn_for(name)
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def release(
+    kube: KubePart, operator_dsn: str, archive_dsn: str, nats_server: NatsPart, helm_bridge: BridgeProcess
+) -> Iterator[Release]:
     if kube.external:
         pytest.skip("needs the control plane started here: the pod reaches the API server on its loopback port")
-    release = Release(kube, operator_dsn)
+    release = Release(kube, operator_dsn, archive_dsn, nats_server.url)
     release.prepare()
     yield release
     release.uninstall()
@@ -232,8 +271,30 @@ def test_helm_install_runs_the_operator_which_reconciles_a_run(
 
 
 def test_the_chart_operator_acts_only_with_its_service_account(release: Release) -> None:
-    """Its RBAC is the chart's: it may create Jobs, it may not read Secrets outside its namespace."""
+    """Its RBAC is the chart's: it may create Jobs; it may read a Secret by name (a Site's archive token), never
+    list them, and it may not create pods itself."""
     account = f"system:serviceaccount:{release.namespace}:{release.component}"
     can = release.kube.kubectl("auth", "can-i", "create", "jobs", "--as", account, "-n", "default", check=False)
-    cannot = release.kube.kubectl("auth", "can-i", "get", "secrets", "--as", account, "-n", "default", check=False)
-    assert can.stdout.strip() == "yes" and cannot.stdout.strip() == "no", (can.stdout, cannot.stdout)
+    answers = [
+        release.kube.kubectl("auth", "can-i", verb, resource, "--as", account, "-n", "default", check=False)
+        for verb, resource in (("list", "secrets"), ("create", "pods"))
+    ]
+    assert can.stdout.strip() == "yes", can.stdout
+    assert [a.stdout.strip() for a in answers] == ["no", "no"], [a.stdout for a in answers]
+
+
+def test_the_chart_archive_serves_in_production_from_its_secret(release: Release) -> None:
+    """Started from the chart's environment alone (production: it refuses to start on a weak token)."""
+    wait_for(lambda: release.ready_pod("archive"), "the chart's archive pod to be Ready", timeout_s=120)
+    base = f"http://127.0.0.1:{release.archive_port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(ready, "the archive's /readyz", timeout_s=120)
+    assert httpx.get(f"{base}/metrics", timeout=5).status_code == 401  # reads need a token in production
+    authorised = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {release.archive_token}"}, timeout=5)
+    assert authorised.status_code == 200, authorised.text
