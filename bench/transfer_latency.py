@@ -348,22 +348,27 @@ def bulk(stack: Stack, count: int) -> dict[str, float]:
     schema = stack.transfer.settings.db_schema
     rule_id, sent = create_rule(stack, {"collections": [run], "copies": 1, "site_expression": "site-b"})
     deadline = time.monotonic() + 120
+    written: float | None = None
     with psycopg.connect(stack.archive.dsn, autocommit=True) as conn:
         while True:
             row = conn.execute(
-                f"""SELECT count(*) FROM {schema}.lock l JOIN {schema}.transfer t
-                       ON t.dataset_id = l.dataset_id AND t.destination = l.site
-                     WHERE l.rule_id = %s AND t.published_gen >= t.generation AND t.published_gen > 0""",
+                f"""SELECT count(*), count(*) FILTER (WHERE t.published_gen >= t.generation AND t.published_gen > 0)
+                      FROM {schema}.lock l JOIN {schema}.transfer t
+                        ON t.dataset_id = l.dataset_id AND t.destination = l.site
+                     WHERE l.rule_id = %s""",
                 (rule_id,),
             ).fetchone()
-            if row is not None and int(row[0]) >= count:
+            rows, published = (int(row[0]), int(row[1])) if row is not None else (0, 0)
+            if written is None and rows >= count:
+                written = time.time() - sent
+            if published >= count:
                 queued = time.time() - sent
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {row[0] if row else 0} of {count} transfers queued after 120 s")
+                raise RuntimeError(f"only {published} of {count} transfers queued after 120 s")
             time.sleep(0.01)
     wait_rule_evaluated(stack, rule_id)
-    return {"bulk_queued": queued}
+    return {"bulk_queued": queued, "bulk_written": written if written is not None else queued}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -373,7 +378,7 @@ def ratio(value: float, target: float) -> str:
     return f"{value / target:.2f} of target ({'meets' if value < target else 'MISSES'})"
 
 
-def report(results: dict[str, list[float]], bulk_s: float | None, bulk_count: int) -> None:
+def report(results: dict[str, list[float]], bulk_s: dict[str, float] | None, bulk_count: int) -> None:
     def ms(name: str) -> tuple[float, float, float]:
         p50, p99, worst = quantiles(results[name])
         return p50 * 1000, p99 * 1000, worst * 1000
@@ -414,13 +419,19 @@ def report(results: dict[str, list[float]], bulk_s: float | None, bulk_count: in
             f"up to {low}-{high} s"
         )
     if bulk_s is not None:
-        print(f"rule over {bulk_count:,} archived datasets -> every transfer request queued:")
-        print(f"  {bulk_s:.2f} s: {ratio(bulk_s, TARGET_BULK_S)}")
+        queued, written = bulk_s["bulk_queued"], bulk_s["bulk_written"]
+        print(f"rule over {bulk_count:,} archived datasets -> every transfer request queued (published):")
+        print(f"  {queued:.2f} s: {ratio(queued, TARGET_BULK_S)}")
+        print(f"    every request row written (QUEUED, what Rucio calls queued): {written:.2f} s")
+        print(
+            f"  Rucio peer: rules on existing data are applied at creation; the submitter takes queued requests "
+            f"up to {RUCIO['submitter']} s later"
+        )
 
 
 def main(args: argparse.Namespace) -> None:
     results: dict[str, list[float]] = {}
-    bulk_s: float | None = None
+    bulk_s: dict[str, float] | None = None
     with tempfile.TemporaryDirectory(prefix="sgs-bench-transfer-") as tmp, stack(Path(tmp)) as running:
         if args.transfers:
             started = time.monotonic()
@@ -431,7 +442,7 @@ def main(args: argparse.Namespace) -> None:
             print(f"rule phase: {args.rules} rules done")
         if args.bulk:
             running.worker.stop()  # the evaluator alone: no copies competing for the two cores
-            bulk_s = bulk(running, args.bulk)["bulk_queued"]
+            bulk_s = bulk(running, args.bulk)
     report(results, bulk_s, args.bulk)
 
 
