@@ -452,8 +452,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--rate",
         type=float,
-        default=10.0,
-        help="Datasets registered per second in that phase (below what one worker copies).",
+        default=5.0,
+        help="Datasets registered per second in that phase (below what one worker copies on a loaded machine).",
     )
     parser.add_argument("--rules", type=int, default=50, help="Rules for the rule-start figure (0: skip).")
     parser.add_argument("--bulk", type=int, default=10_000, help="Datasets of the bulk rule (0: skip).")
