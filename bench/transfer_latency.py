@@ -47,6 +47,7 @@ from typing import Any
 
 import httpx
 import nats
+import psutil
 import psycopg
 from psycopg.rows import dict_row
 
@@ -93,6 +94,17 @@ class Stack:
     parts: dict[str, MinioPart]
     nats_url: str
     worker: WorkerProcess
+    pids: dict[str, int]
+    """The processes that work on a rule's evaluation (their CPU time is counted): service, archive, PG, NATS."""
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by each of ``pids`` and its children (PostgreSQL backends)."""
+        used: dict[str, float] = {}
+        for name, pid in self.pids.items():
+            root = psutil.Process(pid)
+            times = [p.cpu_times() for p in [root, *root.children(recursive=True)]]
+            used[name] = sum(t.user + t.system for t in times)
+        return used
 
 
 class ServiceProcess:
@@ -186,7 +198,9 @@ def stack(workdir: Path) -> Iterator[Stack]:
             if time.monotonic() > deadline or worker.process.poll() is not None:
                 raise RuntimeError(f"the worker did not start: {(workdir / 'worker.log').read_text()[-2000:]}")
             time.sleep(0.1)
-        yield Stack(archive, transfer, parts, nats_part.url, worker)
+        pids = {"transfer service": service.process.pid, "archive": served.process.pid}
+        pids |= {"PostgreSQL": postgres.records()[0].pid, "NATS": nats_part.records()[0].pid}
+        yield Stack(archive, transfer, parts, nats_part.url, worker, pids)
 
 
 def dataset_body(stack: Stack, run: str, index: int, content: bytes | None, *, upload: bool) -> dict[str, Any]:
@@ -346,6 +360,7 @@ def bulk(stack: Stack, count: int) -> dict[str, float]:
         stack.archive.ok("POST", "/datasets/ingest", json={"datasets": bodies}, timeout=120)
     asyncio.run(evaluator_idle(stack.nats_url))
     schema = stack.transfer.settings.db_schema
+    cpu_before = stack.cpu_s()
     rule_id, sent = create_rule(stack, {"collections": [run], "copies": 1, "site_expression": "site-b"})
     deadline = time.monotonic() + 120
     written: float | None = None
@@ -367,8 +382,10 @@ def bulk(stack: Stack, count: int) -> dict[str, float]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {published} of {count} transfers queued after 120 s")
             time.sleep(0.01)
+    cpu_after = stack.cpu_s()
     wait_rule_evaluated(stack, rule_id)
-    return {"bulk_queued": queued, "bulk_written": written if written is not None else queued}
+    cpu = {f"cpu {name}": cpu_after[name] - cpu_before[name] for name in cpu_before}
+    return {"bulk_queued": queued, "bulk_written": written if written is not None else queued, **cpu}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -423,6 +440,12 @@ def report(results: dict[str, list[float]], bulk_s: dict[str, float] | None, bul
         print(f"rule over {bulk_count:,} archived datasets -> every transfer request queued (published):")
         print(f"  {queued:.2f} s: {ratio(queued, TARGET_BULK_S)}")
         print(f"    every request row written (QUEUED, what Rucio calls queued): {written:.2f} s")
+        cpu = {name.removeprefix("cpu "): value for name, value in bulk_s.items() if name.startswith("cpu ")}
+        print(
+            f"    CPU meanwhile: {sum(cpu.values()):.2f} s in all ("
+            + ", ".join(f"{name} {value:.2f} s" for name, value in cpu.items())
+            + f"); load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        )
         print(
             f"  Rucio peer: rules on existing data are applied at creation; the submitter takes queued requests "
             f"up to {RUCIO['submitter']} s later"
