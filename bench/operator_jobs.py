@@ -35,9 +35,9 @@ import psutil
 from kubernetes_asyncio import client, config
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sgs_operator.controller import planner_config, site_placement, task_job
 from sgs_operator.jobs import RunRef
 from sgs_operator.kube import Kube
+from sgs_operator.launch import planner_config, site_placement, task_job
 from sgs_operator.settings import OperatorSettings
 from sgs_operator.storage import RunStorage, resolve_inputs, run_mounts
 

@@ -20,24 +20,27 @@ from pydantic import ValidationError
 
 from sgs.dynamic.resolve import apply_answers
 from sgs.kube import KubeError
-from sgs.local.process import command_argv
 from sgs.model.base import Condition
 from sgs.model.pipeline import PipelinePhase, PipelineSpec
 from sgs.model.run import RunPhase, RunSpec, RunStatus
 from sgs.model.site import SiteSpec
-from sgs.planner import Capacity, Planner, PlannerConfig, PlannerError, Task, TaskState
-from sgs.planner.policy import DEFAULT_RETRY
+from sgs.planner import Planner, PlannerError, Task, TaskState
 from sgs.telemetry import Tracing
 from sgs_operator import checks, metrics, placement
+from sgs_operator.archive import ArchiveClient
+from sgs_operator.blocked import RunBlockedError
 from sgs_operator.board import SiteBoard
 from sgs_operator.crash import crash_point
 from sgs_operator.dynamic import DynamicResolver
 from sgs_operator.finished import JobDisposal
-from sgs_operator.jobs import RunRef, SitePlacement, TaskAttempt, build_job, job_name
+from sgs_operator.inputs import InputsBlockedError, values_of
+from sgs_operator.jobs import RunRef, SitePlacement, job_name
 from sgs_operator.kube import Kube
+from sgs_operator.launch import planner_config, site_placement, task_job
 from sgs_operator.observe import JobSeen, Outcome, PodSeen, outcome, pod_is_final
 from sgs_operator.placement import SiteChoice
-from sgs_operator.records import Finished, Started, TaskStore
+from sgs_operator.records import Finished, Registration, Started, TaskStore
+from sgs_operator.run_archive import RunArchive
 from sgs_operator.settings import OperatorSettings
 from sgs_operator.status import (
     condition,
@@ -61,19 +64,9 @@ from sgs_operator.storage import (
 from sgs_operator.tracing import RunTracer
 
 POD_WAIT_S = 5.0  # a failed Job's pod update may trail the Job's; wait this long for its reason
-RAM_PER_CORE_GIB = 4.0  # Sites declare cores only; the fitness score needs a memory capacity too
 CLIENT_ERRORS_TO_RETRY = frozenset({409, 429})
 FIRST_WAVE = 16  # tasks recorded before the first Jobs are created
 DYNAMIC_PER_STEP = 256  # dynamic-resource files evaluated per reconcile (the rest wait for the next one)
-
-
-class RunBlockedError(Exception):
-    """The Run cannot start yet; carries the condition to show (reason + message)."""
-
-    def __init__(self, kind: str, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.reason = reason
 
 
 @dataclass
@@ -86,6 +79,7 @@ class Shared:
     board: SiteBoard = field(default_factory=SiteBoard)
     create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
     tracing: Tracing = field(default_factory=Tracing.off)
+    archive: ArchiveClient = field(default_factory=ArchiveClient)
     dynamic: DynamicResolver = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +118,9 @@ class RunController:
         self._last_status: dict[str, Any] | None = None
         self._blocked: RunBlockedError | None = None
         self.choice: SiteChoice | None = None
+        self.archive = RunArchive(
+            shared.kube, shared.store, shared.archive, self.namespace, self.name, self.uid, logger
+        )
         self.tracer = RunTracer(shared.tracing, self.uid, f"{self.namespace}/{self.name}")
 
     @property
@@ -165,16 +162,24 @@ class RunController:
         if refused:
             message = "; ".join(f"Pipeline {spec.pipeline!r}: spec.{problem}" for problem in refused)
             raise RunBlockedError("PipelineReady", "DynamicFunctionNotAllowed", message)
+        placed = spec.site or (self.body.get("status") or {}).get("site")
+        mine = {name: raw for (ns, name), raw in _site_items(sites) if ns == self.namespace}
+        pinned_inputs = await self.archive.recorded_or_resolve(spec, mine, placed)
         site_name, site_spec = await self._site(spec, sites, phases)
         try:
             storage = RunStorage.for_run(site_name, site_spec, spec.output_prefix, self.namespace, self.name)
             inputs = await asyncio.to_thread(resolve_inputs, spec.inputs, storage.roots)
+            pinned_inputs = await self.archive.pin(pinned_inputs, site_name, storage)
+            inputs |= values_of(pinned_inputs)
             await asyncio.to_thread(storage.ensure_root)
             planner = Planner(pipeline, self.name, inputs, planner_config(spec, site_spec))
+        except InputsBlockedError as err:
+            raise RunBlockedError("InputsReady", err.reason, str(err)) from err
         except OutsideRootsError as err:
             raise RunBlockedError("InputsReady", "PathOutsideRoots", str(err)) from err
         except (StorageError, PlannerError) as err:
             raise RunBlockedError("InputsReady", "InvalidInputs", str(err)) from err
+        await self.archive.connect_outputs(site_name, site_spec)
         self.retry_applied = await self._pin(spec.pipeline, pipeline, digest)
         records = await self.shared.store.load(self.uid)
         try:
@@ -277,6 +282,9 @@ class RunController:
         running = {name: self.shared.board.running(f"{self.namespace}/{name}") for name in valid}
         sizes = await asyncio.to_thread(_input_sizes, spec)
         held = placement.input_bytes_by_site(valid, sizes)
+        for name, size in self.archive.held_bytes().items():  # the archive's replica view: S3 Sites too
+            if name in held:
+                held[name] += size
         try:
             return placement.choose_site(valid, phase_of, running, self.namespace, held)
         except placement.NoReadySiteError as err:
@@ -311,6 +319,7 @@ class RunController:
             await self._resolve_dynamic()
             if not spec.suspend and not self.planner.finished:
                 await self._launch(spec, self._site_limit(sites))
+            await self.archive.register()
             self._report(spec)
             await self._write_status(spec, self._pipeline_change(pipelines or {}))
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - began)
@@ -380,8 +389,10 @@ class RunController:
         assert self.planner is not None and self.storage is not None
         task = self.planner.tasks[tid]
         attempt, requested = task.attempt, task.resources
+        inputs = self.planner.task_inputs(tid)  # before the planner takes the outcome: what the task was given
         seen = await self._take_outcome(task, seen)
         crash_point("after-finish-before-record")
+        registrations = await self._outbox_rows(task, inputs) if seen.succeeded else []
         usage = seen.usage
         if usage is not None:
             usage = {**usage, **metrics.profile_summary(usage, requested)}
@@ -395,8 +406,10 @@ class RunController:
                 exit_code=seen.exit_code,
                 message=seen.message or None,
                 usage=usage,
+                registrations=registrations,
             ),
         )
+        crash_point("after-finish-before-register")
         assert self.site is not None
         attempt_s = time.monotonic() - flight.created_at if flight.created_at is not None else None
         metrics.observe_attempt(self.site.name, task.executable.name, seen.reason, seen.usage, requested, attempt_s)
@@ -428,6 +441,11 @@ class RunController:
         state = self.planner.fail(task.id, time.time(), failure, oom=seen.reason == "OOMKilled")
         self.log.info(f"run {self.key}: {task.id} attempt {task.attempt} {seen.reason} → {state.value}")
         return seen
+
+    async def _outbox_rows(self, task: Task, inputs: Mapping[str, Any]) -> list[Registration]:
+        assert self.storage is not None
+        image = task.executable.image or self.shared.settings.default_image
+        return await self.archive.outbox_rows(task, inputs, self.storage, image, self.pipeline_digest)
 
     def _expose(self, directories: Iterable[str]) -> None:
         """Directories that list outputs named become visible (read-only) to the Jobs created from now on."""
@@ -586,6 +604,7 @@ class RunController:
             generation=self.body["metadata"].get("generation"),
             pipeline_digest=self.pipeline_digest or None,
             pipeline_change=pipeline_change,
+            extra=[self.archive.outputs_condition] if self.archive.outputs_condition else [],
         )
 
     async def _write_status(self, spec: RunSpec, pipeline_change: Condition | None = None) -> None:
@@ -597,17 +616,19 @@ class RunController:
         if comparable == self._last_status:
             return
         previous = (self.body.get("status") or {}).get("conditions") or []
+        # Read before the patch: kopf updates the live body from the watch, possibly before the patch returns.
+        shown_phase = (self.body.get("status") or {}).get("phase")
         status.conditions = merge_conditions(previous, status.conditions, utc_now())
         crash_point("before-status-patch")
         await self.shared.kube.patch_status(self.namespace, "runs", self.name, status_patch(status))
         self._last_status = comparable
-        self._trace_end(status)
+        self._trace_end(status, shown_phase)
 
-    def _trace_end(self, status: RunStatus) -> None:
+    def _trace_end(self, status: RunStatus, shown_phase: str | None) -> None:
         """The Run's root span, when this reconcile wrote its end (not again after a restart: the Run's
         status already showed it)."""
         ended = (RunPhase.SUCCEEDED.value, RunPhase.FAILED.value)
-        if status.phase.value not in ended or (self.body.get("status") or {}).get("phase") in ended:
+        if status.phase.value not in ended or shown_phase in ended:
             return
         counts = status.tasks.model_dump(mode="json")
         self.tracer.run_ended(
@@ -633,56 +654,6 @@ class RunController:
             return
         await self.shared.kube.patch_status(self.namespace, "runs", self.name, status_patch(status))
         self._last_status = comparable
-
-
-def planner_config(spec: RunSpec, site: SiteSpec) -> PlannerConfig:
-    cores = max(site.capacity.cores, 1)
-    capacity = Capacity(cores=cores, ram=cores * RAM_PER_CORE_GIB, gpus=site.capacity.gpus)
-    return PlannerConfig(capacity=capacity, retry=spec.retry or DEFAULT_RETRY, priority=float(spec.priority))
-
-
-def site_placement(name: str, site: SiteSpec, mounts: Mounts) -> SitePlacement:
-    """The Site as a Job sees it: the Run's directory read-write, what the tasks read read-only."""
-    return SitePlacement(
-        name=name,
-        node_selector=dict(site.compute.node_selector),
-        toleration=site.compute.toleration,
-        mounts=mounts.host_mounts(),
-    )
-
-
-def task_job(
-    run: RunRef, site: SitePlacement, storage: RunStorage, planner: Planner, task: Task, image: str, tmpdir: str
-) -> dict[str, Any]:
-    """The Job of a task's current attempt: argv and env name its inputs and outputs (list inputs are written
-    to a file in the task's directory first)."""
-    outputs = storage.outputs(task.id, task.executable)
-    inputs = planner.task_inputs(task.id)
-    args: list[str] = []
-    env = {
-        "SGS_RUN": run.name,
-        "SGS_RUN_UID": run.uid,
-        "SGS_TASK_ID": task.id,
-        "SGS_ATTEMPT": str(task.attempt),
-        "SGS_OUTPUT_DIR": storage.task_path(task.id),
-    }
-    for port in task.executable.inputs:
-        if port.name in inputs:
-            value = storage.materialise(task.id, port.name, inputs[port.name])
-            args.append(f"--{port.name}={value}")
-            env[f"SGS_INPUT_{port.name.upper()}"] = value
-    for out in task.executable.outputs:
-        args.append(f"--{out.name}={outputs[out.name]}")
-        env[f"SGS_OUTPUT_{out.name.upper()}"] = outputs[out.name]
-    attempt = TaskAttempt(
-        tid=task.id,
-        attempt=task.attempt,
-        argv=command_argv(task.executable.command, args),
-        resources=task.resources,
-        image=image,
-        env=env,
-    )
-    return build_job(run, site, attempt, tmpdir)
 
 
 def _waves(tasks: list[Task], size: int) -> Iterator[list[Task]]:

@@ -16,6 +16,8 @@ POINTS = (
     "after-job-before-status",  # Jobs created, the Run's status not updated
     "after-finish-before-record",  # a Job finished and the planner took it, the record not written
     "before-status-patch",  # status computed, not yet written
+    "after-finish-before-register",  # a task's success and its outputs' outbox rows written, nothing registered
+    "after-register-before-mark",  # outputs registered at the archive, their outbox rows still pending
 )
 _passed: Counter[str] = Counter()
 

@@ -98,6 +98,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if shared is not None:
         await shared.kube.close()
         await shared.store.close()
+        await shared.archive.close()
         await asyncio.to_thread(shared.tracing.shutdown)  # exports what is still buffered
     if "webhook_dir" in memo:
         shutil.rmtree(memo["webhook_dir"], ignore_errors=True)

@@ -2,9 +2,9 @@
 
 Work goes to the data (DESIGN.md): among the Run's namespace's Sites whose status is ``Ready``, the one whose
 storage holds the most bytes of the Run's input files; then the most free task slots (``compute.maxParallel``
-minus the tasks this operator runs there); then the name, so the choice is reproducible. What a Site holds is
-read from its POSIX storage path (the operator sees the files); S3 Sites and archive-query inputs need the
-archive's replica view, which the operator is not wired to yet, and count as holding nothing.
+minus the tasks this operator runs there); then the name, so the choice is reproducible. What a Site holds of
+path inputs is read from its POSIX storage path (the operator sees the files); of archive inputs (query,
+datasetIds), from the archive's replicas, at POSIX and S3 Sites alike (``sgs_operator.inputs``).
 """
 
 from __future__ import annotations

@@ -69,6 +69,44 @@ CREATE TABLE IF NOT EXISTS sgs_task_attempt (
     ended timestamptz,
     PRIMARY KEY (run_uid, task, attempt)
 );
+-- A Run's archive inputs as resolved at its start (query or datasetIds → datasets → their replica at the Site):
+-- written once, in one transaction, so a restart resolves nothing again and a later registration cannot change
+-- a running Run's inputs.
+CREATE TABLE IF NOT EXISTS sgs_run_input (
+    run_uid text NOT NULL,
+    input text NOT NULL,
+    position integer NOT NULL,
+    dataset_id uuid NOT NULL,
+    dataset_type text NOT NULL,
+    data_id jsonb NOT NULL,
+    site text NOT NULL,
+    path text NOT NULL,
+    size bigint NOT NULL,
+    PRIMARY KEY (run_uid, input, position)
+);
+-- The outbox of task outputs to register at the Site's archive: a row per output, written in the transaction that
+-- records the task's success, then registered and marked (registered / skipped / failed). A crash in between
+-- leaves the row pending: the next operator registers it, and the archive's (type, data ID, run) identity makes a
+-- second try a no-op.
+CREATE TABLE IF NOT EXISTS sgs_registration (
+    id bigserial PRIMARY KEY,
+    run_uid text NOT NULL REFERENCES sgs_run (uid) ON DELETE CASCADE,
+    task text NOT NULL,
+    attempt integer NOT NULL,
+    output text NOT NULL,
+    path text NOT NULL,
+    facts jsonb NOT NULL,
+    state text NOT NULL DEFAULT 'pending',
+    dataset_id uuid,
+    data_id jsonb,
+    input_ids jsonb,
+    error text,
+    tries integer NOT NULL DEFAULT 0,
+    created timestamptz NOT NULL DEFAULT now(),
+    done timestamptz,
+    UNIQUE (run_uid, task, attempt, output)
+);
+CREATE INDEX IF NOT EXISTS sgs_registration_pending ON sgs_registration (run_uid, id) WHERE state = 'pending';
 """
 
 
@@ -90,6 +128,47 @@ class Finished:
     exit_code: int | None
     message: str | None
     usage: dict[str, Any] | None
+    registrations: Sequence[Registration] = ()  # the outputs of a success, to register (written atomically)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One task output waiting in the outbox: what the task's end knew (see sgs_operator.registration)."""
+
+    task: str
+    attempt: int
+    output: str
+    path: str
+    facts: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RegistrationRow:
+    id: int
+    task: str
+    attempt: int
+    output: str
+    path: str
+    facts: dict[str, Any]
+    state: str
+    dataset_id: str | None
+    data_id: dict[str, Any] | None
+    input_ids: list[str] | None
+    tries: int
+
+
+@dataclass(frozen=True)
+class InputRow:
+    """One dataset a Run input resolved to, at the Site the Run runs at."""
+
+    input: str
+    position: int
+    dataset_id: str
+    dataset_type: str
+    data_id: dict[str, Any]
+    site: str
+    path: str
+    size: int
 
 
 class TaskStore:
@@ -216,6 +295,13 @@ class TaskStore:
                 " ended = %s WHERE run_uid = %s AND task = %s AND attempt = %s",
                 (done.outcome, done.outcome, done.exit_code, done.message, usage, now, run_uid, rec.id, done.attempt),
             )
+            if done.registrations:
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO sgs_registration (run_uid, task, attempt, output, path, facts)"
+                        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_uid, task, attempt, output) DO NOTHING",
+                        [(run_uid, r.task, r.attempt, r.output, r.path, Jsonb(r.facts)) for r in done.registrations],
+                    )
 
     async def save_records(
         self,
@@ -240,6 +326,98 @@ class TaskStore:
                 await cur.execute(
                     "UPDATE sgs_run SET retry_failed_applied = %s WHERE uid = %s", (retry_failed_applied, run_uid)
                 )
+
+    # ------------------------------------------------------------------------------------- archive inputs
+
+    async def save_inputs(self, run_uid: str, rows: Sequence[InputRow]) -> list[InputRow]:
+        """Keep a Run's resolved archive inputs (all at once; a first resolution stays) and return the kept ones."""
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO sgs_run_input (run_uid, input, position, dataset_id, dataset_type, data_id, site,"
+                " path, size) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [
+                    (
+                        run_uid,
+                        r.input,
+                        r.position,
+                        r.dataset_id,
+                        r.dataset_type,
+                        Jsonb(r.data_id),
+                        r.site,
+                        r.path,
+                        r.size,
+                    )
+                    for r in rows
+                ],
+            )
+        return await self.load_inputs(run_uid)
+
+    async def load_inputs(self, run_uid: str) -> list[InputRow]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT input, position, dataset_id::text, dataset_type, data_id, site, path, size"
+                " FROM sgs_run_input WHERE run_uid = %s ORDER BY input, position",
+                (run_uid,),
+            )
+            return [InputRow(*row) for row in await cur.fetchall()]
+
+    # ------------------------------------------------------------------------------------- registration outbox
+
+    async def registrations(self, run_uid: str, pending_only: bool, limit: int = 1000) -> list[RegistrationRow]:
+        """A Run's outbox rows in the order their tasks ended (an output's inputs come before it)."""
+        where = " AND state = 'pending'" if pending_only else ""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, task, attempt, output, path, facts, state, dataset_id::text, data_id, input_ids, tries"
+                f" FROM sgs_registration WHERE run_uid = %s{where} ORDER BY id LIMIT %s",
+                (run_uid, limit),
+            )
+            return [RegistrationRow(*row) for row in await cur.fetchall()]
+
+    async def registration_done(
+        self,
+        row_id: int,
+        state: str,
+        dataset_id: str | None,
+        data_id: dict[str, Any] | None,
+        input_ids: Sequence[str],
+        error: str | None = None,
+    ) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE sgs_registration SET state = %s, dataset_id = %s, data_id = %s, input_ids = %s, error = %s,"
+                " tries = tries + 1, done = now() WHERE id = %s AND state = 'pending'",
+                (
+                    state,
+                    dataset_id,
+                    Jsonb(data_id) if data_id is not None else None,
+                    Jsonb(list(input_ids)),
+                    error,
+                    row_id,
+                ),
+            )
+
+    async def registration_retry(self, row_id: int, error: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE sgs_registration SET error = %s, tries = tries + 1 WHERE id = %s AND state = 'pending'",
+                (error, row_id),
+            )
+
+    async def registration_counts(self, run_uid: str) -> tuple[dict[str, int], str | None]:
+        """Rows per state, and the latest error (of a failed row, else of a pending one)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT state, count(*) FROM sgs_registration WHERE run_uid = %s GROUP BY state", (run_uid,)
+            )
+            counts = {str(state): int(n) for state, n in await cur.fetchall()}
+            cur = await conn.execute(
+                "SELECT error FROM sgs_registration WHERE run_uid = %s AND error IS NOT NULL AND state IN"
+                " ('failed', 'pending') ORDER BY state = 'failed' DESC, id LIMIT 1",
+                (run_uid,),
+            )
+            row = await cur.fetchone()
+        return counts, (str(row[0]) if row else None)
 
     async def task_rows(self, run_uid: str) -> list[dict[str, Any]]:
         """Every recorded task of a Run, as dicts (for the CLI, the console and tests)."""

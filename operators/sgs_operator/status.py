@@ -6,7 +6,7 @@ stays far from etcd's object limit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +66,7 @@ def run_status(
     site_message: str | None = None,
     pipeline_digest: str | None = None,
     pipeline_change: Condition | None = None,
+    extra: Sequence[Condition] = (),
 ) -> RunStatus:
     counts = task_counts(planner)
     phase = run_phase(planner, suspended)
@@ -82,6 +83,7 @@ def run_status(
     ]
     if pipeline_change is not None:
         conditions.insert(1, pipeline_change)
+    conditions.extend(extra)
     return RunStatus(
         phase=phase,
         site=site,

@@ -226,12 +226,8 @@ def posix_path(uri: str, field: str) -> Path:
 
 
 def input_paths(inputs: dict[str, RunInput]) -> Iterator[tuple[str, str]]:
-    """(field, path) of every file a Run names as input; archive queries are not resolved by the operator yet."""
+    """(field, path) of every file a Run names as input by path (archive inputs: sgs_operator.inputs)."""
     for name, given in inputs.items():
-        if given.query is not None:
-            raise StorageError(f"spec.inputs.{name}.query: archive queries are not resolved by the operator yet")
-        if given.dataset_ids is not None:
-            raise StorageError(f"spec.inputs.{name}.datasetIds: archive inputs are not resolved by the operator yet")
         for where, uri in _uris(name, given):
             yield where, str(posix_path(uri, where))
 
@@ -240,6 +236,8 @@ def resolve_inputs(inputs: dict[str, RunInput], roots: Roots | None = None) -> d
     """Run inputs as planner values; with ``roots``, each confined to them (and given resolved)."""
     values: dict[str, Value] = {}
     for name, given in inputs.items():
+        if given.from_archive:
+            continue  # resolved through the archive at the Run's start
         paths = [roots.confine(p, where) if roots else p for where, p in input_paths({name: given})]
         values[name] = paths[0] if given.uri is not None else paths
     return values

@@ -33,6 +33,7 @@ REFERENCE_DIR = DEV_SITES_ROOT / "reference"
 OPERATOR_DATABASE = "sgs_operator"
 OPERATOR_IDENTITY = "sgs-dev-operator"  # a fixed Lease identity: a restarted operator leads again at once
 OPERATOR_READY = "sgs operator ready"
+TRIGGER_READY = "sgs trigger ready"  # what sgs_trigger.service logs once it consumes (the core imports no deployable)
 OPERATOR_WEBHOOK = "sgs-operator.sgs.io"
 START_TIMEOUT_S = 120.0  # a cold kopf start on a loaded 2-core machine takes tens of seconds
 
@@ -166,5 +167,36 @@ class BridgePart(LoggedProcessPart):
             "provider": self.provider,
             "endpoint": f"https://127.0.0.1:{self.port}",
             "store": str(site_store(self.site)),
+            "log": str(self.log),
+        }
+
+
+class TriggerPart(LoggedProcessPart):
+    """`sgs trigger`: Runs created when data arrives, from the stack's archive events and Pipelines."""
+
+    name = "trigger"
+    ready_text = TRIGGER_READY
+
+    def __init__(self, workdir: Path, env: Mapping[str, str], nats_url: str, archive_url: str, token: str) -> None:
+        self.metrics_port = free_port()
+        super().__init__(
+            workdir,
+            {
+                **env,
+                "SGS_TRIGGER_NATS_URL": nats_url,
+                "SGS_TRIGGER_ARCHIVE_URL": archive_url,
+                "SGS_TRIGGER_ARCHIVE_TOKEN": token,
+                "SGS_TRIGGER_METRICS_PORT": str(self.metrics_port),
+            },
+        )
+        self.archive_url = archive_url
+
+    def argv(self) -> list[str]:
+        return sgs_argv("trigger")
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "archive": self.archive_url,
+            "url": f"http://127.0.0.1:{self.metrics_port}/metrics",
             "log": str(self.log),
         }

@@ -208,8 +208,9 @@ Report = Callable[[str, str], None]  # (unit, message)
 
 
 def sgs_units(state: dict[str, PartState]) -> list[tuple[str, Part]]:
-    """The operator and one bridge node per dev Site, wired to the running PostgreSQL and control plane."""
-    from sgs.dev.components import BridgePart, OperatorPart, operator_dsn, prepare_site_dirs
+    """The operator and one bridge node per dev Site, wired to the running PostgreSQL and control plane; the
+    trigger service too when the archive runs."""
+    from sgs.dev.components import BridgePart, OperatorPart, TriggerPart, operator_dsn, prepare_site_dirs
 
     running = {unit.part: unit for unit in state.values()}
     missing = [part for part in SGS_NEEDS if part not in running]
@@ -224,6 +225,10 @@ def sgs_units(state: dict[str, PartState]) -> list[tuple[str, Part]]:
     for site in DEV_SITES:
         provider = "slurm" if site == SLURM_SITE and "slurm" in running else "process"
         units.append((f"bridge-{site}", BridgePart(base / f"bridge-{site}", env, site, provider)))
+    if "archive" in running and "nats" in running:  # the trigger service reads the archive's events
+        nats_url, archive_url = running["nats"].exports["NATS_URL"], running["archive"].exports["SGS_ARCHIVE_URL"]
+        token = archive_exports()["SGS_ARCHIVE_ADMIN_TOKEN"]
+        units.append(("trigger", TriggerPart(base / "trigger", env, nats_url, archive_url, token)))
     return units
 
 
@@ -244,7 +249,7 @@ def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
     failures += _start_services(chosen, before, state, report)
     if any(state[name].part in SGS_NEEDS for name in set(state) - before):
         _stop_sgs_units(state, report)  # they hold the old API server's address and database connections
-    if SGS_PART in chosen and not failures:
+    if SGS_PART in chosen:  # a part it does not need (say, Jaeger) failing does not stop it
         try:
             components = sgs_units(state)
         except (ValueError, OSError, psycopg.Error) as err:

@@ -2,6 +2,7 @@
 
 from sgs.dsl.package import ComputingResources, DslError, Executable, Input, Output
 from sgs.dsl.trace import ParallelFunction, PipelineFunction, parallel, pipeline
+from sgs.dsl.trigger import Trigger
 from sgs.model.pipeline import RetryPolicy
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "ParallelFunction",
     "PipelineFunction",
     "RetryPolicy",
+    "Trigger",
     "parallel",
     "pipeline",
 ]

@@ -15,13 +15,14 @@ import functools
 import inspect
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from sgs.dsl.package import DslError, Executable
+from sgs.dsl.trigger import Trigger
 from sgs.model.pipeline import (
     Binding,
     ExecutableSpec,
@@ -32,7 +33,6 @@ from sgs.model.pipeline import (
     Ref,
     StepSpec,
 )
-from sgs.model.validate import PipelineError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -362,9 +362,10 @@ def _check_all_used(params: list[str], used: set[str], fn_name: str, location: s
 class PipelineFunction:
     """A ``@pipeline`` function. ``.spec()`` compiles it; calling it inside another pipeline inlines it."""
 
-    def __init__(self, fn: Callable[..., Any], outputs: tuple[str, ...]) -> None:
+    def __init__(self, fn: Callable[..., Any], outputs: tuple[str, ...], triggers: Sequence[Trigger] = ()) -> None:
         self.fn = fn
         self.outputs = outputs
+        self.triggers = tuple(triggers)
         self.params = list(inspect.signature(fn).parameters)
         functools.update_wrapper(self, fn)
 
@@ -404,6 +405,12 @@ def _build_spec(tracer: _Tracer, pipe: PipelineFunction, outputs: list[Any], loc
         except ValueError as err:
             raise DslError(f"executable {name}: {err}", location) from err
     steps = [_step_spec(node) for node in tracer.nodes]
+    triggers = []
+    for trigger in pipe.triggers:
+        try:
+            triggers.append(trigger.to_model())
+        except ValueError as err:
+            raise DslError(f"trigger {trigger.name}: {err}", location) from err
     try:
         return PipelineSpec(
             inputs=[PortSpec(name=p) for p in pipe.params],
@@ -411,8 +418,9 @@ def _build_spec(tracer: _Tracer, pipe: PipelineFunction, outputs: list[Any], loc
             executables=executables,
             steps=steps,
             source=f"{pipe.fn.__module__}:{pipe.fn.__qualname__}",
+            triggers=triggers,
         )
-    except PipelineError as err:
+    except ValueError as err:  # PipelineError, or pydantic's ValidationError wrapping it
         raise DslError(f"pipeline {pipe.name} is not valid: {err}", location) from err
 
 
@@ -484,14 +492,17 @@ def pipeline(*args: Any, **kwargs: Any) -> Any:
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return PipelineFunction(args[0], ())
     outputs = kwargs.pop("outputs", args[0] if args else ())
+    triggers = kwargs.pop("triggers", ())
     if kwargs or len(args) > 1:
-        raise DslError(f"@pipeline takes only outputs=..., got {sorted(kwargs) or args}")
+        raise DslError(f"@pipeline takes only outputs=... and triggers=..., got {sorted(kwargs) or args}")
     if isinstance(outputs, str):
         outputs = (outputs,)
     names = tuple(outputs or ())
+    if isinstance(triggers, Trigger) or not all(isinstance(t, Trigger) for t in triggers):
+        raise DslError("@pipeline(triggers=...) takes a list of sgs.dsl.Trigger")
 
     def decorate(fn: Callable[..., Any]) -> PipelineFunction:
-        return PipelineFunction(fn, names)
+        return PipelineFunction(fn, names, triggers)
 
     return decorate
 

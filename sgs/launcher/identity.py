@@ -95,8 +95,13 @@ def kill_leftover(identity: ProcessIdentity | None) -> int:
     """
     if identity is None or identity.boot_id != boot_id():
         return 0  # no identity to prove anything by, or the machine rebooted since: nothing of it can run
-    hit = int(_kill_group_of_leader(identity))
-    return hit + sum(_kill_if_marked(pid, identity.marker) for pid in _other_pids())
+    # Counted before anything is killed: a process SIGKILLed a moment ago may still show in /proc, and counting
+    # after the group kill made the figure depend on how fast the kernel reaped it.
+    marked = {pid for pid in _other_pids() if _has_marker(pid, identity.marker)}
+    hit = marked | ({identity.pid} if _kill_group_of_leader(identity) else set())
+    for pid in marked:
+        _kill_if_marked(pid, identity.marker)
+    return len(hit)
 
 
 def _kill_group_of_leader(identity: ProcessIdentity) -> bool:

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent.parent
@@ -75,3 +76,14 @@ def test_the_readme_tour_shows_exactly_the_tour_script() -> None:
 
     assert _tour_lines(block) == _tour_lines(script)
     assert "sgs dev up" in _tour_lines(block)[0]
+
+
+def test_the_opentelemetry_instrumentations_come_from_one_release() -> None:
+    """Each pins opentelemetry-instrumentation to its own release: open ranges made the pip of a fresh venv
+    (23.x, README command 1) give up with ResolutionImpossible (httpx 0.66b2 beside fastapi 0.66b1)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = [r for r in project["dependencies"] if r.startswith("opentelemetry-instrumentation-")]
+
+    assert len(pins) >= 2
+    assert all("==" in r for r in pins), pins
+    assert len({r.split("==", 1)[1] for r in pins}) == 1, pins

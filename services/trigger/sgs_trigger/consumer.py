@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 REPLICA_AVAILABLE = replica_subject(ReplicaState.AVAILABLE)
 SUBJECTS = [DATASET_REGISTERED, REPLICA_AVAILABLE]
 FETCH_TIMEOUT_S = 1.0
+GATHER_S = 0.01
 STREAM_WAIT_S = 1.0
 T = TypeVar("T")
 FORBIDDEN = 403
@@ -136,22 +137,54 @@ class Consumer:
         return await self.js.pull_subscribe_bind(self.settings.durable, stream=STREAM)
 
     async def run(self, subscription: JetStreamContext.PullSubscription) -> None:
-        """Until cancelled: fetch, handle, acknowledge; a failed batch is redelivered after ``retry_s``."""
-        while True:
-            try:
-                messages = await subscription.fetch(batch=self.settings.batch, timeout=FETCH_TIMEOUT_S)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue
-            try:
-                await self.handle(messages)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # an archive or API server outage: the batch comes back
-                log.exception("a batch of %d events failed; it will be redelivered", len(messages))
-                self.metrics.failed_batches.inc()
-                for message in messages:
-                    with contextlib.suppress(Exception):
-                        await message.nak(delay=self.settings.retry_s)
+        """Until cancelled: fetch, handle, acknowledge. Up to ``batches_in_flight`` batches are handled at once
+        (most of a batch's time is spent waiting for the archive and the API server: the next events need not
+        wait for it); a failed batch is redelivered after ``retry_s``. Cancelled, the batches in flight are
+        dropped unacknowledged: JetStream redelivers them to whoever consumes next."""
+        slots = asyncio.Semaphore(self.settings.batches_in_flight)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await slots.acquire()
+                try:
+                    messages = await self.fetch(subscription)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    slots.release()
+                    continue
+                except BaseException:
+                    slots.release()
+                    raise
+                task = asyncio.create_task(self._batch(messages))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: slots.release())
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _batch(self, messages: Sequence[Msg]) -> None:
+        try:
+            await self.handle(messages)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # an archive or API server outage: the batch comes back
+            log.exception("a batch of %d events failed; it will be redelivered", len(messages))
+            self.metrics.failed_batches.inc()
+            for message in messages:
+                with contextlib.suppress(Exception):
+                    await message.nak(delay=self.settings.retry_s)
+
+    async def fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The next event as soon as it is stored, with whatever else is there within GATHER_S.
+
+        One fetch of a whole batch would wait for the batch to fill (nats.py keeps reading until ``batch``
+        messages or its timeout): a lone event would wait the full timeout, the latency of every trigger.
+        """
+        messages: list[Msg] = await subscription.fetch(batch=1, timeout=FETCH_TIMEOUT_S)
+        if self.settings.batch > 1:
+            with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
+                messages += await subscription.fetch(batch=self.settings.batch - 1, timeout=GATHER_S)
+        return messages
 
     async def handle(self, messages: Sequence[Msg]) -> Outcome:
         for message in messages:

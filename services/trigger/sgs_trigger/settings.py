@@ -27,5 +27,6 @@ class TriggerSettings(BaseSettings):
     retry_s: float = Field(default=2.0, gt=0, description="Delay of a redelivery after a failed batch.")
     batch: int = Field(default=64, ge=1, le=1000, description="Events fetched at once.")
     concurrency: int = Field(default=16, ge=1, le=256, description="Groups evaluated at once.")
+    batches_in_flight: int = Field(default=8, ge=1, le=256, description="Batches of events handled at once.")
     metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Serve Prometheus metrics here.")
     universe_refresh_s: float = Field(default=300.0, gt=0)

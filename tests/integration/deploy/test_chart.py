@@ -147,7 +147,9 @@ def test_rbac_is_the_deployables_own() -> None:
     docs = render(CHART / "ci" / "minimal-values.yaml")
     operator_rbac = REPO / "operators" / "sgs_operator" / "rbac.yaml"
     console_rbac = REPO / "services" / "console" / "sgs_console" / "rbac.yaml"
+    trigger_rbac = REPO / "services" / "trigger" / "rbac.yaml"
     pairs = [
+        (find(docs, "ClusterRole", f"{RELEASE}-trigger"), _rules(trigger_rbac, "ClusterRole", "sgs-trigger")),
         (find(docs, "ClusterRole", f"{RELEASE}-operator"), _rules(operator_rbac, "ClusterRole", "sgs-operator")),
         (find(docs, "Role", f"{RELEASE}-operator"), _rules(operator_rbac, "Role", "sgs-operator")),
         (find(docs, "ClusterRole", f"{RELEASE}-console"), _rules(console_rbac, "ClusterRole", "sgs-console")),
@@ -196,7 +198,8 @@ def test_pdbs_only_where_more_than_one_replica() -> None:
     minimal = [d for d in render(CHART / "ci" / "minimal-values.yaml") if d["kind"] == "PodDisruptionBudget"]
     ha = {d["metadata"]["name"] for d in render(CHART / "ci" / "ha-values.yaml") if d["kind"] == "PodDisruptionBudget"}
     assert minimal == []  # a PDB over one replica would block every node drain
-    expected = {f"{RELEASE}-{c}" for c in ("operator", "archive", "transfer", "transfer-worker", "console")}
+    components = ("operator", "archive", "transfer", "transfer-worker", "console", "trigger")
+    expected = {f"{RELEASE}-{c}" for c in components}
     assert ha == expected
 
 
@@ -205,7 +208,7 @@ def test_metrics_objects_only_when_enabled() -> None:
     assert not kinds & {"ServiceMonitor", "PrometheusRule"}
     docs = render(CHART / "ci" / "metrics-values.yaml")
     monitors = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceMonitor"}
-    assert monitors == {f"{RELEASE}-operator", f"{RELEASE}-archive", f"{RELEASE}-transfer"}
+    assert monitors == {f"{RELEASE}-{c}" for c in ("operator", "archive", "transfer", "trigger")}
     alerts = list((CHART / "files" / "alerts").glob("*.yaml"))
     dashboards = list((CHART / "files" / "dashboards").glob("*.json"))
     rules = [d for d in docs if d["kind"] == "PrometheusRule"]
@@ -221,6 +224,7 @@ def test_settings_map_onto_the_deployables_environment() -> None:
     from sgs_operator.placements import PlacementSettings
     from sgs_operator.settings import OperatorSettings
     from sgs_transfer.settings import TransferSettings
+    from sgs_trigger.settings import TriggerSettings
 
     docs = render(CHART / "ci" / "sdc-fr-values.yaml")
     classes: dict[str, list[Any]] = {
@@ -229,6 +233,7 @@ def test_settings_map_onto_the_deployables_environment() -> None:
         "transfer": [TransferSettings],
         "transfer-worker": [TransferSettings],
         "console": [ConsoleSettings],
+        "trigger": [TriggerSettings],
     }
     for component, settings in classes.items():
         container = find(docs, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["spec"]["containers"][0]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import yaml
@@ -46,6 +47,50 @@ def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60, interva
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+
+
+class ArchiveService:
+    """The archive service as a process on its own fresh database (no NATS: events wait in the outbox)."""
+
+    def __init__(self, dsn: str, log: Path, admin: str) -> None:
+        self.admin = admin
+        self.url = f"http://127.0.0.1:{free_port()}"
+        env = {**os.environ, "SGS_ARCHIVE_DSN": dsn, "SGS_ARCHIVE_ADMIN_TOKEN": admin}
+        port = self.url.rsplit(":", 1)[1]
+        argv = [sys.executable, "-m", "uvicorn", "--factory", "sgs_archive.app:create_app", "--port", port]
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        wait_for(self._up, f"the archive at {self.url} ({log})", 60)
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"archive exited: {self.log.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.admin}"}
+        response = httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+        assert response.status_code < 400, response.text
+        return response.json()
+
+    def placements(self) -> dict[tuple[str, int], tuple[str, str | None]]:
+        rows = self.call("GET", "/placements", params={"limit": 100_000})
+        return {(r["dimension"], r["value"]): (r["primary_site"], r["secondary_site"]) for r in rows}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def new_database(postgres: PostgresPart, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return postgres.dsn_for(name)
 
 
 class OperatorProcess:

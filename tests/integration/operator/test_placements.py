@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from operator_kit import Cluster, OperatorProcess, make_cluster, wait_for
-from psycopg import sql
+from operator_kit import ArchiveService, Cluster, OperatorProcess, make_cluster, new_database, wait_for
 from sgs_transfer.app import create_app as create_transfer
 from sgs_transfer.settings import TransferSettings
 from sgs_transfer.sites import KnownSite, SiteBook
@@ -27,7 +23,6 @@ from sgs_transfer.sites import KnownSite, SiteBook
 from sgs.model.site import Site
 from sgs.placement.generator import generate_survey
 from sgs.placement.survey import build_survey, write_csv
-from sgs.testing import free_port
 from sgs.testing.kube import KubePart
 from sgs.testing.nats import NatsPart
 from sgs.testing.postgres import PostgresPart
@@ -39,42 +34,6 @@ pytestmark = pytest.mark.integration
 ADMIN = "sgs_" + secrets.token_urlsafe(32)  # production refuses short or guessable admin tokens
 
 
-class ArchiveService:
-    """The archive service as a process on its own fresh database (no NATS: events wait in the outbox)."""
-
-    def __init__(self, dsn: str, log: Path) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        env = {**os.environ, "SGS_ARCHIVE_DSN": dsn, "SGS_ARCHIVE_ADMIN_TOKEN": ADMIN}
-        port = self.url.rsplit(":", 1)[1]
-        argv = [sys.executable, "-m", "uvicorn", "--factory", "sgs_archive.app:create_app", "--port", port]
-        self.log = log
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-        wait_for(self._up, f"the archive at {self.url} ({log})", 60)
-
-    def _up(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"archive exited: {self.log.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        headers = {"Authorization": f"Bearer {ADMIN}"}
-        response = httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
-        assert response.status_code < 400, response.text
-        return response.json()
-
-    def placements(self) -> dict[tuple[str, int], tuple[str, str | None]]:
-        rows = self.call("GET", "/placements", params={"limit": 100_000})
-        return {(r["dimension"], r["value"]): (r["primary_site"], r["secondary_site"]) for r in rows}
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-
-
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"allowed": tmp_path_factory.mktemp("surveys"), "elsewhere": tmp_path_factory.mktemp("private")}
@@ -82,16 +41,11 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def archive(postgres: PostgresPart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchiveService]:
-    service = ArchiveService(new_database(postgres, "placement"), tmp_path_factory.mktemp("archive") / "archive.log")
+    service = ArchiveService(
+        new_database(postgres, "placement"), tmp_path_factory.mktemp("archive") / "archive.log", ADMIN
+    )
     yield service
     service.stop()
-
-
-def new_database(postgres: PostgresPart, prefix: str) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return postgres.dsn_for(name)
 
 
 @pytest.fixture(scope="module")
