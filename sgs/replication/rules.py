@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -70,25 +71,32 @@ class Selector:
     dataset_type: str | None = None
     collections: tuple[str, ...] = ()
     where: str = ""
+    dataset_ids: tuple[uuid.UUID, ...] = ()
+    """Exactly these datasets (a Run's stage-in): then the other three stay unset."""
 
     def compile(self, universe: DimensionUniverse, allowed: Sequence[str] | None = None) -> CompiledSelector:
         """Checks the expression against the universe (ExpressionError) and returns the matcher."""
         # Imported here: the expression module loads astropy (HEALPix), which a transfer worker never needs.
         from sgs.expression.dimensions import compile_matcher
 
-        return CompiledSelector(self, compile_matcher(self.where, universe, allowed))
+        return CompiledSelector(self, compile_matcher(self.where, universe, allowed), frozenset(self.dataset_ids))
 
 
 @dataclass(frozen=True)
 class CompiledSelector:
     selector: Selector
     where: DataIdMatcher = field(repr=False)
+    ids: frozenset[uuid.UUID] = field(default=frozenset(), repr=False)
 
     def matches_collection(self, run: str) -> bool:
         patterns = self.selector.collections
         return not patterns or any(fnmatch.fnmatchcase(run, p) if is_glob(p) else run == p for p in patterns)
 
-    def matches(self, dataset_type: str, run: str, data_id: Mapping[str, DimensionValue]) -> bool:
+    def matches(
+        self, dataset_type: str, run: str, data_id: Mapping[str, DimensionValue], dataset_id: uuid.UUID | None = None
+    ) -> bool:
+        if self.ids:
+            return dataset_id in self.ids
         wanted_type = self.selector.dataset_type
         return (
             (wanted_type is None or wanted_type == dataset_type)

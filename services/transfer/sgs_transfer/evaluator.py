@@ -56,6 +56,8 @@ FETCH_TIMEOUT_S = 1.0
 # overlap (a pipeline), large enough that each round trip carries thousands.
 BULK_PAGE = 2_500
 STREAM_WAIT_S = 1.0
+ID_PAGE = 500  # datasets of a dataset-id rule fetched and evaluated per transaction
+LOOKUPS_IN_FLIGHT = 16
 
 
 @dataclass
@@ -219,7 +221,10 @@ class Evaluator:
         """Match, decide and write one batch in the caller's transaction (``bulk``: a page of a rule's bulk
         evaluation, thousands of rows, staged by COPY)."""
         pairs = [
-            (rule, d) for d in datasets for rule in rules if rule.selector.matches(d.dataset_type, d.run, d.data_id)
+            (rule, d)
+            for d in datasets
+            for rule in rules
+            if rule.selector.matches(d.dataset_type, d.run, d.data_id, d.id)
         ]
         if not pairs:
             return Decisions()
@@ -443,8 +448,12 @@ class Evaluator:
         if url is not None:
             collections = await self._resolve_collections(url, token, stored.selector.collections)
             if collections is not None:
-                pages = self.state.archive.datasets(
-                    url, token, stored.selector.dataset_type, collections, stored.selector.where, BULK_PAGE
+                pages = (
+                    self._by_id(url, token, stored.id, stored.selector.dataset_ids, reasons)
+                    if stored.selector.dataset_ids
+                    else self.state.archive.datasets(
+                        url, token, stored.selector.dataset_type, collections, stored.selector.where, BULK_PAGE
+                    )
                 )
                 evaluated = await self._evaluate_pages(rule, url, token, pages, reasons)
                 if evaluated is None:
@@ -505,6 +514,28 @@ class Evaluator:
             return None
         located = await self.state.archive.locate(url, token, [uuid.UUID(str(i["id"])) for i in items])
         return [f for i in items if (f := facts_from_archive(i, located.get(str(i["id"]), []))) is not None]
+
+    async def _by_id(
+        self, url: str, token: str | None, rule_id: uuid.UUID, ids: Sequence[uuid.UUID], reasons: dict[uuid.UUID, str]
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """A dataset-id rule's datasets, a page at a time (the archive has no bulk get: a few GETs in flight);
+        ids the archive does not know make the rule STUCK, naming them (a copy of nothing cannot succeed)."""
+        unknown: list[uuid.UUID] = []
+        for start in range(0, len(ids), ID_PAGE):
+            chunk = ids[start : start + ID_PAGE]
+            found: list[dict[str, Any]] = []
+            for lookup in range(0, len(chunk), LOOKUPS_IN_FLIGHT):
+                part = chunk[lookup : lookup + LOOKUPS_IN_FLIGHT]
+                answers = await asyncio.gather(*(self.state.archive.dataset(url, token, i) for i in part))
+                found += [item for item in answers if item is not None]
+                unknown += [i for i, item in zip(part, answers, strict=True) if item is None]
+            if found:
+                yield found
+        if unknown:
+            shown = ", ".join(str(i) for i in unknown[:3]) + (
+                f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+            )
+            reasons.setdefault(rule_id, f"{len(unknown)} of the rule's dataset_ids are not in the archive: {shown}")
 
     async def _resolve_collections(self, url: str, token: str | None, patterns: Sequence[str]) -> list[str] | None:
         """Exact names for the archive's query; None when patterns match no RUN collection (nothing to do)."""

@@ -97,7 +97,28 @@ def unsatisfiable(copies: int, matching: frozenset[str]) -> str | None:
     return f"{copies} {word} asked, but only {len(matching)} Sites match the Site expression ({names})"
 
 
+def _check_dataset_ids(body: RuleCreate) -> tuple[uuid.UUID, ...]:
+    """The ids, in order without repeats; refused beside another selector (which one would win is unclear)."""
+    if not body.dataset_ids:
+        return ()
+    others = [
+        name
+        for name, given in (
+            ("dataset_type", body.dataset_type),
+            ("collections", body.collections),
+            ("where", body.where.strip()),
+        )
+        if given
+    ]
+    if others:
+        raise InvalidInputError(
+            ("body", "dataset_ids"), f"dataset_ids selects exactly those datasets: leave {', '.join(others)} unset"
+        )
+    return tuple(dict.fromkeys(body.dataset_ids))
+
+
 async def create(state: TransferState, principal: Principal, body: RuleCreate) -> RulePublic:
+    dataset_ids = _check_dataset_ids(body)
     matching = _check_sites(state, "site_expression", body.site_expression)
     if body.source_expression is not None:
         _check_sites(state, "source_expression", body.source_expression)
@@ -108,7 +129,7 @@ async def create(state: TransferState, principal: Principal, body: RuleCreate) -
     rule = NewRule(
         id=uuid.uuid4(),
         owner=body.owner or principal.name,
-        selector=Selector(body.dataset_type, tuple(body.collections), body.where),
+        selector=Selector(body.dataset_type, tuple(body.collections), body.where, dataset_ids),
         copies=body.copies,
         site_expression=body.site_expression,
         source_expression=body.source_expression,

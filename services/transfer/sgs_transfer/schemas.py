@@ -14,6 +14,7 @@ from sgs.replication.rules import COLLECTION_PATTERN_RE, Grouping, LockState, Ru
 DatasetTypeName = Annotated[str, Field(min_length=1, max_length=128, pattern=DATASET_TYPE_PATTERN)]
 CollectionPattern = Annotated[str, Field(min_length=1, max_length=200, pattern=COLLECTION_PATTERN_RE)]
 MAX_LIFETIME_S = 100 * 365 * 86400
+MAX_RULE_DATASET_IDS = 10_000  # one bulk evaluation fetches each by id: bounded like a page of the archive's
 
 
 class RuleCreate(ArchiveModel):
@@ -24,6 +25,11 @@ class RuleCreate(ArchiveModel):
         default_factory=list, max_length=100, description="RUN collections, or glob patterns over their names."
     )
     where: str = Field(default="", max_length=10_000, description="Dimension expression, e.g. \"band = 'H'\".")
+    dataset_ids: list[uuid.UUID] = Field(
+        default_factory=list,
+        max_length=MAX_RULE_DATASET_IDS,
+        description="Exactly these datasets (e.g. a Run's stage-in); not with dataset_type, collections or where.",
+    )
     copies: int = Field(ge=1, le=64, description="Copies wanted at Sites matching site_expression.")
     site_expression: str = Field(min_length=1, max_length=2_000, description="e.g. 'tier=primary & !maintenance'.")
     source_expression: str | None = Field(
@@ -47,6 +53,7 @@ class RulePublic(ArchiveModel):
     dataset_type: str | None
     collections: list[str]
     where: str
+    dataset_ids: list[uuid.UUID]
     copies: int
     site_expression: str
     source_expression: str | None

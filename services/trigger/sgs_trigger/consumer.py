@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -203,7 +204,8 @@ class Consumer:
         groups = groups_of(arrivals, triggers, self.sites.facts())
         oldest = min((t for m in messages if (t := _stored_at(m)) is not None), default=None)
         outcome = Outcome(groups=len(groups))
-        await asyncio.gather(*(self._group(group, outcome, oldest) for group in groups))
+        arrived = {(a.dataset_id, a.site) for a in arrivals}
+        await asyncio.gather(*(self._group(group, outcome, oldest, arrived) for group in groups))
         return outcome
 
     async def arrivals(self, messages: Sequence[Msg], types: set[str]) -> list[Arrival]:
@@ -239,9 +241,11 @@ class Consumer:
         async with self._limit:
             return await work
 
-    async def _group(self, group: Group, outcome: Outcome, since: datetime | None) -> None:
+    async def _group(
+        self, group: Group, outcome: Outcome, since: datetime | None, arrived: set[tuple[uuid.UUID, str]]
+    ) -> None:
         async with self._limit:
-            members = await self.members(group)
+            members = await self.members(group, {i for i, site in arrived if site == group.site})
             chosen = complete_members(group, members)
             if chosen is None:
                 outcome.incomplete += 1
@@ -266,12 +270,17 @@ class Consumer:
         else:
             self.metrics.runs.labels("existing").inc()
 
-    async def members(self, group: Group) -> list[Member]:
-        """The group's datasets as the archive knows them now, and which are available at the group's Site."""
+    async def members(self, group: Group, arrived: AbstractSet[uuid.UUID] = frozenset()) -> list[Member]:
+        """The group's datasets as the archive knows them now, and which are available at the group's Site.
+
+        ``arrived``: datasets this batch's events announce as available there; the archive is asked only about
+        the others (one request less for a group completed by the arrival itself, the usual last dithers). The
+        operator checks every input's replica again when the Run starts."""
         spec = group.trigger.spec
         items = await self.archive.query(spec.dataset_type, [], group_where(group))
         ids = [uuid.UUID(str(item["id"])) for item in items]
-        held = await self.archive.available_at(ids, group.site) if ids else set()
+        unknown = [i for i in ids if i not in arrived]
+        held = (await self.archive.available_at(unknown, group.site) if unknown else set()) | (arrived & set(ids))
         return [
             Member(dataset_id=i, data_id=item["data_id"], run=item["run"], available=i in held)
             for i, item in zip(ids, items, strict=True)

@@ -95,6 +95,10 @@ def rule_body(**overrides: Any) -> dict[str, Any]:
         ({"collections": ["no/such/run"]}, "collections", "no collection 'no/such/run'"),
         ({"collections": ["tagged/things"]}, "collections", "is a TAGGED collection"),
         ({"copies": 0}, "copies", "greater than or equal to 1"),
+        ({"dataset_ids": [str(uuid.uuid4())]}, "dataset_ids", "leave dataset_type unset"),
+        ({"dataset_type": None, "where": "exposure = 1", "dataset_ids": [str(uuid.uuid4())]}, "dataset_ids", "where"),
+        ({"dataset_type": None, "dataset_ids": [str(uuid.uuid4())] * 10_001}, "dataset_ids", "at most 10000"),
+        ({"dataset_type": None, "dataset_ids": ["not-a-uuid"]}, "dataset_ids", "valid UUID"),
         ({"grouping": "some"}, "grouping", "'all' or 'dataset'"),
     ],
 )
@@ -177,6 +181,44 @@ def test_datasets_registered_later_are_matched_from_their_event(
             timeout_s=10,
         )
     assert len(transfer.transfers(rule=rule["id"])) == 12
+
+
+def test_a_dataset_id_rule_selects_exactly_its_datasets(archive: ArchiveUnderTest, transfer: TransferUnderTest) -> None:
+    run = f"ids/{uuid.uuid4().hex[:8]}"
+    archive.collection(run)
+    ids = ingest(archive, run, 6)
+    chosen = [ids[0], ids[2], ids[4], ids[2]]  # a repeat is one dataset
+    rule = transfer.call(
+        "POST", "/rules", (201,), json={"dataset_ids": chosen, "copies": 2, "site_expression": "tier=primary"}
+    )
+    assert rule["dataset_ids"] == [ids[0], ids[2], ids[4]]
+    evaluated = transfer.wait_rule(rule["id"], ("REPLICATING",))
+    eventually(replicating_is(transfer, rule["id"], 3), what="the three datasets evaluated", timeout_s=10)
+    assert transfer.rule(rule["id"])["locks"] == {"ok": 3, "replicating": 3, "stuck": 0}, evaluated
+    assert sorted(t["dataset_id"] for t in transfer.transfers(rule=rule["id"])) == sorted([ids[0], ids[2], ids[4]])
+    later = ingest(archive, f"{run}-later", 2)  # their events match no id of the rule
+    other = transfer.call(
+        "POST", "/rules", (201,), json={"dataset_ids": [later[0]], "copies": 2, "site_expression": "tier=primary"}
+    )
+    eventually(replicating_is(transfer, other["id"], 1), what="the later rule evaluated", timeout_s=10)
+    assert transfer.rule(rule["id"])["locks"]["replicating"] == 3
+    for made in (rule, other):
+        transfer.call("DELETE", f"/rules/{made['id']}", (204,))
+
+
+def test_a_dataset_id_rule_naming_an_unknown_dataset_is_stuck_with_its_id(
+    archive: ArchiveUnderTest, transfer: TransferUnderTest
+) -> None:
+    run = f"ids/{uuid.uuid4().hex[:8]}"
+    archive.collection(run)
+    known = ingest(archive, run, 1)[0]
+    unknown = str(uuid.uuid4())
+    body = {"dataset_ids": [known, unknown], "copies": 2, "site_expression": "tier=primary"}
+    rule = transfer.call("POST", "/rules", (201,), json=body)
+    stuck = transfer.wait_rule(rule["id"], ("STUCK",))
+    assert f"1 of the rule's dataset_ids are not in the archive: {unknown}" in stuck["reason"]
+    assert [t["dataset_id"] for t in transfer.transfers(rule=rule["id"])] == [known]  # the known one is copied
+    transfer.call("DELETE", f"/rules/{rule['id']}", (204,))
 
 
 def replicating_is(transfer: TransferUnderTest, rule_id: str, count: int) -> Callable[[], bool]:

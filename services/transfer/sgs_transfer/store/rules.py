@@ -12,7 +12,7 @@ from sgs.service.errors import NotFoundError
 from sgs_transfer.db import Conn
 from sgs_transfer.schemas import LockCounts, LockPage, LockPublic, RulePage, RulePublic
 
-_COLUMNS = """r.id, r.owner, r.dataset_type, r.collections, r.where_expr, r.copies, r.site_expression,
+_COLUMNS = """r.id, r.owner, r.dataset_type, r.collections, r.where_expr, r.dataset_ids, r.copies, r.site_expression,
     r.source_expression, r.grouping, r.priority, r.expires_at, r.suspended, r.suspended_by, r.chosen_sites,
     r.unsatisfied, r.evaluated_at, r.locks_ok, r.locks_replicating, r.locks_stuck, r.state, r.created_at,
     r.updated_at"""
@@ -51,15 +51,16 @@ class StoredRule:
 
 async def insert(conn: Conn, rule: NewRule) -> None:
     await conn.execute(
-        """INSERT INTO rule (id, owner, dataset_type, collections, where_expr, copies, site_expression,
+        """INSERT INTO rule (id, owner, dataset_type, collections, where_expr, dataset_ids, copies, site_expression,
                source_expression, grouping, priority, expires_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
         (
             rule.id,
             rule.owner,
             rule.selector.dataset_type,
             list(rule.selector.collections),
             rule.selector.where,
+            list(rule.selector.dataset_ids),
             rule.copies,
             rule.site_expression,
             rule.source_expression,
@@ -73,7 +74,9 @@ async def insert(conn: Conn, rule: NewRule) -> None:
 def _stored(row: dict[str, Any]) -> StoredRule:
     return StoredRule(
         id=row["id"],
-        selector=Selector(row["dataset_type"], tuple(row["collections"]), row["where_expr"]),
+        selector=Selector(
+            row["dataset_type"], tuple(row["collections"]), row["where_expr"], tuple(row["dataset_ids"] or ())
+        ),
         copies=int(row["copies"]),
         site_expression=str(row["site_expression"]),
         source_expression=row["source_expression"],
@@ -140,6 +143,7 @@ async def _public(conn: Conn, row: dict[str, Any]) -> RulePublic:
         dataset_type=row["dataset_type"],
         collections=list(row["collections"]),
         where=row["where_expr"],
+        dataset_ids=list(row["dataset_ids"] or ()),
         copies=row["copies"],
         site_expression=row["site_expression"],
         source_expression=row["source_expression"],
