@@ -387,25 +387,29 @@ def wait_for_runs(
             time.sleep(interval_s)
 
 
+def _group_key(run: Mapping[str, Any]) -> str:
+    """The trigger group's key (``observation=1``) from the annotation the trigger service writes."""
+    text = run["metadata"].get("annotations", {}).get("sgs.io/trigger-group", "")
+    try:
+        key = json.loads(text)["key"]
+    except (ValueError, KeyError, TypeError):
+        return "-"
+    return " ".join(f"{k}={v}" for k, v in key.items() if k != "instrument")
+
+
 def runs_table(runs: list[dict[str, Any]]) -> Table:
     table = Table(title="the Runs (created by the trigger service, run by the operator)", title_justify="left")
-    for column in ("Run", "trigger", "Site", "observation", "phase", "tasks"):
+    for column in ("Run", "trigger", "group", "Site", "phase", "tasks"):
         table.add_column(column)
     for run in runs:
-        labels = run["metadata"].get("labels", {})
-        group = run["metadata"].get("annotations", {}).get("sgs.io/trigger-group", "")
         status = run.get("status", {})
-        counts = status.get("taskCounts") or status.get("counts") or {}
-        tasks = (
-            f"{counts.get('succeeded', counts.get('Succeeded', '?'))}/{counts.get('total', counts.get('Total', '?'))}"
-        )
         table.add_row(
             run["metadata"]["name"],
-            labels.get("sgs.io/trigger", "-"),
+            run["metadata"].get("labels", {}).get("sgs.io/trigger", "-"),
+            _group_key(run),
             str(run["spec"].get("site", "-")),
-            group,
             str(status.get("phase", "-")),
-            tasks if counts else "-",
+            str(status.get("progress") or "-"),
         )
     return table
 

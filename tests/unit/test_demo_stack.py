@@ -16,6 +16,7 @@ from sgs.demo.stack import (
     StackTarget,
     find_stack,
     nir_pipeline_manifest,
+    runs_table,
     stack_plan,
 )
 from sgs.model.pipeline import Pipeline
@@ -94,3 +95,25 @@ def test_an_unreachable_archive_is_an_error_naming_it(tmp_path: Path, monkeypatc
     monkeypatch.setenv("SGS_ARCHIVE_ADMIN_TOKEN", "x" * 32)
     result = CliRunner().invoke(app, ["demo", "--stack"])
     assert result.exit_code == 2 and f"archive {url} unreachable" in result.output
+
+
+def test_the_runs_table_shows_each_runs_trigger_group_and_progress() -> None:
+    from rich.console import Console
+
+    group = '{"key":{"instrument":"NISP-SIM","observation":2},"site":"site-b","trigger":"site-b-tile2"}'
+    run = {
+        "metadata": {
+            "name": "nir-a91595e00a3d",
+            "labels": {"sgs.io/trigger": "site-b-tile2"},
+            "annotations": {"sgs.io/trigger-group": group},
+        },
+        "spec": {"site": "site-b"},
+        "status": {"phase": "Succeeded", "progress": "26/26"},
+    }
+    broken = {"metadata": {"name": "nir-x", "annotations": {"sgs.io/trigger-group": "not json"}}, "spec": {}}
+    console = Console(record=True, width=200)
+    console.print(runs_table([run, broken]))
+    lines = console.export_text().splitlines()
+    cells = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in lines if "│" in line}
+    assert cells["nir-a91595e00a3d"] == ["site-b-tile2", "observation=2", "site-b", "Succeeded", "26/26"]
+    assert cells["nir-x"] == ["-", "-", "-", "-", "-"]
