@@ -37,6 +37,7 @@ EXAMPLE_SURVEY = SURVEYS_DIR / "wide-2027q1.csv"  # what crds/examples/dataplace
 OPERATOR_DATABASE = "sgs_operator"
 OPERATOR_IDENTITY = "sgs-dev-operator"  # a fixed Lease identity: a restarted operator leads again at once
 OPERATOR_READY = "sgs operator ready"
+CONSOLE_READY = "sgs console on http"  # what `sgs console` prints before it serves
 TRIGGER_READY = "sgs trigger ready"  # what sgs_trigger.service logs once it consumes (the core imports no deployable)
 OPERATOR_WEBHOOK = "sgs-operator.sgs.io"
 START_TIMEOUT_S = 120.0  # a cold kopf start on a loaded 2-core machine takes tens of seconds
@@ -254,3 +255,38 @@ class TriggerPart(LoggedProcessPart):
             "url": f"http://127.0.0.1:{self.metrics_port}/metrics",
             "log": str(self.log),
         }
+
+
+class ConsolePart(LoggedProcessPart):
+    """`sgs console` over the dev stack: the cluster, the operator's task records, the archive and transfers.
+
+    Development only: it reads with the stack's admin credentials, where a data centre gives it the read-only
+    ``sgs-console`` role (docs/console.md). People still sign in with a token of their own.
+    """
+
+    name = "console"
+    ready_text = CONSOLE_READY
+
+    def __init__(self, workdir: Path, env: Mapping[str, str], dsn: str) -> None:
+        self.port = free_port()
+        settings = {
+            "SGS_CONSOLE_KUBECONFIG": env["KUBECONFIG"],
+            "SGS_CONSOLE_DSN": dsn,
+            "SGS_CONSOLE_ENVIRONMENT": "development",
+        }
+        for service, variable in (("ARCHIVE", "SGS_ARCHIVE"), ("TRANSFER", "SGS_TRANSFER")):
+            url = env.get(f"{variable}_URL")
+            token = env.get(f"{variable}_ADMIN_TOKEN") or env.get(f"{variable}_TOKEN")
+            if url and token:
+                settings |= {f"SGS_CONSOLE_{service}_URL": url, f"SGS_CONSOLE_{service}_TOKEN": token}
+        super().__init__(workdir, {**env, **settings})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return sgs_argv("console", "--host=127.0.0.1", f"--port={self.port}", "--development")
+
+    def info(self) -> dict[str, Any]:
+        return {"url": self.url, "log": str(self.log)}

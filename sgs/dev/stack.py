@@ -212,6 +212,7 @@ def sgs_units(state: dict[str, PartState]) -> list[tuple[str, Part]]:
     trigger service too when the archive runs."""
     from sgs.dev.components import (
         BridgePart,
+        ConsolePart,
         OperatorPart,
         TriggerPart,
         operator_dsn,
@@ -235,6 +236,7 @@ def sgs_units(state: dict[str, PartState]) -> list[tuple[str, Part]]:
     for site in DEV_SITES:
         provider = "slurm" if site == SLURM_SITE and "slurm" in running else "process"
         units.append((f"bridge-{site}", BridgePart(base / f"bridge-{site}", env, site, provider)))
+    units.append(("console", ConsolePart(base / "console", env, dsn)))
     if "archive" in running and "nats" in running:  # the trigger service reads the archive's events
         nats_url, archive_url = running["nats"].exports["NATS_URL"], running["archive"].exports["SGS_ARCHIVE_URL"]
         token = archive_exports()["SGS_ARCHIVE_ADMIN_TOKEN"]
