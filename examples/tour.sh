@@ -20,5 +20,5 @@ sgs compile examples/parallel_split/parallel_split.py:parallel_split | kubectl a
 kubectl apply -f crds/examples/
 sgs run priority parallel-split-001 50
 kubectl wait run/parallel-split-001 --for=jsonpath='{.status.phase}'=Succeeded --timeout=5m
-kubectl get runs,sites
+kubectl get runs,sites,dataplacements
 sgs dev down

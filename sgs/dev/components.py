@@ -11,10 +11,12 @@ examples apply and run as they are.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,12 @@ EXAMPLE_DIR = REPO / "examples" / "parallel_split"
 # Fixed, so that the example manifests can name it; /tmp because YAML cannot say "~".
 DEV_SITES_ROOT = Path("/tmp/sgs-dev")
 REFERENCE_DIR = DEV_SITES_ROOT / "reference"
+SURVEYS_DIR = DEV_SITES_ROOT / "surveys"  # the operator's only survey root on the dev stack
+EXAMPLE_SURVEY = SURVEYS_DIR / "wide-2027q1.csv"  # what crds/examples/dataplacement.yaml plans
 OPERATOR_DATABASE = "sgs_operator"
 OPERATOR_IDENTITY = "sgs-dev-operator"  # a fixed Lease identity: a restarted operator leads again at once
 OPERATOR_READY = "sgs operator ready"
+CONSOLE_READY = "sgs console on http"  # what `sgs console` prints before it serves
 TRIGGER_READY = "sgs trigger ready"  # what sgs_trigger.service logs once it consumes (the core imports no deployable)
 OPERATOR_WEBHOOK = "sgs-operator.sgs.io"
 START_TIMEOUT_S = 120.0  # a cold kopf start on a loaded 2-core machine takes tens of seconds
@@ -50,6 +55,55 @@ def prepare_site_dirs(sites: tuple[str, ...]) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for source in sorted((EXAMPLE_DIR / "inputs").glob("*.json")):
         shutil.copyfile(source, target / source.name)
+    if not EXAMPLE_SURVEY.is_file():
+        write_example_survey(EXAMPLE_SURVEY)
+
+
+def write_example_survey(path: Path) -> None:
+    """A small synthetic survey (400 observations from 2027-01-01) for the example DataPlacement's window."""
+    from sgs.placement.generator import generate_survey
+    from sgs.placement.survey import build_survey, write_csv
+
+    survey = generate_survey(wide=300, deep=100, sky_fields=29_000, start=datetime(2027, 1, 1, tzinfo=UTC))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(write_csv(build_survey([survey.row(i) for i in range(len(survey))])))
+    tmp.replace(path)  # a half-written survey is never planned
+
+
+def register_raw_type(archive_url: str, admin_token: str) -> None:
+    """The dataset type a DataPlacement's replication rules name (raw data at both Sites); the same definition
+    again answers 200, so every `up` may send it. Another definition already there (409) is the user's: kept."""
+    import httpx
+
+    try:
+        answer = httpx.post(
+            f"{archive_url}/dataset-types",
+            json={"name": "raw", "dimensions": ["exposure"], "storage_class": "Fits"},
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=30,
+        )
+    except httpx.HTTPError as err:
+        raise OSError(f"archive {archive_url}: registering dataset type raw: {err}") from err
+    if answer.status_code not in (200, 201, 409):
+        raise OSError(f"archive {archive_url}: registering dataset type raw: HTTP {answer.status_code} {answer.text}")
+
+
+def placement_env(exports: Mapping[str, str]) -> dict[str, str]:
+    """What the operator needs to plan DataPlacements on the stack: the archive and transfer service (when they
+    run; their admin tokens: placements and rule owners are admin writes) and the one survey root."""
+    env = {"SGS_OPERATOR_SURVEY_ROOTS": json.dumps([str(SURVEYS_DIR)])}
+    if "SGS_ARCHIVE_URL" in exports and "SGS_ARCHIVE_ADMIN_TOKEN" in exports:
+        env |= {
+            "SGS_OPERATOR_ARCHIVE_URL": exports["SGS_ARCHIVE_URL"],
+            "SGS_OPERATOR_ARCHIVE_TOKEN": exports["SGS_ARCHIVE_ADMIN_TOKEN"],
+        }
+    if "SGS_TRANSFER_URL" in exports and "SGS_TRANSFER_TOKEN" in exports:
+        env |= {
+            "SGS_OPERATOR_TRANSFER_URL": exports["SGS_TRANSFER_URL"],
+            "SGS_OPERATOR_TRANSFER_TOKEN": exports["SGS_TRANSFER_TOKEN"],
+        }
+    return env
 
 
 def operator_dsn(server_dsn: str) -> str:
@@ -114,6 +168,7 @@ class OperatorPart(LoggedProcessPart):
             workdir,
             {
                 **env,
+                **placement_env(env),
                 "SGS_OPERATOR_DSN": dsn,
                 "SGS_OPERATOR_METRICS_PORT": str(self.metrics_port),
                 "SGS_OPERATOR_WEBHOOK_NAME": OPERATOR_WEBHOOK,
@@ -200,3 +255,38 @@ class TriggerPart(LoggedProcessPart):
             "url": f"http://127.0.0.1:{self.metrics_port}/metrics",
             "log": str(self.log),
         }
+
+
+class ConsolePart(LoggedProcessPart):
+    """`sgs console` over the dev stack: the cluster, the operator's task records, the archive and transfers.
+
+    Development only: it reads with the stack's admin credentials, where a data centre gives it the read-only
+    ``sgs-console`` role (docs/console.md). People still sign in with a token of their own.
+    """
+
+    name = "console"
+    ready_text = CONSOLE_READY
+
+    def __init__(self, workdir: Path, env: Mapping[str, str], dsn: str) -> None:
+        self.port = free_port()
+        settings = {
+            "SGS_CONSOLE_KUBECONFIG": env["KUBECONFIG"],
+            "SGS_CONSOLE_DSN": dsn,
+            "SGS_CONSOLE_ENVIRONMENT": "development",
+        }
+        for service, variable in (("ARCHIVE", "SGS_ARCHIVE"), ("TRANSFER", "SGS_TRANSFER")):
+            url = env.get(f"{variable}_URL")
+            token = env.get(f"{variable}_ADMIN_TOKEN") or env.get(f"{variable}_TOKEN")
+            if url and token:
+                settings |= {f"SGS_CONSOLE_{service}_URL": url, f"SGS_CONSOLE_{service}_TOKEN": token}
+        super().__init__(workdir, {**env, **settings})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return sgs_argv("console", "--host=127.0.0.1", f"--port={self.port}", "--development")
+
+    def info(self) -> dict[str, Any]:
+        return {"url": self.url, "log": str(self.log)}

@@ -103,7 +103,9 @@ def register_targets(units: Mapping[str, PartState]) -> None:
 def urls(units: Mapping[str, PartState]) -> dict[str, str]:
     """What `sgs dev up` prints: where to look at metrics and traces."""
     shown: dict[str, str] = {}
-    for unit in units.values():
+    for name, unit in units.items():
+        if name == "console":
+            shown["Console (sign in with a Kubernetes token: the admin's is in $KUBECONFIG)"] = str(unit.info["url"])
         if unit.part == "prometheus":
             shown["Prometheus (metrics, alerts)"] = str(unit.info["url"])
         if unit.part == "jaeger":

@@ -210,13 +210,24 @@ Report = Callable[[str, str], None]  # (unit, message)
 def sgs_units(state: dict[str, PartState]) -> list[tuple[str, Part]]:
     """The operator and one bridge node per dev Site, wired to the running PostgreSQL and control plane; the
     trigger service too when the archive runs."""
-    from sgs.dev.components import BridgePart, OperatorPart, TriggerPart, operator_dsn, prepare_site_dirs
+    from sgs.dev.components import (
+        BridgePart,
+        ConsolePart,
+        OperatorPart,
+        TriggerPart,
+        operator_dsn,
+        prepare_site_dirs,
+        register_raw_type,
+    )
 
     running = {unit.part: unit for unit in state.values()}
     missing = [part for part in SGS_NEEDS if part not in running]
     if missing:
         raise ValueError(f"--parts: sgs needs {', '.join(missing)} (running, or named in --parts)")
     env = {**os.environ, **{key: value for unit in state.values() for key, value in unit.exports.items()}}
+    if "archive" in running:  # the stack's admin token: the operator writes placements with it
+        env |= archive_exports()
+        register_raw_type(str(running["archive"].exports["SGS_ARCHIVE_URL"]), env["SGS_ARCHIVE_ADMIN_TOKEN"])
     prepare_site_dirs(DEV_SITES)
     base = dev_dir()
     metrics_port = running["prometheus"].info.get("operator_metrics_port") if "prometheus" in running else None
@@ -225,6 +236,7 @@ def sgs_units(state: dict[str, PartState]) -> list[tuple[str, Part]]:
     for site in DEV_SITES:
         provider = "slurm" if site == SLURM_SITE and "slurm" in running else "process"
         units.append((f"bridge-{site}", BridgePart(base / f"bridge-{site}", env, site, provider)))
+    units.append(("console", ConsolePart(base / "console", env, dsn)))
     if "archive" in running and "nats" in running:  # the trigger service reads the archive's events
         nats_url, archive_url = running["nats"].exports["NATS_URL"], running["archive"].exports["SGS_ARCHIVE_URL"]
         token = archive_exports()["SGS_ARCHIVE_ADMIN_TOKEN"]

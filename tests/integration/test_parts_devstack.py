@@ -4,9 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import nats
 import psycopg
 import pytest
+import yaml
 from sgs_archive.settings import ArchiveSettings
 
 from sgs.dev.stack import load_state, parse_parts
@@ -142,6 +144,8 @@ def test_the_sgs_part_runs_the_operator_and_bridges_judged_by_their_own_logs(tmp
         assert Path(bridge.info["log"]).read_text().count(ready_line) == 2  # up waited for the new process's line
         nodes = subprocess.run([*kubectl, "get", "nodes", "-o", "name"], capture_output=True, text=True, check=True)
         assert set(nodes.stdout.split()) >= {"node/sgs-site-a", "node/sgs-site-b", "node/sgs-site-c"}
+        subprocess.run([*kubectl, "apply", "-f", "crds/examples/sites.yaml"], capture_output=True, check=True)
+        _sign_in_to_the_console(str(state["console"].info["url"]), kubeconfig)
 
         assert dev("down", "--parts", "sgs").returncode == 0
         webhook = subprocess.run(
@@ -153,3 +157,15 @@ def test_the_sgs_part_runs_the_operator_and_bridges_judged_by_their_own_logs(tmp
         assert webhook.stdout == ""  # failurePolicy Fail: left behind, it would refuse every Run
     finally:
         dev("down")
+
+
+def _sign_in_to_the_console(url: str, kubeconfig: str) -> None:
+    """The dev stack's console asks for a token, refuses a bad one, takes the admin's and shows the Sites."""
+    token = yaml.safe_load(Path(kubeconfig).read_text())["users"][0]["user"]["token"]
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/runs").headers["location"].startswith("/signin")  # nothing without a sign-in
+        refused = client.post("/signin", data={"token": "not-a-token", "next": "/runs"})
+        assert "/runs" not in refused.headers.get("location", "")
+        signed = client.post("/signin", data={"token": token, "next": "/sites"}, follow_redirects=True)
+        assert signed.status_code == 200, signed.text[:500]
+        assert "site-a" in signed.text and "No Site." not in signed.text

@@ -1,5 +1,6 @@
 """The README's cluster tour end to end: `examples/tour.sh` on a dev stack of its own (a fresh SGS_CACHE, the
-real PostgreSQL, NATS, MinIO, control plane, operator and bridge nodes), the example Run succeeding on site-a."""
+real PostgreSQL, NATS, MinIO, control plane, archive, transfer service, operator and bridge nodes), the example
+Run succeeding on site-a and the example DataPlacement planned."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 TOUR = ROOT / "examples" / "tour.sh"
 RUN_DIR = Path("/tmp/sgs-dev/site-a/default/parallel-split-001")  # crds/examples/: site-a's store, namespace default
-PARTS = "pg,nats,minio,kube,sgs"  # Slurm, Prometheus and Jaeger play no part in the Run: left out to save time
+# Slurm, Prometheus and Jaeger play no part in the Run or the DataPlacement: left out to save time.
+PARTS = "pg,nats,minio,kube,archive,transfer,sgs"
 
 
 def tour_env(cache: Path) -> dict[str, str]:
@@ -47,6 +49,9 @@ def test_the_tour_script_runs_the_example_run_to_succeeded(tmp_path: Path) -> No
     rows = [line.split() for line in tour.stdout.splitlines() if line.startswith("run.sgs.io/parallel-split-001 ")]
     row = next(r for r in rows if len(r) >= 5)  # `kubectl get runs,sites`, not `kubectl apply` or `kubectl wait`
     assert row[1:5] == ["parallel-split", "site-a", "Succeeded", "10/10"], row
+    placements = [line.split() for line in tour.stdout.splitlines() if line.startswith("dataplacement.sgs.io/")]
+    placement = placements[-1]  # `kubectl get`'s row comes after `kubectl apply`'s "created"
+    assert placement[0] == "dataplacement.sgs.io/wide-2027q1" and "Planned" in placement, placement
     combined = RUN_DIR / "ialtest_combine_images" / "combined.json"
     assert combined.stat().st_mtime >= started  # written by this Run, not left from an earlier one
     assert json.loads(combined.read_text())

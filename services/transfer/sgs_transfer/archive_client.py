@@ -124,7 +124,13 @@ class ArchiveClient:
         return found
 
     async def datasets(
-        self, base: str, token: str | None, dataset_type: str | None, collections: Sequence[str], where: str
+        self,
+        base: str,
+        token: str | None,
+        dataset_type: str | None,
+        collections: Sequence[str],
+        where: str,
+        page_size: int = PAGE,
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Pages of datasets matching, following the archive's keyset cursor."""
         cursor: str | None = None
@@ -133,7 +139,7 @@ class ArchiveClient:
                 "dataset_type": dataset_type,
                 "collections": list(collections),
                 "where": where,
-                "limit": PAGE,
+                "limit": page_size,
                 "cursor": cursor,
             }
             page = await self._call("POST", f"{base}/datasets/query", token, json=body)

@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 EVENT_BATCH = 64
 FETCH_TIMEOUT_S = 1.0
+# Datasets per archive page in a rule's bulk evaluation: pages small enough that fetching, writing and publishing
+# overlap (a pipeline), large enough that each round trip carries thousands.
+BULK_PAGE = 2_500
 STREAM_WAIT_S = 1.0
 ID_PAGE = 500  # datasets of a dataset-id rule fetched and evaluated per transaction
 LOOKUPS_IN_FLIGHT = 16
@@ -212,8 +215,11 @@ class Evaluator:
 
     # ------------------------------------------------------------------ shared core
 
-    async def evaluate(self, conn: Conn, datasets: Sequence[DatasetFacts], rules: Sequence[CompiledRule]) -> Decisions:
-        """Match, decide and write one batch in the caller's transaction."""
+    async def evaluate(
+        self, conn: Conn, datasets: Sequence[DatasetFacts], rules: Sequence[CompiledRule], *, bulk: bool = False
+    ) -> Decisions:
+        """Match, decide and write one batch in the caller's transaction (``bulk``: a page of a rule's bulk
+        evaluation, thousands of rows, staged by COPY)."""
         pairs = [
             (rule, d)
             for d in datasets
@@ -223,15 +229,19 @@ class Evaluator:
         if not pairs:
             return Decisions()
         involved = list({d.id: d for _, d in pairs}.values())
-        await plan.remember_datasets(conn, involved)
-        holdings = await plan.holdings(conn, [d.id for d in involved])
+        if bulk:
+            await plan.stage_datasets(conn, involved)
+            holdings = await plan.holdings(conn, None)
+        else:
+            await plan.remember_datasets(conn, involved)
+            holdings = await plan.holdings(conn, [d.id for d in involved])
         used = await plan.used_bytes(conn)
         decisions = decide(pairs, holdings, self.state, used, datetime.now(UTC))
         # Rule rows first (the lock order: rule -> lock -> transfer -> replica).
         for rule_id, chosen in decisions.chosen.items():
             await rule_rows.set_chosen_sites(conn, rule_id, chosen)
         await rule_rows.note_unsatisfied(conn, decisions.unsatisfied)
-        await plan.write(conn, decisions.locks, decisions.transfers)
+        await plan.write(conn, decisions.locks, decisions.transfers, staged=bulk)
         return decisions
 
     async def publish_open(
@@ -442,16 +452,13 @@ class Evaluator:
                     self._by_id(url, token, stored.id, stored.selector.dataset_ids, reasons)
                     if stored.selector.dataset_ids
                     else self.state.archive.datasets(
-                        url, token, stored.selector.dataset_type, collections, stored.selector.where
+                        url, token, stored.selector.dataset_type, collections, stored.selector.where, BULK_PAGE
                     )
                 )
-                async for items in pages:
-                    queued += await self._bulk_page(rule, url, token, items, reasons)
-                    async with self.state.pool.connection() as conn:
-                        refreshed = await rule_rows.stored(conn, rule_id)
-                    if refreshed is None:
-                        return queued  # deleted while being evaluated
-                    rule.stored = refreshed
+                evaluated = await self._evaluate_pages(rule, url, token, pages, reasons)
+                if evaluated is None:
+                    return 0  # deleted while being evaluated
+                queued = evaluated
         async with self.state.pool.connection() as conn:
             creation = self._creation_reason(stored)
             await rule_rows.mark_evaluated(conn, rule_id, None, reasons.get(rule_id) or creation)
@@ -462,21 +469,51 @@ class Evaluator:
         matching = evaluate_sites(parse_sites(rule.site_expression), self.state.sites.facts(datetime.now(UTC)))
         return unsatisfiable(rule.copies, matching)
 
-    async def _bulk_page(
+    async def _evaluate_pages(
         self,
         rule: CompiledRule,
         url: str,
         token: str | None,
-        items: list[dict[str, Any]],
+        pages: AsyncIterator[list[dict[str, Any]]],
         reasons: dict[uuid.UUID, str],
-    ) -> int:
+    ) -> int | None:
+        """A pipeline over the archive's pages: the next page (query + replicas) is fetched while this one is
+        decided and written, and the one before is published meanwhile, so the archive, PostgreSQL and JetStream
+        work at the same time instead of in turn. Returns the transfers queued, None if the rule was deleted."""
+        queued = 0
+        ahead: asyncio.Task[list[DatasetFacts] | None] = asyncio.create_task(self._next_page(url, token, pages))
+        publishing: asyncio.Task[int] | None = None
+        try:
+            while (datasets := await ahead) is not None:
+                ahead = asyncio.create_task(self._next_page(url, token, pages))
+                async with self.state.pool.connection() as conn:
+                    decisions = await self.evaluate(conn, datasets, [rule], bulk=True)
+                for rule_id, reason in decisions.unsatisfied.items():
+                    reasons.setdefault(rule_id, reason)
+                queued += await publishing if publishing is not None else 0
+                publishing = asyncio.create_task(self.publish_open([d.id for d in datasets]))
+                async with self.state.pool.connection() as conn:
+                    refreshed = await rule_rows.stored(conn, rule.id)
+                if refreshed is None:
+                    return None
+                rule.stored = refreshed
+            return queued + (await publishing if publishing is not None else 0)
+        finally:
+            for task in (ahead, publishing):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def _next_page(
+        self, url: str, token: str | None, pages: AsyncIterator[list[dict[str, Any]]]
+    ) -> list[DatasetFacts] | None:
+        """The next page of datasets with their available replicas (the archive's query, then one locate)."""
+        items = await anext(pages, None)
+        if items is None:
+            return None
         located = await self.state.archive.locate(url, token, [uuid.UUID(str(i["id"])) for i in items])
-        datasets = [f for i in items if (f := facts_from_archive(i, located.get(str(i["id"]), []))) is not None]
-        async with self.state.pool.connection() as conn:
-            decisions = await self.evaluate(conn, datasets, [rule])
-        for rule_id, reason in decisions.unsatisfied.items():
-            reasons.setdefault(rule_id, reason)
-        return await self.publish_open([d.id for d in datasets])
+        return [f for i in items if (f := facts_from_archive(i, located.get(str(i["id"]), []))) is not None]
 
     async def _by_id(
         self, url: str, token: str | None, rule_id: uuid.UUID, ids: Sequence[uuid.UUID], reasons: dict[uuid.UUID, str]

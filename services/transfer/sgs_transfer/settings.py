@@ -35,6 +35,10 @@ class TransferSettings(BaseSettings):
         description="Names this service's JetStream stream, subjects and consumers (several may share a NATS).",
     )
     worker_name: str = Field(default="", max_length=128, description="This worker's name (default: host:pid).")
+    destinations: list[str] = Field(
+        default_factory=list,
+        description="Sites this worker copies into (a worker per Site, beside its store); empty: every Site.",
+    )
     worker_metrics_port: int | None = Field(
         default=None,
         ge=0,

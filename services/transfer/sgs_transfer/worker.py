@@ -151,7 +151,7 @@ class Worker:
         cleaned = time.monotonic()
         try:
             while True:
-                for name in self.sites.names:
+                for name in self.destinations():
                     if name not in self.loops or self.loops[name].done():
                         self.loops[name] = asyncio.create_task(self._supervise(name), name=f"to-{name}")
                 await asyncio.sleep(min(SITES_CHECK_S, self.settings.partials_interval_s))
@@ -164,10 +164,16 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*self.loops.values(), return_exceptions=True)
 
+    def destinations(self) -> list[str]:
+        """The Sites this worker copies into: every known Site, or those of ``SGS_TRANSFER_DESTINATIONS``."""
+        wanted = self.settings.destinations
+        return [name for name in self.sites.names if not wanted or name in wanted]
+
     def _clean_partials(self) -> None:
         """What killed copies left behind (temporary files, incomplete multipart uploads) is removed at start."""
+        mine = set(self.destinations())  # another Site's worker cleans its own store
         for known in self.sites.all():
-            if known.store is None:
+            if known.store is None or known.name not in mine:
                 continue
             try:
                 removed = known.store.clean_partials(older_than_s=self.settings.partial_max_age_s)
@@ -520,6 +526,10 @@ async def serve_worker(settings: TransferSettings, sites: SiteBook | None = None
         raise SystemExit("sgs transfer worker needs SGS_TRANSFER_NATS_URL")
     await asyncio.to_thread(migrate, settings.dsn, settings.db_schema)
     book = sites if sites is not None else await asyncio.to_thread(load_site_book, settings)
+    unknown = sorted(set(settings.destinations) - set(book.names))
+    if unknown and not settings.sites_from_cluster:  # a cluster's Sites may appear later; a file's will not
+        known = ", ".join(book.names) or "none"
+        raise SystemExit(f"SGS_TRANSFER_DESTINATIONS: {', '.join(unknown)} not among the Sites ({known})")
     pool = create_pool(settings.dsn, settings.db_schema, settings.pool_min_size, settings.pool_max_size, "sgs-worker")
     await pool.open(wait=True)
     tracing = configure("sgs-transfer-worker", TracingSettings(), resource={"service.instance.id": worker_id(settings)})
@@ -532,13 +542,18 @@ async def serve_worker(settings: TransferSettings, sites: SiteBook | None = None
         from prometheus_client import start_http_server
 
         start_http_server(settings.worker_metrics_port, settings.worker_metrics_address, registry=metrics.registry)
+    unknown = sorted(set(settings.destinations) - set(book.names))
+    if unknown and not settings.sites_from_cluster:  # a cluster's Sites may appear later; a file's will not
+        raise SystemExit(
+            f"SGS_TRANSFER_DESTINATIONS: {', '.join(unknown)} not among the Sites ({', '.join(book.names)})"
+        )
     worker = Worker(settings, pool, book, archive, queue, metrics, tracing)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     task = asyncio.create_task(worker.run(), name="worker")
-    log.info("worker %s: copying into %s", worker.name, ", ".join(book.names) or "no Site yet")
+    log.info("worker %s: copying into %s", worker.name, ", ".join(worker.destinations()) or "no Site yet")
     try:
         await asyncio.wait({task, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     finally:

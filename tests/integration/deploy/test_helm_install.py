@@ -298,3 +298,37 @@ def test_the_chart_archive_serves_in_production_from_its_secret(release: Release
     assert httpx.get(f"{base}/metrics", timeout=5).status_code == 401  # reads need a token in production
     authorised = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {release.archive_token}"}, timeout=5)
     assert authorised.status_code == 200, authorised.text
+
+
+def test_helm_upgrade_rolls_the_operator_and_the_new_one_leads(
+    release: Release, example_pipeline: dict[str, Any], tmp_path: Path
+) -> None:
+    """A changed value rolls the Deployment: the old pod goes, the new one takes the Lease and runs a Run."""
+    before = release.lease_holder()
+    assert before is not None
+    values = release.values()
+    values["operator"]["reconcileInterval"] = 0.25
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    started = time.monotonic()
+    helm(
+        "upgrade", release.name, str(CHART), "--namespace", release.namespace, "--values", str(values_file),
+        "--kubeconfig", str(release.kube.kubeconfig),
+    )  # fmt: skip
+    holder = wait_for(
+        lambda: (h := release.lease_holder()) not in (None, before) and h, "a new operator pod to lead", timeout_s=180
+    )
+    print(f"\nhelm upgrade → the new operator pod leading: {time.monotonic() - started:.1f} s")
+    pods = [p["metadata"]["name"] for p in release.operator_pods()]
+    assert holder in pods
+    store = tmp_path / "store"
+    store.mkdir()
+    cluster = Cluster(release.kube, release.namespace, store, release.dsn)
+    # The new leader serves the webhook (failurePolicy Fail) once kopf has started, a moment after the Lease.
+    wait_for(
+        lambda: cluster.apply(cluster.run("after-upgrade", site=SITE), check=False).returncode == 0,
+        "the new operator's webhook to admit a Run",
+        timeout_s=120,
+    )
+    print(f"helm upgrade → admission served again: {time.monotonic() - started:.1f} s")
+    assert cluster.wait_phase("after-upgrade", {"Succeeded", "Failed"}, timeout_s=240)["phase"] == "Succeeded"

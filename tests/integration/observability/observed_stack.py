@@ -97,7 +97,11 @@ def observed_stack(
                 poll_interval_s=0.2,
                 env=bridge_env(tracing_endpoint),
             )
-            with bridge:
+            # A stopped bridge's node stays (NotReady, untainted for a while): gone with the stack, or a later
+            # module's pods for a Site of the same name could be scheduled onto it.
+            nodes = contextlib.ExitStack()
+            nodes.callback(kube.kubectl, "delete", "node", bridge.node_name, "--ignore-not-found", check=False)
+            with nodes, bridge:
                 token_file = workdir / "archive-token"
                 token_file.write_text(ADMIN_TOKEN)
                 prometheus.scrape(*scrape_jobs(kube, operator, bridge, archive, transfer, token_file))

@@ -213,6 +213,52 @@ def test_a_worker_killed_mid_copy_loses_nothing_and_leaves_no_upload_behind(
         )
 
 
+def test_a_worker_per_site_copies_only_into_its_own_site(
+    archive: ArchiveUnderTest,
+    nats_server: NatsPart,
+    sites: list[Site],
+    minios: dict[str, MinioPart],
+    tmp_path: Path,
+) -> None:
+    with service(archive, nats_server.url, sites, minios) as transfer:
+        sites_file = write_sites_file(tmp_path / "sites.yaml", sites, minios, archive.site_tokens)
+
+        def worker_for(site: str) -> WorkerProcess:
+            settings = transfer.settings.model_copy(update={"destinations": [site]})
+            return WorkerProcess(settings, sites_file, tmp_path / f"worker-{site}.log", f"worker-{site}")
+
+        unknown = worker_for("site-z").start()
+        assert unknown.process.wait(timeout=90) != 0
+        assert "SGS_TRANSFER_DESTINATIONS: site-z not among the Sites" in unknown.log_path.read_text()
+        at_b = worker_for("site-b").start()
+        at_c = worker_for("site-c")
+        try:
+            eventually(at_b.ready, what="site-b's worker up", timeout_s=90)
+            run = f"per-site/{uuid.uuid4().hex[:8]}"
+            contents = ingest(archive, minios, run, 4)
+            body = {"collections": [run], "copies": 2, "site_expression": "site-b | site-c"}
+            rule = transfer.call("POST", "/rules", (201,), json=body)
+
+            def by_destination() -> dict[str, set[str]]:
+                found: dict[str, set[str]] = {}
+                for t in transfer.transfers(rule=rule["id"]):
+                    found.setdefault(t["destination"], set()).add(t["state"])
+                return found
+
+            eventually(lambda: by_destination().get("site-b") == {"DONE"}, what="site-b's copies", timeout_s=60)
+            time.sleep(2.0)  # long enough for a worker that copied into site-c by mistake to have started
+            assert by_destination()["site-c"] == {"QUEUED"}, "site-b's worker must not copy into site-c"
+            at_c.start()
+            transfer.wait_rule(rule["id"], ("OK",), timeout_s=60)
+        finally:
+            at_b.stop()
+            at_c.stop()
+        counted = audit(archive, transfer, minios, rule["id"], contents, {"site-b", "site-c"})
+        assert "worker worker-site-b: copying into site-b\n" in at_b.log_path.read_text()
+        assert counted["transfers_done"] == 8
+        print(f"one worker per Site: site-c's copies waited for site-c's worker; {counted}")
+
+
 # ------------------------------------------------------------------------------------------ a destination down
 
 

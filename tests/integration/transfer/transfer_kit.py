@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import time
 import uuid
 import zlib
@@ -321,6 +322,8 @@ class WorkerProcess:
             if value is None or field_name in ("sites_file", "embedded_worker"):
                 continue
             text = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            if isinstance(text, list):
+                text = json.dumps(text)  # pydantic-settings reads lists as JSON
             env[f"SGS_TRANSFER_{field_name.upper()}"] = str(text).lower() if isinstance(text, bool) else str(text)
         env["SGS_TRANSFER_SITES_FILE"] = str(sites_file)
         env["SGS_TRANSFER_WORKER_NAME"] = name

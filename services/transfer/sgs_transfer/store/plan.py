@@ -62,6 +62,37 @@ class TransferRow:
     priority: int
 
 
+async def _stage(conn: Conn, table: str, columns: str, rows: Iterable[tuple[object, ...]]) -> None:
+    """Rows into a temporary table (dropped at commit) by COPY: one stream, instead of tens of thousands of
+    array elements bound as parameters. ``table`` and ``columns`` are this module's constants, never input."""
+    await conn.execute(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP")
+    async with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+        for row in rows:
+            await copy.write_row(row)
+
+
+async def stage_datasets(conn: Conn, datasets: Sequence[DatasetFacts]) -> None:
+    """A bulk page: the datasets (table ``staged_dataset``) and their replicas, recorded like
+    :func:`remember_datasets`; :func:`holdings` then joins the staged table instead of binding every id."""
+    await _stage(
+        conn,
+        "staged_dataset",
+        "id uuid PRIMARY KEY, dataset_type text, run text, data_id jsonb, size bigint, adler32 text, sha256 text",
+        ((d.id, d.dataset_type, d.run, json.dumps(d.data_id), d.size, d.adler32, d.sha256) for d in datasets),
+    )
+    await conn.execute("INSERT INTO dataset SELECT * FROM staged_dataset ON CONFLICT (id) DO NOTHING")
+    await _stage(
+        conn,
+        "staged_replica",
+        "dataset_id uuid, site text, uri text, state text",
+        ((d.id, r.site, r.uri, r.state) for d in datasets for r in d.replicas),
+    )
+    await conn.execute(
+        """INSERT INTO replica (dataset_id, site, uri, state, origin) SELECT *, 'archive' FROM staged_replica
+           ON CONFLICT (dataset_id, site) DO NOTHING"""
+    )
+
+
 async def remember_datasets(conn: Conn, datasets: Sequence[DatasetFacts]) -> None:
     """Record datasets and the replicas their announcement named (what is known already is kept)."""
     if not datasets:
@@ -95,23 +126,26 @@ async def remember_datasets(conn: Conn, datasets: Sequence[DatasetFacts]) -> Non
         )
 
 
-async def holdings(conn: Conn, dataset_ids: Sequence[uuid.UUID]) -> Holdings:
+async def holdings(conn: Conn, dataset_ids: Sequence[uuid.UUID] | None) -> Holdings:
+    """What the datasets have (``None``: those of the staged bulk page)."""
     found = Holdings()
-    cursor = await conn.execute(
-        "SELECT dataset_id, site FROM replica WHERE dataset_id = ANY(%s) AND state = 'available'", (list(dataset_ids),)
-    )
+    among, params = ("dataset_id = ANY(%s)", (list(dataset_ids),)) if dataset_ids is not None else _STAGED
+    cursor = await conn.execute(f"SELECT dataset_id, site FROM replica WHERE {among} AND state = 'available'", params)
     for row in await cursor.fetchall():
         found.available[row["dataset_id"]].add(row["site"])
     cursor = await conn.execute(
-        """SELECT dataset_id, destination, state FROM transfer
-            WHERE dataset_id = ANY(%s) AND state IN ('QUEUED', 'ACTIVE', 'STUCK')""",
-        (list(dataset_ids),),
+        f"""SELECT dataset_id, destination, state FROM transfer
+            WHERE {among} AND state IN ('QUEUED', 'ACTIVE', 'STUCK')""",
+        params,
     )
     for row in await cursor.fetchall():
         found.open[row["dataset_id"]].add(row["destination"])
         if row["state"] == "STUCK":
             found.stuck[row["dataset_id"]].add(row["destination"])
     return found
+
+
+_STAGED: tuple[str, tuple[object, ...]] = ("dataset_id IN (SELECT id FROM staged_dataset)", ())
 
 
 async def used_bytes(conn: Conn) -> dict[str, int]:
@@ -123,9 +157,23 @@ async def used_bytes(conn: Conn) -> dict[str, int]:
     return {str(row["site"]): int(row["used"]) for row in await cursor.fetchall()}
 
 
-async def write(conn: Conn, locks: Sequence[LockRow], transfers: Sequence[TransferRow]) -> list[QueuedTransfer]:
-    """Insert locks and transfers; returns the transfers (new, or re-queued after DONE/CANCELLED) to publish."""
-    if locks:
+async def write(
+    conn: Conn, locks: Sequence[LockRow], transfers: Sequence[TransferRow], *, staged: bool = False
+) -> list[QueuedTransfer]:
+    """Insert locks and transfers; returns the transfers (new, or re-queued after DONE/CANCELLED) to publish.
+    ``staged``: a bulk page, whose rows go through temporary tables by COPY, each insert one statement."""
+    if locks and staged:
+        await _stage(
+            conn,
+            "staged_lock",
+            "rule_id uuid, dataset_id uuid, site text, state text",
+            ((lock.rule_id, lock.dataset_id, lock.site, lock.state) for lock in locks),
+        )
+        await conn.execute(
+            """INSERT INTO lock (rule_id, dataset_id, site, state) SELECT * FROM staged_lock
+               ON CONFLICT (rule_id, dataset_id, site) DO NOTHING"""
+        )
+    elif locks:
         await conn.execute(
             """INSERT INTO lock (rule_id, dataset_id, site, state)
                SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[])
@@ -137,24 +185,48 @@ async def write(conn: Conn, locks: Sequence[LockRow], transfers: Sequence[Transf
                 [lock.state for lock in locks],
             ),
         )
-    queued = await _insert_transfers(conn, transfers)
+    queued = await _insert_transfers(conn, transfers, staged)
     if locks:
         # A copy a rule wants again is no longer the reaper's (its tombstone goes).
+        wanted, params = (
+            ("staged_lock", ())
+            if staged
+            else (
+                "unnest(%s::uuid[], %s::text[]) AS u(dataset_id, site)",
+                ([lock.dataset_id for lock in locks], [lock.site for lock in locks]),
+            )
+        )
         await conn.execute(
-            """UPDATE replica r SET tombstone = NULL FROM unnest(%s::uuid[], %s::text[]) AS p(dataset_id, site)
+            f"""UPDATE replica r SET tombstone = NULL FROM (SELECT dataset_id, site FROM {wanted}) AS p
                 WHERE r.dataset_id = p.dataset_id AND r.site = p.site AND r.tombstone IS NOT NULL""",
-            ([lock.dataset_id for lock in locks], [lock.site for lock in locks]),
+            params,
         )
     return queued
 
 
-async def _insert_transfers(conn: Conn, transfers: Sequence[TransferRow]) -> list[QueuedTransfer]:
+async def _insert_transfers(conn: Conn, transfers: Sequence[TransferRow], staged: bool) -> list[QueuedTransfer]:
     if not transfers:
         return []
     unique = {(t.dataset_id, t.destination): t for t in transfers}
+    params: tuple[object, ...] = ()
+    if staged:
+        await _stage(
+            conn,
+            "staged_transfer",
+            "d uuid, s text, p int",
+            ((t.dataset_id, t.destination, t.priority) for t in unique.values()),
+        )
+        rows = "staged_transfer AS x"
+    else:
+        rows = "unnest(%s::uuid[], %s::text[], %s::int[]) AS x(d, s, p)"
+        params = (
+            [t.dataset_id for t in unique.values()],
+            [t.destination for t in unique.values()],
+            [t.priority for t in unique.values()],
+        )
     cursor = await conn.execute(
-        """INSERT INTO transfer (dataset_id, destination, priority, state)
-           SELECT d, s, p, 'QUEUED' FROM unnest(%s::uuid[], %s::text[], %s::int[]) AS x(d, s, p)
+        f"""INSERT INTO transfer (dataset_id, destination, priority, state)
+           SELECT d, s, p, 'QUEUED' FROM {rows}
            ON CONFLICT (dataset_id, destination) DO UPDATE
               SET state = 'QUEUED', generation = transfer.generation + 1, attempts = 0, next_attempt_at = now(),
                   first_failed_at = NULL, last_error = NULL, lease_until = NULL, worker = NULL, queued_at = now(),
@@ -162,11 +234,7 @@ async def _insert_transfers(conn: Conn, transfers: Sequence[TransferRow]) -> lis
                   priority = GREATEST(transfer.priority, EXCLUDED.priority)
             WHERE transfer.state IN ('DONE', 'CANCELLED')
            RETURNING id, generation, destination""",
-        (
-            [t.dataset_id for t in unique.values()],
-            [t.destination for t in unique.values()],
-            [t.priority for t in unique.values()],
-        ),
+        params,
     )
     return [QueuedTransfer(row["id"], row["generation"], row["destination"]) for row in await cursor.fetchall()]
 
