@@ -64,6 +64,7 @@ class StackTarget:
     sites: tuple[str, ...]
     stores: Mapping[str, Path]
     trigger_log: Path | None
+    console_url: str | None = None  # the dev stack's web console, when it serves one
 
 
 def find_stack(environ: Mapping[str, str] | None = None) -> StackTarget:
@@ -85,7 +86,7 @@ def find_stack(environ: Mapping[str, str] | None = None) -> StackTarget:
             f"no stack: {', '.join(missing)} not set and not in `sgs dev env`; "
             "start one with `sgs dev up --parts pg,nats,kube,archive,sgs`"
         )
-    trigger = state.get("trigger")
+    trigger, web = state.get("trigger"), state.get("console")
     return StackTarget(
         kubeconfig=merged["KUBECONFIG"],
         archive_url=merged["SGS_ARCHIVE_URL"].rstrip("/"),
@@ -93,6 +94,7 @@ def find_stack(environ: Mapping[str, str] | None = None) -> StackTarget:
         sites=DEV_SITES,
         stores={site: site_store(site) for site in DEV_SITES},
         trigger_log=Path(trigger.info["log"]) if trigger is not None and "log" in trigger.info else None,
+        console_url=str(web.info["url"]) if web is not None and "url" in web.info else None,
     )
 
 
@@ -331,6 +333,11 @@ def run_stack_demo(
     ok = sum(r.get("status", {}).get("phase") == "Succeeded" for r in runs)
     status = "[green]all observations processed[/]" if result.succeeded else f"[red]{ok}/{len(runs)} Runs ok[/]"
     console.print(f"{status} in {result.wall_s:.1f} s ({phases}); {registered.new} raw-side datasets new")
+    if target.console_url:
+        console.print(
+            f"open [bold]{target.console_url}/runs[/] to see the Runs, their tasks and the archive's lineage "
+            "(sign in with a Kubernetes token: the admin's is in $KUBECONFIG)"
+        )
     return result
 
 

@@ -45,6 +45,9 @@ def test_demo_stack_turns_raw_exposures_into_products_with_lineage_through_trigg
         assert demo.returncode == 0, demo.stdout[-6000:] + demo.stderr[-4000:]
         print(demo.stdout[-4000:])  # the report and its wall time, for `pytest -s`
         assert "lineage of a source catalogue" in demo.stdout and "all observations processed" in demo.stdout
+        [console_line] = [line for line in demo.stdout.splitlines() if line.startswith("open http://")]
+        runs_page = console_line.split()[1]
+        assert httpx.get(runs_page).headers["location"].startswith("/signin")  # the console serves, asks to sign in
 
         stack = exported(sgs("dev", "env").stdout)
         runs = json.loads(
