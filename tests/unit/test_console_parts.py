@@ -98,3 +98,13 @@ def test_a_sealed_session_opens_and_a_forged_one_does_not() -> None:
     other = Sessions(ClusterConfig(server="https://127.0.0.1:6443", source="test"), "another-key-entirely-9", 3600)
     assert other.open(sealed) is None
     assert same_csrf(session, "c" * 32) and not same_csrf(session, "c" * 31 + "d") and not same_csrf(session, None)
+
+
+def test_conditions_that_are_true_when_abnormal_are_not_drawn_as_failures() -> None:
+    from sgs_console.filters import condition_class
+
+    assert condition_class({"type": "PipelineChanged", "status": "False"}) == "ok"
+    assert condition_class({"type": "Suspended", "status": "True"}) == "warn"
+    assert condition_class({"type": "Complete", "status": "True"}) == "ok"
+    assert condition_class({"type": "SiteReady", "status": "False"}) == "bad"
+    assert condition_class({"type": "SiteReady", "status": "Unknown"}) == "unknown"

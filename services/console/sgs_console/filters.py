@@ -82,8 +82,16 @@ def used_vs_requested(row: dict[str, Any]) -> dict[str, str]:
     }
 
 
+# Conditions that are True when something is out of the ordinary (Kubernetes calls these "abnormal-true"):
+# a Run whose Pipeline is unchanged or that is not suspended is fine, and must not be drawn as a failure.
+ABNORMAL_TRUE = frozenset({"PipelineChanged", "Suspended", "StagingInputs", "Degraded", "Stalled"})
+
+
 def condition_class(condition: dict[str, Any]) -> str:
-    return {"True": "ok", "False": "bad"}.get(str(condition.get("status")), "unknown")
+    status = str(condition.get("status"))
+    if condition.get("type") in ABNORMAL_TRUE:
+        return {"True": "warn", "False": "ok"}.get(status, "unknown")
+    return {"True": "ok", "False": "bad"}.get(status, "unknown")
 
 
 def install(env: Environment) -> None:
