@@ -25,8 +25,7 @@ from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js import JetStreamContext
 from opentelemetry.trace import Span
 from pydantic import ValidationError
 
@@ -36,6 +35,7 @@ from sgs.expression.sites import SiteNode
 from sgs.model.dataset import DimensionUniverse
 from sgs.replication.placement import choose_destinations
 from sgs.replication.rules import CompiledSelector, Grouping, glob_prefix, is_glob
+from sgs.service.jetstream import bind_new_arrivals
 from sgs.telemetry.context import traceparent_of
 from sgs.telemetry.messaging import consuming_batch
 from sgs_transfer.db import Conn
@@ -55,7 +55,6 @@ FETCH_TIMEOUT_S = 1.0
 # Datasets per archive page in a rule's bulk evaluation: pages small enough that fetching, writing and publishing
 # overlap (a pipeline), large enough that each round trip carries thousands.
 BULK_PAGE = 2_500
-STREAM_WAIT_S = 1.0
 ID_PAGE = 500  # datasets of a dataset-id rule fetched and evaluated per transaction
 LOOKUPS_IN_FLIGHT = 16
 
@@ -296,29 +295,14 @@ class Evaluator:
             self.connected = False
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
-        # A new consumer starts at the stream's end: what the archive held before is reached by evaluating every
-        # rule against the archive itself (below), not by replaying its whole history of events one by one.
-        config = api.ConsumerConfig(
-            durable_name=self.durable,
-            filter_subjects=[DATASET_REGISTERED, REPLICA_ANY],
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=self.state.settings.ack_wait_s,
-            deliver_policy=api.DeliverPolicy.NEW,
-            max_deliver=-1,
+        # What the archive held before the consumer existed is reached by evaluating every rule against the
+        # archive itself (below), not by replaying its whole history of events one by one.
+        subscription, created = await bind_new_arrivals(
+            self.js, self.durable, [DATASET_REGISTERED, REPLICA_ANY], self.state.settings.ack_wait_s, who="evaluator"
         )
-        while True:
-            try:
-                await self.js.stream_info(STREAM)
-                break
-            except NotFoundError:  # the archive (the stream's owner) has not started yet
-                log.info("evaluator: waiting for the %s stream (created by the archive)", STREAM)
-                await asyncio.sleep(STREAM_WAIT_S)
-        try:
-            await self.js.consumer_info(STREAM, self.durable)
-        except NotFoundError:
-            await self.js.add_consumer(STREAM, config)
+        if created:
             await self._evaluate_every_rule()
-        return await self.js.pull_subscribe_bind(self.durable, stream=STREAM)
+        return subscription
 
     async def _evaluate_every_rule(self) -> None:
         """A consumer created now has seen no event: every active rule is evaluated against the archive once."""

@@ -23,15 +23,15 @@ from typing import TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from sgs.events import DATASET_REGISTERED, STREAM, DatasetRegistered, ReplicaStateChanged, replica_subject
+from sgs.events import DATASET_REGISTERED, DatasetRegistered, ReplicaStateChanged, replica_subject
 from sgs.kube import CONFLICT, NOT_FOUND, KubeClient, KubeError
 from sgs.model.base import GROUP, VERSION
 from sgs.model.dataset import DimensionUniverse
 from sgs.model.replica import ReplicaState
+from sgs.service.jetstream import bind_new_arrivals
 from sgs_trigger.archive import ArchiveReader
 from sgs_trigger.book import PipelineBook, SiteBook
 from sgs_trigger.match import (
@@ -53,7 +53,6 @@ REPLICA_AVAILABLE = replica_subject(ReplicaState.AVAILABLE)
 SUBJECTS = [DATASET_REGISTERED, REPLICA_AVAILABLE]
 FETCH_TIMEOUT_S = 1.0
 GATHER_S = 0.01
-STREAM_WAIT_S = 1.0
 T = TypeVar("T")
 FORBIDDEN = 403
 
@@ -115,27 +114,11 @@ class Consumer:
         self._limit = asyncio.Semaphore(settings.concurrency)
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
-        # A new consumer starts at the stream's end: a trigger reacts to arrivals from the moment it is served.
-        config = api.ConsumerConfig(
-            durable_name=self.settings.durable,
-            filter_subjects=SUBJECTS,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=self.settings.ack_wait_s,
-            deliver_policy=api.DeliverPolicy.NEW,
-            max_deliver=-1,
+        # A trigger reacts to arrivals from the moment it is served (no backfill).
+        subscription, _ = await bind_new_arrivals(
+            self.js, self.settings.durable, SUBJECTS, self.settings.ack_wait_s, who="trigger"
         )
-        while True:
-            try:
-                await self.js.stream_info(STREAM)
-                break
-            except NotFoundError:  # the archive (the stream's owner) has not started yet
-                log.info("waiting for the %s stream (created by the archive)", STREAM)
-                await asyncio.sleep(STREAM_WAIT_S)
-        try:
-            await self.js.consumer_info(STREAM, self.settings.durable)
-        except NotFoundError:
-            await self.js.add_consumer(STREAM, config)
-        return await self.js.pull_subscribe_bind(self.settings.durable, stream=STREAM)
+        return subscription
 
     async def run(self, subscription: JetStreamContext.PullSubscription) -> None:
         """Until cancelled: fetch, handle, acknowledge. Up to ``batches_in_flight`` batches are handled at once
