@@ -59,6 +59,29 @@ def stop_stale_postgres(data_dir: Path, timeout_s: float = STOP_TIMEOUT_S) -> bo
     return True
 
 
+def stop_stale_nats(store_dir: Path, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+    """Stop a nats-server a killed demo left running on ``store_dir`` (its JetStream data).
+
+    nats-server takes no lock on its store, so a second server on the same directory would share (and damage)
+    it: only a live ``nats-server`` whose command line names this very directory is stopped. True when one was.
+    """
+    wanted = str(store_dir.resolve())
+    stopped = False
+    for process in psutil.process_iter(["name", "cmdline"]):
+        try:
+            argv = process.info["cmdline"] or []
+            if process.info["name"] != "nats-server" or "-sd" not in argv:
+                continue
+            if str(Path(argv[argv.index("-sd") + 1]).resolve()) != wanted:
+                continue
+            process.terminate()
+            process.wait(timeout_s)
+            stopped = True
+        except (psutil.Error, IndexError):
+            continue
+    return stopped
+
+
 class EmbeddedArchive:
     """PostgreSQL + archive service for one demo run; ``url`` and ``admin_token`` once :meth:`start` returns.
 
@@ -133,8 +156,10 @@ class EmbeddedArchive:
 
     @staticmethod
     def stop_leftovers(directory: Path) -> bool:
-        """Stop a PostgreSQL that a killed demo left running on ``directory`` (before deleting it, say)."""
-        return stop_stale_postgres(directory / "postgres" / "data")
+        """Stop a PostgreSQL (and a nats-server) a killed demo left running on ``directory`` (before deleting it,
+        say)."""
+        nats = stop_stale_nats(directory / "nats" / "jetstream")
+        return stop_stale_postgres(directory / "postgres" / "data") or nats
 
     def _start_postgres(self) -> None:
         workdir = self.directory / "postgres"

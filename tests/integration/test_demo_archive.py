@@ -164,3 +164,21 @@ def test_lineage_tree_folds_inputs_made_the_same_way() -> None:
     assert "nir_raw exposure=1" in text and "nir_raw exposure=2" not in text
     assert "+ 2 more made the same way (exposure=2, exposure=3)" in text
     assert text.count("nir_master_dark") == 1
+
+
+def test_a_nats_server_left_by_a_killed_demo_is_stopped(tmp_path: Path) -> None:
+    from sgs.demo.service import stop_stale_nats
+    from sgs.testing.nats import NatsPart
+
+    other = NatsPart(tmp_path / "other").start()
+    left = NatsPart(tmp_path / "archive-db" / "nats").start()
+    try:
+        left_record, other_record = left.processes[0].record, other.processes[0].record
+        assert left_record is not None and other_record is not None
+        assert EmbeddedArchive.stop_leftovers(tmp_path / "archive-db")
+        assert not left_record.is_alive()
+        assert not stop_stale_nats(tmp_path / "archive-db" / "nats" / "jetstream"), "nothing left to stop"
+        assert other_record.is_alive(), "a server on another directory is left alone"
+    finally:
+        left.stop()
+        other.stop()
