@@ -52,6 +52,9 @@ def _register_subcommands() -> None:
     from sgs.cli.trigger import trigger_command
 
     app.command("trigger")(trigger_command)
+    from sgs.cli.task import app as task_app
+
+    app.add_typer(task_app, name="task")
 
 
 _register_subcommands()
