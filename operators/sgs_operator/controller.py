@@ -26,6 +26,7 @@ from sgs.model.run import RunPhase, RunSpec, RunStatus
 from sgs.model.site import SiteSpec
 from sgs.planner import Planner, PlannerError, Task, TaskState
 from sgs.telemetry import Tracing
+from sgs.telemetry.context import CAUSE_ANNOTATION
 from sgs_operator import checks, metrics, placement
 from sgs_operator.archive import ArchiveClient
 from sgs_operator.blocked import RunBlockedError
@@ -130,7 +131,8 @@ class RunController:
             owner = owner_of(self.namespace, self.name, self.uid)
             records = StageInRecords(shared.store.pool)
             self.archive.stage = StageIn(records, shared.transfer, self.uid, owner, shared.settings.stage_in_lifetime_s)
-        self.tracer = RunTracer(shared.tracing, self.uid, f"{self.namespace}/{self.name}")
+        cause = (meta.get("annotations") or {}).get(CAUSE_ANNOTATION)
+        self.tracer = RunTracer(shared.tracing, self.uid, f"{self.namespace}/{self.name}", cause)
 
     @property
     def key(self) -> str:

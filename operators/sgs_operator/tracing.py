@@ -20,6 +20,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from sgs.telemetry import FinishedSpan, Tracing, remote_parent
+from sgs.telemetry.context import span_context_of
 from sgs.telemetry.ids import run_span_id, run_trace_id
 from sgs.telemetry.runs import run_span
 
@@ -43,11 +44,14 @@ class Reconcile:
 class RunTracer:
     """The spans one RunController makes; every method is a no-op while tracing is off."""
 
-    def __init__(self, tracing: Tracing, uid: str, key: str) -> None:
+    def __init__(self, tracing: Tracing, uid: str, key: str, cause: str | None = None) -> None:
+        """``cause``: the traceparent the Run's creator left on it (``CAUSE_ANNOTATION``), linked from the root."""
         self.tracing = tracing
         self.uid = uid
         self.key = key
         self.trace_id = run_trace_id(uid)
+        found = span_context_of(cause)
+        self.causes = (found,) if found is not None else ()
         self.current: Reconcile | None = None
 
     @contextmanager
@@ -107,8 +111,9 @@ class RunTracer:
     def run_ended(
         self, start: datetime, end: datetime, phase: str, site: str, pipeline: str, counts: dict[str, int]
     ) -> None:
-        """The Run's root span, once its end is known (a failed Run's span has the error status)."""
+        """The Run's root span, once its end is known (a failed Run's span has the error status), linked to the
+        span that created the Run when another component did (a trigger: the event's trace)."""
         attributes: dict[str, str | int] = {"sgs.site": site, "sgs.pipeline": pipeline, "sgs.phase": phase}
         attributes.update({f"sgs.tasks.{state}": count for state, count in counts.items()})
         error = phase if phase == "Failed" else None
-        self.tracing.record(run_span(self.uid, self.key, start, end, attributes, error))
+        self.tracing.record(run_span(self.uid, self.key, start, end, attributes, error, self.causes))

@@ -8,6 +8,7 @@ from collections.abc import Mapping, MutableMapping
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from sgs.telemetry.ids import (
@@ -23,6 +24,10 @@ from sgs.telemetry.tracing import remote_parent
 
 TRACEPARENT_HEADER = "traceparent"
 TRACESTATE_HEADER = "tracestate"
+CAUSE_ANNOTATION = "sgs.io/cause-traceparent"
+"""On a Run made by another component (the trigger service): the traceparent of the span that created it. The
+Run's own trace is derived from its uid, unknown until the API server answers, so the creator cannot be its
+parent; the operator links the Run's root span to this context instead (a span link, not a parent)."""
 _W3C = TraceContextTextMapPropagator()
 
 
@@ -76,6 +81,15 @@ def traceparent_of(span: trace.Span) -> str | None:
 def traceparent_context(text: str | None) -> Context | None:
     """The context of a stored traceparent (see ``current_traceparent``)."""
     return extract({TRACEPARENT_HEADER: text}) if text else None
+
+
+def span_context_of(text: str | None) -> SpanContext | None:
+    """A stored traceparent (e.g. ``CAUSE_ANNOTATION``) as a remote span context, to link to; None if malformed."""
+    parsed = parse_traceparent(text)
+    if parsed is None:
+        return None
+    trace_id, span_id, flags = parsed
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 0xFF))
 
 
 def run_context(run_uid: str) -> Context:

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from opentelemetry.trace import SpanContext
+
 from sgs.telemetry.ids import parse_traceparent, run_span_id, run_trace_id
 from sgs.telemetry.tracing import Attributes, FinishedSpan
 
@@ -27,9 +29,16 @@ def ns(moment: datetime | float) -> int:
 
 
 def run_span(
-    run_uid: str, name: str, start: datetime, end: datetime, attributes: Attributes, error: str | None = None
+    run_uid: str,
+    name: str,
+    start: datetime,
+    end: datetime,
+    attributes: Attributes,
+    error: str | None = None,
+    links: tuple[SpanContext, ...] = (),
 ) -> FinishedSpan:
-    """The Run's root span: from its start to its completion."""
+    """The Run's root span: from its start to its completion; ``links``: the spans that caused the Run (the
+    trigger service's "create run", in the trace of the event that completed the group)."""
     return FinishedSpan(
         name=f"run {name}",
         trace_id=run_trace_id(run_uid),
@@ -39,6 +48,7 @@ def run_span(
         end_ns=ns(end),
         attributes={"sgs.run": name, "sgs.run.uid": run_uid, **attributes},
         error=error,
+        links=links,
     )
 
 

@@ -13,6 +13,7 @@ import sgs_bridge.metrics  # noqa: F401  (registers the bridge's metrics on the 
 import sgs_operator.metrics  # noqa: F401  (idem, the operator's)
 from sgs_archive.metrics import ArchiveMetrics
 from sgs_transfer.metrics import TransferMetrics
+from sgs_trigger.metrics import TriggerMetrics
 
 from sgs.telemetry import dashboards
 from sgs.telemetry.metrics import declared_names
@@ -21,7 +22,12 @@ BOARDS = sorted(dashboards.DASHBOARDS.glob("*.json"))
 
 
 def exported() -> set[str]:
-    registries = (prometheus_client.REGISTRY, ArchiveMetrics().registry, TransferMetrics().registry)
+    registries = (
+        prometheus_client.REGISTRY,
+        ArchiveMetrics().registry,
+        TransferMetrics().registry,
+        TriggerMetrics().registry,
+    )
     return {name for registry in registries for name in declared_names(registry)} | dashboards.PROMETHEUS_OWN
 
 

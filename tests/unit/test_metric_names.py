@@ -9,6 +9,7 @@ import sgs_operator.metrics  # noqa: F401  (idem, the operator's)
 from prometheus_client import CollectorRegistry
 from sgs_archive.metrics import ArchiveMetrics
 from sgs_transfer.metrics import TransferMetrics
+from sgs_trigger.metrics import TriggerMetrics
 
 from sgs.telemetry.metrics import registry_problems
 
@@ -18,6 +19,7 @@ def registries() -> dict[str, CollectorRegistry]:
         "operator and bridge (default registry)": prometheus_client.REGISTRY,
         "archive": ArchiveMetrics().registry,
         "transfer": TransferMetrics().registry,
+        "trigger": TriggerMetrics().registry,
     }
 
 

@@ -10,6 +10,8 @@ import httpx
 
 from sgs.model.dataset import DimensionUniverse
 from sgs.model.replica import ReplicaState
+from sgs.telemetry import Tracing
+from sgs.telemetry.instrument import instrument_client
 
 PAGE = 10_000
 
@@ -25,9 +27,10 @@ class ArchiveError(RuntimeError):
 class ArchiveReader:
     """One connection pool to the survey's archive, read with one token."""
 
-    def __init__(self, url: str, token: str | None, timeout_s: float) -> None:
+    def __init__(self, url: str, token: str | None, timeout_s: float, tracing: Tracing | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout_s, trust_env=False)
+        instrument_client(self._client, tracing or Tracing.off())  # the archive's answer joins the event's trace
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -20,6 +20,7 @@ from sgs.model.base import API_VERSION
 from sgs.model.dataset import DataId, DimensionUniverse, DimensionValue
 from sgs.model.pipeline import TriggerSpec
 from sgs.naming import dns_label, short_hash
+from sgs.telemetry.context import CAUSE_ANNOTATION
 
 PIPELINE_LABEL = "sgs.io/pipeline"
 TRIGGER_LABEL = "sgs.io/trigger"
@@ -180,11 +181,16 @@ def run_name(group: Group) -> str:
     return f"{prefix}-{digest}"
 
 
-def run_manifest(group: Group, members: Sequence[Member]) -> dict[str, Any]:
-    """The Run a complete group becomes: at the group's Site, the members bound to the trigger's input."""
+def run_manifest(group: Group, members: Sequence[Member], cause: str | None = None) -> dict[str, Any]:
+    """The Run a complete group becomes: at the group's Site, the members bound to the trigger's input.
+
+    ``cause``: the traceparent of the span creating it, kept as an annotation (the Run's trace links to it)."""
     spec = group.trigger.spec
     inputs: dict[str, Any] = {name: bound.to_wire() for name, bound in spec.inputs.items()}
     inputs[spec.input] = {"datasetIds": [str(m.dataset_id) for m in members]}
+    annotations = {GROUP_ANNOTATION: group_text(group)}
+    if cause is not None:
+        annotations[CAUSE_ANNOTATION] = cause
     return {
         "apiVersion": API_VERSION,
         "kind": "Run",
@@ -195,7 +201,7 @@ def run_manifest(group: Group, members: Sequence[Member]) -> dict[str, Any]:
                 PIPELINE_LABEL: dns_label(group.trigger.pipeline)[:63],
                 TRIGGER_LABEL: spec.name,
             },
-            "annotations": {GROUP_ANNOTATION: group_text(group)},
+            "annotations": annotations,
         },
         "spec": {"pipeline": group.trigger.pipeline, "site": group.site, "inputs": inputs, "priority": spec.priority},
     }

@@ -151,6 +151,14 @@ CASES = [
         ["6000"],
     ),
     Case(
+        "the trigger service's consumer falling further behind",
+        {'sgs_trigger_consumer_pending{consumer="sgs-trigger"}': "0+100x40"},
+        "30m",
+        "SgsConsumerFallingBehind",
+        [{"consumer": "sgs-trigger", "severity": "warning"}],
+        ["3000"],
+    ),
+    Case(
         "a large backlog that is being worked off is not falling behind",
         {'sgs_transfer_consumer_pending{consumer="evaluator"}': "50000-500x40"},
         "30m",
@@ -163,6 +171,13 @@ CASES = [
         "30m",
         "SgsEventsRedelivered",
         [{"subject": "sgs.dataset.registered", "severity": "warning"}],
+    ),
+    Case(
+        "events redelivered to the trigger service",
+        {'sgs_trigger_events_redelivered_total{subject="sgs.replica.available"}': "0+30x40"},
+        "30m",
+        "SgsEventsRedelivered",
+        [{"subject": "sgs.replica.available", "severity": "warning"}],
     ),
     Case(
         "a STUCK replication rule",

@@ -106,7 +106,7 @@ def test_an_event_delivered_twice_creates_one_run(
     ids = archive.ingest("raw", run, dithers(3, range(2)), ["site-b"])
     eventually(namespace.runs, "the Run of observation 3")
     trigger.wait_drained()
-    existing = trigger.metric("sgs_trigger_runs_total", 'result="existing"')
+    existing = trigger.metric("sgs_trigger_runs_total", 'outcome="existing"')
 
     # The same registration again, as JetStream hands out a message whose acknowledgement was lost.
     again = DatasetRegistered(
@@ -126,7 +126,7 @@ def test_an_event_delivered_twice_creates_one_run(
         trigger.wait_drained()
 
     assert len(namespace.runs()) == 1
-    assert trigger.metric("sgs_trigger_runs_total", 'result="existing"') == existing + 2, "both copies were handled"
+    assert trigger.metric("sgs_trigger_runs_total", 'outcome="existing"') == existing + 2, "both copies were handled"
 
 
 def test_a_replica_arriving_completes_an_all_known_group_at_that_site(
