@@ -177,10 +177,25 @@ async def rule_action(
             raise ActionError(404, f"no rule action {action!r}; choose suspend or resume")
         if session.transfer_token is None:
             raise ActionError(403, "sign in with your transfer-service token to suspend or resume rules")
-        await console.transfer.call("POST", f"/rules/{rule_id}/{action}", token=session.transfer_token)
+        rule = await console.transfer.call("POST", f"/rules/{rule_id}/{action}", token=session.transfer_token)
     except ActionError as error:
         return answer(request, console, False, error.status, error.message, "/transfers")
     except UpstreamError as error:
-        status = error.status if error.status in (401, 403, 404, 409) else 502
-        return answer(request, console, False, status, f"refused by the transfer service: {error}", "/transfers")
-    return answer(request, console, True, 200, f"{session.user}: rule {rule_id} {action}d", "/transfers")
+        return answer(request, console, False, *transfer_refusal(error), "/transfers")
+    done = {"suspend": "suspended", "resume": "resumed"}[action]
+    state = (rule or {}).get("state", "?") + (f": {rule['reason']}" if (rule or {}).get("reason") else "")
+    message = f"{session.user}: rule {str(rule_id)[:8]} {done} at the transfer service (now {state})"
+    return answer(request, console, True, 200, message, "/transfers")
+
+
+def transfer_refusal(error: UpstreamError) -> tuple[int, str]:
+    """The transfer service's own words (its token names the owner it checks), with what to do about a 401."""
+    if error.status == 0:
+        return 502, f"the transfer service did not answer: {error.message}"
+    if error.status == 401:
+        return (
+            401,
+            f"the transfer service does not accept your transfer-service token (401: {error.message}): sign in again",
+        )
+    status = error.status if error.status in (403, 404, 409, 422) else 502
+    return status, f"refused by the transfer service ({error.status}): {error.message}"

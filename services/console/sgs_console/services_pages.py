@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from sgs.replication.rules import TransferState
 from sgs_console import skymap
 from sgs_console.access import visible_namespaces
-from sgs_console.app import ConsoleDep, SessionDep
+from sgs_console.app import Console, ConsoleDep, SessionDep
+from sgs_console.auth import Session
 from sgs_console.filters import parse_time
 from sgs_console.lineage import lineage_svg
-from sgs_console.pages import PLACEMENTS, status_of
+from sgs_console.pages import PLACEMENTS, etag_of, not_modified, status_of, with_etag
 from sgs_console.upstream import UpstreamError
 
 router = APIRouter()
-TRANSFER_STATES = ("QUEUED", "ACTIVE", "COPIED", "DONE", "FAILED", "STUCK")
+TRANSFER_STATES = tuple(s.value for s in TransferState)
+TransferStateQuery = Annotated[str, Query(max_length=16, pattern=r"^[A-Z]*$")]
 
 
 def bandwidth(transfers: list[dict[str, Any]]) -> dict[str, float]:
@@ -33,10 +37,8 @@ def bandwidth(transfers: list[dict[str, Any]]) -> dict[str, float]:
     return {site: b / s / 1e6 for site, (b, s) in totals.items() if s > 0}
 
 
-@router.get("/transfers")
-async def transfers_page(
-    request: Request, console: ConsoleDep, session: SessionDep, state: str = Query(default="", max_length=16)
-) -> Response:
+async def transfers_context(console: Console, session: Session, state: str) -> dict[str, Any]:
+    """What the transfer service holds now (read with the console's reader token)."""
     context: dict[str, Any] = {"error": None, "state": state, "transfer_states": TRANSFER_STATES}
     try:
         rules = await console.transfer.get("/rules", limit=200)
@@ -47,7 +49,7 @@ async def transfers_page(
         done = await console.transfer.get("/transfers", state="DONE", limit=500)
     except UpstreamError as error:
         context["error"] = str(error)
-        return console.render(request, "transfers.html", **context)
+        return context
     context.update(
         rules=rules["items"],
         rule_states=Counter(r["state"] for r in rules["items"]),
@@ -58,7 +60,30 @@ async def transfers_page(
         bandwidth=bandwidth(done["items"]),
         can_act=session.transfer_token is not None,
     )
-    return console.render(request, "transfers.html", **context)
+    return context
+
+
+def content_etag(session: Session, context: dict[str, Any]) -> str:
+    """No watch counter here: the ETag is a digest of what the services answered (a 304 still saves the page)."""
+    return etag_of(session, session.transfer_token is not None, json.dumps(context, sort_keys=True, default=str))
+
+
+@router.get("/transfers")
+async def transfers_page(
+    request: Request, console: ConsoleDep, session: SessionDep, state: TransferStateQuery = ""
+) -> Response:
+    return console.render(request, "transfers.html", **await transfers_context(console, session, state))
+
+
+@router.get("/transfers/fragment")
+async def transfers_fragment(
+    request: Request, console: ConsoleDep, session: SessionDep, state: TransferStateQuery = ""
+) -> Response:
+    context = await transfers_context(console, session, state)
+    etag = content_etag(session, context)
+    if (cached := not_modified(request, etag)) is not None:
+        return cached
+    return with_etag(console.render(request, "_transfers.html", **context), etag)
 
 
 @router.get("/archive")

@@ -75,5 +75,13 @@ def detail_of(response: httpx.Response) -> str:
     except ValueError:
         return response.text[:500]
     if isinstance(detail, list):
-        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail)
+        return "; ".join(problem(d) for d in detail if isinstance(d, dict))
     return str(detail)[:500]
+
+
+def problem(detail: dict[str, Any]) -> str:
+    """``body.where: unknown dimension 'x'``; a refusal about the Authorization header is its message alone."""
+    loc = [str(p) for p in detail.get("loc") or []]
+    if not loc or loc[0] == "header":
+        return str(detail.get("msg"))
+    return f"{'.'.join(loc)}: {detail.get('msg')}"

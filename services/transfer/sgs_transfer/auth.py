@@ -1,7 +1,9 @@
 """Who calls: the admin token from the settings, or a named token an admin issued (stored as a hash).
 
 Every endpoint but health and metrics needs a token. A named token may create rules (owned by it) and
-suspend, resume or delete its own rules; only an admin acts on other owners' rules or issues tokens.
+suspend, resume or delete its own rules; only an admin acts on other owners' rules or issues tokens. A reader
+token (``reader: true``) may read everything and change nothing: the console reads with one, so that the only
+rule changes it passes on are made with the signed-in person's own token.
 """
 
 from __future__ import annotations
@@ -20,12 +22,20 @@ ADMIN_NAME = "admin"
 class Principal:
     name: str
     is_admin: bool
+    is_reader: bool = False
 
     def require_admin(self) -> None:
         if not self.is_admin:
             raise ForbiddenError(("header", "authorization"), "an admin token is required")
 
+    def require_writer(self) -> None:
+        if self.is_reader:
+            raise ForbiddenError(
+                ("header", "authorization"), f"token {self.name!r} is a reader token: it may not change rules"
+            )
+
     def require_owner(self, owner: str, loc: tuple[str | int, ...]) -> None:
+        self.require_writer()
         if not (self.is_admin or self.name == owner):
             raise ForbiddenError(loc, f"token {self.name!r} may not change a rule owned by {owner!r}")
 
@@ -34,30 +44,34 @@ async def authenticate(conn: Conn, token: str, admin_hash: str | None) -> Princi
     token_hash = hash_token(token)
     if admin_hash is not None and same_hash(token_hash, admin_hash):
         return Principal(ADMIN_NAME, True)
-    cursor = await conn.execute("SELECT name, is_admin FROM api_token WHERE token_hash = %s", (token_hash,))
+    cursor = await conn.execute("SELECT name, is_admin, is_reader FROM api_token WHERE token_hash = %s", (token_hash,))
     row = await cursor.fetchone()
     if row is None:
         raise UnauthorizedError(("header", "authorization"), "unknown or revoked token")
-    return Principal(str(row["name"]), bool(row["is_admin"]))
+    return Principal(str(row["name"]), bool(row["is_admin"]), bool(row["is_reader"]))
 
 
 async def create_token(conn: Conn, request: TokenCreate) -> TokenCreated:
     token = new_token()
     cursor = await conn.execute(
-        """INSERT INTO api_token (name, is_admin, token_hash) VALUES (%s, %s, %s)
+        """INSERT INTO api_token (name, is_admin, is_reader, token_hash) VALUES (%s, %s, %s, %s)
            ON CONFLICT (name) DO NOTHING RETURNING created_at""",
-        (request.name, request.admin, hash_token(token)),
+        (request.name, request.admin, request.reader, hash_token(token)),
     )
     row = await cursor.fetchone()
     if row is None:
         raise ConflictError(("body", "name"), f"a token named {request.name!r} exists")
-    return TokenCreated(name=request.name, admin=request.admin, created_at=row["created_at"], token=token)
+    return TokenCreated(
+        name=request.name, admin=request.admin, reader=request.reader, created_at=row["created_at"], token=token
+    )
 
 
 async def list_tokens(conn: Conn) -> list[TokenPublic]:
-    cursor = await conn.execute("SELECT name, is_admin, created_at FROM api_token ORDER BY name")
+    cursor = await conn.execute("SELECT name, is_admin, is_reader, created_at FROM api_token ORDER BY name")
     return [
-        TokenPublic(name=str(r["name"]), admin=bool(r["is_admin"]), created_at=r["created_at"])
+        TokenPublic(
+            name=str(r["name"]), admin=bool(r["is_admin"]), reader=bool(r["is_reader"]), created_at=r["created_at"]
+        )
         for r in await cursor.fetchall()
     ]
 

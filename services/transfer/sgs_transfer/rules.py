@@ -118,6 +118,7 @@ def _check_dataset_ids(body: RuleCreate) -> tuple[uuid.UUID, ...]:
 
 
 async def create(state: TransferState, principal: Principal, body: RuleCreate) -> RulePublic:
+    principal.require_writer()
     dataset_ids = _check_dataset_ids(body)
     matching = _check_sites(state, "site_expression", body.site_expression)
     if body.source_expression is not None:

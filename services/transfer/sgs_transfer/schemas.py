@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from sgs.model.dataset import DATASET_TYPE_PATTERN, ArchiveModel
 from sgs.replication.rules import COLLECTION_PATTERN_RE, Grouping, LockState, RuleState, TransferState
@@ -124,11 +124,20 @@ class SiteStatusPublic(ArchiveModel):
 class TokenCreate(ArchiveModel):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
     admin: bool = False
+    reader: bool = Field(default=False, description="Reads everything, changes nothing (the console's token).")
+
+    @field_validator("reader")
+    @classmethod
+    def _reader_is_not_admin(cls, reader: bool, info: ValidationInfo) -> bool:
+        if reader and info.data.get("admin"):
+            raise ValueError("a reader token cannot also be an admin token")
+        return reader
 
 
 class TokenPublic(ArchiveModel):
     name: str
     admin: bool
+    reader: bool = False
     created_at: datetime
 
 

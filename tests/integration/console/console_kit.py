@@ -157,7 +157,10 @@ class Person:
         return str(box.inner_text())
 
 
-def sign_in(browser: Browser, base: str, name: str, token: str, shots: Path) -> Person:
+def sign_in(
+    browser: Browser, base: str, name: str, token: str, shots: Path, transfer_token: str | None = None
+) -> Person:
+    """A browser signed in with a Kubernetes token (and, to act on rules, the person's transfer-service token)."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     person = Person(name, page, base, shots)
@@ -172,6 +175,8 @@ def sign_in(browser: Browser, base: str, name: str, token: str, shots: Path) -> 
     page.on("pageerror", lambda error: person.errors.append(f"page error: {error}"))
     page.goto(base + "/signin")
     page.fill("textarea[name=token]", token)
+    if transfer_token is not None:
+        page.fill("input[name=transfer_token]", transfer_token)
     page.click("button[type=submit]")
     page.wait_for_url("**/runs")
     return person

@@ -148,6 +148,30 @@ def test_a_named_token_owns_its_rules_and_nothing_more(transfer: TransferUnderTe
     transfer.call("DELETE", f"/rules/{rule['id']}", (204,), token=alice)
 
 
+def test_a_reader_token_reads_everything_and_changes_nothing(transfer: TransferUnderTest) -> None:
+    """What the console reads with: it passes on rule changes only with the person's own token."""
+    refused = transfer.call("POST", "/tokens", (422,), json={"name": "both", "admin": True, "reader": True})
+    assert refused["detail"][0]["loc"] == ["body", "reader"], refused
+    reader = transfer.call("POST", "/tokens", (201,), json={"name": "console-reader", "reader": True})
+    assert reader["reader"] is True and reader["admin"] is False
+    listed = {t["name"]: t for t in transfer.call("GET", "/tokens")}
+    assert listed["console-reader"]["reader"] is True
+    token = reader["token"]
+    rule = transfer.call("POST", "/rules", (201,), json=rule_body())
+    assert transfer.call("GET", f"/rules/{rule['id']}", token=token)["id"] == rule["id"]
+    transfer.call("GET", "/transfers", token=token)
+    transfer.call("GET", "/transfers/counts", token=token)
+    transfer.call("GET", "/sites", token=token)
+    answer = transfer.call("POST", "/rules", (403,), token=token, json=rule_body())
+    assert "'console-reader' is a reader token: it may not change rules" in answer["detail"][0]["msg"]
+    for path in (f"/rules/{rule['id']}/suspend", f"/rules/{rule['id']}/resume"):
+        transfer.call("POST", path, (403,), token=token)
+    transfer.call("DELETE", f"/rules/{rule['id']}", (403,), token=token)
+    transfer.call("POST", "/tokens", (403,), token=token, json={"name": "escalate", "admin": True})
+    assert transfer.rule(rule["id"])["state"] != "SUSPENDED"
+    transfer.call("DELETE", f"/rules/{rule['id']}", (204,))
+
+
 # ------------------------------------------------------------------------------------------ evaluation
 
 
