@@ -125,15 +125,18 @@ class TransferClient:
             raise TransferError(f"transfer service {method} {path}: {response.status_code} {response.text[:500]}")
         return response.json() if response.content else None
 
-    def rules(self, owner: str = RULE_OWNER) -> list[dict[str, Any]]:
+    def _every_page(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item of a cursor-paged listing (``items``, ``next_cursor``), following the cursor to the end."""
         found: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"owner": owner, "limit": 1000}
         while True:
-            page = self._call("GET", "/rules", params=params)
+            page = self._call("GET", path, params=params)
             found += page["items"]
             if page["next_cursor"] is None:
                 return found
-            params["cursor"] = page["next_cursor"]
+            params = {**params, "cursor": page["next_cursor"]}
+
+    def rules(self, owner: str = RULE_OWNER) -> list[dict[str, Any]]:
+        return self._every_page("/rules", {"owner": owner, "limit": 1000})
 
     def rule(self, rule_id: str) -> dict[str, Any]:
         found: dict[str, Any] = self._call("GET", f"/rules/{rule_id}")
@@ -149,16 +152,10 @@ class TransferClient:
         return rules
 
     def transfers(self, rule_id: str, state: str | None = None) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
         params: dict[str, Any] = {"rule": rule_id, "limit": PAGE}
         if state is not None:
             params["state"] = state
-        while True:
-            page = self._call("GET", "/transfers", params=params)
-            found += page["items"]
-            if page["next_cursor"] is None:
-                return found
-            params["cursor"] = page["next_cursor"]
+        return self._every_page("/transfers", params)
 
 
 # ------------------------------------------------------------------------------------------ waiting
