@@ -54,6 +54,7 @@ BRIDGE: JSON = {
         "apptainer": {"type": "string"},
         "gpus": {"type": "integer", "minimum": 0},
         "pollInterval": POSITIVE,
+        "metricsPort": PORT,
         "slurmConfigMap": {"type": "string"},
         "mungeKeySecret": {"type": "string"},
         "resources": RESOURCES,

@@ -22,6 +22,13 @@ def bridge_command(
     ] = None,
     port: Annotated[int, typer.Option("--port", help="HTTPS port of the kubelet API (logs, metrics).")] = 10250,
     address: Annotated[str, typer.Option("--address", help="Address the API server reaches us at.")] = "127.0.0.1",
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port",
+            help="Also serve /metrics over plain HTTP on this port (for Prometheus); 0: only on the kubelet port.",
+        ),
+    ] = 0,
     workdir: Annotated[
         Path | None, typer.Option("--workdir", help="Pod directories and TLS files (default ~/.cache/sgs/bridge/N).")
     ] = None,
@@ -52,6 +59,8 @@ def bridge_command(
 
     if provider not in ("process", "slurm"):
         raise typer.BadParameter("must be 'process' or 'slurm'", param_hint="--provider")
+    if not 0 <= metrics_port <= 65535 or (metrics_port and metrics_port == port):
+        raise typer.BadParameter("must be 0 (off) or a port other than --port", param_hint="--metrics-port")
     if poll_interval <= 0:
         raise typer.BadParameter("must be positive", param_hint="--poll-interval")
     logging.basicConfig(
@@ -66,6 +75,7 @@ def bridge_command(
         kubeconfig=kubeconfig,
         port=port,
         address=address,
+        metrics_port=metrics_port,
         workdir=workdir,
         poll_interval_s=poll_interval,
         gpus=gpus,

@@ -54,6 +54,8 @@ class BridgeConfig:
     kubeconfig: Path | None = None
     port: int = 10250
     address: str = "127.0.0.1"
+    # Plain HTTP /metrics on this port (same address) for Prometheus; 0: /metrics only on the kubelet port.
+    metrics_port: int = 0
     workdir: Path | None = None
     poll_interval_s: float = 1.0
     lease_renew_s: float = 10.0
@@ -167,9 +169,12 @@ class Bridge:
             key=key,
             client_ca=client_ca,
         )
+        metrics_server = metrics.MetricsServer(host=self.config.address, port=self.config.metrics_port)
         watch = Watch(self.kube, "/api/v1/pods", self, {"fieldSelector": f"spec.nodeName={self.identity.name}"})
         try:
             await server.start()
+            if self.config.metrics_port:
+                await metrics_server.start()
             await keeper.register()
             version = await watch.list_all()
             log.info(
@@ -180,12 +185,15 @@ class Bridge:
                 self.config.address,
                 self.config.port,
             )
+            if self.config.metrics_port:
+                log.info("metrics on http://%s:%d/metrics", self.config.address, self.config.metrics_port)
             self.ready.set()
             async with asyncio.TaskGroup() as group:
                 group.create_task(keeper.run(), name="node-heartbeat")
                 group.create_task(watch.run(resume_from=version), name="pod-watch")
                 group.create_task(self._sweep_forever(), name="pod-sweep")
         finally:
+            await metrics_server.stop()
             await server.stop()
             await self.provider.close()
             await self.kube.close()

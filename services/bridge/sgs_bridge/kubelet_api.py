@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import prometheus_client
 from aiohttp import web
 from cryptography import x509
 
 from sgs.kube import KubeClient, KubeError, pki
+from sgs_bridge.metrics import metrics_response
 
 CHUNK = 64 * 1024
 FOLLOW_POLL_S = 0.2
@@ -123,7 +123,7 @@ class KubeletServer:
         app = web.Application(middlewares=[self._authorize])
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._logs)
         app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/metrics", metrics_response)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._tls, reuse_address=True)
@@ -156,10 +156,6 @@ class KubeletServer:
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok")
-
-    async def _metrics(self, _: web.Request) -> web.Response:
-        body = prometheus_client.generate_latest()
-        return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         info = request.match_info

@@ -64,12 +64,15 @@ class BridgeProcess:
         workdir: Path,
         provider: str = "process",
         port: int | None = None,
+        metrics_port: int | None = None,
         poll_interval_s: float = 0.5,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         self.node_name = node_name
         self.port = port or free_port()
+        # Plain HTTP /metrics (`--metrics-port`) when given; 0 or None: only the kubelet port serves it.
+        self.metrics_port = metrics_port or 0
         self.workdir = workdir
         self.log_path = workdir / f"bridge-{node_name}.log"
         self.argv = [
@@ -81,6 +84,7 @@ class BridgeProcess:
             f"--site={site}",
             f"--kubeconfig={kubeconfig}",
             f"--port={self.port}",
+            f"--metrics-port={self.metrics_port}",
             f"--workdir={workdir}",
             f"--poll-interval={poll_interval_s}",
             *(extra_args or []),

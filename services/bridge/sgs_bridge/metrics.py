@@ -1,7 +1,10 @@
-"""Prometheus metrics of the bridge, labelled by provider and Site (served on the kubelet port at /metrics)."""
+"""Prometheus metrics of the bridge, labelled by provider and Site, served at /metrics on the kubelet port (TLS,
+the API server's kubelet client certificate) and, with ``--metrics-port``, on a plain HTTP port for Prometheus."""
 
 from __future__ import annotations
 
+import prometheus_client
+from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
 PODS = Gauge("sgs_bridge_pods", "Pods on this node by phase", ["provider", "phase"])
@@ -26,3 +29,30 @@ PENDING_TO_RUNNING_SECONDS = Histogram(
 BACKEND_ERRORS = Counter("sgs_bridge_backend_errors_total", "Backend calls that failed", ["provider", "operation"])
 POD_OUTCOMES = Counter("sgs_bridge_pod_outcomes_total", "Pods that ended, by reason", ["provider", "reason"])
 STATUS_WRITES = Counter("sgs_bridge_status_writes_total", "Pod status updates written", ["provider"])
+
+
+async def metrics_response(_: web.Request) -> web.Response:
+    """The exposition of this process's registry: the same body on either port."""
+    body = prometheus_client.generate_latest()
+    return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+
+
+class MetricsServer:
+    """Plain HTTP, /metrics only: a Prometheus in the cluster scrapes it without the API server's kubelet client
+    certificate. Logs and every other kubelet path stay behind the kubelet port's authentication."""
+
+    def __init__(self, *, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", metrics_response)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sgs_bridge.launch import BridgeProcess
+from sgs_bridge.launch import BridgeProcess, free_port
 
 from sgs.testing import wait_until
 from sgs.testing.kube import KubePart
@@ -78,6 +78,7 @@ def process_bridge(kube: KubePart, tmp_path_factory: pytest.TempPathFactory) -> 
         site=PROCESS_SITE,
         kubeconfig=kube.kubeconfig,
         workdir=tmp_path_factory.mktemp("bridge-proc"),
+        metrics_port=free_port(),  # as the chart runs it: /metrics on plain HTTP too
         poll_interval_s=0.3,
     )
     with bridge:

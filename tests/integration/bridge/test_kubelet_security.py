@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from bridge_kit import PROCESS_SITE, Cluster, pod_manifest, pod_template
+from prometheus_client.parser import text_string_to_metric_families
 from sgs_bridge.launch import BridgeProcess
 
 from sgs.kube.pki import Authority, Issued
@@ -109,3 +110,37 @@ def test_a_pod_deleted_while_the_bridge_was_down_is_cleaned_up_on_restart(
     with bridge() as second:
         wait_until(lambda: not pod_dir.exists(), what="the orphaned pod directory removed", timeout_s=30)
         assert second.process is not None and second.process.poll() is None
+
+
+def metric_families(text: str) -> dict[str, str]:
+    """Family name → type, as Prometheus reads the exposition."""
+    return {family.name: family.type for family in text_string_to_metric_families(text)}
+
+
+def test_the_metrics_port_serves_the_kubelet_ports_metrics_over_plain_http(
+    kube: KubePart, process_bridge: BridgeProcess, tmp_path: Path
+) -> None:
+    """What a Prometheus in the cluster scrapes (the chart's ServiceMonitor): the same families as the kubelet
+    port's /metrics, with no certificate, and the bridge's own series among them."""
+    apiserver = Issued.load(kube.pki / "kubelet-client.crt", kube.pki / "kubelet-client.key")
+    kubelet = kubelet_get(process_bridge, "/metrics", apiserver, tmp_path)
+    plain = httpx.get(f"http://127.0.0.1:{process_bridge.metrics_port}/metrics", timeout=10)
+    assert kubelet.status_code == plain.status_code == 200
+    assert plain.headers["content-type"] == kubelet.headers["content-type"]
+    families = metric_families(plain.text)
+    assert families == metric_families(kubelet.text)
+    bridge_families = {name for name in families if name.startswith("sgs_bridge_")}
+    assert {"sgs_bridge_pods", "sgs_bridge_node_ready", "sgs_bridge_submit_seconds"} <= bridge_families
+    assert f'sgs_bridge_node_ready{{provider="process",site="{PROCESS_SITE}"}} 1.0' in plain.text
+
+
+def test_the_metrics_port_serves_nothing_but_metrics(cluster: Cluster, process_bridge: BridgeProcess) -> None:
+    """No certificate asked, so nothing else: a pod's log stays behind the kubelet port's authentication."""
+    cluster.apply(pod_manifest("chatty", pod_template(PROCESS_SITE, "echo a-private-line")))
+    cluster.wait_phase("chatty", {"Succeeded"})
+    base = f"http://127.0.0.1:{process_bridge.metrics_port}"
+    for path in (f"/containerLogs/{cluster.namespace}/chatty/main", "/healthz", "/"):
+        response = httpx.get(base + path, timeout=10)
+        assert response.status_code == 404, (path, response.status_code)
+        assert "a-private-line" not in response.text
+    assert cluster.kubectl("logs", "chatty").strip() == "a-private-line"

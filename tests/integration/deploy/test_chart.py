@@ -208,13 +208,53 @@ def test_metrics_objects_only_when_enabled() -> None:
     assert not kinds & {"ServiceMonitor", "PrometheusRule"}
     docs = render(CHART / "ci" / "metrics-values.yaml")
     monitors = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceMonitor"}
-    assert monitors == {f"{RELEASE}-{c}" for c in ("operator", "archive", "transfer", "trigger")}
+    components = ("operator", "archive", "transfer", "trigger", "bridge-lyon-slurm")
+    assert monitors == {f"{RELEASE}-{c}" for c in components}
     alerts = list((CHART / "files" / "alerts").glob("*.yaml"))
     dashboards = list((CHART / "files" / "dashboards").glob("*.json"))
     rules = [d for d in docs if d["kind"] == "PrometheusRule"]
     assert len(rules) == (1 if alerts else 0)
     configmaps = [d for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"]["labels"]]
     assert len(configmaps) == len(dashboards)
+
+
+def test_a_bridge_is_scraped_on_its_metrics_port_labelled_with_its_site() -> None:
+    """Service → container port → `--metrics-port` line up, the ServiceMonitor selects that Service only and
+    relabels its target with the bridge's Site (what the dashboards' $site and SgsSiteDown group by), and the
+    NetworkPolicy lets the monitoring namespace reach that port."""
+    docs = render(CHART / "ci" / "metrics-values.yaml")
+    name = f"{RELEASE}-bridge-lyon-slurm"
+    service = find(docs, "Service", name)
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9100, "targetPort": "metrics"}]
+    pod = find(docs, "Deployment", name)["spec"]["template"]
+    assert all(pod["metadata"]["labels"][k] == v for k, v in service["spec"]["selector"].items())
+    container = pod["spec"]["containers"][0]
+    assert {"name": "metrics", "containerPort": 9100} in container["ports"]
+    assert "--metrics-port=9100" in container["command"]
+    monitor = find(docs, "ServiceMonitor", name)
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "bridge-lyon-slurm"
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    assert endpoint["relabelings"] == [{"action": "replace", "targetLabel": "site", "replacement": "site-fr"}]
+    others = [d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] != name]
+    assert others and all("relabelings" not in e for d in others for e in d["spec"]["endpoints"])
+    policy = find(docs, "NetworkPolicy", name)
+    by_port = {rule["ports"][0]["port"]: rule for rule in policy["spec"]["ingress"]}
+    assert "from" not in by_port["kubelet"]  # the API server is no pod: from anywhere, as before
+    monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert by_port["metrics"]["from"] == [{"namespaceSelector": monitoring}]
+
+
+def test_a_bridge_serves_metrics_on_9090_unless_told(tmp_path: Path) -> None:
+    values = tmp_path / "bridge.yaml"
+    values.write_text(yaml.safe_dump({"site": {"name": "site-a"}, "bridges": [{"name": "b"}]}))
+    docs = render(values)
+    assert find(docs, "Service", f"{RELEASE}-bridge-b")["spec"]["ports"][0]["port"] == 9090
+    container = find(docs, "Deployment", f"{RELEASE}-bridge-b")["spec"]["template"]["spec"]["containers"][0]
+    assert "--metrics-port=9090" in container["command"]
+    kinds = {d["kind"] for d in docs}
+    assert "ServiceMonitor" not in kinds  # metrics.enabled is off by default
 
 
 def test_settings_map_onto_the_deployables_environment() -> None:
