@@ -160,6 +160,6 @@ async def placement_page(request: Request, console: ConsoleDep, session: Session
         placements=placements,
         status_of=status_of,
         sky=skymap.svg(tiles) if tiles else None,
-        tile_counts=Counter(str(t["primary_site"]) for t in tiles),
+        site_colours=skymap.colours(str(t["primary_site"]) for t in tiles),
         error=error,
     )

@@ -8,22 +8,25 @@ service in its own words, and a person who gave none is told how to act."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from console_kit import Person, kubeconfig_for, sign_in
-from operator_kit import wait_for
+from operator_kit import Cluster, OperatorProcess, make_cluster, wait_for
 from playwright.sync_api import Browser, expect
 from sgs_console.app import create_app
 from sgs_console.settings import ConsoleSettings
 from transfer_kit import (
+    ADMIN_TOKEN,
     ArchiveUnderTest,
     TransferUnderTest,
     archive_service,
@@ -36,6 +39,8 @@ from transfer_kit import (
 )
 
 from sgs.model.site import Site
+from sgs.placement.generator import generate_survey
+from sgs.placement.survey import write_csv
 from sgs.testing.kube import KubePart
 from sgs.testing.nats import NatsPart
 from sgs.testing.postgres import PostgresPart
@@ -151,8 +156,12 @@ def holdings(
     rules = [transfer.call("POST", "/rules", (201,), token=alice, json=body)["id"] for body in (copy, stuck, steer)]
     done = transfer.wait_rule(rules[0], ("OK",), timeout_s=90)
     assert done["locks"] == {"ok": 8, "replicating": 0, "stuck": 0}, done
-    wait_for(lambda: BAD_SOURCE in (transfer.rule(rules[1])["reason"] or ""), "the calexp copies to get stuck", 60)
-    assert transfer.rule(rules[1])["reason"].startswith(STUCK_REASON)
+
+    def all_stuck() -> bool:  # the copies stick one by one: the reason counts 1, 2, 3, then 4 of them
+        reason = transfer.rule(rules[1])["reason"] or ""
+        return reason.startswith(STUCK_REASON) and BAD_SOURCE in reason
+
+    wait_for(all_stuck, "the 4 calexp copies to get stuck", 60)
     transfer.wait_rule(rules[2], ("OK",))
     return Holdings(raw_ids, calexp_ids, coadd_id, *rules)
 
@@ -423,3 +432,112 @@ def test_a_person_without_the_right_is_refused_a_rule_change(
     refused = transfer.call("POST", f"/rules/{holdings.steer_rule}/suspend", (403,), token=transfer_tokens["console"])
     assert "reader token" in refused["detail"][0]["msg"]
     assert transfer.rule(holdings.steer_rule)["state"] == "OK"
+
+
+# ------------------------------------------------------------------------------------------ placement
+
+
+@pytest.fixture(scope="module")
+def survey_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("surveys")
+
+
+@pytest.fixture(scope="module")
+def operator_settings(archive: ArchiveUnderTest, transfer: TransferUnderTest, survey_root: Path) -> dict[str, str]:
+    """The module's operator plans DataPlacements into this module's archive and makes their rules at its
+    transfer service (admin tokens: placements and rule owners are admin writes)."""
+    return {
+        "SGS_OPERATOR_ARCHIVE_URL": archive.url,
+        "SGS_OPERATOR_ARCHIVE_TOKEN": ADMIN_TOKEN,
+        "SGS_OPERATOR_TRANSFER_URL": transfer.url,
+        "SGS_OPERATOR_TRANSFER_TOKEN": ADMIN_TOKEN,
+        "SGS_OPERATOR_SURVEY_ROOTS": json.dumps([str(survey_root)]),
+    }
+
+
+@pytest.fixture
+def cluster(kube: KubePart, operator: OperatorProcess, tmp_path: Path) -> Iterator[Cluster]:
+    yield from make_cluster(kube, operator, tmp_path)
+
+
+def placement_site(cluster: Cluster, name: str, cores: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "sgs.io/v1alpha1",
+        "kind": "Site",
+        "metadata": {"name": name, "labels": {"survey": "euclid"}},
+        "spec": {
+            "storage": {"kind": "posix", "path": str(cluster.store)},
+            "capacity": {"cores": cores, "storageTb": cores / 10},
+        },
+    }
+
+
+def planned(cluster: Cluster, name: str) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        status: dict[str, Any] = cluster.get("dataplacements", name).get("status") or {}
+        return status if status.get("phase") in ("Planned", "Failed") else None
+
+    status: dict[str, Any] = wait_for(reached, f"dataplacement {name} to be planned", 180)
+    assert status["phase"] == "Planned", status
+    return status
+
+
+def percent(value: float, digits: int = 1) -> str:
+    return f"{100 * value:,.{digits}f} %"
+
+
+def test_the_placement_page_shows_a_real_plan_shares_vs_target_and_tiles_on_the_sky(
+    holdings: Holdings, cluster: Cluster, archive: ArchiveUnderTest, survey_root: Path, people: dict[str, Person]
+) -> None:
+    # A sparse whole-sky survey (the field grid sized for 1,200 fields), planned by the real operator over three
+    # Sites of 900, 600 and 300 cores: target shares 50 / 33.3 / 16.7 %.
+    start = datetime.now(UTC).replace(microsecond=0)
+    survey = survey_root / f"{cluster.namespace}.csv"
+    observations = generate_survey(wide=1200, deep=200, per_day=30, start=start)
+    survey.write_text(write_csv(observations))
+    for name, cores in PLACEMENT_SITES.items():
+        cluster.apply(placement_site(cluster, name, cores))
+    cluster.apply(
+        {
+            "apiVersion": "sgs.io/v1alpha1",
+            "kind": "DataPlacement",
+            "metadata": {"name": "wide"},
+            "spec": {
+                "siteSelector": {"matchLabels": {"survey": "euclid"}},
+                "windowStart": (start - timedelta(days=1)).isoformat(),
+                "windowEnd": (start + timedelta(days=90)).isoformat(),
+                "source": {"surveyPlan": str(survey)},
+            },
+        }
+    )
+    status = planned(cluster, "wide")
+    assert status["observations"] == len(observations) and {s["site"] for s in status["shares"]} == set(PLACEMENT_SITES)
+
+    alice = people["alice"]
+    page = alice.open("/placement")
+    section = page.locator('section.placement[data-placement="wide"]')
+    expect(section.locator("h2")).to_contain_text(f"{cluster.namespace}/wide")
+    expect(section.locator("h2 .phase")).to_have_text("Planned")
+    expect(section.locator(".facts")).to_contain_text(f"{status['observations']:,}")
+    expect(section.locator(".facts")).to_contain_text(percent(status["tilesCoherent"]))
+    expect(section.locator("table.shares tbody tr")).to_have_count(len(PLACEMENT_SITES))
+    for share in status["shares"]:
+        row = section.locator(f'table.shares tr[data-site="{share["site"]}"]')
+        expect(row.locator(".primary")).to_have_text(f"{share['primary']:,}")
+        expect(row.locator(".secondary")).to_have_text(f"{share['secondary']:,}")
+        expect(row.locator(".share")).to_have_text(percent(share["share"]))
+        expect(row.locator(".target")).to_have_text(percent(share["target"]))
+        expect(row.locator(".tiles")).to_have_text(f"{share['tiles']:,}")
+    expect(section.locator('table.shares tr[data-site="sdc-fr"] .target')).to_have_text("50.0 %")
+    expect(section.locator(".conditions")).to_contain_text("Planned True")
+
+    # The sky map draws the archive's tile placements: one path per primary Site, as many tiles as it holds.
+    rows = archive.ok("GET", "/placements", params={"dimension": "tile", "limit": 100_000})
+    by_site = Counter(str(r["primary_site"]) for r in rows)
+    assert set(by_site) == set(PLACEMENT_SITES) and sum(by_site.values()) == status["tiles"]
+    sky = page.locator("#skymap")
+    expect(sky.locator("svg.sky path.tiles")).to_have_count(len(PLACEMENT_SITES))
+    for site, tiles in by_site.items():
+        expect(sky.locator(f'path.tiles[data-site="{site}"]')).to_have_attribute("data-tiles", str(tiles))
+        expect(sky.locator(f'.legend[data-site="{site}"]')).to_have_text(f"{site} ({tiles:,})")
+    alice.shot("placement")
