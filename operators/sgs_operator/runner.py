@@ -17,6 +17,9 @@ import contextlib
 import logging
 import os
 import socket
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
 
 import kopf
 
@@ -30,6 +33,7 @@ READY_MESSAGE = "sgs operator ready"
 STANDBY_MESSAGE = "sgs operator standing by"
 LOST_EXIT_CODE = 3
 STOP_GRACE_S = 15.0
+ADMISSION_WAIT_S = 30.0
 log = logging.getLogger("sgs_operator")
 
 
@@ -73,6 +77,8 @@ async def _serve(settings: OperatorSettings) -> None:
 
     async def announce() -> None:
         await ready.wait()
+        if settings.webhook:
+            await _admission_served(settings, cluster)
         quieten_gc()  # in-process only: embedding (tests) leaves the host process's collector alone
         log.info(READY_MESSAGE)
 
@@ -97,6 +103,49 @@ async def _serve(settings: OperatorSettings) -> None:
             with contextlib.suppress(Exception):
                 await elector.release()
             await elector.client.close()
+
+
+async def _admission_served(settings: OperatorSettings, cluster: ClusterConfig) -> None:
+    """Until the API server's webhook configuration points at a port that answers. kopf raises its ready flag
+    before its webhook server listens and before it patches the configuration with that address, and the
+    webhook fails closed: a Site or Run applied in that window — right after a restart, when the configuration
+    still names the previous process's port — would be refused."""
+    path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{settings.webhook_name}"
+    client = await KubeClient.from_config(cluster, user_agent="sgs-operator-readiness")
+    deadline = asyncio.get_running_loop().time() + ADMISSION_WAIT_S
+    try:
+        while asyncio.get_running_loop().time() < deadline:
+            configuration = await client.get_or_none(path)
+            if configuration is not None and await _answers(_webhook_urls(configuration)):
+                return
+            await asyncio.sleep(0.1)
+        log.warning(f"admission webhook {settings.webhook_name} not reachable after {ADMISSION_WAIT_S:.0f} s")
+    finally:
+        await client.close()
+
+
+def _webhook_urls(configuration: Mapping[str, Any]) -> list[str]:
+    return [
+        str(hook["clientConfig"]["url"])
+        for hook in configuration.get("webhooks") or []
+        if hook.get("clientConfig", {}).get("url")
+    ]
+
+
+async def _answers(urls: list[str]) -> bool:
+    """Each URL's port accepts a connection (the TLS and the request are the API server's to check)."""
+    if not urls:
+        return False
+    for url in urls:
+        parsed = urllib.parse.urlsplit(url)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(parsed.hostname, parsed.port or 443), 1.0)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return True
 
 
 async def _lead(settings: OperatorSettings, cluster: ClusterConfig) -> LeaderElector:

@@ -61,6 +61,13 @@ APISERVER_HOSTS = (
 )
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call whose message carries what kubectl said (a bare CalledProcessError hides it)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr or self.stdout}"
+
+
 class KubePart(Part):
     """A node-less control plane; `.kubeconfig` (admin) and `.server` (https URL) once started."""
 
@@ -107,15 +114,12 @@ class KubePart(Part):
         """Run kubectl (the pinned build, else the one on PATH) against this cluster."""
         binary = require_binary(kubectl_path(), "kubectl", BUILD_HINT)
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        return subprocess.run(
-            [str(binary), *args],
-            env=env,
-            input=input,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=120,
+        done = subprocess.run(
+            [str(binary), *args], env=env, input=input, capture_output=True, text=True, check=False, timeout=120
         )
+        if check and done.returncode != 0:
+            raise KubectlError(done.returncode, done.args, done.stdout, done.stderr)
+        return done
 
     def api(self) -> httpx.Client:
         """An HTTP client for the API server (own control plane only: token auth, our CA)."""
