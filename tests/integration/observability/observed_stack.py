@@ -1,11 +1,14 @@
-"""The whole stack, observed: the operator and a bridge of its own against the real control plane, the archive
-and the transfer service on PostgreSQL and NATS, scraped by the real Prometheus (and, when asked, tracing to the
-real Jaeger). Shared by the PromQL check and the trace check (imported by name: test folders are not packages).
+"""The whole stack, observed: the operator and a bridge of its own against the real control plane, the archive,
+the transfer service and the trigger service on PostgreSQL and NATS, scraped by the real Prometheus (and, when
+asked, tracing to the real Jaeger). Shared by the PromQL check and the trace check (imported by name: test
+folders are not packages).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import sys
 import time
@@ -27,6 +30,7 @@ from transfer_kit import (
     posix_store,
     transfer_service,
 )
+from trigger_kit import TriggerProcess
 
 from sgs.model.site import Site
 from sgs.telemetry import Tracing
@@ -38,7 +42,7 @@ from sgs.testing.prometheus import PrometheusPart, ScrapeJob
 
 HERE = Path(__file__).resolve().parent
 SITE, OTHER = "site-obs", "site-obs-b"
-JOBS = ("sgs-operator", "sgs-bridge", "sgs-archive", "sgs-transfer")
+JOBS = ("sgs-operator", "sgs-bridge", "sgs-archive", "sgs-transfer", "sgs-trigger")
 
 
 @dataclass
@@ -48,24 +52,33 @@ class Observed:
     bridge: BridgeProcess
     archive: ArchiveUnderTest
     transfer: TransferUnderTest
+    trigger: TriggerProcess
     sites: list[Site]
     prometheus: PrometheusPart
     token_file: Path
 
     def site(self) -> dict[str, Any]:
-        """The bridge's Site, its store the directory the archive and transfer service know as that Site's."""
+        """The bridge's Site, its store the directory the archive and transfer service know as that Site's, and
+        that archive its archive (the triggered Runs' inputs are archive datasets)."""
         spec = self.cluster.site(SITE, max_parallel=20)
         spec["spec"]["storage"]["path"] = str(self.sites[0].spec.storage.path)
+        spec["spec"]["archiveUrl"] = self.archive.url
+        spec["spec"]["archiveCredentials"] = {"name": f"archive-{SITE}"}
         return spec
+
+    def archive_secret(self) -> dict[str, Any]:
+        token = base64.b64encode(self.archive.site_tokens[SITE].encode()).decode()
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"archive-{SITE}"}, "data": {"token": token}}
+
+
+def tracing_env(tracing_endpoint: str | None) -> dict[str, str]:
+    return {"SGS_TRACING_ENDPOINT": tracing_endpoint} if tracing_endpoint else {}
 
 
 def bridge_env(tracing_endpoint: str | None) -> dict[str, str]:
     """The test tasks and the venv's `sgs` on the PATH tasks inherit; the trace store when the test traces."""
     path = os.pathsep.join([str(HERE / "bin"), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {"PATH": path}
-    if tracing_endpoint:
-        env["SGS_TRACING_ENDPOINT"] = tracing_endpoint
-    return env
+    return {"PATH": path, **tracing_env(tracing_endpoint)}
 
 
 @contextlib.contextmanager
@@ -99,17 +112,21 @@ def observed_stack(
             )
             # A stopped bridge's node stays (NotReady, untainted for a while): gone with the stack, or a later
             # module's pods for a Site of the same name could be scheduled onto it.
-            nodes = contextlib.ExitStack()
-            nodes.callback(kube.kubectl, "delete", "node", bridge.node_name, "--ignore-not-found", check=False)
-            with nodes, bridge:
+            trigger = TriggerProcess(
+                kube, nats_server.url, archive.url, workdir, env=tracing_env(tracing_endpoint)
+            ).start()
+            stack = contextlib.ExitStack()
+            stack.callback(trigger.stop)
+            stack.callback(kube.kubectl, "delete", "node", bridge.node_name, "--ignore-not-found", check=False)
+            with stack, bridge:
                 token_file = workdir / "archive-token"
                 token_file.write_text(ADMIN_TOKEN)
-                prometheus.scrape(*scrape_jobs(kube, operator, bridge, archive, transfer, token_file))
+                prometheus.scrape(*scrape_jobs(kube, operator, bridge, archive, transfer, trigger, token_file))
                 prometheus.load_rules(sorted(ALERTS.glob("*.yaml")))
                 for job in JOBS:
                     prometheus.wait_up(job, timeout_s=90)
                 for cluster in make_cluster(kube, operator, workdir):
-                    yield Observed(cluster, operator, bridge, archive, transfer, sites, prometheus, token_file)
+                    yield Observed(cluster, operator, bridge, archive, transfer, trigger, sites, prometheus, token_file)
 
 
 def scrape_jobs(
@@ -118,6 +135,7 @@ def scrape_jobs(
     bridge: BridgeProcess,
     archive: ArchiveUnderTest,
     transfer: TransferUnderTest,
+    trigger: TriggerProcess,
     token_file: Path,
 ) -> list[ScrapeJob]:
     """Each component as a deployment scrapes it: the bridge's kubelet API with the API server's kubelet client
@@ -133,6 +151,7 @@ def scrape_jobs(
         ),
         ScrapeJob("sgs-archive", targets={archive.url.removeprefix("http://"): {}}, bearer_token_file=token_file),
         ScrapeJob("sgs-transfer", targets={transfer.url.removeprefix("http://"): {}}),
+        ScrapeJob("sgs-trigger", targets={f"127.0.0.1:{trigger.metrics_port}": {}}),
     ]
 
 
@@ -174,9 +193,53 @@ def registering_pipeline(name: str, fan_out: int, archive_url: str, token_file: 
     }
 
 
+def triggered_pipeline(name: str, collection: str) -> dict[str, Any]:
+    """A Pipeline the trigger service starts once per registered `obs` exposure of ``collection``: its one task
+    succeeds without touching the archive, so the triggered Runs add nothing to the registrations counted."""
+    trigger = {
+        "name": "each-exposure",
+        "input": "exposures",
+        "datasetType": "obs",
+        "collections": [collection],
+        "groupBy": ["exposure"],
+        "complete": {"count": 1},
+    }
+    return {
+        "apiVersion": "sgs.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name},
+        "spec": {
+            "inputs": [{"name": "exposures"}],
+            "executables": [
+                {
+                    "name": "obstest_look",
+                    "command": "true",
+                    "inputs": [{"name": "exposures"}],
+                    "resources": {"cores": 1, "ram": 0.25, "walltime": 0.05},
+                }
+            ],
+            "steps": [{"name": "look", "executable": "obstest_look", "inputs": {"exposures": {"input": "exposures"}}}],
+            "triggers": [trigger],
+        },
+    }
+
+
+def serve_trigger(observed: Observed, pipeline: str, collection: str) -> None:
+    """Apply the triggered Pipeline and wait until the trigger service serves it (it logs each change)."""
+    before = observed.trigger.log.read_text().count("serving ")
+    observed.cluster.apply(triggered_pipeline(pipeline, collection))
+    wait_for(lambda: observed.trigger.log.read_text().count("serving ") > before, "the trigger to serve it")
+
+
+def triggered_runs(observed: Observed, pipeline: str) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = json.loads(observed.cluster.kubectl("get", "runs", "-o", "json").stdout)["items"]
+    return [run for run in listed if run["spec"]["pipeline"] == pipeline]
+
+
 def run_through(observed: Observed, run: str, pipeline: str, fan_out: int, timeout_s: float = 240) -> dict[str, Any]:
     """Apply the Site, the Pipeline and a Run; return the Run once it has ended (it fails: one task does)."""
     cluster = observed.cluster
+    cluster.apply(observed.archive_secret())
     cluster.apply(observed.site())
     cluster.wait_site_phase(SITE, {"Ready"})
     cluster.apply(registering_pipeline(pipeline, fan_out, observed.archive.url, observed.token_file))

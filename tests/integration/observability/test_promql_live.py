@@ -1,9 +1,10 @@
 """Every query the product ships, against the real Prometheus scraping the real stack after a real workload.
 
-The operator, a bridge, the archive and the transfer service are scraped as a deployment scrapes them; a Run
-goes through the bridge (its tasks register their outputs in the archive; one fails), the registrations are
-replicated to a second Site. Then every PromQL expression of every dashboard panel must return data, every
-alert expression must be valid PromQL over the live series, and stopping the Site's bridge fires SgsSiteDown.
+The operator, a bridge, the archive, the transfer and the trigger service are scraped as a deployment scrapes
+them; a Run goes through the bridge (its tasks register their outputs in the archive; one fails), the
+registrations are replicated to a second Site and each starts a Run of a triggered Pipeline. Then every PromQL
+expression of every dashboard panel must return data, every alert expression must be valid PromQL over the
+live series, and stopping the Site's bridge fires SgsSiteDown.
 """
 
 from __future__ import annotations
@@ -13,8 +14,17 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from observed_stack import OTHER, SITE, Observed, observed_stack, run_through, wait_alert
-from operator_kit import OperatorProcess
+from observed_stack import (
+    OTHER,
+    SITE,
+    Observed,
+    observed_stack,
+    run_through,
+    serve_trigger,
+    triggered_runs,
+    wait_alert,
+)
+from operator_kit import OperatorProcess, wait_for
 
 from sgs.telemetry.dashboards import alert_queries, dashboard_queries, instantiate
 from sgs.testing.kube import KubePart
@@ -44,13 +54,16 @@ def observed(
 
 @pytest.fixture(scope="module")
 def workload(observed: Observed) -> Observed:
-    """A Run whose tasks register datasets (replicated to the second Site by a rule), and an archive 404."""
+    """A Run whose tasks register datasets (replicated to the second Site by a rule; each triggers a Run of
+    another Pipeline), and an archive 404."""
     run = f"obs-{uuid.uuid4().hex[:6]}"
     observed.archive.collection(run)
     rule = {"collections": [run], "copies": 2, "site_expression": f"{SITE} | {OTHER}"}
     observed.transfer.call("POST", "/rules", (201,), json=rule)
+    serve_trigger(observed, "obs-triggered", run)
     status = run_through(observed, run, "obs-register", FAN_OUT)
     assert status["phase"] == "Failed" and status["tasks"]["succeeded"] == FAN_OUT, status
+    wait_for(lambda: len(triggered_runs(observed, "obs-triggered")) >= FAN_OUT, "a triggered Run per exposure", 60)
     copies = f'sum(sgs_transfer_copies_total{{job="sgs-transfer", destination="{OTHER}", outcome="done"}})'
     deadline = time.monotonic() + 60
     while (observed.prometheus.value(copies) or 0) < FAN_OUT:

@@ -133,7 +133,9 @@ def archive_service(postgres: PostgresPart, nats_url: str) -> Iterator[Archive]:
 class TriggerProcess:
     """`sgs trigger` as a subprocess: started, killed (-9) and restarted by the tests."""
 
-    def __init__(self, kube: KubePart, nats_url: str, archive_url: str, workdir: Path) -> None:
+    def __init__(
+        self, kube: KubePart, nats_url: str, archive_url: str, workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.durable = f"trigger-{uuid.uuid4().hex[:8]}"
         self.metrics_port = free_port()
         self.nats_url = nats_url
@@ -150,6 +152,7 @@ class TriggerProcess:
             "SGS_TRIGGER_METRICS_PORT": str(self.metrics_port),
             "SGS_TRIGGER_ACK_WAIT_S": "5",
             "SGS_TRIGGER_RETRY_S": "0.5",
+            **(env or {}),
         }
 
     @property
