@@ -167,6 +167,14 @@ class ArchiveClient:
             raise
         return found
 
+    async def placement(self, archive: SiteArchive, observation: int) -> tuple[str, str | None] | None:
+        """The (primary, secondary) Site the survey's placement gives ``observation``; None: not placed."""
+        params = {"dimension": "observation", "value": str(observation), "limit": "1"}
+        rows: list[dict[str, Any]] = await self._call(archive, "GET", "/placements", params=params)
+        if not rows:
+            return None
+        return str(rows[0]["primary_site"]), rows[0].get("secondary_site")
+
     async def ingest(self, archive: SiteArchive, datasets: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Datasets with their replicas and lineage, all or nothing; identical ones again are a no-op."""
         found: dict[str, Any] = await self._call(archive, "POST", "/datasets/ingest", json={"datasets": list(datasets)})

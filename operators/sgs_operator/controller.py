@@ -24,6 +24,7 @@ from sgs.model.base import Condition
 from sgs.model.pipeline import PipelinePhase, PipelineSpec
 from sgs.model.run import RunPhase, RunSpec, RunStatus
 from sgs.model.site import SiteSpec
+from sgs.placement.consequences import RunSite, run_site
 from sgs.planner import Planner, PlannerError, Task, TaskState
 from sgs.telemetry import Tracing
 from sgs.telemetry.context import CAUSE_ANNOTATION
@@ -296,10 +297,21 @@ class RunController:
         for name, size in self.archive.held_bytes().items():  # the archive's replica view: S3 Sites too
             if name in held:
                 held[name] += size
+        placed = await self._placed(valid, phase_of)
         try:
-            return placement.choose_site(valid, phase_of, running, self.namespace, held)
+            return placement.choose_site(valid, phase_of, running, self.namespace, held, placed)
         except placement.NoReadySiteError as err:
             raise RunBlockedError("SiteReady", "NoReadySite", str(err)) from err
+
+    async def _placed(self, sites: Mapping[str, SiteSpec], phases: Mapping[str, str]) -> RunSite | None:
+        """Where the survey's placement sends the Run's observation (its primary Site, else its secondary when
+        the primary is in maintenance or not Ready); None when the Run is not that of one placed observation."""
+        found = await self.archive.observation_placement()
+        if found is None:
+            return None
+        observation, where = found
+        maintenance = {name: site.maintenance for name, site in sites.items()}
+        return run_site(observation, where, phases, maintenance, utc_now())
 
     async def _write_choice(self, choice: SiteChoice) -> None:
         conditions = merge_conditions([], [condition("SiteReady", True, choice.reason, choice.message)], utc_now())

@@ -47,6 +47,15 @@ class Found:
 class Resolution:
     found: list[Found]
 
+    def observation(self) -> int | None:
+        """The one observation every input dataset belongs to (its data ID's ``observation``), else None: a Run
+        over several observations, or over datasets without one, has no placement of its own."""
+        values = {item.data_id.get("observation") for item in self.found}
+        if len(values) != 1:
+            return None
+        [value] = values
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
     def held_bytes(self) -> dict[str, int]:
         """Bytes of the inputs each Site holds an available replica of (what work-to-the-data weighs)."""
         held: dict[str, int] = {}

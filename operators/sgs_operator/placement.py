@@ -1,6 +1,9 @@
 """Which Site a Run without ``spec.site`` goes to, decided once and kept in its status.
 
-Work goes to the data (DESIGN.md): among the Run's namespace's Sites whose status is ``Ready``, the one whose
+A Run whose inputs are all of one observation that the survey's placement (a DataPlacement, in the archive's
+placement table) gives a primary and a secondary Site goes to its primary, or to its secondary when the primary
+is in maintenance or not Ready (``sgs.placement.consequences.run_site``). Otherwise work goes to the data
+(DESIGN.md): among the Run's namespace's Sites whose status is ``Ready``, the one whose
 storage holds the most bytes of the Run's input files; then the most free task slots (``compute.maxParallel``
 minus the tasks this operator runs there); then the name, so the choice is reproducible. What a Site holds of
 path inputs is read from its POSIX storage path (the operator sees the files); of archive inputs (query,
@@ -13,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sgs.model.site import SitePhase, SiteSpec, StorageKind
-from sgs.placement.consequences import RunSite
+from sgs.placement.consequences import NOT_PLACED, RunSite
 
 REASON_NAMED = "SiteNamed"  # spec.site
 REASON_KEPT = "SiteKept"  # chosen before (status.site): a restart must not move running tasks
@@ -55,6 +58,19 @@ def choose_site(
     goes to its primary Site, or its secondary when the primary is down, before any of that."""
     if placed is not None and placed.site is not None and phases.get(placed.site) == SitePhase.READY.value:
         return SiteChoice(placed.site, placed.reason, f"spec.site unset: {placed.message}")
+    choice = _by_data_and_slots(sites, phases, running, namespace, held)
+    if placed is not None and placed.reason != NOT_PLACED:  # placed, but neither of its Sites can take it now
+        return SiteChoice(choice.name, choice.reason, f"{choice.message}; placement: {placed.message}")
+    return choice
+
+
+def _by_data_and_slots(
+    sites: Mapping[str, SiteSpec],
+    phases: Mapping[str, str],
+    running: Mapping[str, int],
+    namespace: str,
+    held: Mapping[str, int] | None,
+) -> SiteChoice:
     if not sites:
         raise NoReadySiteError(f"spec.site: unset and no Site in namespace {namespace}")
     ready = sorted(name for name in sites if phases.get(name) == SitePhase.READY.value)

@@ -46,6 +46,7 @@ class RunArchive:
     pending: bool = True  # rows may wait in the outbox (unknown at start; set by a success, cleared when drained)
     site: tuple[str, SiteSpec] | None = None
     stage: StageIn | None = None  # None: the operator has no transfer service (or stage-in is off)
+    inputs_archive: SiteArchive | None = None  # the archive the inputs were resolved at (and placements read from)
 
     # ------------------------------------------------------------------------------------------- inputs
 
@@ -61,7 +62,7 @@ class RunArchive:
         recorded = await self.store.load_inputs(self.uid)
         if recorded:
             return recorded
-        archive = await self._archive_for_inputs(sites, placed)
+        archive = self.inputs_archive = await self._archive_for_inputs(sites, placed)
         try:
             self.resolution = await resolve_inputs(self.client, archive, wanted)
         except InputsBlockedError as err:
@@ -85,6 +86,18 @@ class RunArchive:
         raise RunBlockedError(
             "InputsReady", "ArchiveUnset", f"spec.inputs name archive datasets, but no Site of {self.namespace} {which}"
         )
+
+    async def observation_placement(self) -> tuple[int, tuple[str, str | None] | None] | None:
+        """The observation the resolved inputs all belong to and its (primary, secondary) placement (None: not
+        placed); None when the inputs are not those of one observation."""
+        observation = self.resolution.observation() if self.resolution is not None else None
+        if observation is None or self.inputs_archive is None:
+            return None
+        try:
+            return observation, await self.client.placement(self.inputs_archive, observation)
+        except ArchiveError as err:
+            message = f"reading the placement of observation {observation}: {err}"
+            raise RunBlockedError("SiteReady", "ArchiveUnavailable", message) from err
 
     def held_bytes(self) -> dict[str, int]:
         """Input bytes per Site by the archive's replicas (POSIX and S3 Sites alike); {} without a resolution."""

@@ -58,6 +58,9 @@ def replication_rules(owner: str, plan: Assignments, dataset_type: str = RAW_DAT
     return rules
 
 
+NOT_PLACED = "NotPlaced"
+
+
 @dataclass(frozen=True)
 class RunSite:
     site: str | None
@@ -79,7 +82,7 @@ def run_site(
     """A Run for ``observation`` goes to its primary Site; to the secondary when the primary is in maintenance
     (a window covering ``now`` or phase Maintenance) or not Ready; nowhere (site None) when neither can take it."""
     if placement is None:
-        return RunSite(None, "NotPlaced", f"observation {observation} has no placement")
+        return RunSite(None, NOT_PLACED, f"observation {observation} has no placement")
     primary, secondary = placement
 
     def usable(site: str) -> tuple[bool, str]:

@@ -142,3 +142,16 @@ def test_a_site_archive_url_that_is_not_plain_http_is_refused_naming_the_field(u
 
 def test_a_plain_archive_url_is_kept_without_its_trailing_slash() -> None:
     assert check_archive_url("https://archive.sdc-fr:8400/") == "https://archive.sdc-fr:8400"
+
+
+def test_inputs_all_of_one_observation_name_it_and_mixed_ones_none() -> None:
+    def of(*observations: object) -> Resolution:
+        return Resolution(
+            [Found("images", i, uuid.uuid4(), "nir_raw", {"observation": o}) for i, o in enumerate(observations)]
+        )
+
+    assert of(7, 7, 7).observation() == 7
+    assert of(7, 8).observation() is None
+    assert of("7").observation() is None  # not an observation id
+    assert of(True).observation() is None
+    assert Resolution([found(0, {})]).observation() is None  # no observation dimension

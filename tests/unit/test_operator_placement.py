@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from sgs_operator.placement import REASON_CHOSEN, REASON_DATA, NoReadySiteError, choose_site, input_bytes_by_site
 
 from sgs.model.site import Capacity, Compute, SiteSpec, Storage, StorageKind
+from sgs.placement.consequences import RunSite, run_site
 
 
 def site(max_parallel: int, path: str = "/data") -> SiteSpec:
@@ -81,3 +84,28 @@ def test_input_bytes_count_files_under_each_posix_sites_path_only() -> None:
     sites = {"a": site(1, "/data/a"), "ab": site(1, "/data/ab/"), "s3": s3}
     sizes = {"/data/a/x.fits": 5, "/data/ab/y.fits": 7, "/data/abc/z.fits": 11, "/elsewhere/w.fits": 13}
     assert input_bytes_by_site(sites, sizes) == {"a": 5, "ab": 7, "s3": 0}
+
+
+def test_a_placed_observation_goes_to_its_primary_before_data_or_slots() -> None:
+    sites = {"sdc-de": site(10), "sdc-fr": site(50)}
+    phases = {"sdc-de": "Ready", "sdc-fr": "Ready"}
+    placed = RunSite("sdc-de", "PlacedPrimary", "observation 7: primary Site sdc-de")
+    choice = choose_site(sites, phases, {}, "survey", held={"sdc-fr": 10**9}, placed=placed)
+    assert (choice.name, choice.reason) == ("sdc-de", "PlacedPrimary")
+
+
+def test_when_neither_placed_site_can_take_it_the_usual_choice_says_so() -> None:
+    sites = {"sdc-de": site(10), "sdc-fr": site(50), "sdc-it": site(5)}
+    phases = {"sdc-de": "Maintenance", "sdc-fr": "Ready", "sdc-it": "NotReady"}
+    placed = run_site(7, ("sdc-de", "sdc-it"), phases, {}, datetime.now(UTC))
+    assert placed.site is None
+    choice = choose_site(sites, phases, {}, "survey", placed=placed)
+    assert (choice.name, choice.reason) == ("sdc-fr", REASON_CHOSEN)
+    assert "placement: observation 7: primary sdc-de is in maintenance, secondary sdc-it is NotReady" in choice.message
+
+
+def test_an_observation_without_placement_changes_nothing() -> None:
+    sites = {"sdc-de": site(10), "sdc-fr": site(50)}
+    phases = {"sdc-de": "Ready", "sdc-fr": "Ready"}
+    placed = run_site(7, None, phases, {}, datetime.now(UTC))
+    assert choose_site(sites, phases, {}, "survey", placed=placed) == choose_site(sites, phases, {}, "survey")

@@ -155,3 +155,10 @@ def test_the_run_is_a_valid_run_at_the_groups_site_with_the_members_as_dataset_i
     assert run.spec.inputs["exposures"].dataset_ids == [m.dataset_id for m in chosen]
     assert run.spec.inputs["master_dark"].uri == "/data/dark.fits"
     assert run.metadata.labels["sgs.io/trigger"] == "per-observation"
+
+
+def test_a_group_by_observation_names_its_observation_and_others_none() -> None:
+    by_observation = compile_trigger("ns", "nir", trigger(), UNIVERSE)
+    by_exposure = compile_trigger("ns", "nir", trigger(groupBy=["exposure"]), UNIVERSE)
+    assert Group(by_observation, "site-a", ("NISP", 7)).observation == 7
+    assert Group(by_exposure, "site-a", (3,)).observation is None

@@ -77,6 +77,9 @@ class Archive:
     async def available_at(self, dataset_ids: Any, site: str) -> set[uuid.UUID]:
         return set()
 
+    async def placement(self, observation: int) -> tuple[str, str | None] | None:
+        return None  # not placed: the group completes where its data is
+
 
 @dataclass
 class Kube:

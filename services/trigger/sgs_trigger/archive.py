@@ -71,6 +71,12 @@ class ArchiveReader:
             if cursor is None:
                 return found
 
+    async def placement(self, observation: int) -> tuple[str, str | None] | None:
+        """The (primary, secondary) Site the survey's placement gives ``observation``; None: not placed."""
+        params = {"dimension": "observation", "value": str(observation), "limit": "1"}
+        rows: list[dict[str, Any]] = await self._call("GET", "/placements", params=params)
+        return (str(rows[0]["primary_site"]), rows[0].get("secondary_site")) if rows else None
+
     async def available_at(self, dataset_ids: Sequence[uuid.UUID], site: str) -> set[uuid.UUID]:
         """Which of the datasets have a replica available at the Site."""
         held: set[uuid.UUID] = set()

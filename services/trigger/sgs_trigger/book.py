@@ -17,7 +17,7 @@ from sgs.expression import ExpressionError, SiteFacts
 from sgs.kube import JSON
 from sgs.model.dataset import DataIdError, DimensionUniverse
 from sgs.model.pipeline import PipelineSpec
-from sgs.model.site import MaintenanceWindow
+from sgs.model.site import MaintenanceWindow, SitePhase
 from sgs_trigger.match import CompiledTrigger, compile_trigger
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class _Site:
     name: str
     labels: Mapping[str, str]
     maintenance: Sequence[MaintenanceWindow]
+    phase: str
 
 
 class SiteBook:
@@ -128,7 +129,13 @@ class SiteBook:
             windows = [MaintenanceWindow.model_validate(w) for w in (obj.get("spec") or {}).get("maintenance") or []]
         except ValidationError:
             windows = []
-        self._sites[key] = _Site(key[1], dict(meta.get("labels") or {}), windows)
+        phase = str((obj.get("status") or {}).get("phase") or SitePhase.PENDING.value)
+        self._sites[key] = _Site(key[1], dict(meta.get("labels") or {}), windows, phase)
+
+    def states(self, namespace: str) -> tuple[dict[str, str], dict[str, list[MaintenanceWindow]]]:
+        """Each of the namespace's Sites' phase and maintenance windows (what a placement's fallback weighs)."""
+        mine = [site for (ns, _), site in self._sites.items() if ns == namespace]
+        return {s.name: s.phase for s in mine}, {s.name: list(s.maintenance) for s in mine}
 
     def facts(self, now: datetime | None = None) -> dict[str, list[SiteFacts]]:
         now = now or datetime.now(UTC)

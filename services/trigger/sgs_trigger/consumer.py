@@ -38,6 +38,7 @@ from sgs.kube import CONFLICT, NOT_FOUND, KubeClient, KubeError
 from sgs.model.base import GROUP, VERSION
 from sgs.model.dataset import DimensionUniverse
 from sgs.model.replica import ReplicaState
+from sgs.placement.consequences import run_site
 from sgs.service.jetstream import bind_new_arrivals
 from sgs.telemetry import Tracing
 from sgs.telemetry.context import traceparent_of
@@ -77,6 +78,7 @@ class Outcome:
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     incomplete: int = 0
+    elsewhere: int = 0  # groups at a Site that their observation's placement does not send the Run to
 
 
 class Universe:
@@ -265,6 +267,12 @@ class Consumer:
         async with self._limit:
             began = time.monotonic()
             with self._group_span(group, causes) as span:
+                placed = await self.placed_site(group)
+                if placed is not None and placed != group.site:
+                    span.set_attribute("sgs.group.placed_site", placed)
+                    outcome.elsewhere += 1
+                    self.metrics.evaluation.observe(time.monotonic() - began)
+                    return
                 members = await self.members(group, {i for i, site in arrived if site == group.site})
                 chosen = complete_members(group, members)
                 span.set_attribute("sgs.group.members", len(members))
@@ -293,6 +301,18 @@ class Consumer:
             )
         else:
             self.metrics.runs.labels("existing").inc()
+
+    async def placed_site(self, group: Group) -> str | None:
+        """The Site the survey's placement sends the group's observation to: its primary, or its secondary
+        while the primary is in maintenance or not Ready. None: no placement applies (not grouped by
+        observation, not placed, or neither Site can take it), and the group completes wherever its data is.
+        Without this a replicated observation, complete at its primary and at its secondary, would run twice."""
+        observation = group.observation
+        if observation is None:
+            return None
+        where = await self.archive.placement(observation)
+        phases, maintenance = self.sites.states(group.trigger.namespace)
+        return run_site(observation, where, phases, maintenance, datetime.now(UTC)).site
 
     def _group_span(self, group: Group, causes: Sequence[Span]) -> contextlib.AbstractContextManager[Span]:
         """Under the consumer span of the first message announcing one of the group's arrivals, linked to the

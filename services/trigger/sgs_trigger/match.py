@@ -82,6 +82,13 @@ class Group:
     key: GroupKey
 
     @property
+    def observation(self) -> int | None:
+        """The observation the group is of, when it is grouped by observation (a placement may say where)."""
+        names = self.trigger.spec.group_by
+        value = self.key[names.index("observation")] if "observation" in names else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
     def ident(self) -> tuple[str, str, str, str, GroupKey]:
         return (self.trigger.namespace, self.trigger.pipeline, self.trigger.spec.name, self.site, self.key)
 

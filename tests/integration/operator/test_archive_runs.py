@@ -84,14 +84,18 @@ def archive_site(cluster: Cluster, archive: ArchiveService, name: str = SITE) ->
 
 
 def ingest_raws(
-    cluster: Cluster, archive: ArchiveService, site: str = SITE, observation: int = OBSERVATION
+    cluster: Cluster,
+    archive: ArchiveService,
+    site: str = SITE,
+    observation: int = OBSERVATION,
+    exposures: tuple[int, ...] = EXPOSURES,
 ) -> list[str]:
     """Four raw exposures as files in the Site's store, registered with their replica there."""
     collection = f"raw/{cluster.namespace}"
     directory = cluster.store / "raw"
     directory.mkdir(exist_ok=True)
     datasets = []
-    for exposure in EXPOSURES:
+    for exposure in exposures:
         path = directory / f"raw_{observation}_{exposure}.txt"
         path.write_text(f"raw exposure {exposure}\n")
         datasets.append(
@@ -322,3 +326,40 @@ def test_a_run_without_a_site_goes_where_the_archive_says_its_bytes_are(archived
     assert site_ready is not None and site_ready["reason"] == "MostInputBytes"
     held = sum(checksums(cluster.store / "raw" / f"raw_{OBSERVATION}_{e}.txt")["size"] for e in EXPOSURES)
     assert f"({held:,} B;" in site_ready["message"]  # the bytes its replicas hold, per the archive
+
+
+def placed_run(archived: ArchivedSite, name: str, observation: int, primary: str, secondary: str) -> dict[str, Any]:
+    """A Run without spec.site over one observation's raws (held at SITE), the observation placed as given."""
+    cluster = archived.cluster
+    ingest_raws(
+        cluster, archived.archive, observation=observation, exposures=tuple(observation * 100 + e for e in EXPOSURES)
+    )
+    placement = {"dimension": "observation", "value": observation, "primary_site": primary, "secondary_site": secondary}
+    archived.archive.call("PUT", "/placements", json={"placements": [placement]})
+    where = f"instrument = 'NISP' AND observation = {observation}"
+    run = cluster.run(name, pipeline="chain", inputs=query_input(archived.raw_collection, where))
+    del run["spec"]["site"]
+    cluster.apply(run)
+    status: dict[str, Any] = cluster.wait_phase(name, {"Succeeded", "Failed"}, timeout_s=180)
+    return status
+
+
+def test_a_placed_observation_runs_at_its_primary_or_at_its_secondary_while_the_primary_is_down(
+    archived: ArchivedSite,
+) -> None:
+    cluster = archived.cluster
+    cluster.wait_site_phase(SITE, {"Ready"})
+    down = "site-nonode"  # a Site no node serves: never Ready
+    cluster.apply(cluster.site(down))
+    cluster.apply(chain_pipeline("chain"))
+
+    primary = placed_run(archived, "placed-primary", 8, primary=SITE, secondary=down)
+    secondary = placed_run(archived, "placed-secondary", 9, primary=down, secondary=SITE)
+
+    assert (primary["phase"], primary["site"]) == ("Succeeded", SITE)
+    chose = condition(cluster, "placed-primary", "SiteReady")
+    assert chose is not None and chose["reason"] == "PlacedPrimary", chose
+    assert (secondary["phase"], secondary["site"]) == ("Succeeded", SITE)
+    chose = condition(cluster, "placed-secondary", "SiteReady")
+    assert chose is not None and chose["reason"] == "PlacedSecondary", chose
+    assert f"observation 9: primary {down} is " in chose["message"] and f"secondary {SITE} takes it" in chose["message"]

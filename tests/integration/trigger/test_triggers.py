@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from trigger_kit import Archive, Namespace, TriggerProcess, archive_service, eventually, pipeline, publish
+from trigger_kit import API, Archive, Namespace, TriggerProcess, archive_service, eventually, pipeline, publish
 
 from sgs.events import DATASET_REGISTERED, DatasetRegistered, RegisteredDataset
 from sgs.model.replica import ReplicaFile
@@ -198,3 +198,40 @@ def test_a_gaia_style_chain_fires_on_the_first_pipelines_registered_outputs(
     runs = eventually(lambda: [r for r in namespace.runs() if r["spec"]["pipeline"] == "catalogue"], "pipeline B's Run")
     assert runs[0]["spec"]["inputs"]["stacks"]["datasetIds"] == stacked
     assert runs[0]["spec"]["site"] == "site-a"
+
+
+def set_phase(namespace: Namespace, site: str, phase: str) -> None:
+    """The Site's status as the operator writes it (no operator runs in this module)."""
+    path = f"{API}/namespaces/{namespace.name}/sites/{site}/status"
+    body = json.dumps({"status": {"phase": phase}})
+    response = namespace.call("PATCH", path, content=body, headers={"Content-Type": "application/merge-patch+json"})
+    assert response.status_code == 200, response.text
+
+
+def test_a_placed_observation_held_at_two_sites_runs_once_at_its_placed_site(
+    trigger: TriggerProcess, archive: Archive, namespace: Namespace
+) -> None:
+    """Replicated to both Sites, each observation's group completes at both: its placement picks one — the
+    primary, or the secondary while the primary is in maintenance. Unplaced, it would run at both."""
+    namespace.site("site-c")
+    for site, phase in (("site-a", "Ready"), ("site-b", "Ready"), ("site-c", "Maintenance")):
+        set_phase(namespace, site, phase)
+    placements = [
+        {"dimension": "observation", "value": 51, "primary_site": "site-b", "secondary_site": "site-a"},
+        {"dimension": "observation", "value": 52, "primary_site": "site-c", "secondary_site": "site-a"},
+    ]
+    archive.ok("PUT", "/placements", json={"placements": placements})
+    serve(trigger, namespace, pipeline("nir", [own(PER_OBSERVATION, namespace)]))
+    run = f"raw/{namespace.name}"
+
+    archive.ingest("raw", run, dithers(51, range(4)) + dithers(52, range(4)), ["site-a", "site-b"])
+
+    eventually(lambda: len(namespace.runs()) >= 2, "a Run per observation")
+    trigger.wait_drained()
+    where = sorted((r["spec"]["site"], group_of(r)) for r in namespace.runs())
+    assert where == [("site-a", 52), ("site-b", 51)]
+
+
+def group_of(run: dict[str, Any]) -> int:
+    observation: int = json.loads(run["metadata"]["annotations"]["sgs.io/trigger-group"])["key"]["observation"]
+    return observation
