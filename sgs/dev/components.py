@@ -257,11 +257,54 @@ class TriggerPart(LoggedProcessPart):
         }
 
 
+# The services the console reads: (its settings' name, the stack's variables, the body of a reader token there).
+CONSOLE_READS = (
+    ("ARCHIVE", "SGS_ARCHIVE", {"role": "reader"}),
+    ("TRANSFER", "SGS_TRANSFER", {"reader": True}),
+)
+CONSOLE_TOKEN_NAME = "dev-console"  # one name: each start of the console revokes the token the last one had
+SERVICE_SECRETS = ("SGS_ARCHIVE_ADMIN_TOKEN", "SGS_ARCHIVE_TOKEN", "SGS_TRANSFER_ADMIN_TOKEN", "SGS_TRANSFER_TOKEN")
+
+
+def issue_reader_token(url: str, admin_token: str, body: Mapping[str, Any]) -> str:
+    """A fresh reader token named CONSOLE_TOKEN_NAME at a service (the archive or the transfer service; both
+    answer the same /tokens API), the one issued before under that name revoked first."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=30, trust_env=False) as client:
+            revoked = client.delete(f"/tokens/{CONSOLE_TOKEN_NAME}")
+            issued = client.post("/tokens", json={"name": CONSOLE_TOKEN_NAME, **body})
+    except httpx.HTTPError as err:
+        raise OSError(f"{url}: issuing the console's reader token: {err}") from err
+    for answer in (revoked, issued):
+        if answer.status_code not in (201, 204, 404):
+            raise OSError(f"{url}: issuing the console's reader token: HTTP {answer.status_code} {answer.text}")
+    return str(issued.json()["token"])
+
+
+def console_service_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """SGS_CONSOLE_<service>_URL/_TOKEN for each service the stack runs, with a reader token issued there by
+    the stack's admin token: the console reads and can change nothing; a rule is suspended or resumed with the
+    signed-in person's own transfer-service token (docs/console.md)."""
+    settings: dict[str, str] = {}
+    for service, variable, body in CONSOLE_READS:
+        url = env.get(f"{variable}_URL")
+        admin = env.get(f"{variable}_ADMIN_TOKEN") or env.get(f"{variable}_TOKEN")
+        if url and admin:
+            token = issue_reader_token(url, admin, body)
+            settings |= {f"SGS_CONSOLE_{service}_URL": url, f"SGS_CONSOLE_{service}_TOKEN": token}
+    return settings
+
+
 class ConsolePart(LoggedProcessPart):
     """`sgs console` over the dev stack: the cluster, the operator's task records, the archive and transfers.
 
-    Development only: it reads with the stack's admin credentials, where a data centre gives it the read-only
-    ``sgs-console`` role (docs/console.md). People still sign in with a token of their own.
+    Development only, it reads the cluster with the stack's admin kubeconfig, where a data centre gives it the
+    read-only ``sgs-console`` role (docs/console.md); at the archive and the transfer service it holds only
+    reader tokens, issued as it starts, and none of the stack's admin tokens is in its environment. People sign
+    in with tokens of their own.
     """
 
     name = "console"
@@ -269,17 +312,20 @@ class ConsolePart(LoggedProcessPart):
 
     def __init__(self, workdir: Path, env: Mapping[str, str], dsn: str) -> None:
         self.port = free_port()
+        self.services = {key: env[key] for key in env if key.startswith(("SGS_ARCHIVE_", "SGS_TRANSFER_"))}
         settings = {
             "SGS_CONSOLE_KUBECONFIG": env["KUBECONFIG"],
             "SGS_CONSOLE_DSN": dsn,
             "SGS_CONSOLE_ENVIRONMENT": "development",
         }
-        for service, variable in (("ARCHIVE", "SGS_ARCHIVE"), ("TRANSFER", "SGS_TRANSFER")):
-            url = env.get(f"{variable}_URL")
-            token = env.get(f"{variable}_ADMIN_TOKEN") or env.get(f"{variable}_TOKEN")
-            if url and token:
-                settings |= {f"SGS_CONSOLE_{service}_URL": url, f"SGS_CONSOLE_{service}_TOKEN": token}
-        super().__init__(workdir, {**env, **settings})
+        clean = {key: value for key, value in env.items() if key not in SERVICE_SECRETS}
+        super().__init__(workdir, {**clean, **settings})
+
+    def _start(self) -> None:
+        # Issued here, not in __init__: `up` builds the part on every call, and only a console that starts
+        # may revoke the token of the one before it.
+        self.env |= console_service_settings(self.services)
+        super()._start()
 
     @property
     def url(self) -> str:

@@ -35,7 +35,9 @@ class ConsoleSettings(BaseSettings):
     archive_url: str | None = Field(default=None, description="Archive service base URL.")
     archive_token: SecretStr | None = Field(default=None, description="An archive token with the reader role.")
     transfer_url: str | None = Field(default=None, description="Transfer service base URL.")
-    transfer_token: SecretStr | None = Field(default=None, description="A transfer-service token, for reads.")
+    transfer_token: SecretStr | None = Field(
+        default=None, description='A transfer-service reader token (POST /tokens {"reader": true}).'
+    )
     session_key: SecretStr | None = Field(
         default=None, description="Secret that encrypts the session cookies (>= 32 characters; random if unset in dev)."
     )
