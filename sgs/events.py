@@ -66,12 +66,28 @@ class ReplicaStateChanged(Event, Replica):
     replica_id: int
     dataset_type: str
     previous_state: ReplicaState | None = None
+    # The dataset's data ID and RUN collection, so that a consumer grouping arrivals by data ID (the trigger
+    # service) need not ask the archive for them; None from an archive older than these fields.
+    data_id: DataId | None = None
+    run: str | None = None
 
     @classmethod
     def of(
-        cls, replica: ReplicaRecord, dataset_type: str, source: str, previous_state: ReplicaState | None = None
+        cls,
+        replica: ReplicaRecord,
+        dataset_type: str,
+        source: str,
+        previous_state: ReplicaState | None = None,
+        data_id: DataId | None = None,
+        run: str | None = None,
     ) -> ReplicaStateChanged:
         fields = replica.model_dump(exclude={"id", "updated_at"})
         return cls(
-            replica_id=replica.id, dataset_type=dataset_type, source=source, previous_state=previous_state, **fields
+            replica_id=replica.id,
+            dataset_type=dataset_type,
+            source=source,
+            previous_state=previous_state,
+            data_id=data_id,
+            run=run,
+            **fields,
         )

@@ -234,11 +234,18 @@ class Consumer:
                     ]
                 elif message.subject == REPLICA_AVAILABLE:
                     change = ReplicaStateChanged.model_validate_json(message.data)
-                    if change.dataset_type in types:
+                    if change.dataset_type not in types:
+                        continue
+                    if change.data_id is not None and change.run is not None:
+                        arrival = Arrival(
+                            change.dataset_id, change.dataset_type, dict(change.data_id), change.run, change.site
+                        )
+                        found.append((arrival, span))
+                    else:
                         lookups.append((change, span))
             except ValidationError as error:  # no version of this code can read it: keep it out of the way
                 log.error("unreadable %s event dropped: %s", message.subject, error)
-        # A replica event names its dataset but not its data ID: the archive has it.
+        # A replica event from an archive older than its data_id/run fields names only its dataset: ask the archive.
         datasets = await asyncio.gather(*(self._lookup(change, span) for change, span in lookups))
         for (change, span), dataset in zip(lookups, datasets, strict=True):
             if dataset is not None:

@@ -61,6 +61,7 @@ async def test_ingest_and_replica_changes_are_announced_once(archive: Archive, n
     assert len(changes) == 1
     change = ReplicaStateChanged.model_validate(changes[0])
     assert (change.previous_state, change.state, change.dataset_type) == ("available", "bad", "calexp")
+    assert (change.data_id, change.run) == ({"instrument": "VIS", "exposure": 7, "detector": 0}, run)
 
 
 def _ingest_over_http(process: ArchiveProcess, run: str) -> list[str]:

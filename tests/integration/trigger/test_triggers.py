@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from trigger_kit import API, Archive, Namespace, TriggerProcess, archive_service, eventually, pipeline, publish
 
-from sgs.events import DATASET_REGISTERED, DatasetRegistered, RegisteredDataset
-from sgs.model.replica import ReplicaFile
+from sgs.events import DATASET_REGISTERED, DatasetRegistered, RegisteredDataset, ReplicaStateChanged, replica_subject
+from sgs.model.replica import ReplicaFile, ReplicaState
 from sgs.testing.kube import KubePart
 from sgs.testing.nats import NatsPart
 from sgs.testing.postgres import PostgresPart
@@ -235,3 +235,29 @@ def test_a_placed_observation_held_at_two_sites_runs_once_at_its_placed_site(
 def group_of(run: dict[str, Any]) -> int:
     observation: int = json.loads(run["metadata"]["annotations"]["sgs.io/trigger-group"])["key"]["observation"]
     return observation
+
+
+def test_a_replica_event_without_its_data_id_is_completed_from_the_archive(
+    trigger: TriggerProcess, archive: Archive, namespace: Namespace
+) -> None:
+    """An archive older than the event's data_id/run fields names only the dataset: the trigger looks it up."""
+    serve(trigger, namespace, pipeline("nir", [own({**PER_OBSERVATION, "complete": {"count": 2}}, namespace)]))
+    run = f"raw/{namespace.name}"
+    ids = archive.ingest("raw", run, dithers(61, range(2)), ["site-a"])
+    eventually(lambda: len(namespace.runs()) == 1, "the Run at site-a")
+    for number, dataset_id in enumerate(ids):
+        change = ReplicaStateChanged(
+            replica_id=10_000 + number,
+            dataset_id=uuid.UUID(dataset_id),
+            dataset_type="raw",
+            site="site-b",
+            uri=f"file:///data/site-b/{dataset_id}.fits",
+            size=1,
+            adler32="00000001",
+            sha256="0" * 64,
+        )
+        assert change.data_id is None and change.run is None
+        publish(trigger.nats_url, replica_subject(ReplicaState.AVAILABLE), change.model_dump_json().encode())
+
+    runs = eventually(lambda: [r for r in namespace.runs() if r["spec"]["site"] == "site-b"], "the Run at site-b")
+    assert sorted(runs[0]["spec"]["inputs"]["exposures"]["datasetIds"]) == sorted(ids)

@@ -412,11 +412,13 @@ def _events(
             "datasets": registered[start : start + MAX_DATASETS_PER_EVENT],
         }
         rows.append((event_id, DATASET_REGISTERED, pydantic_core.to_json(payload).decode(), traceparent))
-    type_of = {d.id: d.stored.type.name for d in datasets}
+    of = {d.id: d for d in datasets}
     rows.extend(
         outbox_row(
             replica_subject(r.state),
-            ReplicaStateChanged.of(r, type_of[r.dataset_id], source),
+            ReplicaStateChanged.of(
+                r, of[r.dataset_id].stored.type.name, source, data_id=of[r.dataset_id].data_id, run=of[r.dataset_id].run
+            ),
         )
         for r in new_replicas
         if r.dataset_id not in new_ids

@@ -20,11 +20,16 @@ _COLUMNS = "r.id, r.dataset_id, r.site, r.uri, r.size, r.adler32, r.sha256, r.st
 
 async def _event(conn: Conn, replica: ReplicaRecord, previous: ReplicaState | None, source: str) -> None:
     cursor = await conn.execute(
-        "SELECT dt.name FROM dataset d JOIN dataset_type dt ON dt.id = d.dataset_type_id WHERE d.id = %s",
+        """SELECT dt.name, d.data_id, c.name AS run FROM dataset d
+           JOIN dataset_type dt ON dt.id = d.dataset_type_id JOIN collection c ON c.id = d.run_id
+           WHERE d.id = %s""",
         (replica.dataset_id,),
     )
     row = await cursor.fetchone()
-    event = ReplicaStateChanged.of(replica, str(row["name"]) if row else "", source, previous)
+    if row is None:
+        event = ReplicaStateChanged.of(replica, "", source, previous)
+    else:
+        event = ReplicaStateChanged.of(replica, str(row["name"]), source, previous, row["data_id"], str(row["run"]))
     await enqueue(conn, [outbox_row(replica_subject(replica.state), event)])
 
 
