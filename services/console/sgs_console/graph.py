@@ -151,16 +151,29 @@ def svg(
     for node in nodes.values():
         for producer in sorted(node.inputs):
             if producer in nodes:
-                sx, sy = x_of[producer] + BOX_W, y_of[producer] + BOX_H / 2
-                tx, ty = x_of[node.name], y_of[node.name] + BOX_H / 2
-                mid = (sx + tx) / 2
-                parts.append(
-                    f'<path class="edge" d="M {sx} {sy} C {mid} {sy}, {mid} {ty}, {tx} {ty}" marker-end="url(#arrow)"/>'
-                )
+                path = _edge(nodes[producer], node, nodes, x_of, y_of)
+                parts.append(f'<path class="edge" d="{path}" marker-end="url(#arrow)"/>')
     for node in nodes.values():
         parts.append(_box(node, x_of[node.name], y_of[node.name], (counts or {}).get(node.name), link, resources))
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def _edge(
+    producer: Node, consumer: Node, nodes: Mapping[str, Node], x_of: Mapping[str, int], y_of: Mapping[str, int]
+) -> str:
+    """A curve from the producer's right side to the consumer's left; an edge that skips layers runs in a lane
+    below the boxes of the layers it skips (a straight curve would pass behind them and look like their edge)."""
+    sx, sy = x_of[producer.name] + BOX_W, y_of[producer.name] + BOX_H / 2
+    tx, ty = x_of[consumer.name], y_of[consumer.name] + BOX_H / 2
+    between = [n.name for n in nodes.values() if producer.layer < n.layer < consumer.layer]
+    if not between:
+        mid = (sx + tx) / 2
+        return f"M {sx} {sy} C {mid} {sy}, {mid} {ty}, {tx} {ty}"
+    lane = max(y_of[n] for n in between) + BOX_H + 15  # below a map's frame (8 below its boxes), above the next row
+    a, b = sx + GAP_X / 2, tx - GAP_X / 2
+    down = f"M {sx} {sy} C {a} {sy}, {a} {lane}, {sx + GAP_X} {lane}"
+    return f"{down} L {tx - GAP_X} {lane} C {b} {lane}, {b} {ty}, {tx} {ty}"
 
 
 def _box(

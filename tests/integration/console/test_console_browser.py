@@ -35,6 +35,8 @@ def test_a_run_is_followed_live_from_pending_to_succeeded(
 
     page.click("#resume")
     assert "resumed" in alice.notice()
+    expect(page.locator("#suspend")).to_be_visible()  # the page offers the other action, without a reload
+    expect(page.locator("#resume")).to_be_hidden()
     expect(page.locator("#run-summary h1 .phase")).to_have_text("Succeeded", timeout=LIVE_S)
     assert page.evaluate("window.sgsMarker") == "same page"
     expect(page.locator("#run-progress")).to_contain_text("10/10")

@@ -70,6 +70,8 @@
       try { answer = await response.json(); } catch (error) { /* not JSON: keep the status line */ }
       notice(answer.ok, answer.message);
       if (answer.ok && form.action.endsWith("/delete")) { window.location.assign("/runs"); return; }
+      const other = form.dataset.thenShow && document.getElementById(form.dataset.thenShow);
+      if (answer.ok && other) { form.hidden = true; other.hidden = false; }
       await refreshAll();
     } catch (error) {
       notice(false, "the console did not answer: " + error);
