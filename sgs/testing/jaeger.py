@@ -151,3 +151,13 @@ def parent_of(span: dict[str, Any]) -> str | None:
         if reference.get("refType") == "CHILD_OF":
             return str(reference["spanID"])
     return None
+
+
+def links_of(span: dict[str, Any]) -> list[tuple[str, str]]:
+    """(trace id as 32 hex digits, span id) of each span a Jaeger span links to (OpenTelemetry span links are
+    Jaeger's FOLLOWS_FROM references)."""
+    return [
+        (str(reference["traceID"]).rjust(32, "0"), str(reference["spanID"]))
+        for reference in span.get("references") or []
+        if reference.get("refType") == "FOLLOWS_FROM"
+    ]

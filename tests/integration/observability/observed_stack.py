@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from operator_kit import Cluster, OperatorProcess, make_cluster, wait_for
-from sgs_bridge.launch import BridgeProcess
+from sgs_bridge.launch import BridgeProcess, free_port
 from transfer_kit import (
     ADMIN_TOKEN,
     ArchiveUnderTest,
@@ -107,6 +107,7 @@ def observed_stack(
                 site=SITE,
                 kubeconfig=kube.kubeconfig,
                 workdir=workdir / "bridge",
+                metrics_port=free_port(),  # scraped there, as the chart's ServiceMonitor does
                 poll_interval_s=0.2,
                 env=bridge_env(tracing_endpoint),
             )
@@ -121,7 +122,7 @@ def observed_stack(
             with stack, bridge:
                 token_file = workdir / "archive-token"
                 token_file.write_text(ADMIN_TOKEN)
-                prometheus.scrape(*scrape_jobs(kube, operator, bridge, archive, transfer, trigger, token_file))
+                prometheus.scrape(*scrape_jobs(operator, bridge, archive, transfer, trigger, token_file))
                 prometheus.load_rules(sorted(ALERTS.glob("*.yaml")))
                 for job in JOBS:
                     prometheus.wait_up(job, timeout_s=90)
@@ -130,7 +131,6 @@ def observed_stack(
 
 
 def scrape_jobs(
-    kube: KubePart,
     operator: OperatorProcess,
     bridge: BridgeProcess,
     archive: ArchiveUnderTest,
@@ -138,17 +138,11 @@ def scrape_jobs(
     trigger: TriggerProcess,
     token_file: Path,
 ) -> list[ScrapeJob]:
-    """Each component as a deployment scrapes it: the bridge's kubelet API with the API server's kubelet client
-    certificate and the Site as a target label (as the chart's relabelling gives it), the archive with a token."""
+    """Each component as the chart's ServiceMonitors scrape it: the bridge on its plain metrics port with the Site
+    as a target label (the chart's relabelling), the archive with a token."""
     return [
         ScrapeJob("sgs-operator", targets={f"127.0.0.1:{operator.metrics_port}": {}}),
-        ScrapeJob(
-            "sgs-bridge",
-            targets={f"127.0.0.1:{bridge.port}": {"site": SITE}},
-            scheme="https",
-            client_cert=(kube.pki / "kubelet-client.crt", kube.pki / "kubelet-client.key"),
-            insecure_skip_verify=True,
-        ),
+        ScrapeJob("sgs-bridge", targets={f"127.0.0.1:{bridge.metrics_port}": {"site": SITE}}),
         ScrapeJob("sgs-archive", targets={archive.url.removeprefix("http://"): {}}, bearer_token_file=token_file),
         ScrapeJob("sgs-transfer", targets={transfer.url.removeprefix("http://"): {}}),
         ScrapeJob("sgs-trigger", targets={f"127.0.0.1:{trigger.metrics_port}": {}}),

@@ -238,6 +238,13 @@ CASES = [
         "SgsComponentDown",
         [{"job": "sgs-archive", "instance": "archive:8000", "severity": "critical"}],
     ),
+    Case(
+        "the trigger service down (its ServiceMonitor's job is the Service's name)",
+        {'up{job="sgs-trigger",instance="10.0.0.7:9091"}': "1 0x10", 'up{job="sgs-bridge-lyon",site="fr"}': "0x10"},
+        "8m",
+        "SgsComponentDown",
+        [{"job": "sgs-trigger", "instance": "10.0.0.7:9091", "severity": "critical"}],  # a bridge is SgsSiteDown's
+    ),
 ]
 
 

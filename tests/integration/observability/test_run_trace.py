@@ -1,7 +1,9 @@
 """One Run's trace, read back from the real Jaeger: the operator's root, reconcile and Job-creation spans, each
 task attempt's span from the bridge (attempt, Site, node, exit reason, used vs requested), the archive requests
 the tasks made, the NATS hop (the outbox's publish, the transfer service's consumption) and the replication it
-caused — all under the one trace id derived from the Run's uid, each span under the right parent."""
+caused — all under the one trace id derived from the Run's uid, each span under the right parent. And the trigger
+hop: the Runs the trigger service starts from those registrations have a root span linked to its `create run`
+span, which sits in the upstream Run's trace under its consumption of the archive's event."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from observed_stack import OTHER, SITE, Observed, observed_stack, run_through
-from operator_kit import OperatorProcess
+from observed_stack import OTHER, SITE, Observed, observed_stack, run_through, serve_trigger, triggered_runs
+from operator_kit import OperatorProcess, wait_for
 
 from sgs.telemetry import Tracing, TracingSettings, configure, ids
-from sgs.testing.jaeger import JaegerPart, parent_of, span_tags
+from sgs.telemetry.context import CAUSE_ANNOTATION
+from sgs.testing.jaeger import JaegerPart, links_of, parent_of, span_tags
 from sgs.testing.kube import KubePart
 from sgs.testing.nats import NatsPart
 from sgs.testing.postgres import PostgresPart
@@ -68,6 +71,10 @@ def wait_trace(jaeger: JaegerPart, trace_id: int, complete: Any, timeout_s: floa
         names = sorted({s["operationName"] for s in spans})
         assert time.monotonic() < deadline, f"trace {trace_id:032x} incomplete after {timeout_s} s: {names}"
         time.sleep(0.5)
+
+
+def has_root(spans: list[dict[str, Any]]) -> bool:
+    return any(s["operationName"].startswith("run ") for s in spans)
 
 
 def test_a_runs_trace_holds_the_operator_every_task_the_archive_the_nats_hop_and_the_copies(
@@ -130,3 +137,59 @@ def test_a_runs_trace_holds_the_operator_every_task_the_archive_the_nats_hop_and
     copies = [s for s in spans if s["operationName"] == "transfer" and parent_of(s) in evaluation_ids]
     assert len(copies) == FAN_OUT and {span_tags(s)["sgs.destination"] for s in copies} == {OTHER}
     print(f"trace {trace_id:032x}: {len(spans)} spans over {sorted(set(service.values()))}")
+
+
+def test_a_triggered_runs_root_links_to_the_trigger_span_that_created_it_in_the_upstream_runs_trace(
+    traced: Observed, jaeger: JaegerPart
+) -> None:
+    """Upstream Run → its tasks' registrations → the outbox's publish → the trigger service's consumption,
+    group evaluation and Run creation, all in the upstream Run's trace; each triggered Run's own trace (from its
+    uid) has a root span whose link is the `create run` span its annotation names."""
+    run = f"upstream-{uuid.uuid4().hex[:6]}"
+    traced.archive.collection(run)
+    serve_trigger(traced, "obs-traced-next", run)
+    status = run_through(traced, run, "obs-traced-up", FAN_OUT)
+    assert status["tasks"]["succeeded"] == FAN_OUT, status
+    upstream = f"{ids.run_trace_id(status['uid']):032x}"
+    wait_for(lambda: len(triggered_runs(traced, "obs-traced-next")) >= FAN_OUT, "a triggered Run per exposure", 90)
+    triggered = triggered_runs(traced, "obs-traced-next")
+    assert len(triggered) == FAN_OUT
+
+    causes: dict[str, tuple[str, str]] = {}  # triggered Run → (trace id, span id) of its annotation
+    for item in triggered:
+        name = item["metadata"]["name"]
+        version, trace_hex, span_hex, _ = item["metadata"]["annotations"][CAUSE_ANNOTATION].split("-")
+        assert version == "00" and trace_hex == upstream, (name, trace_hex)  # the upstream Run's trace
+        causes[name] = (trace_hex, span_hex)
+        assert traced.cluster.wait_phase(name, {"Succeeded", "Failed"}, timeout_s=180)["phase"] == "Succeeded"
+
+    def trigger_hop_complete(spans: list[dict[str, Any]]) -> bool:
+        created = {s["spanID"] for s in spans if s["operationName"] == "create run"}
+        return {span for _, span in causes.values()} <= created
+
+    spans = wait_trace(jaeger, int(upstream, 16), trigger_hop_complete)
+    by_id = {s["spanID"]: s for s in spans}
+    service = {s["spanID"]: s["process"]["serviceName"] for s in spans}
+    for name, (_, span_id) in causes.items():
+        create = by_id[span_id]
+        assert service[span_id] == "sgs-trigger" and span_tags(create)["sgs.run"].endswith(f"/{name}")
+        assert span_tags(create)["sgs.run.existed"] is False
+        group = by_id[str(parent_of(create))]
+        assert group["operationName"] == "evaluate group" and span_tags(group)["sgs.pipeline"] == "obs-traced-next"
+        assert span_tags(group)["sgs.group.complete"] is True
+        consumed = by_id[str(parent_of(group))]
+        assert (consumed["operationName"], service[consumed["spanID"]]) == ("trigger", "sgs-trigger")
+        publish = by_id[str(parent_of(consumed))]  # the consumer span is in its publisher's trace, under it
+        assert publish["operationName"].startswith("send ") and service[publish["spanID"]] == "sgs-archive"
+        ingest = by_id[str(parent_of(publish))]
+        assert ingest["operationName"] == "POST /datasets/ingest"
+        assert by_id[str(parent_of(ingest))]["operationName"].startswith("task ")  # the upstream task's span
+
+    for item in triggered:
+        name, uid = item["metadata"]["name"], item["metadata"]["uid"]
+        own = wait_trace(jaeger, ids.run_trace_id(uid), has_root)
+        (root,) = [s for s in own if s["operationName"].startswith("run ")]
+        assert root["spanID"] == f"{ids.run_span_id(uid):016x}" and parent_of(root) is None
+        assert span_tags(root)["sgs.pipeline"] == "obs-traced-next" and span_tags(root)["sgs.phase"] == "Succeeded"
+        assert links_of(root) == [causes[name]]
+    print(f"trace {upstream}: {len(spans)} spans; {FAN_OUT} triggered Runs link back to it")
