@@ -145,7 +145,7 @@ def operator_jobs(namespace: str, run: dict[str, Any], uid: str, store: str, wid
     storage = RunStorage.for_run("site-a", site, spec.output_prefix, namespace, name)
     inputs = resolve_inputs(spec.inputs, storage.roots)
     planner = Planner(pipeline, name, inputs, planner_config(spec, site))
-    placement = site_placement("site-a", site, run_mounts(storage, inputs, planner))
+    placement = site_placement("site-a", site, run_mounts(storage.roots, storage.run_dir, inputs, planner))
     ref = RunRef(name, namespace, uid, spec.priority)
     defaults = OperatorSettings.model_fields
     image, tmpdir = defaults["default_image"].default, defaults["tmpdir_mount"].default

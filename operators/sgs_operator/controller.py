@@ -39,6 +39,15 @@ from sgs_operator.inputs import InputsBlockedError, values_of
 from sgs_operator.jobs import RunRef, SitePlacement, job_name
 from sgs_operator.kube import Kube
 from sgs_operator.launch import planner_config, site_placement, task_job
+from sgs_operator.objects import (
+    BucketRunStorage,
+    CredentialsError,
+    SiteBucket,
+    TaskStorage,
+    open_bucket,
+    runs_on_objects,
+    wrapper_outcome,
+)
 from sgs_operator.observe import JobSeen, Outcome, PodSeen, outcome, pod_is_final
 from sgs_operator.placement import SiteChoice
 from sgs_operator.records import Finished, Registration, Started, TaskStore
@@ -57,10 +66,10 @@ from sgs_operator.status import (
 from sgs_operator.storage import (
     Mounts,
     OutsideRootsError,
+    Roots,
     RunStorage,
     StorageError,
     input_files,
-    missing_outputs,
     resolve_inputs,
     run_mounts,
 )
@@ -110,7 +119,7 @@ class RunController:
         self.namespace: str = meta["namespace"]
         self.uid: str = meta["uid"]
         self.planner: Planner | None = None
-        self.storage: RunStorage | None = None
+        self.storage: TaskStorage | None = None
         self.site: SitePlacement | None = None
         self.site_spec: SiteSpec | None = None
         self.mounts: Mounts | None = None
@@ -179,7 +188,7 @@ class RunController:
         pinned_inputs = await self.archive.recorded_or_resolve(spec, mine, placed)
         site_name, site_spec = await self._site(spec, sites, phases)
         try:
-            storage = RunStorage.for_run(site_name, site_spec, spec.output_prefix, self.namespace, self.name)
+            storage = await self._storage(site_name, site_spec, spec.output_prefix)
             inputs = await asyncio.to_thread(resolve_inputs, spec.inputs, storage.roots)
             pinned_inputs = await self.archive.pin(pinned_inputs, site_name, storage, mine, spec.priority)
             inputs |= values_of(pinned_inputs)
@@ -202,13 +211,24 @@ class RunController:
             ) from err
         self.planner, self.storage, self.site_spec = planner, storage, site_spec
         self.pipeline_name, self.pipeline_digest = spec.pipeline, digest
-        self.mounts = await asyncio.to_thread(run_mounts, storage, inputs, planner)
+        self.mounts = await asyncio.to_thread(run_mounts, storage.roots, storage.run_dir, inputs, planner)
         self.site = site_placement(site_name, site_spec, self.mounts)
         self.priority = spec.priority
         self.inflight = {t.id: InFlight(job_name(self._ref(), t.id, t.attempt), None) for t in running}
         self.started_at = _status_time(self.body, "startTime") or utc_now()
         metrics.known_series(site_name, spec.pipeline, [executable.name for executable in pipeline.executables])
         self.log.info(f"run {self.key}: {len(planner.tasks)} tasks, {len(records)} records, {len(running)} running")
+
+    async def _storage(self, site_name: str, site: SiteSpec, output_prefix: str | None) -> TaskStorage:
+        """The Run's directory at the Site; at an S3 Site without one, its prefix in the Site's bucket."""
+        if not runs_on_objects(site, output_prefix):
+            return RunStorage.for_run(site_name, site, output_prefix, self.namespace, self.name)
+        bucket = SiteBucket.of(site_name, site)
+        try:
+            store = await open_bucket(self.shared.kube, self.namespace, bucket)
+        except CredentialsError as err:
+            raise RunBlockedError("SiteReady", "CredentialsUnset", str(err)) from err
+        return BucketRunStorage(bucket, store, Roots.of(site_name, site), f"{self.namespace}/{self.name}")
 
     async def _pinned_pipeline(self, name: str) -> tuple[PipelineSpec, str]:
         """The spec this Run started with (kept in the task table), else the Pipeline as it is now."""
@@ -454,10 +474,13 @@ class RunController:
         assert self.planner is not None and self.storage is not None
         if seen.succeeded:
             outputs = self.storage.outputs(task.id, task.executable)
-            missing = missing_outputs(outputs)
+            try:
+                missing = await asyncio.to_thread(self.storage.missing_outputs, outputs)
+            except ValueError as err:  # an S3 Site's store unreachable, or an object without checksums
+                missing, seen = [], Outcome("Error", seen.exit_code, str(err), seen.usage)
             if missing:
                 seen = Outcome("Error", seen.exit_code, f"exited 0 but did not write {missing}", seen.usage)
-            else:
+            elif seen.succeeded:
                 try:
                     ports = self.planner.list_ports(task.id)
                     lists, directories = (
@@ -469,6 +492,8 @@ class RunController:
                     self.planner.succeed(task.id, outputs, lists)
                     self._expose(directories)
                     return seen
+        if isinstance(self.storage, BucketRunStorage):
+            seen = wrapper_outcome(seen)
         failure = f"{seen.reason}: {seen.message}" if seen.message else seen.reason
         state = self.planner.fail(task.id, time.time(), failure, oom=seen.reason == "OOMKilled")
         self.log.info(f"run {self.key}: {task.id} attempt {task.attempt} {seen.reason} → {state.value}")
@@ -604,7 +629,16 @@ class RunController:
         assert self.planner is not None and self.storage is not None and self.site is not None
         settings = self.shared.settings
         image = task.executable.image or settings.default_image
-        return task_job(self._ref(), self.site, self.storage, self.planner, task, image, settings.tmpdir_mount)
+        return task_job(
+            self._ref(),
+            self.site,
+            self.storage,
+            self.planner,
+            task,
+            image,
+            settings.tmpdir_mount,
+            settings.task_wrapper,
+        )
 
     # ------------------------------------------------------------------------------------------- status
 

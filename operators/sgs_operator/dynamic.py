@@ -13,8 +13,8 @@ from sgs.dynamic.registry import DynamicFunctions
 from sgs.dynamic.resolve import Answer, resolve_pending
 from sgs.dynamic.sandbox import SandboxLimits
 from sgs.planner import Task
+from sgs_operator.objects import TaskStorage
 from sgs_operator.settings import OperatorSettings
-from sgs_operator.storage import RunStorage
 
 
 @dataclass
@@ -30,7 +30,7 @@ class DynamicResolver:
             SandboxLimits(timeout_s=settings.dynamic_timeout_s, memory_bytes=settings.dynamic_memory_mib * 2**20),
         )
 
-    def answers(self, pending: Sequence[tuple[Task, Any]], storage: RunStorage, log: kopf.Logger) -> dict[str, Answer]:
+    def answers(self, pending: Sequence[tuple[Task, Any]], storage: TaskStorage, log: kopf.Logger) -> dict[str, Answer]:
         """Task id → overrides or the reason for none (blocking: call it off the event loop)."""
         isolation: dict[str, str] = {}
         answers = resolve_pending(

@@ -9,6 +9,7 @@ so a restart resolves nothing again and a dataset registered later cannot change
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,8 +65,10 @@ class Resolution:
                 held[site] = held.get(site, 0) + size
         return held
 
-    def at_site(self, site: str, roots: Roots) -> list[InputRow]:
-        """Every input as the path of its replica at ``site``, confined to the Site's roots (read-only)."""
+    def at_site(self, site: str, roots: Roots, bucket: str | None = None) -> list[InputRow]:
+        """Every input as the path of its replica at ``site``, confined to the Site's roots (read-only); at an S3
+        Site whose tasks stage their files (``bucket`` given), a replica in that bucket as its ``s3://`` URI
+        (the task's wrapper downloads it)."""
         rows: list[InputRow] = []
         missing: list[str] = []
         for item in self.found:
@@ -76,7 +79,7 @@ class Resolution:
                 continue
             uri, size = replica
             try:
-                path = roots.confine(str(posix_path(uri, f"{where}: replica of {item.dataset_id}")), where)
+                path = _replica_path(uri, where, f"{where}: replica of {item.dataset_id}", roots, bucket)
             except StorageError as err:
                 raise InputsBlockedError("InputReplicaUnusable", f"{err} (the archive's replica at {site})") from err
             rows.append(
@@ -92,6 +95,17 @@ class Resolution:
                 "inputs in with SGS_OPERATOR_TRANSFER_URL set; else replicate them there, or leave spec.site unset)",
             )
         return rows
+
+
+def _replica_path(uri: str, where: str, replica: str, roots: Roots, bucket: str | None) -> str:
+    if uri.startswith("s3://"):
+        held = urllib.parse.urlsplit(uri).netloc
+        if bucket is None:
+            raise StorageError(f"{replica}: {uri} is an object, and this Site's tasks read files only")
+        if held != bucket:
+            raise StorageError(f"{replica}: {uri} is not in the Site's bucket s3://{bucket}")
+        return uri
+    return roots.confine(str(posix_path(uri, replica)), where)
 
 
 def archive_inputs(spec: RunSpec) -> dict[str, RunInput]:

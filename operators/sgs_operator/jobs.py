@@ -65,6 +65,8 @@ class TaskAttempt:
     resources: Resources
     image: str
     env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Variable → (Secret, key), by secretKeyRef: the value never enters the Job's spec."""
 
 
 def job_name(run: RunRef, tid: str, attempt: int) -> str:
@@ -140,13 +142,20 @@ def _pod_spec(run: RunRef, site: SitePlacement, task: TaskAttempt, tmpdir_mount:
                 "image": task.image,
                 "command": task.argv[:1],
                 "args": task.argv[1:],
-                "env": [{"name": k, "value": v} for k, v in env.items()],
+                "env": [{"name": k, "value": v} for k, v in env.items()] + _secret_env(task),
                 "resources": resource_requirements(task.resources),
                 "volumeMounts": mounts,
             }
         ],
         "volumes": volumes,
     }
+
+
+def _secret_env(task: TaskAttempt) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for name, (secret, key) in task.secret_env.items()
+    ]
 
 
 def _empty_dir(resources: Resources) -> dict[str, Any]:

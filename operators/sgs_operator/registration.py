@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 import sgs
+from sgs.model.checksum import Checksums
 from sgs.model.dataset import DataIdError
 from sgs.model.pipeline import OutputSpec
 from sgs.planner import Task
@@ -54,8 +55,11 @@ def output_facts(
     argv: Sequence[str],
     image: str,
     pipeline_digest: str,
+    checksums: Callable[[str], Checksums] | None = None,
 ) -> list[Registration]:
-    """Outbox rows of a succeeded task: one per output, checksums read now (blocking: call off the loop)."""
+    """Outbox rows of a succeeded task: one per output, checksums read now (blocking: call off the loop) — of the
+    file, or at an S3 Site those the wrapper recorded with the object (``checksums``: output → its checksums)."""
+    checksums = checksums or file_checksums
     rows: list[Registration] = []
     declared = [p.name for p in task.executable.inputs]
     config = hashlib.sha256(json.dumps({"argv": list(argv), "pipeline": pipeline_digest}).encode()).hexdigest()
@@ -72,10 +76,19 @@ def output_facts(
             "version": sgs.__version__,
         }
         if out.register_dataset:
-            sums = checksum_file(Path(path))
+            sums = checksums(path)
             facts |= {"size": sums.size, "adler32": str(sums.adler32), "sha256": str(sums.sha256)}
         rows.append(Registration(task.id, task.attempt, out.name, path, facts))
     return rows
+
+
+def file_checksums(path: str) -> Checksums:
+    return checksum_file(Path(path))
+
+
+def replica_uri(path: str) -> str:
+    """What the archive records: an object's own ``s3://`` URI, a file's ``file://`` URI."""
+    return path if path.startswith("s3://") else Path(path).as_uri()
 
 
 def _paths(value: Value) -> list[str]:
@@ -220,7 +233,7 @@ class Registrar:
             "replicas": [
                 {
                     "site": self.archive.site,
-                    "uri": Path(row.path).as_uri(),
+                    "uri": replica_uri(row.path),
                     "size": facts["size"],
                     "adler32": facts["adler32"],
                     "sha256": facts["sha256"],

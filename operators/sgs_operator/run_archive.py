@@ -24,11 +24,11 @@ from sgs_operator.blocked import RunBlockedError
 from sgs_operator.inputs import InputsBlockedError, Resolution, archive_inputs
 from sgs_operator.inputs import resolve as resolve_inputs
 from sgs_operator.kube import Kube
+from sgs_operator.objects import BucketRunStorage, TaskStorage
 from sgs_operator.records import InputRow, Registration, TaskStore
-from sgs_operator.registration import Registrar, output_facts, run_collection
+from sgs_operator.registration import Registrar, file_checksums, output_facts, run_collection
 from sgs_operator.stage_in import StageIn
 from sgs_operator.status import condition
-from sgs_operator.storage import RunStorage
 
 
 @dataclass
@@ -104,7 +104,7 @@ class RunArchive:
         return self.resolution.held_bytes() if self.resolution is not None else {}
 
     async def pin(
-        self, recorded: list[InputRow], site: str, storage: RunStorage, sites: Iterable[str] = (), priority: int = 0
+        self, recorded: list[InputRow], site: str, storage: TaskStorage, sites: Iterable[str] = (), priority: int = 0
     ) -> list[InputRow]:
         """The resolved inputs as their replicas' paths at the Site, recorded before any task starts; those
         missing there are staged in first (``sgs_operator.stage_in``: RunBlockedError while they are copied)."""
@@ -112,7 +112,8 @@ class RunArchive:
             return recorded
         if self.stage is not None:
             self.resolution = await self.stage.check(self.resolution, site, sites, priority)
-        rows = await asyncio.to_thread(self.resolution.at_site, site, storage.roots)  # realpath: file system
+        bucket = storage.bucket.bucket if isinstance(storage, BucketRunStorage) else None
+        rows = await asyncio.to_thread(self.resolution.at_site, site, storage.roots, bucket)  # realpath: file system
         kept = await self.store.save_inputs(self.uid, rows)
         self.log.info(f"run {self.namespace}/{self.name}: {len(kept)} archive input dataset(s) resolved at {site}")
         return kept
@@ -134,7 +135,7 @@ class RunArchive:
         self.registrar = await Registrar.load(self.store, self.client, archive, self.uid, collection, run)
 
     async def outbox_rows(
-        self, task: Task, inputs: Mapping[str, Any], storage: RunStorage, image: str, pipeline_digest: str
+        self, task: Task, inputs: Mapping[str, Any], storage: TaskStorage, image: str, pipeline_digest: str
     ) -> list[Registration]:
         """A succeeded task's outputs to register (checksums read off the event loop); none without an archive."""
         if self.registrar is None:
@@ -142,7 +143,8 @@ class RunArchive:
         outputs = storage.outputs(task.id, task.executable)
         given = {**{k: v if isinstance(v, str) else json.dumps(v) for k, v in inputs.items()}, **outputs}
         argv = command_argv(task.executable.command, [f"--{k}={v}" for k, v in given.items()])
-        rows = await asyncio.to_thread(output_facts, task, outputs, inputs, argv, image, pipeline_digest)
+        sums = storage.checksums_of if isinstance(storage, BucketRunStorage) else file_checksums
+        rows = await asyncio.to_thread(output_facts, task, outputs, inputs, argv, image, pipeline_digest, sums)
         self.pending = self.pending or bool(rows)
         return rows
 

@@ -63,6 +63,12 @@ class OperatorSettings(BaseSettings):
         description="Image of executables that name none (the process provider ignores it).",
     )
     tmpdir_mount: str = Field(default="/sgs/tmp", description="Where the TMPDIR emptyDir is mounted.")
+    task_wrapper: list[str] = Field(
+        default_factory=lambda: ["sgs", "task", "exec"],
+        min_length=1,
+        description="What a task at an S3 Site runs its command under (then '--' and the command): the task image's "
+        '`sgs task exec`; a JSON list, e.g. ["/opt/sgs/bin/python", "-m", "sgs.task", "exec"].',
+    )
     webhook_host: str = Field(default="127.0.0.1", description="Address the API server reaches the webhook at.")
     webhook_port: int = Field(default=0, ge=0, le=65535, description="Webhook port; 0 = any free port.")
     webhook: bool = Field(default=True, description="Serve the validating admission webhook.")

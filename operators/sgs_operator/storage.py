@@ -100,20 +100,22 @@ class Roots:
 class Mounts:
     """The host directories a Run's Jobs mount: its own directory read-write, what it reads read-only."""
 
-    run_dir: str
+    run_dir: str | None  # None: the Run's outputs are objects (an S3 Site), no directory is written
     read_only: set[str] = field(default_factory=set)
 
     def add(self, directories: Iterable[str]) -> bool:
         """Read-only directories to add; True if any was new (the Jobs built next mount them)."""
         before = len(self.read_only)
-        self.read_only.update(d for d in directories if not _under(d, self.run_dir))
+        run_dir = self.run_dir
+        self.read_only.update(d for d in directories if run_dir is None or not _under(d, run_dir))
         return len(self.read_only) != before
 
     def host_mounts(self) -> tuple[HostMount, ...]:
         """Outermost read-only directories, then the Run's directory (a mount inside a read-only one comes after
         it, so it stays writable)."""
         mounts = [HostMount(p, True) for p in _outermost(self.read_only)]
-        mounts.append(HostMount(self.run_dir, False))
+        if self.run_dir is not None:
+            mounts.append(HostMount(self.run_dir, False))
         return tuple(sorted(mounts, key=lambda m: (len(m.path), m.path)))
 
 
@@ -135,6 +137,13 @@ class RunStorage:
                 "only under it"
             )
         return cls(Path(base) / namespace / run, roots)
+
+    @property
+    def run_dir(self) -> str | None:
+        return str(self.root)
+
+    def missing_outputs(self, outputs: Mapping[str, str]) -> list[str]:
+        return missing_outputs(outputs)
 
     def ensure_root(self) -> None:
         """Make the Run's directory; refuse one that is (or sits behind) a symlink out of place."""
@@ -199,21 +208,21 @@ def input_files(inputs: Mapping[str, Value]) -> Iterator[str]:
         yield from value if isinstance(value, list) else [value]
 
 
-def run_mounts(storage: RunStorage, inputs: Mapping[str, Value], planner: Planner) -> Mounts:
+def run_mounts(roots: Roots, run_dir: str | None, inputs: Mapping[str, Value], planner: Planner) -> Mounts:
     """The Run's directory, plus the directories holding its inputs and the paths its list outputs named
-    (recorded before a restart)."""
+    (recorded before a restart). Objects (``s3://`` values at an S3 Site) lie under no root: never mounted."""
     paths = list(input_files(inputs))
     for task in planner.tasks.values():
         for items in (task.lists or {}).values():
             for item in items:
                 with contextlib.suppress(StorageError):  # vetted when read; never mount what fails now
-                    paths.append(storage.roots.confine(item, "list item"))
-    mounts = Mounts(str(storage.root))
-    mounts.add(d for d in map(storage.roots.mount_dir, paths) if d is not None)
+                    paths.append(roots.confine(item, "list item"))
+    mounts = Mounts(run_dir)
+    mounts.add(d for d in map(roots.mount_dir, paths) if d is not None)
     return mounts
 
 
-def missing_outputs(outputs: dict[str, str]) -> list[str]:
+def missing_outputs(outputs: Mapping[str, str]) -> list[str]:
     return [name for name, path in outputs.items() if not Path(path).exists()]
 
 

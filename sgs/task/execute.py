@@ -150,11 +150,17 @@ def stage_in(store: S3Store, manifest: TaskManifest, scratch: Scratch, told: Ret
     for item in manifest.inputs:
         download(store, item, scratch, manifest, told)
     for n, listed in enumerate(manifest.lists):
-        paths = [str(scratch.path(local, f"lists[{n}].items")) for local in listed.items]
+        paths = [_listed(scratch, item, f"lists[{n}].items") for item in listed.items]
         scratch.path(listed.local, f"lists[{n}].local").write_text(json.dumps(paths, indent=1))
     for n, output in enumerate(manifest.outputs):
         scratch.path(output.local, f"outputs[{n}].local")  # its directory, as a POSIX task finds its own
     return [item.key for item in manifest.inputs]
+
+
+def _listed(scratch: Scratch, item: str | list[str], where: str) -> str | list[str]:
+    if isinstance(item, str):
+        return str(scratch.path(item, where))
+    return [str(scratch.path(local, where)) for local in item]
 
 
 # ------------------------------------------------------------------------------------------------ the command

@@ -95,10 +95,11 @@ class TaskInput(_Model):
 
 
 class TaskList(_Model):
-    """A list input: a JSON file of local paths (of downloaded inputs), written before the command starts."""
+    """A list input: a JSON file of local paths (of downloaded inputs), written before the command starts; an item
+    may itself be a list (a fan-in of several mapped outputs is a list of lists)."""
 
     local: LocalPath
-    items: list[LocalPath] = Field(max_length=100_000)
+    items: list[LocalPath | list[LocalPath]] = Field(max_length=100_000)
 
 
 class TaskOutput(_Model):

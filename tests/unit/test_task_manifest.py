@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sgs.task import SCRATCH_REFERENCE, ManifestError, Scratch, TaskManifest
-from sgs.task.execute import TaskDataError, command_environment, list_items
+from sgs.task.execute import TaskDataError, command_environment, list_items, stage_in
 
 
 def manifest(**changes: Any) -> dict[str, Any]:
@@ -115,3 +115,17 @@ def test_tmpdir_must_be_an_absolute_path() -> None:
         Scratch.of_environment({"TMPDIR": "relative"})
     with pytest.raises(ManifestError, match="TMPDIR"):
         Scratch.of_environment({})
+
+
+def test_a_list_of_lists_is_written_as_nested_paths_each_confined(tmp_path: Path) -> None:
+    nested = [["in/a/0-x.fits", "in/a/1-y.fits"], "in/b/0-z.fits"]
+    parsed = parse(manifest(inputs=[], outputs=[], lists=[{"local": "in/all.json", "items": nested}]))
+    scratch = Scratch(tmp_path / "sgs-task")
+
+    stage_in(None, parsed, scratch, None)  # type: ignore[arg-type]  # no inputs: the store is never used
+
+    root = scratch.root
+    written = json.loads((root / "in" / "all.json").read_text())
+    assert written == [[str(root / "in/a/0-x.fits"), str(root / "in/a/1-y.fits")], str(root / "in/b/0-z.fits")]
+    with pytest.raises(ManifestError, match=r"lists\.0\.items"):
+        parse(manifest(lists=[{"local": "in/all.json", "items": [["../../etc/passwd"]]}]))
