@@ -7,7 +7,9 @@ operator learns the outcome from the objects (one HEAD each) and registers the o
   s3:// replicas whose checksums are those of the uploaded bytes, with lineage back to the raws;
 - the seed-002 pipeline (split → per-image map → combine) runs there: list outputs go through the bucket;
 - an input whose bytes rotted in the store (its recorded checksums kept) fails the task with the checksum
-  reason, and nothing of it is uploaded or registered.
+  reason, and nothing of it is uploaded or registered;
+- an upload that fails because MinIO is down (stopped for real) is retried by the wrapper onto the same key, and
+  the output is registered once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 import secrets
 import sys
 import zlib
@@ -290,3 +293,60 @@ def test_an_input_whose_bytes_rotted_in_the_store_fails_the_task_with_the_reason
     assert f"input s3://{s3.minio.bucket}/{key}: checksums do not match" in log, log
     assert s3.objects(f"{cluster.namespace}/rotted/") == {}  # the command never ran: nothing uploaded
     assert registrations(cluster, "rotted") == []
+
+
+def pod_files(cluster: Cluster, bridge: BridgeProcess, run: str, pattern: str) -> list[Path]:
+    """Files the bridge keeps for the pods of ``run`` (their logs, their scratch), by name pattern."""
+    pods = json.loads(cluster.kubectl("get", "pods", "-l", f"sgs.io/run={run}", "-o", "json").stdout)["items"]
+    uids = [p["metadata"]["uid"] for p in pods]
+    return [p for p in Path(bridge.workdir).rglob(pattern) if any(uid in str(p) for uid in uids)]
+
+
+def pod_log(cluster: Cluster, bridge: BridgeProcess, run: str) -> str:
+    return "".join(p.read_text(errors="replace") for p in pod_files(cluster, bridge, run, "*.log"))
+
+
+def test_an_upload_that_fails_while_the_store_is_down_is_retried_and_the_output_registered_once(
+    s3: S3Site, bridge: BridgeProcess
+) -> None:
+    cluster, archive = s3.cluster, s3.archive
+    pipeline = stack_pipeline()
+    pipeline["metadata"]["name"] = "slow-stack"
+    pipeline["spec"]["steps"][0]["inputs"]["mode"] = {"value": "sleep:4"}  # then writes its output
+    cluster.apply(pipeline)
+    cluster.apply(cluster.run("outage", pipeline="slow-stack", inputs=query_input(s3), retry=NO_RETRY))
+
+    # The command started (its inputs downloaded): MinIO goes away for real before the command ends and uploads.
+    wait_for(lambda: pod_files(cluster, bridge, "outage", "out.runs"), "the command to start", timeout_s=120)
+    s3.minio.stop()
+    try:
+        wait_for(
+            lambda: "failed (try 1 of 5)" in pod_log(cluster, bridge, "outage"),
+            "the wrapper's first upload to fail",
+            timeout_s=30,
+        )
+    finally:
+        s3.minio.start()
+
+    status = cluster.wait_phase("outage", {"Succeeded", "Failed"}, timeout_s=120)
+    wait_for(
+        lambda: (c := condition(cluster, "outage", "OutputsRegistered")) and c["status"] == "True" and c,
+        "the output to be registered",
+        timeout_s=120,
+    )
+
+    assert status["phase"] == "Succeeded", cluster.attempt_rows("outage")
+    assert [r["attempt"] for r in cluster.attempt_rows("outage")] == [0]  # the wrapper retried, not the operator
+    key = f"{cluster.namespace}/outage/stack/out.txt"
+    uploaded = re.search(
+        rf"uploaded s3://{s3.minio.bucket}/{key} \(.*\) after (\d) tries", pod_log(cluster, bridge, "outage")
+    )
+    assert uploaded is not None and int(uploaded[1]) >= 2  # the same key, written again once MinIO was back
+    content = s3.store.read_bytes(key)
+    page = archive.call("POST", "/datasets/query", json={"dataset_type": "s3_stack", "where": "", "limit": 100})
+    mine = [d for d in page["items"] if str(d["run"]).startswith(f"{cluster.namespace}/outage/")]
+    assert len(mine) == 1
+    (replica,) = archive.call("GET", f"/datasets/{mine[0]['id']}/replicas")
+    assert replica["uri"] == f"s3://{s3.minio.bucket}/{key}"
+    assert {k: replica[k] for k in ("size", "adler32", "sha256")} == checksums(content)
+    assert registrations(cluster, "outage") == [("stack", "registered", f"s3://{s3.minio.bucket}/{key}")]
