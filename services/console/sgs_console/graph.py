@@ -207,7 +207,7 @@ def _box(
         body.append(f'<text class="counts" x="{x + 8}" y="{y + 52}">{line}</text>')
     else:
         detail = (resources or {}).get(node.executable, node.executable)
-        body.append(f'<text class="counts" x="{x + 8}" y="{y + 40}">{escape(_clip(detail, 38))}</text>')
+        body.append(f'<text class="counts" x="{x + 8}" y="{y + 40}">{escape(_clip(detail, 35))}</text>')
     title = f"<title>{escape(node.name)} ({escape(node.executable)})</title>"
     inner = title + "".join(body)
     if link is not None:
