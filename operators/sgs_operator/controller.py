@@ -191,6 +191,8 @@ class RunController:
             storage = await self._storage(site_name, site_spec, spec.output_prefix)
             inputs = await asyncio.to_thread(resolve_inputs, spec.inputs, storage.roots)
             pinned_inputs = await self.archive.pin(pinned_inputs, site_name, storage, mine, spec.priority)
+            if isinstance(storage, BucketRunStorage):
+                storage.know_inputs(pinned_inputs)
             inputs |= values_of(pinned_inputs)
             await asyncio.to_thread(storage.ensure_root)
             planner = Planner(pipeline, self.name, inputs, planner_config(spec, site_spec))

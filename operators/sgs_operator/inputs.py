@@ -42,6 +42,7 @@ class Found:
     dataset_type: str
     data_id: dict[str, Any]
     replicas: dict[str, tuple[str, int]] = field(default_factory=dict)
+    checksums: dict[str, dict[str, Any]] = field(default_factory=dict)  # Site → the replica's size, adler32, sha256
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,15 @@ class Resolution:
                 raise InputsBlockedError("InputReplicaUnusable", f"{err} (the archive's replica at {site})") from err
             rows.append(
                 InputRow(
-                    item.input, item.position, str(item.dataset_id), item.dataset_type, item.data_id, site, path, size
+                    item.input,
+                    item.position,
+                    str(item.dataset_id),
+                    item.dataset_type,
+                    item.data_id,
+                    site,
+                    path,
+                    size,
+                    item.checksums.get(site),
                 )
             )
         if missing:
@@ -157,9 +166,15 @@ async def _datasets(client: ArchiveClient, archive: SiteArchive, name: str, give
 
 def _with_replicas(item: Found, replicas: Sequence[Mapping[str, Any]]) -> Found:
     by_site: dict[str, tuple[str, int]] = {}
+    sums: dict[str, dict[str, Any]] = {}
     for replica in replicas:
-        by_site.setdefault(str(replica["site"]), (str(replica["uri"]), int(replica["size"])))
-    return Found(item.input, item.position, item.dataset_id, item.dataset_type, item.data_id, by_site)
+        site = str(replica["site"])
+        if site in by_site:
+            continue
+        by_site[site] = (str(replica["uri"]), int(replica["size"]))
+        if replica.get("adler32") and replica.get("sha256"):
+            sums[site] = {"size": int(replica["size"]), "adler32": replica["adler32"], "sha256": replica["sha256"]}
+    return Found(item.input, item.position, item.dataset_id, item.dataset_type, item.data_id, by_site, sums)
 
 
 def values_of(rows: Sequence[InputRow]) -> dict[str, list[str]]:

@@ -182,9 +182,11 @@ class ObjectManifest:
         return key
 
     def _download(self, key: str, prefix: str) -> str:
-        """``key`` into ``<prefix><its name>`` of the scratch directory; the local path."""
+        """``key`` into ``<prefix><its name>`` of the scratch directory, checked against the archive's checksums
+        when it is an archive input (else those recorded with the object); the local path."""
         local = f"{prefix}{_base(key)}"
-        self.inputs.append(TaskInput(key=key, local=local))
+        expected = self.storage.inputs.get(key)
+        self.inputs.append(TaskInput(key=key, local=local, checksums=expected))
         return local
 
     def output(self, name: str, suffix: str, key: str, is_list: bool) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -32,6 +33,7 @@ from sgs.storage import StorageError as StoreError
 from sgs.task.execute import EXIT_CONFIG, EXIT_DATA, EXIT_UNAVAILABLE
 from sgs_operator.kube import Kube
 from sgs_operator.observe import Outcome
+from sgs_operator.records import InputRow
 from sgs_operator.storage import Roots, RunStorage, StorageError
 
 S3_SCHEME = "s3://"
@@ -130,6 +132,17 @@ class BucketRunStorage:
     roots: Roots  # readOnlyPaths only: reference files a task may still read by path, mounted read-only
     prefix: str  # <namespace>/<run>
     seen: dict[str, Checksums] = field(default_factory=dict)  # output URI → checksums, outcome → outbox row
+    inputs: dict[str, Checksums] = field(default_factory=dict)  # archive input's key → the archive's checksums
+
+    def know_inputs(self, rows: Iterable[InputRow]) -> None:
+        """The archive's checksums of the Run's archive inputs: what each task checks its download against (an
+        object whose bytes and recorded metadata were both replaced is still refused). Upstream outputs are
+        checked against what the wrapper recorded when it uploaded them."""
+        for row in rows:
+            key = self.bucket.key_of(row.path)
+            if row.checksums is not None and key is not None:
+                with contextlib.suppress(ValueError):  # unusable: the object's own metadata is checked instead
+                    self.inputs[key] = Checksums.model_validate(row.checksums)
 
     @property
     def run_dir(self) -> str | None:

@@ -82,8 +82,11 @@ CREATE TABLE IF NOT EXISTS sgs_run_input (
     site text NOT NULL,
     path text NOT NULL,
     size bigint NOT NULL,
+    checksums jsonb,
     PRIMARY KEY (run_uid, input, position)
 );
+-- The replica's size/adler32/sha256 per the archive: what a task at an S3 Site checks its download against.
+ALTER TABLE sgs_run_input ADD COLUMN IF NOT EXISTS checksums jsonb;
 -- The outbox of task outputs to register at the Site's archive: a row per output, written in the transaction that
 -- records the task's success, then registered and marked (registered / skipped / failed). A crash in between
 -- leaves the row pending: the next operator registers it, and the archive's (type, data ID, run) identity makes a
@@ -185,6 +188,7 @@ class InputRow:
     site: str
     path: str
     size: int
+    checksums: dict[str, Any] | None = None  # the archive's size, adler32, sha256 of the replica at ``site``
 
 
 class TaskStore:
@@ -350,7 +354,7 @@ class TaskStore:
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO sgs_run_input (run_uid, input, position, dataset_id, dataset_type, data_id, site,"
-                " path, size) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                " path, size, checksums) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 [
                     (
                         run_uid,
@@ -362,6 +366,7 @@ class TaskStore:
                         r.site,
                         r.path,
                         r.size,
+                        Jsonb(r.checksums) if r.checksums is not None else None,
                     )
                     for r in rows
                 ],
@@ -371,7 +376,7 @@ class TaskStore:
     async def load_inputs(self, run_uid: str) -> list[InputRow]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT input, position, dataset_id::text, dataset_type, data_id, site, path, size"
+                "SELECT input, position, dataset_id::text, dataset_type, data_id, site, path, size, checksums"
                 " FROM sgs_run_input WHERE run_uid = %s ORDER BY input, position",
                 (run_uid,),
             )

@@ -15,9 +15,11 @@ from sgs_operator.jobs import RunRef, SitePlacement
 from sgs_operator.launch import MANIFEST_LIMIT, ObjectManifest, task_job
 from sgs_operator.objects import BucketRunStorage, SiteBucket, runs_on_objects, wrapper_outcome
 from sgs_operator.observe import Outcome
+from sgs_operator.records import InputRow
 from sgs_operator.registration import replica_uri
 from sgs_operator.storage import Roots, StorageError
 
+from sgs.model.checksum import Checksums
 from sgs.model.pipeline import PipelineSpec
 from sgs.model.site import SiteSpec
 from sgs.planner import Planner
@@ -202,3 +204,20 @@ def test_a_fan_in_of_several_mapped_outputs_is_staged_as_a_list_of_lists() -> No
     ]
     assert [i.key for i in manifest.inputs] == ["a/x.json", "a/y.json", "b/x.json"]
     assert planner.tasks  # the planner accepts an empty list input
+
+
+def test_archive_inputs_are_checked_against_the_archives_checksums_others_against_the_objects() -> None:
+    storage = bucket_storage(s3_site())
+    sums = {"size": 5, "adler32": "05c801f0", "sha256": "a" * 64}
+    storage.know_inputs(
+        [
+            InputRow("images", 0, str(uuid.uuid4()), "raw", {}, "site-a", "s3://sgs-a/raw/71.txt", 5, sums),
+            InputRow("images", 1, str(uuid.uuid4()), "raw", {}, "site-a", "s3://sgs-a/raw/72.txt", 5, None),
+        ]
+    )
+    main = container(job_of(storage, stack_planner(["s3://sgs-a/raw/71.txt", "s3://sgs-a/raw/72.txt"])))
+
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    first, second = TaskManifest.parse(env["SGS_TASK_MANIFEST"] or "", "test").inputs
+    assert first.checksums == Checksums.model_validate(sums)
+    assert second.checksums is None  # no archive checksums: the wrapper checks those recorded with the object

@@ -6,8 +6,9 @@ operator learns the outcome from the objects (one HEAD each) and registers the o
 - an archive query's raws (objects in the Site's bucket) are stacked, and the products are registered with
   s3:// replicas whose checksums are those of the uploaded bytes, with lineage back to the raws;
 - the seed-002 pipeline (split → per-image map → combine) runs there: list outputs go through the bucket;
-- an input whose bytes rotted in the store (its recorded checksums kept) fails the task with the checksum
-  reason, and nothing of it is uploaded or registered;
+- an input whose bytes rotted in the store (its recorded checksums kept), or that was replaced by another file
+  with checksums of its own, fails the task with the checksum reason (checked against the archive's checksums),
+  and nothing of it is uploaded or registered;
 - an upload that fails because MinIO is down (stopped for real) is retried by the wrapper onto the same key, and
   the output is registered once.
 """
@@ -262,21 +263,23 @@ def test_the_seed_pipeline_runs_at_an_s3_site_its_list_outputs_going_through_the
     assert all(store.stat(key).checksums is not None for key in keys)  # every upload carries its checksums
 
 
-def test_an_input_whose_bytes_rotted_in_the_store_fails_the_task_with_the_reason_and_registers_nothing(
-    s3: S3Site, bridge: BridgeProcess
+@pytest.mark.parametrize("damage", ["bytes-rotted", "replaced-with-its-own-checksums"])
+def test_an_input_that_is_not_the_archives_fails_the_task_with_the_reason_and_registers_nothing(
+    s3: S3Site, bridge: BridgeProcess, damage: str
 ) -> None:
     cluster = s3.cluster
     key = s3.raws[EXPOSURES[1]]
     original = s3.store.stat(key).checksums
     assert original is not None
-    rotted = b"raw exposure 7X\n"  # same size, other bytes; the recorded checksums stay those of the original
-    s3.minio.client().put_object(
-        s3.minio.bucket,
-        key,
-        io.BytesIO(rotted),
-        len(rotted),
-        metadata={"sgs-adler32": str(original.adler32), "sgs-sha256": original.sha256},
-    )
+    other = b"raw exposure 7X\n"  # same size, other bytes
+    if damage == "bytes-rotted":  # the recorded checksums stay those of the original
+        metadata: dict[str, str | list[str] | tuple[str]] = {
+            "sgs-adler32": str(original.adler32),
+            "sgs-sha256": original.sha256,
+        }
+        s3.minio.client().put_object(s3.minio.bucket, key, io.BytesIO(other), len(other), metadata=metadata)
+    else:  # another file uploaded through sgs: its metadata agrees with it, only the archive's checksums do not
+        s3.store.put_bytes(key, other, checksum_bytes(other))
     cluster.apply(stack_pipeline())
     cluster.apply(cluster.run("rotted", pipeline="stack", inputs=query_input(s3), retry=NO_RETRY))
 
