@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,17 +29,22 @@ from rich.console import Console
 from rich.table import Table
 
 from sgs.demo.archive import Registered
+from sgs.demo.replication import ReplicationReport, RuleSpec
 from sgs.demo.survey import DemoSite, SurveyPlan, plan_survey, simulate_survey
 from sgs.nir.sim import ObservationFiles, SimConfig
 
 if TYPE_CHECKING:
     from sgs.demo.http_archive import HttpArchive
+    from sgs.demo.runner import _Registry
+    from sgs.storage.sites import LoadedSite, Sites
 
 PIPELINE = "nir"
 SITE_LABEL = "sgs-demo-site"  # the label a trigger's Site expression selects its Site by
 DATA_DIR = "sgs-demo-data"  # under each Site's store: the simulated survey
 REGISTERED_PORTS = {"doStack": ("stack", "nir_stack"), "catalogPhot": ("catalog", "nir_catalog")}
 FINAL_PHASES = {"Succeeded", "Failed"}
+RAW_TYPE = "nir_raw"
+GROUP_ANNOTATION = "sgs.io/trigger-group"  # the trigger service's record of the group a Run is for
 
 
 class StackError(Exception):
@@ -65,6 +71,9 @@ class StackTarget:
     stores: Mapping[str, Path]
     trigger_log: Path | None
     console_url: str | None = None  # the dev stack's web console, when it serves one
+    sites_file: Path | None = None  # the transfer service's Sites (the dev stack's MinIO per Site), when it runs
+    transfer_url: str | None = None
+    transfer_token: str | None = None
 
 
 def find_stack(environ: Mapping[str, str] | None = None) -> StackTarget:
@@ -95,7 +104,27 @@ def find_stack(environ: Mapping[str, str] | None = None) -> StackTarget:
         stores={site: site_store(site) for site in DEV_SITES},
         trigger_log=Path(trigger.info["log"]) if trigger is not None and "log" in trigger.info else None,
         console_url=str(web.info["url"]) if web is not None and "url" in web.info else None,
+        sites_file=Path(exported["SGS_SITES_FILE"]) if exported.get("SGS_SITES_FILE") else None,
+        transfer_url=exported.get("SGS_TRANSFER_URL"),
+        transfer_token=exported.get("SGS_TRANSFER_TOKEN"),
     )
+
+
+def object_sites(target: StackTarget) -> Sites | None:
+    """The stack's S3 Site per demo Site (a MinIO each, as the transfer service knows them) when every demo Site
+    has one and the transfer service runs: the demo's Sites are then those S3 Sites, its tasks run under the task
+    wrapper and its products are replicated by rule. None: POSIX stores, nothing replicated (no one would)."""
+    from sgs.model.site import StorageKind
+    from sgs.storage.sites import load_sites_file
+
+    if target.sites_file is None or not target.sites_file.is_file():
+        return None
+    if not (target.transfer_url and target.transfer_token):
+        return None
+    loaded = load_sites_file(target.sites_file)
+    if all(site in loaded and loaded[site].resource.spec.storage.kind is StorageKind.S3 for site in target.sites):
+        return loaded
+    return None
 
 
 class Kubectl:
@@ -197,12 +226,23 @@ def _triggers(plan: SurveyPlan, files: Mapping[int, ObservationFiles]) -> list[d
     return list(triggers.values())
 
 
-def site_manifests(target: StackTarget, archive_url: str, tokens: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Per dev Site: a Secret with its archive token and the Site (its bridge node serves it)."""
+def site_manifests(
+    target: StackTarget, archive_url: str, tokens: Mapping[str, str], buckets: Sites | None = None
+) -> list[dict[str, Any]]:
+    """Per dev Site: a Secret with its archive token and the Site (its bridge node serves it), its storage the
+    dev Site's POSIX store, or with ``buckets`` its S3 bucket (and a Secret with its keys)."""
     from sgs.dev.components import REFERENCE_DIR
 
     objects: list[dict[str, Any]] = []
     for site in target.sites:
+        storage: dict[str, Any] = {
+            "kind": "posix",
+            "path": str(target.stores[site]),
+            "readOnlyPaths": [str(REFERENCE_DIR)],
+        }
+        if buckets is not None:
+            storage, keys = _bucket_storage(buckets[site], f"s3-{site}", REFERENCE_DIR)
+            objects.append(keys)
         objects.append(
             {
                 "apiVersion": "v1",
@@ -218,11 +258,7 @@ def site_manifests(target: StackTarget, archive_url: str, tokens: Mapping[str, s
                 "metadata": {"name": site, "labels": {SITE_LABEL: site}},
                 "spec": {
                     "compute": {"kind": "kubernetes", "maxParallel": 20},
-                    "storage": {
-                        "kind": "posix",
-                        "path": str(target.stores[site]),
-                        "readOnlyPaths": [str(REFERENCE_DIR)],
-                    },
+                    "storage": storage,
                     "capacity": {"cores": 8, "storageTb": 1},
                     "archiveUrl": archive_url,
                     "archiveCredentials": {"name": f"archive-{site}"},
@@ -232,12 +268,38 @@ def site_manifests(target: StackTarget, archive_url: str, tokens: Mapping[str, s
     return objects
 
 
-def stack_plan(target: StackTarget, options: StackOptions) -> SurveyPlan:
+def _bucket_storage(site: LoadedSite, secret: str, reference: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Site's S3 storage as a Site spec names it (the plain-file inputs under the read-only reference root),
+    and the Secret with its keys."""
+    storage = site.resource.spec.storage
+    spec = {
+        "kind": "s3",
+        "endpoint": storage.endpoint,
+        "bucket": storage.bucket,
+        "secure": storage.secure,
+        "credentials": {"name": secret},
+        "readOnlyPaths": [str(reference)],
+    }
+    keys = site.credentials
+    data = {"accessKey": keys.access_key, "secretKey": keys.secret_key} if keys else {}
+    return spec, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}, "stringData": data}
+
+
+def data_dirs(target: StackTarget, buckets: Sites | None) -> dict[str, Path]:
+    """Where the survey's files are simulated per Site: its POSIX store, or for an S3 Site the read-only reference
+    root (the raws are then uploaded to its bucket; calibrations and catalogues stay plain files there)."""
+    from sgs.dev.components import REFERENCE_DIR
+
+    if buckets is None:
+        return {name: target.stores[name] / DATA_DIR for name in target.sites}
+    return {name: REFERENCE_DIR / DATA_DIR / name for name in target.sites}
+
+
+def stack_plan(target: StackTarget, options: StackOptions, buckets: Sites | None = None) -> SurveyPlan:
     """The embedded demo's plan (placement solver), its Sites the stack's, data under each Site's store."""
-    sites = [DemoSite(name, target.stores[name] / DATA_DIR) for name in target.sites]
-    plan = plan_survey(
-        target.stores[target.sites[0]] / DATA_DIR, options.observations, options.tiles, len(sites), options.seed
-    )
+    dirs = data_dirs(target, buckets)
+    sites = [DemoSite(name, dirs[name]) for name in target.sites]
+    plan = plan_survey(dirs[target.sites[0]], options.observations, options.tiles, len(sites), options.seed)
     by_name = {old.name: new for old, new in zip(plan.sites, sites, strict=True)}
     observations = tuple(
         replace(o, primary=by_name[o.primary.name], secondary=by_name[o.secondary.name]) for o in plan.observations
@@ -255,9 +317,12 @@ class StackResult:
     timings: dict[str, float]
     registered: Registered
 
+    replication: ReplicationReport | None = None  # S3 Sites: the rules copying products to secondary Sites
+
     @property
     def succeeded(self) -> bool:
-        return bool(self.runs) and all(r.get("status", {}).get("phase") == "Succeeded" for r in self.runs)
+        runs_ok = bool(self.runs) and all(r.get("status", {}).get("phase") == "Succeeded" for r in self.runs)
+        return runs_ok and (self.replication is None or self.replication.ok)
 
 
 def _check_archive(target: StackTarget) -> None:
@@ -293,14 +358,17 @@ def run_stack_demo(
     from sgs.demo.runner import SURVEY_COLLECTIONS, _register_inputs, _Registry
 
     started = time.perf_counter()
+    started_at = datetime.now(UTC)
     timings: dict[str, float] = {}
     target = target or find_stack()
     _check_archive(target)
     kubectl = Kubectl(target.kubeconfig, options.namespace)
-    plan = stack_plan(target, options)
+    buckets = object_sites(target)
+    plan = stack_plan(target, options, buckets)
+    storage = "S3 (a MinIO each), products replicated by rule" if buckets is not None else "POSIX, not replicated"
     console.print(
         f"[bold]sgs demo --stack[/]: {len(plan.observations)} observations over {len(plan.tiles)} tile(s), "
-        f"Sites {', '.join(target.sites)}, namespace {options.namespace}, archive {target.archive_url}"
+        f"Sites {', '.join(target.sites)} ({storage}), namespace {options.namespace}, archive {target.archive_url}"
     )
     mark = time.perf_counter()
     survey = simulate_survey(plan, SimConfig())
@@ -309,24 +377,35 @@ def run_stack_demo(
         archive.issue_site_tokens(target.sites)
         _ensure_namespace(kubectl, options.namespace)
         tokens = {site: archive.site_token(site) for site in target.sites}
-        kubectl.apply(*site_manifests(target, target.archive_url, tokens))
+        kubectl.apply(*site_manifests(target, target.archive_url, tokens, buckets))
         _ensure_product_types(archive)
         served = _serving_lines(target.trigger_log)
         kubectl.apply(nir_pipeline_manifest(plan, survey.observations))
         _wait_served(target, served)
+        rules = _replication_rules(target, plan) if buckets is not None else []
         mark = time.perf_counter()
         registered = Registered(0, 0)
         for obs in plan.observations:
             registry = _Registry(site=obs.primary)
             _register_inputs(registry, obs, survey.observations[obs.number])
+            if buckets is not None:
+                _raws_into_bucket(registry, buckets[obs.primary.name])
             registered += archive.register(registry.batch)
         timings["register raws"] = time.perf_counter() - mark
         mark = time.perf_counter()
         runs = wait_for_runs(kubectl, len(plan.observations), options.timeout_s, console)
         timings["triggered runs"] = time.perf_counter() - mark
         result = StackResult(runs, 0.0, timings, registered)
+        if rules:
+            mark = time.perf_counter()
+            result.replication = _replicate(target, archive, plan, rules, runs, started_at)
+            timings["replicated"] = time.perf_counter() - mark
         mark = time.perf_counter()
         print_stack_report(console, archive, plan, runs)
+        if result.replication is not None:
+            from sgs.demo.replication import rules_table
+
+            console.print(rules_table(result.replication))
         timings["query archive"] = time.perf_counter() - mark
     result.wall_s = time.perf_counter() - started
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
@@ -339,6 +418,64 @@ def run_stack_demo(
             "(sign in with a Kubernetes token: the admin's is in $KUBECONFIG)"
         )
     return result
+
+
+def _raws_into_bucket(registry: _Registry, site: LoadedSite) -> None:
+    """The observation's raw exposures uploaded to its primary Site's bucket (what the S3 Site's tasks download),
+    their replicas registered as those objects; an object already there with the same content is kept."""
+    from sgs.model.replica import Replica
+    from sgs.storage.hashing import checksum_file
+
+    store = site.store()
+    for index, replica in enumerate(registry.batch.replicas):
+        ref = registry.batch.datasets[index]
+        if ref.dataset_type != RAW_TYPE:
+            continue
+        path = Path(replica.uri.removeprefix("file://"))
+        key = f"{DATA_DIR}/{ref.run}/{path.name}"
+        sums = checksum_file(path)
+        if not store.exists(key):
+            with path.open("rb") as source:
+                store.put(key, source, sums)
+        registry.batch.replicas[index] = Replica.model_validate({**replica.model_dump(), "uri": store.uri(key)})
+
+
+def _replication_rules(target: StackTarget, plan: SurveyPlan) -> list[tuple[dict[str, Any], RuleSpec]]:
+    """One rule per (product type, secondary Site) at the stack's transfer service, made before any product
+    exists so that each registration starts its copy (the same rules again on a re-run)."""
+    from sgs.demo.replication import TransferClient, rule_specs
+
+    assert target.transfer_url and target.transfer_token
+    specs = rule_specs(plan.observations)
+    with TransferClient(target.transfer_url, target.transfer_token) as client:
+        return list(zip(client.ensure_rules(specs), specs, strict=True))
+
+
+def _replicate(
+    target: StackTarget,
+    archive: HttpArchive,
+    plan: SurveyPlan,
+    rules: list[tuple[dict[str, Any], RuleSpec]],
+    runs: list[dict[str, Any]],
+    since: datetime,
+) -> ReplicationReport:
+    """Wait until each rule holds a copy of every product of its observations that succeeded, and read back
+    what the transfer service did."""
+    from sgs.demo.replication import TransferClient, expected_copies, read_replication, wait_for_rules
+
+    assert target.transfer_url and target.transfer_token
+    succeeded = [_observation_of(r) for r in runs if r.get("status", {}).get("phase") == "Succeeded"]
+    expected = expected_copies([spec for _, spec in rules], [n for n in succeeded if n is not None])
+    with TransferClient(target.transfer_url, target.transfer_token) as client:
+        pairs = list(zip([rule for rule, _ in rules], expected, strict=True))
+        current = wait_for_rules(client, pairs)
+        return read_replication(client, archive, list(zip(current, expected, strict=True)), since)
+
+
+def _observation_of(run: Mapping[str, Any]) -> int | None:
+    key = json.loads(run.get("metadata", {}).get("annotations", {}).get(GROUP_ANNOTATION, "{}")).get("key", {})
+    value = key.get("observation")
+    return value if isinstance(value, int) else None
 
 
 def _ensure_product_types(archive: HttpArchive) -> None:
@@ -394,7 +531,7 @@ def wait_for_runs(
 
 def _group_key(run: Mapping[str, Any]) -> str:
     """The trigger group's key (``observation=1``) from the annotation the trigger service writes."""
-    text = run["metadata"].get("annotations", {}).get("sgs.io/trigger-group", "")
+    text = run["metadata"].get("annotations", {}).get(GROUP_ANNOTATION, "")
     try:
         key = json.loads(text)["key"]
     except (ValueError, KeyError, TypeError):

@@ -173,6 +173,9 @@ class OperatorPart(LoggedProcessPart):
                 "SGS_OPERATOR_METRICS_PORT": str(self.metrics_port),
                 "SGS_OPERATOR_WEBHOOK_NAME": OPERATOR_WEBHOOK,
                 "SGS_OPERATOR_LEADER_IDENTITY": OPERATOR_IDENTITY,
+                # Tasks at S3 Sites run under the wrapper: this installation's, as a Site's task image has its own
+                # (the bridges run their pods on this machine, where a venv need not be on PATH).
+                "SGS_OPERATOR_TASK_WRAPPER": json.dumps([sys.executable, "-m", "sgs.task", "exec"]),
             },
         )
         self.dsn = dsn

@@ -1,6 +1,8 @@
-"""`sgs demo --stack` on `sgs dev up` (PostgreSQL, NATS, API server, archive, operator, bridges, trigger
-service, all real): the NIR products are in the archive, registered by the operator from Runs the trigger service
-created (nobody else), with lineage back to the four raw exposures of their observation."""
+"""`sgs demo --stack` on `sgs dev up` (PostgreSQL, NATS, a MinIO per Site, API server, archive, transfer
+service, operator, bridges, trigger service, all real): the Sites are S3 Sites, the NIR products are in the
+archive as objects in their primary Site's bucket, registered by the operator from Runs the trigger service
+created (nobody else), with lineage back to the four raw exposures of their observation, and each is copied by
+rule to its secondary Site's bucket: issue 15's "done when" on S3 Sites."""
 
 from __future__ import annotations
 
@@ -38,13 +40,16 @@ def test_demo_stack_turns_raw_exposures_into_products_with_lineage_through_trigg
         argv = [sys.executable, "-m", "sgs.cli.main", *args]
         return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
-    started = sgs("dev", "up", "--parts", "pg,nats,kube,archive,sgs")
+    started = sgs("dev", "up", "--parts", "pg,nats,minio,kube,archive,transfer,sgs")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         demo = sgs("demo", "--stack", "--observations", "2", "--namespace", NAMESPACE, "--timeout", "600", timeout=900)
         assert demo.returncode == 0, demo.stdout[-6000:] + demo.stderr[-4000:]
         print(demo.stdout[-4000:])  # the report and its wall time, for `pytest -s`
         assert "lineage of a source catalogue" in demo.stdout and "all observations processed" in demo.stdout
+        assert (
+            "products replicated by rule" in demo.stdout and "replication rules at the transfer service" in demo.stdout
+        )
         [console_line] = [line for line in demo.stdout.splitlines() if line.startswith("open http://")]
         runs_page = console_line.split()[1]
         assert httpx.get(runs_page).headers["location"].startswith("/signin")  # the console serves, asks to sign in
@@ -88,6 +93,11 @@ def test_demo_stack_turns_raw_exposures_into_products_with_lineage_through_trigg
 
             catalogs, stacks = query("nir_catalog"), query("nir_stack")
             assert len(catalogs) == 2 and len(stacks) == 2
+            for product in catalogs + stacks:  # an object at its primary Site, a verified copy at its secondary
+                replicas = archive.get(f"/datasets/{product['id']}/replicas").json()
+                assert len(replicas) == 2 and {r["state"] for r in replicas} == {"available"}, replicas
+                assert all(r["uri"].startswith("s3://") for r in replicas), replicas
+                assert len({r["sha256"] for r in replicas}) == 1 and len({r["site"] for r in replicas}) == 2
             run_names = {f"{NAMESPACE}/{r['metadata']['name']}" for r in runs}
             for catalog in catalogs:
                 assert any(str(catalog["run"]).startswith(name) for name in run_names), catalog["run"]
