@@ -10,7 +10,8 @@ operator learns the outcome from the objects (one HEAD each) and registers the o
   with checksums of its own, fails the task with the checksum reason (checked against the archive's checksums),
   and nothing of it is uploaded or registered;
 - an upload that fails because MinIO is down (stopped for real) is retried by the wrapper onto the same key, and
-  the output is registered once.
+  the output is registered once;
+- kill -9 of the operator between a task's end and its registration registers it exactly once.
 """
 
 from __future__ import annotations
@@ -30,7 +31,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from operator_kit import EXAMPLE, KEEP_FINISHED_JOBS, SITE, ArchiveService, Cluster, new_database, wait_for
+from operator_kit import (
+    EXAMPLE,
+    KEEP_FINISHED_JOBS,
+    SITE,
+    ArchiveService,
+    Cluster,
+    OperatorProcess,
+    new_database,
+    wait_for,
+)
 from sgs_bridge.launch import BridgeProcess
 
 from sgs.storage import S3Store, checksum_bytes
@@ -353,3 +363,40 @@ def test_an_upload_that_fails_while_the_store_is_down_is_retried_and_the_output_
     assert replica["uri"] == f"s3://{s3.minio.bucket}/{key}"
     assert {k: replica[k] for k in ("size", "adler32", "sha256")} == checksums(content)
     assert registrations(cluster, "outage") == [("stack", "registered", f"s3://{s3.minio.bucket}/{key}")]
+
+
+@pytest.fixture
+def restartable(operator: OperatorProcess) -> Iterator[OperatorProcess]:
+    yield operator
+    if operator.proc is None or operator.proc.poll() is not None:
+        operator.start()
+
+
+def test_a_kill_between_a_task_end_and_its_registration_at_an_s3_site_registers_exactly_once(
+    restartable: OperatorProcess, s3: S3Site
+) -> None:
+    """The restarted operator opens the bucket again and takes the output's checksums from the object (one HEAD):
+    what the killed one had seen is gone with it."""
+    cluster = s3.cluster
+    restartable.stop()
+    restartable.start(crash_at="after-finish-before-register:1")
+    cluster.apply(stack_pipeline())
+    cluster.apply(cluster.run("crash", pipeline="stack", inputs=query_input(s3), retry=NO_RETRY))
+
+    assert restartable.wait_exit(120) == -9  # it killed itself with the task's outcome recorded, nothing registered
+    restartable.start()
+    status = cluster.wait_phase("crash", {"Succeeded", "Failed"}, timeout_s=180)
+    wait_for(
+        lambda: (c := condition(cluster, "crash", "OutputsRegistered")) and c["status"] == "True" and c,
+        "the output to be registered after the restart",
+        timeout_s=120,
+    )
+
+    assert status["phase"] == "Succeeded"
+    key = f"{cluster.namespace}/crash/stack/out.txt"
+    page = s3.archive.call("POST", "/datasets/query", json={"dataset_type": "s3_stack", "where": "", "limit": 100})
+    (mine,) = [d for d in page["items"] if str(d["run"]).startswith(f"{cluster.namespace}/crash/")]
+    (replica,) = s3.archive.call("GET", f"/datasets/{mine['id']}/replicas")
+    assert replica["uri"] == f"s3://{s3.minio.bucket}/{key}"
+    assert {k: replica[k] for k in ("size", "adler32", "sha256")} == checksums(s3.store.read_bytes(key))
+    assert registrations(cluster, "crash") == [("stack", "registered", f"s3://{s3.minio.bucket}/{key}")]
