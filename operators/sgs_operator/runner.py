@@ -106,40 +106,44 @@ async def _serve(settings: OperatorSettings) -> None:
 
 
 async def _admission_served(settings: OperatorSettings, cluster: ClusterConfig) -> None:
-    """Until the API server's webhook configuration points at a port that answers. kopf raises its ready flag
-    before its webhook server listens and before it patches the configuration with that address, and the
-    webhook fails closed: a Site or Run applied in that window — right after a restart, when the configuration
-    still names the previous process's port — would be refused."""
+    """Until the API server's webhook configuration names this process's webhook: this host, at a port this
+    process listens on. kopf raises its ready flag before its webhook server listens and before it patches the
+    configuration with that address, and the webhook fails closed: a Site or Run applied in that window — right
+    after a restart, while the configuration still names the previous process's port — would be refused. The
+    port is tried on this process's own listen address: the configured host (a Service name in a cluster) need
+    not resolve from here."""
     path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{settings.webhook_name}"
+    local = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.webhook_listen, settings.webhook_listen)
     client = await KubeClient.from_config(cluster, user_agent="sgs-operator-readiness")
     deadline = asyncio.get_running_loop().time() + ADMISSION_WAIT_S
     try:
         while asyncio.get_running_loop().time() < deadline:
             configuration = await client.get_or_none(path)
-            if configuration is not None and await _answers(_webhook_urls(configuration)):
+            ports = _webhook_ports(configuration or {}, settings.webhook_host)
+            if ports and await _listening(local, ports):
                 return
             await asyncio.sleep(0.1)
-        log.warning(f"admission webhook {settings.webhook_name} not reachable after {ADMISSION_WAIT_S:.0f} s")
+        log.warning(f"admission webhook {settings.webhook_name} not served here after {ADMISSION_WAIT_S:.0f} s")
     finally:
         await client.close()
 
 
-def _webhook_urls(configuration: Mapping[str, Any]) -> list[str]:
-    return [
-        str(hook["clientConfig"]["url"])
+def _webhook_ports(configuration: Mapping[str, Any], host: str) -> list[int]:
+    """The ports of the configuration's webhook URLs; [] unless every one names ``host`` (not patched yet)."""
+    urls = [
+        urllib.parse.urlsplit(str((hook.get("clientConfig") or {}).get("url") or ""))
         for hook in configuration.get("webhooks") or []
-        if hook.get("clientConfig", {}).get("url")
     ]
+    if not urls or any(url.hostname != host.strip("[]").lower() for url in urls):
+        return []
+    return sorted({url.port or 443 for url in urls})
 
 
-async def _answers(urls: list[str]) -> bool:
-    """Each URL's port accepts a connection (the TLS and the request are the API server's to check)."""
-    if not urls:
-        return False
-    for url in urls:
-        parsed = urllib.parse.urlsplit(url)
+async def _listening(address: str, ports: list[int]) -> bool:
+    """Each port accepts a connection at ``address`` (the TLS and the request are the API server's to check)."""
+    for port in ports:
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(parsed.hostname, parsed.port or 443), 1.0)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), 1.0)
         except (OSError, TimeoutError):
             return False
         writer.close()
