@@ -11,7 +11,8 @@ operator learns the outcome from the objects (one HEAD each) and registers the o
   and nothing of it is uploaded or registered;
 - an upload that fails because MinIO is down (stopped for real) is retried by the wrapper onto the same key, and
   the output is registered once;
-- kill -9 of the operator between a task's end and its registration registers it exactly once.
+- kill -9 of the operator between a task's end and its registration registers it exactly once;
+- the same wrapper runs on the bridge's Slurm provider: a chain whose second task downloads the first's output.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import re
 import secrets
 import sys
@@ -35,17 +37,21 @@ from operator_kit import (
     EXAMPLE,
     KEEP_FINISHED_JOBS,
     SITE,
+    TEST_BIN,
     ArchiveService,
     Cluster,
     OperatorProcess,
     new_database,
+    task_pipeline,
     wait_for,
 )
 from sgs_bridge.launch import BridgeProcess
 
 from sgs.storage import S3Store, checksum_bytes
+from sgs.testing.kube import KubePart
 from sgs.testing.minio import MinioPart
 from sgs.testing.postgres import PostgresPart
+from sgs.testing.slurm import SlurmPart
 
 pytest_plugins = ["operator_kit"]
 pytestmark = pytest.mark.integration
@@ -400,3 +406,44 @@ def test_a_kill_between_a_task_end_and_its_registration_at_an_s3_site_registers_
     assert replica["uri"] == f"s3://{s3.minio.bucket}/{key}"
     assert {k: replica[k] for k in ("size", "adler32", "sha256")} == checksums(s3.store.read_bytes(key))
     assert registrations(cluster, "crash") == [("stack", "registered", f"s3://{s3.minio.bucket}/{key}")]
+
+
+SLURM_SITE = "site-s3-slurm"
+
+
+@pytest.fixture(scope="module")
+def slurm_bridge(kube: KubePart, slurm: SlurmPart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
+    """A second Site's node: the bridge's Slurm provider (sbatch on the fixture's one-node cluster)."""
+    path = os.pathsep.join([str(TEST_BIN), os.environ.get("PATH", "")])
+    process = BridgeProcess(
+        node_name="sgs-s3-slurm-node",
+        site=SLURM_SITE,
+        kubeconfig=kube.kubeconfig,
+        workdir=tmp_path_factory.mktemp("bridge-slurm"),
+        provider="slurm",
+        poll_interval_s=0.3,
+        env={**slurm.env, "PATH": path},
+    )
+    with process:
+        yield process
+
+
+def test_tasks_at_an_s3_site_run_the_same_on_the_slurm_provider(
+    cluster: Cluster, slurm_bridge: BridgeProcess, minio: MinioPart
+) -> None:
+    site = s3_site_manifest(cluster, minio, archive=None)
+    site["metadata"]["name"] = SLURM_SITE
+    site["spec"]["compute"] = {"kind": "slurm", "maxParallel": 4}
+    cluster.apply(site)
+    cluster.apply(task_pipeline("chain", {"first": ("ok", 0.25, None), "second": ("ok", 0.25, "first")}))
+    cluster.apply(cluster.run("on-slurm", pipeline="chain", site=SLURM_SITE, inputs={}, retry=NO_RETRY))
+
+    status = cluster.wait_phase("on-slurm", {"Succeeded", "Failed"}, timeout_s=240)
+
+    assert status["phase"] == "Succeeded", cluster.attempt_rows("on-slurm")
+    store = S3Store.connect(SITE, minio.endpoint, minio.bucket, minio.access_key, minio.secret_key, secure=False)
+    second = store.read_bytes(f"{cluster.namespace}/on-slurm/second/out.txt")
+    assert second == b"ok done\nok done\n"  # the first task's output, downloaded from the bucket, then its own
+    pods = json.loads(cluster.kubectl("get", "pods", "-l", "sgs.io/run=on-slurm", "-o", "json").stdout)["items"]
+    assert {p["spec"]["nodeName"] for p in pods} == {"sgs-s3-slurm-node"}
+    assert len(list(Path(slurm_bridge.workdir).rglob("slurm_job_id"))) == 2  # each task went through sbatch
