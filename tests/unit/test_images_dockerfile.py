@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sgs.images.build import IMAGE_NAMES, source_hash, write_deterministic_tar
+from sgs.images.build import IMAGE_NAMES, ImageBuildError, require_tool, source_hash, write_deterministic_tar
 from sgs.images.dockerfile import DockerfileError, read_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,3 +96,11 @@ def test_the_source_hash_ignores_bytecode_and_sees_a_changed_module(tmp_path: Pa
     assert source_hash(tmp_path) == before
     (tmp_path / "sgs" / "m.py").write_text("x = 2\n")
     assert source_hash(tmp_path) != before
+
+
+def test_a_missing_tool_names_its_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ImageBuildError, match=r"umoci not found: .*apt-get install umoci"):
+        require_tool("umoci")
+    with pytest.raises(ImageBuildError, match=r"apt-get install mmdebstrap"):
+        require_tool("mmdebstrap")
