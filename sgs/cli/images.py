@@ -1,4 +1,4 @@
-"""`sgs images build|list|lock`: the deployables' OCI images, built without a Docker daemon (sgs.images)."""
+"""`sgs images build|list|prune|lock`: the deployables' OCI images, built without a Docker daemon (sgs.images)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,17 @@ def list_command(cache_dir: CacheOption = None) -> None:
                 f"{name}:{image.tag} {image.digest} {_mib(image.size)} built in {image.build_seconds:.1f} s"
                 f"  {image.tarball}"
             )
+
+
+@app.command("prune")
+def prune_command(cache_dir: CacheOption = None) -> None:
+    """Remove the cached builds of other sources than this checkout's (keeps what `list` shows as built)."""
+    from sgs.images import ImageBuilder
+
+    removed = ImageBuilder(cache_dir=cache_dir).prune()
+    for entry in removed:
+        typer.echo(f"removed {entry}")
+    typer.echo(f"{len(removed)} cached builds removed")
 
 
 @app.command("lock")

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sgs.images.build import IMAGE_NAMES, ImageBuildError, require_tool, source_hash, write_deterministic_tar
+from sgs.images.build import (
+    IMAGE_NAMES,
+    ImageBuilder,
+    ImageBuildError,
+    require_tool,
+    source_hash,
+    write_deterministic_tar,
+)
 from sgs.images.dockerfile import DockerfileError, read_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,3 +111,14 @@ def test_a_missing_tool_names_its_debian_package(monkeypatch: pytest.MonkeyPatch
         require_tool("umoci")
     with pytest.raises(ImageBuildError, match=r"apt-get install mmdebstrap"):
         require_tool("mmdebstrap")
+
+
+def test_prune_keeps_the_current_builds_only(tmp_path: Path) -> None:
+    builder = ImageBuilder(cache_dir=tmp_path)
+    current = tmp_path / "operator" / builder.image_key("operator", builder.base_key())
+    stale = [tmp_path / "operator" / "0123456789abcdef", tmp_path / "base" / "fedcba9876543210"]
+    for entry in [current, *stale]:
+        entry.mkdir(parents=True)
+        (entry / "build.json").write_text("{}")
+    assert sorted(builder.prune()) == sorted(stale)
+    assert current.is_dir() and not any(entry.exists() for entry in stale)

@@ -88,3 +88,6 @@ def test_two_clean_builds_give_the_same_manifest_digest_and_the_image_runs(tmp_p
         check=False,
     )
     assert run.returncode == 0, run.stderr
+    # ~1 GiB of builds and rootfs: not left in pytest's kept temporary directories.
+    for directory in (bundle, tmp_path / "a", tmp_path / "b"):
+        shutil.rmtree(directory)
