@@ -56,6 +56,29 @@ def test_pod_becomes_a_task_with_volumes_as_host_directories(tmp_path: Path) -> 
     assert spec.tmp_bytes == 100 * 2**20
 
 
+def test_the_nodes_own_path_is_kept_and_what_the_pod_declares_is_mapped(tmp_path: Path) -> None:
+    """A node whose venv lies under /tmp runs a pod with a /tmp volume: its PATH still finds the venv."""
+    manifest = pod(command=["sgs"], env=[{"name": "CACHE", "value": "/tmp/cache"}])
+    manifest["spec"]["volumes"].append({"name": "tmp", "emptyDir": {}})
+    manifest["spec"]["containers"][0]["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})
+    base = {"PATH": "/tmp/clone/.venv/bin:/usr/bin", "HOME": "/tmp/home"}
+
+    spec = task_from_pod(manifest, tmp_path, base_env=base)
+
+    assert (spec.env["PATH"], spec.env["HOME"]) == (base["PATH"], base["HOME"])
+    assert spec.env["CACHE"] == f"{tmp_path / 'u-1'}/volumes/tmp/cache"
+
+
+def test_a_path_the_pod_declares_is_mapped_even_for_a_node_variable(tmp_path: Path) -> None:
+    manifest = pod(command=["work"], env=[{"name": "HOME", "value": "/tmp/home"}])
+    manifest["spec"]["volumes"].append({"name": "tmp", "emptyDir": {}})
+    manifest["spec"]["containers"][0]["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})
+
+    spec = task_from_pod(manifest, tmp_path, base_env={"HOME": "/root"})
+
+    assert spec.env["HOME"] == f"{tmp_path / 'u-1'}/volumes/tmp/home"
+
+
 def test_pod_without_command_is_refused_naming_the_field(tmp_path: Path) -> None:
     with pytest.raises(PodSpecError, match=r"spec\.containers\[0\]\.command"):
         task_from_pod(pod(), tmp_path)

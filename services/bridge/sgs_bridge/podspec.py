@@ -131,7 +131,10 @@ def task_from_pod(
     env = _environment(container, where, sources, metadata, spec, base_env or {})
     argv = _argv(container, where, env)
     resources = _Resources.of(container, where)
-    rewritten_env = {key: _rewrite(value, mounts) for key, value in env.items()}
+    # The node's own variables (its PATH, HOME) name host paths, not the container's: a host venv under /tmp
+    # must not be moved into the pod's /tmp volume. What the pod declares is the container's, and is mapped.
+    node_own = {key for key in BASE_ENV_KEYS if key in (base_env or {}) and env.get(key) == (base_env or {})[key]}
+    rewritten_env = {key: value if key in node_own else _rewrite(value, mounts) for key, value in env.items()}
     working_dir = _working_dir(container, where, mounts, pod_dir)
     return TaskSpec(
         uid=uid,
