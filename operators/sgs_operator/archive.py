@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from sgs.model.site import SiteSpec
+from sgs.placement.consequences import placement_of, placement_params
 from sgs_operator.kube import Kube
 
 PAGE = 10_000
@@ -169,11 +170,7 @@ class ArchiveClient:
 
     async def placement(self, archive: SiteArchive, observation: int) -> tuple[str, str | None] | None:
         """The (primary, secondary) Site the survey's placement gives ``observation``; None: not placed."""
-        params = {"dimension": "observation", "value": str(observation), "limit": "1"}
-        rows: list[dict[str, Any]] = await self._call(archive, "GET", "/placements", params=params)
-        if not rows:
-            return None
-        return str(rows[0]["primary_site"]), rows[0].get("secondary_site")
+        return placement_of(await self._call(archive, "GET", "/placements", params=placement_params(observation)))
 
     async def ingest(self, archive: SiteArchive, datasets: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Datasets with their replicas and lineage, all or nothing; identical ones again are a no-op."""

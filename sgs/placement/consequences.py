@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sgs.model.site import MaintenanceWindow, SitePhase
 from sgs.placement.plan import Assignments
@@ -59,6 +60,16 @@ def replication_rules(owner: str, plan: Assignments, dataset_type: str = RAW_DAT
 
 
 NOT_PLACED = "NotPlaced"
+
+
+def placement_params(observation: int) -> dict[str, str]:
+    """The archive's ``GET /placements`` query for one observation's row."""
+    return {"dimension": "observation", "value": str(observation), "limit": "1"}
+
+
+def placement_of(rows: list[dict[str, Any]]) -> tuple[str, str | None] | None:
+    """(primary, secondary) from that query's answer; None: the observation is not placed."""
+    return (str(rows[0]["primary_site"]), rows[0].get("secondary_site")) if rows else None
 
 
 @dataclass(frozen=True)

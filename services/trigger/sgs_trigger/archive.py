@@ -10,6 +10,7 @@ import httpx
 
 from sgs.model.dataset import DimensionUniverse
 from sgs.model.replica import ReplicaState
+from sgs.placement.consequences import placement_of, placement_params
 from sgs.telemetry import Tracing
 from sgs.telemetry.instrument import instrument_client
 
@@ -73,9 +74,7 @@ class ArchiveReader:
 
     async def placement(self, observation: int) -> tuple[str, str | None] | None:
         """The (primary, secondary) Site the survey's placement gives ``observation``; None: not placed."""
-        params = {"dimension": "observation", "value": str(observation), "limit": "1"}
-        rows: list[dict[str, Any]] = await self._call("GET", "/placements", params=params)
-        return (str(rows[0]["primary_site"]), rows[0].get("secondary_site")) if rows else None
+        return placement_of(await self._call("GET", "/placements", params=placement_params(observation)))
 
     async def available_at(self, dataset_ids: Sequence[uuid.UUID], site: str) -> set[uuid.UUID]:
         """Which of the datasets have a replica available at the Site."""
