@@ -424,7 +424,6 @@ def _raws_into_bucket(registry: _Registry, site: LoadedSite) -> None:
     """The observation's raw exposures uploaded to its primary Site's bucket (what the S3 Site's tasks download),
     their replicas registered as those objects; an object already there with the same content is kept."""
     from sgs.model.replica import Replica
-    from sgs.storage.hashing import checksum_file
 
     store = site.store()
     for index, replica in enumerate(registry.batch.replicas):
@@ -433,10 +432,9 @@ def _raws_into_bucket(registry: _Registry, site: LoadedSite) -> None:
             continue
         path = Path(replica.uri.removeprefix("file://"))
         key = f"{DATA_DIR}/{ref.run}/{path.name}"
-        sums = checksum_file(path)
-        if not store.exists(key):
+        if not store.exists(key):  # the registry checksummed the file already: the upload must match it
             with path.open("rb") as source:
-                store.put(key, source, sums)
+                store.put(key, source, replica.checksums)
         registry.batch.replicas[index] = Replica.model_validate({**replica.model_dump(), "uri": store.uri(key)})
 
 
@@ -473,8 +471,7 @@ def _replicate(
 
 
 def _observation_of(run: Mapping[str, Any]) -> int | None:
-    key = json.loads(run.get("metadata", {}).get("annotations", {}).get(GROUP_ANNOTATION, "{}")).get("key", {})
-    value = key.get("observation")
+    value = (_trigger_group(run) or {}).get("observation")
     return value if isinstance(value, int) else None
 
 
@@ -531,12 +528,20 @@ def wait_for_runs(
 
 def _group_key(run: Mapping[str, Any]) -> str:
     """The trigger group's key (``observation=1``) from the annotation the trigger service writes."""
-    text = run["metadata"].get("annotations", {}).get(GROUP_ANNOTATION, "")
+    key = _trigger_group(run)
+    if key is None:
+        return "-"
+    return " ".join(f"{k}={v}" for k, v in key.items() if k != "instrument")
+
+
+def _trigger_group(run: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The key of the group the trigger service made the Run for (its annotation); None when it has none."""
+    text = run.get("metadata", {}).get("annotations", {}).get(GROUP_ANNOTATION, "")
     try:
         key = json.loads(text)["key"]
     except (ValueError, KeyError, TypeError):
-        return "-"
-    return " ".join(f"{k}={v}" for k, v in key.items() if k != "instrument")
+        return None
+    return key if isinstance(key, dict) else None
 
 
 def runs_table(runs: list[dict[str, Any]]) -> Table:
