@@ -17,6 +17,10 @@ as_root() {
     fi
 }
 
+# Another apt-get (an engineer installing a package, unattended-upgrades) holds dpkg's lock for a while: wait for
+# it instead of failing the whole setup on "Could not get lock /var/lib/dpkg/lock-frontend".
+apt_get() { as_root apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+
 install_slurm() {
     if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
         && command -v sbatch >/dev/null; then
@@ -26,9 +30,9 @@ install_slurm() {
     log "installing slurm-wlm and munge with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     # A fresh machine may have empty package lists: update only when the first attempt fails.
-    if ! as_root apt-get install -y -q slurm-wlm munge; then
-        as_root apt-get update -q
-        as_root apt-get install -y -q slurm-wlm munge
+    if ! apt_get install -y -q slurm-wlm munge; then
+        apt_get update -q
+        apt_get install -y -q slurm-wlm munge
     fi
     log "installed $(slurmctld -V)"
 }
@@ -40,9 +44,9 @@ install_chromium() {
     fi
     log "installing chromium with apt-get (the console's browser tests; ~2 min)"
     export DEBIAN_FRONTEND=noninteractive
-    if ! as_root apt-get install -y -q chromium; then
-        as_root apt-get update -q
-        as_root apt-get install -y -q chromium
+    if ! apt_get install -y -q chromium; then
+        apt_get update -q
+        apt_get install -y -q chromium
     fi
     log "installed $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"
 }
@@ -56,9 +60,9 @@ install_prometheus() {
     fi
     log "installing prometheus with apt-get"
     export DEBIAN_FRONTEND=noninteractive
-    if ! as_root apt-get install -y -q --no-install-recommends prometheus; then
-        as_root apt-get update -q
-        as_root apt-get install -y -q --no-install-recommends prometheus
+    if ! apt_get install -y -q --no-install-recommends prometheus; then
+        apt_get update -q
+        apt_get install -y -q --no-install-recommends prometheus
     fi
     log "installed $(prometheus --version 2>&1 | head -1)"
 }
@@ -72,9 +76,9 @@ install_image_tools() {
     fi
     log "installing mmdebstrap and umoci with apt-get"
     export DEBIAN_FRONTEND=noninteractive
-    if ! as_root apt-get install -y -q --no-install-recommends mmdebstrap umoci; then
-        as_root apt-get update -q
-        as_root apt-get install -y -q --no-install-recommends mmdebstrap umoci
+    if ! apt_get install -y -q --no-install-recommends mmdebstrap umoci; then
+        apt_get update -q
+        apt_get install -y -q --no-install-recommends mmdebstrap umoci
     fi
     log "installed $(mmdebstrap --version), $(umoci --version)"
 }
