@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -86,18 +88,42 @@ def down(
 
 
 @app.command()
-def status() -> None:
+def status(
+    units: Annotated[
+        list[str] | None, typer.Argument(help="Only these units: exit 1 unless each one runs (a readiness probe).")
+    ] = None,
+) -> None:
     """Show which parts run, their endpoints and memory; exit 1 if one of them died."""
     from sgs.dev import stack
 
     state = stack.load_state()
+    missing = [name for name in units or [] if name not in state]
+    if units:
+        state = {name: unit for name, unit in state.items() if name in units}
     if not state:
-        console.print("nothing running (start with `sgs dev up`)")
-        return
+        console.print(
+            "nothing running (start with `sgs dev up`)" if not units else f"not running: {', '.join(missing)}"
+        )
+        raise typer.Exit(1 if units else 0)
     _print_units(state)
     _print_urls(state)
-    if not all(all(unit.alive()) for unit in state.values()):
+    if missing:
+        console.print(f"[red]not running: {', '.join(missing)}[/red]")
+    if missing or not all(all(unit.alive()) for unit in state.values()):
         raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    unit: Annotated[str, typer.Argument(help="archive, transfer, operator, bridge-site-a, trigger, console, ...")],
+) -> None:
+    """Run one unit in the foreground, as `up` would start it (Tilt's serve_cmd): its log on stdout, stopped on
+    Ctrl-C or SIGTERM; exit 1 if it dies. A copy already running is stopped first; the services keep their port."""
+    from sgs.dev.serve import serve as serve_unit
+
+    if isinstance(sys.stdout, io.TextIOWrapper):  # Tilt reads a pipe: each line as it comes, not a buffer at exit
+        sys.stdout.reconfigure(line_buffering=True)
+    raise typer.Exit(serve_unit(unit, _report))
 
 
 @app.command()

@@ -6,14 +6,16 @@ down/status/env` work from any shell. Data directories survive `down` unless pur
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,19 @@ def state_file() -> Path:
 
 def env_file() -> Path:
     return dev_dir() / "env"
+
+
+@contextmanager
+def state_lock() -> Iterator[None]:
+    """Exclusive use of the state file: `sgs dev serve` processes (one per unit, started together by Tilt) and
+    `up`/`down` each read, change and rewrite it, and a write between another's read and write would be lost."""
+    dev_dir().mkdir(parents=True, exist_ok=True)
+    with (dev_dir() / "state.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def parse_parts(spec: str) -> list[str]:
@@ -247,6 +262,11 @@ def sgs_units(state: dict[str, PartState]) -> list[tuple[str, Part]]:
 def up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
     """Start the parts not already running, all at once, then the sgs components on them; returns the
     whole stack's state."""
+    with state_lock():
+        return _up(parts, report)
+
+
+def _up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
     state: dict[str, PartState] = {}
     for name, recorded in load_state().items():
         if all(recorded.alive()):
@@ -311,7 +331,7 @@ def _start_all(
                 pending.append((part, unit_name, unit))
     failures: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, len(pending))) as pool:
-        futures = {unit_name: pool.submit(_start_unit, part, unit_name, unit) for part, unit_name, unit in pending}
+        futures = {unit_name: pool.submit(start_unit, part, unit_name, unit) for part, unit_name, unit in pending}
         for unit_name, future in futures.items():
             try:
                 state[unit_name] = future.result()
@@ -322,7 +342,7 @@ def _start_all(
     return failures
 
 
-def _start_unit(part: str, unit_name: str, unit: Part) -> PartState:
+def start_unit(part: str, unit_name: str, unit: Part) -> PartState:
     started = time.monotonic()
     unit.start()
     return PartState(
@@ -338,6 +358,11 @@ def _start_unit(part: str, unit_name: str, unit: Part) -> PartState:
 
 def down(parts: Iterable[str] | None, *, purge: bool, report: Report) -> None:
     """Stop the named parts (all if None), last started first; `purge` also deletes their data."""
+    with state_lock():
+        _down(parts, purge=purge, report=report)
+
+
+def _down(parts: Iterable[str] | None, *, purge: bool, report: Report) -> None:
     state = load_state()
     chosen = set(parts) if parts is not None else set(PART_NAMES)
     # The sgs components first, whatever order they were started in: they are clients of every other part.
@@ -349,7 +374,7 @@ def down(parts: Iterable[str] | None, *, purge: bool, report: Report) -> None:
         if unit.part == "slurm":
             _drain_slurm(unit)
         if unit_name == "operator":
-            _remove_webhook(unit, state)
+            remove_webhook(unit, state)
         for record in reversed(unit.processes):
             record.stop()
         if purge:
@@ -359,7 +384,7 @@ def down(parts: Iterable[str] | None, *, purge: bool, report: Report) -> None:
     save_state(state)
 
 
-def _remove_webhook(unit: PartState, state: dict[str, PartState]) -> None:
+def remove_webhook(unit: PartState, state: dict[str, PartState]) -> None:
     # The webhook is failurePolicy Fail and outlives the operator: left behind, it would refuse every Run and
     # Pipeline applied while the operator is down (say, to run one from a source tree instead).
     from sgs.testing.binaries import kubectl_path
