@@ -52,6 +52,19 @@ def bridge_command(
             help="CA bundle that signs the API server's kubelet client certificate (default: the cluster CA).",
         ),
     ] = None,
+    pilots: Annotated[
+        Path | None,
+        typer.Option(
+            "--pilots",
+            help="slurm: pilot mode, with the templates in this file (pipelinerunner.pilots.<template>.CPUcores="
+            "..., rssInMB, walltimeInMin, maxInstances, maxQueued; properties or YAML).",
+        ),
+    ] = None,
+    pilot_address: Annotated[
+        str | None,
+        typer.Option("--pilot-address", help="slurm pilots: address agents reach (default --address)."),
+    ] = None,
+    pilot_port: Annotated[int, typer.Option("--pilot-port", help="slurm pilots: port for their agents (0: any).")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Register NODE_NAME and run its pods on the chosen backend until interrupted."""
@@ -63,6 +76,15 @@ def bridge_command(
         raise typer.BadParameter("must be 0 (off) or a port other than --port", param_hint="--metrics-port")
     if poll_interval <= 0:
         raise typer.BadParameter("must be positive", param_hint="--poll-interval")
+    if pilots is not None:
+        if provider != "slurm":
+            raise typer.BadParameter("pilot mode needs --provider slurm", param_hint="--pilots")
+        from sgs_bridge.pilot_config import PilotConfigError, load_pilot_settings
+
+        try:
+            load_pilot_settings(pilots)
+        except PilotConfigError as error:
+            raise typer.BadParameter(str(error), param_hint="--pilots") from error
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -84,6 +106,9 @@ def bridge_command(
         slurm_extra_args=list(sbatch_arg or []),
         apptainer=apptainer,
         client_ca=client_ca_file,
+        pilots=pilots,
+        pilot_address=pilot_address,
+        pilot_port=pilot_port,
     )
     asyncio.run(_serve(config))
 

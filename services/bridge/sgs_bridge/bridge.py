@@ -68,6 +68,10 @@ class BridgeConfig:
     apptainer: str | None = None  # path of apptainer: run the container image through it
     # CA bundle that signs the API server's kubelet client certificate; default: the cluster's CA.
     client_ca: Path | None = None
+    # slurm: pilot mode, with these settings (pipelinerunner.pilots.* properties or YAML; see pilot_config).
+    pilots: Path | None = None
+    pilot_address: str | None = None  # where the pilots' agents reach the bridge; default: `address`
+    pilot_port: int = 0  # 0: any free port (each pilot's script names the one chosen)
 
     @property
     def root(self) -> Path:
@@ -83,12 +87,29 @@ def make_provider(config: BridgeConfig) -> Provider:
     if config.provider == "slurm":
         from sgs_bridge.providers.slurm import SlurmProvider
 
-        return SlurmProvider(
+        slurm = SlurmProvider(
             pods_root,
             partition=config.slurm_partition,
             gpu_partition=config.slurm_gpu_partition,
             extra_args=config.slurm_extra_args,
             apptainer=config.apptainer,
+        )
+        if config.pilots is None:
+            return slurm
+        from sgs_bridge.pilot_config import PilotConfigError, load_pilot_settings
+        from sgs_bridge.providers.pilots import PilotProvider
+
+        try:
+            settings = load_pilot_settings(config.pilots)
+        except PilotConfigError as error:
+            raise BridgeConfigError(str(error)) from error
+        return PilotProvider(
+            pods_root,
+            settings,
+            slurm,
+            pilots_root=config.root / "pilots",
+            address=config.pilot_address or config.address,
+            port=config.pilot_port,
         )
     raise ValueError(f"provider: must be 'process' or 'slurm', got {config.provider!r}")
 
@@ -172,6 +193,10 @@ class Bridge:
         metrics_server = metrics.MetricsServer(host=self.config.address, port=self.config.metrics_port)
         watch = Watch(self.kube, "/api/v1/pods", self, {"fieldSelector": f"spec.nodeName={self.identity.name}"})
         try:
+            start_provider = getattr(self.provider, "start", None)  # a provider with its own endpoint (pilots)
+            if start_provider is not None:
+                self.provider.wake = self._wake.set  # type: ignore[attr-defined]
+                await start_provider()
             await server.start()
             if self.config.metrics_port:
                 await metrics_server.start()
@@ -325,7 +350,7 @@ class Bridge:
             job_id = await self.provider.submit(spec)
         except SubmitRefusedError as error:
             metrics.BACKEND_ERRORS.labels(self.provider.name, "submit").inc()
-            await self._fail_before_submit(pod, "SubmitRefusedError", f"{self.provider.name}: {error}")
+            await self._fail_before_submit(pod, error.reason, f"{self.provider.name}: {error}")
             return
         except BackendUnavailableError as error:
             metrics.BACKEND_ERRORS.labels(self.provider.name, "submit").inc()

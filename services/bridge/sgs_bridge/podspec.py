@@ -22,6 +22,7 @@ JSON = dict[str, Any]
 GPU_RESOURCE = "nvidia.com/gpu"
 WALLTIME_ANNOTATION = "sgs.io/walltime-seconds"
 PARTITION_ANNOTATION = "sgs.io/slurm-partition"
+ATTEMPT_LABEL = "sgs.io/attempt"  # the operator's: 0 for a task's first attempt, then 1, 2... for its retries
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "SHELL")
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -66,6 +67,12 @@ class TaskSpec:
     tmp_bytes: int | None
     volumes: list[VolumeFiles]
     partition: str | None = None
+    attempt: int = 0  # > 0: a retry (a pilot runs it first)
+    priority: int = 0  # spec.priority, from the pod's PriorityClass
+
+    @property
+    def retry(self) -> bool:
+        return self.attempt > 0
 
     @property
     def log_path(self) -> Path:
@@ -152,7 +159,14 @@ def task_from_pod(
         tmp_bytes=_tmp_bytes(volumes, rewritten_env),
         volumes=volumes,
         partition=(metadata.get("annotations") or {}).get(PARTITION_ANNOTATION),
+        attempt=_attempt(metadata.get("labels") or {}),
+        priority=spec.get("priority") if isinstance(spec.get("priority"), int) else 0,
     )
+
+
+def _attempt(labels: Mapping[str, str]) -> int:
+    text = str(labels.get(ATTEMPT_LABEL, "0"))
+    return int(text) if text.isdigit() else 0
 
 
 @dataclass(frozen=True)

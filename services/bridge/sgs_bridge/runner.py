@@ -71,17 +71,21 @@ def record_start(pod_dir: Path, pid: int, started_at: float, runner_pid: int, id
     write_json_atomically(pod_dir / STATE_FILE, state)
 
 
-def record_outcome(pod_dir: Path, outcome: Outcome) -> None:
-    write_json_atomically(
-        pod_dir / OUTCOME_FILE,
-        {
-            "exit_code": outcome.exit_code,
-            "reason": outcome.reason,
-            "message": outcome.message,
-            "usage": outcome.usage.as_dict(),
-            "finished_at": time.time(),
-        },
-    )
+def record_outcome(pod_dir: Path, outcome: Outcome) -> dict[str, Any]:
+    record = outcome_record(outcome)
+    write_json_atomically(pod_dir / OUTCOME_FILE, record)
+    return record
+
+
+def outcome_record(outcome: Outcome) -> dict[str, Any]:
+    """What ``outcome.json`` holds: exit code, reason, message, usage, when it ended."""
+    return {
+        "exit_code": outcome.exit_code,
+        "reason": outcome.reason,
+        "message": outcome.message,
+        "usage": outcome.usage.as_dict(),
+        "finished_at": time.time(),
+    }
 
 
 def record_start_failure(pod_dir: Path, task: dict[str, Any], error: OSError) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -10,7 +11,7 @@ from typing import Protocol
 
 from sgs_bridge.files import read_json, write_json_atomically
 from sgs_bridge.podspec import TaskSpec
-from sgs_bridge.state import JobState
+from sgs_bridge.state import JobState, Phase
 
 __all__ = ["read_json", "write_json_atomically"]
 
@@ -20,7 +21,12 @@ class BackendUnavailableError(RuntimeError):
 
 
 class SubmitRefusedError(RuntimeError):
-    """The backend refused the job for good (e.g. an impossible request); the pod fails with this message."""
+    """The backend refused the job for good (e.g. an impossible request); the pod fails with this message,
+    and with ``reason`` as its status reason."""
+
+    def __init__(self, message: str, reason: str = "SubmitRefusedError") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -100,3 +106,33 @@ def tail_text(path: Path, max_bytes: int = 64 * 1024) -> str:
 
 def last_lines(text: str, count: int = 3) -> Sequence[str]:
     return [line for line in text.splitlines() if line.strip()][-count:]
+
+
+def outcome_state(job_id: str, outcome: Mapping[str, object], started: datetime.datetime | None) -> JobState:
+    """The JobState of a task whose ``outcome.json`` (the runner's, an agent's) reads ``outcome``."""
+    exit_code = outcome.get("exit_code")
+    code = int(exit_code) if isinstance(exit_code, int) else 1
+    if code < 0:
+        code = 128 - code  # killed by signal N: reported as 128+N, as a shell would
+    reason = str(outcome.get("reason") or ("Completed" if code == 0 else "Error"))
+    if reason == "Killed":
+        reason = "Error"
+    usage = outcome.get("usage")
+    return JobState(
+        Phase.SUCCEEDED if reason == "Completed" else Phase.FAILED,
+        job_id,
+        reason=reason,
+        message=str(outcome.get("message") or ""),
+        exit_code=code,
+        started_at=started,
+        finished_at=moment(outcome.get("finished_at")),
+        usage=usage if isinstance(usage, dict) else None,
+        backend_state="COMPLETED" if code == 0 else "FAILED",
+    )
+
+
+def moment(value: object) -> datetime.datetime | None:
+    """A UTC datetime from epoch seconds (None for anything else)."""
+    if isinstance(value, int | float):
+        return datetime.datetime.fromtimestamp(value, datetime.UTC)
+    return None

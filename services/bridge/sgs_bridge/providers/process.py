@@ -10,7 +10,6 @@ released and each is reported failed once whatever it left running has been kill
 from __future__ import annotations
 
 import asyncio
-import datetime
 import fcntl
 import os
 import shutil
@@ -27,6 +26,8 @@ from sgs_bridge.podspec import TaskSpec
 from sgs_bridge.providers.base import (
     BackendUnavailableError,
     Capacity,
+    moment,
+    outcome_state,
     prepare_pod_dir,
     read_json,
     tail_text,
@@ -91,9 +92,9 @@ class ProcessProvider:
         pod_dir = self.pods_root / uid
         outcome = read_json(pod_dir / OUTCOME_FILE)
         state = read_json(pod_dir / STATE_FILE)
-        started = _moment(state.get("started_at")) if state else None
+        started = moment(state.get("started_at")) if state else None
         if outcome is not None:
-            return _finished(uid, outcome, started)
+            return outcome_state(uid, outcome, started)
         if _lock_held(pod_dir / LOCK_FILE):
             if state is None:
                 return JobState(Phase.PENDING, uid, reason="ContainerCreating", backend_state="STARTING")
@@ -101,7 +102,7 @@ class ProcessProvider:
             return JobState(Phase.RUNNING, uid, message=message, started_at=started, backend_state="RUNNING")
         if not pod_dir.exists() or not (pod_dir / TASK_FILE).exists():
             return JobState(Phase.UNKNOWN, uid, message="no such task on this node")
-        return _finished(uid, self._record_lost(pod_dir, state or {}), started)
+        return outcome_state(uid, self._record_lost(pod_dir, state or {}), started)
 
     def _record_lost(self, pod_dir: Path, state: dict[str, object]) -> dict[str, object]:
         """The agent that ran the task is gone: kill what it left running, and record that once."""
@@ -139,28 +140,6 @@ class ProcessProvider:
         self.agent.reap()
 
 
-def _finished(uid: str, outcome: dict[str, object], started: datetime.datetime | None) -> JobState:
-    exit_code = outcome.get("exit_code")
-    code = int(exit_code) if isinstance(exit_code, int) else 1
-    if code < 0:
-        code = 128 - code  # killed by signal N: reported as 128+N, as a shell would
-    reason = str(outcome.get("reason") or ("Completed" if code == 0 else "Error"))
-    if reason == "Killed":
-        reason = "Error"
-    usage = outcome.get("usage")
-    return JobState(
-        Phase.SUCCEEDED if reason == "Completed" else Phase.FAILED,
-        uid,
-        reason=reason,
-        message=str(outcome.get("message") or ""),
-        exit_code=code,
-        started_at=started,
-        finished_at=_moment(outcome.get("finished_at")),
-        usage=usage if isinstance(usage, dict) else None,
-        backend_state="COMPLETED" if code == 0 else "FAILED",
-    )
-
-
 def _lock_held(path: Path) -> bool:
     try:
         fd = os.open(path, os.O_RDWR)
@@ -173,9 +152,3 @@ def _lock_held(path: Path) -> bool:
     finally:
         os.close(fd)  # closing drops our probe lock too
     return False
-
-
-def _moment(value: object) -> datetime.datetime | None:
-    if isinstance(value, int | float):
-        return datetime.datetime.fromtimestamp(value, datetime.UTC)
-    return None

@@ -77,7 +77,7 @@ class SlurmProvider:
 
     # --- commands ------------------------------------------------------------------------------
 
-    async def _run(self, *argv: str) -> tuple[int, str, str]:
+    async def run_command(self, *argv: str) -> tuple[int, str, str]:
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -96,8 +96,8 @@ class SlurmProvider:
             raise BackendUnavailableError(f"{argv[0]} did not answer in {COMMAND_TIMEOUT_S:.0f} s") from error
         return process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
-    async def _checked(self, *argv: str) -> str:
-        code, out, err = await self._run(*argv)
+    async def checked_command(self, *argv: str) -> str:
+        code, out, err = await self.run_command(*argv)
         if code != 0:
             raise BackendUnavailableError(f"{' '.join(argv[:3])}: {err.strip() or out.strip()}")
         return out
@@ -105,7 +105,7 @@ class SlurmProvider:
     # --- the node ------------------------------------------------------------------------------
 
     async def capacity(self) -> Capacity:
-        text = await self._checked("scontrol", "show", "node", "-o")
+        text = await self.checked_command("scontrol", "show", "node", "-o")
         cpus, memory_mb, gpus, tmp_mb = parse_node_capacity(text)
         return Capacity(cpus=cpus, memory_bytes=memory_mb * 2**20, gpus=gpus, ephemeral_storage_bytes=tmp_mb * 2**20)
 
@@ -149,9 +149,11 @@ class SlurmProvider:
                 return found
         await asyncio.to_thread(self._prepare, spec)
         (pod_dir / SUBMITTING_FILE).touch()
-        code, out, err = await self._run("sbatch", "--parsable", *self.sbatch_options(spec), str(pod_dir / SCRIPT_FILE))
+        code, out, err = await self.run_command(
+            "sbatch", "--parsable", *self.sbatch_options(spec), str(pod_dir / SCRIPT_FILE)
+        )
         if code != 0:
-            message = _sbatch_error(err or out)
+            message = sbatch_error(err or out)
             if any(word in message for word in UNREACHABLE_WORDS):
                 raise BackendUnavailableError(message)
             raise SubmitRefusedError(message)
@@ -185,7 +187,7 @@ class SlurmProvider:
         path.chmod(0o755)
 
     async def _find_by_comment(self, uid: str) -> str | None:
-        text = await self._checked("scontrol", "show", "job", "-o")
+        text = await self.checked_command("scontrol", "show", "job", "-o")
         for job_id, fields in parse_show_job(text).items():
             if fields.get("Comment") == f"{COMMENT_PREFIX}{uid}":
                 return job_id
@@ -194,7 +196,7 @@ class SlurmProvider:
     # --- observation ---------------------------------------------------------------------------
 
     async def observe(self, jobs: Mapping[str, str]) -> dict[str, JobState]:
-        text = await self._checked("scontrol", "show", "job", "-o")
+        text = await self.checked_command("scontrol", "show", "job", "-o")
         listing = {} if "No jobs in the system" in text else parse_show_job(text)
         states = {}
         for uid, job_id in jobs.items():
@@ -216,7 +218,7 @@ class SlurmProvider:
 
     async def _forgotten(self, uid: str, job_id: str) -> JobState:
         """A job the controller no longer lists (MinJobAge passed): ask the job completion log."""
-        code, out, _ = await self._run("sacct", "-c", "-n", "-P", "-j", job_id, "-o", "JobID,State,ExitCode")
+        code, out, _ = await self.run_command("sacct", "-c", "-n", "-P", "-j", job_id, "-o", "JobID,State,ExitCode")
         for line in out.splitlines() if code == 0 else []:
             parts = line.split("|")
             if len(parts) >= 3 and parts[0] == job_id:
@@ -231,7 +233,7 @@ class SlurmProvider:
         return JobState(Phase.UNKNOWN, job_id, message="not in scontrol nor sacct -c")
 
     async def cancel(self, job_id: str, uid: str) -> None:
-        code, out, err = await self._run("scancel", job_id)
+        code, out, err = await self.run_command("scancel", job_id)
         if code != 0 and "Invalid job id" not in err and "already completing or completed" not in err:
             raise BackendUnavailableError(f"scancel {job_id}: {err.strip() or out.strip()}")
 
@@ -277,9 +279,9 @@ def _read_text(path: Path) -> str:
         return ""
 
 
-def _sbatch_error(text: str) -> str:
+def sbatch_error(text: str) -> str:
     lines = [line.removeprefix("sbatch: error: ").strip() for line in text.splitlines() if line.strip()]
     return "; ".join(lines) or "sbatch failed without a message"
 
 
-__all__ = ["SlurmProvider", "exit_code_of"]
+__all__ = ["SlurmProvider", "exit_code_of", "sbatch_error"]

@@ -1,0 +1,181 @@
+"""Pilot mode of the Slurm provider against the real API server and a real Slurm: payload pods run inside a
+pilot job (no sbatch per pod), a pilot scancelled mid-payload fails exactly its running payloads with
+PilotLost (and the Job retries them in a new pilot, counted once), a payload bigger than every template is
+refused at once, and an agent with a wrong token is refused."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import Iterator
+
+import pytest
+from bridge_kit import Cluster, annotation, pod_manifest, pod_template, terminated
+from sgs_bridge.launch import BridgeProcess
+
+from sgs.testing import wait_until
+from sgs.testing.kube import KubePart
+from sgs.testing.slurm import SlurmPart
+
+pytest_plugins = ["bridge_kit"]
+pytestmark = pytest.mark.integration
+
+PILOT_SITE = "bridge-pilots"
+PILOTS = """
+pipelinerunner.pilots.small.CPUcores=1
+pipelinerunner.pilots.small.rssInMB=1024
+pipelinerunner.pilots.small.walltimeInMin=20
+pipelinerunner.pilots.small.maxInstances=2
+pipelinerunner.pilots.small.maxQueued=1
+pipelinerunner.pilots.policy.idleInSec=5
+"""
+SMALL = {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}}
+
+
+@pytest.fixture(scope="module")
+def pilot_bridge(kube: KubePart, slurm: SlurmPart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
+    workdir = tmp_path_factory.mktemp("bridge-pilots")
+    settings = workdir / "pilots.properties"
+    settings.write_text(PILOTS)
+    bridge = BridgeProcess(
+        node_name="sgs-bridge-pilots",
+        site=PILOT_SITE,
+        kubeconfig=kube.kubeconfig,
+        workdir=workdir / "bridge",
+        provider="slurm",
+        poll_interval_s=0.3,
+        extra_args=[f"--pilots={settings}"],
+        env=slurm.env,
+    )
+    with bridge:
+        yield bridge
+
+
+def slurm_comments(slurm: SlurmPart) -> dict[str, str]:
+    """Every job Slurm knows, {job id: comment}."""
+    out = slurm.run("squeue", "-h", "--states=all", "-o", "%i|%k").stdout
+    return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+
+
+def pilot_of(pod: dict[str, object]) -> str:
+    """The Slurm job id of the pilot the pod's status names."""
+    status = pod["status"]
+    assert isinstance(status, dict)
+    text = json.dumps(status)
+    found = re.search(r"ran on pilot \S+ \(Slurm job (\d+), template small\)|on pilot \S+ \(Slurm job (\d+)", text)
+    assert found, status
+    return found.group(1) or found.group(2)
+
+
+def pilot_endpoint(bridge: BridgeProcess) -> tuple[str, int]:
+    found = re.search(r"pilot endpoint on ([\d.]+):(\d+)", bridge.log_tail(100_000))
+    assert found, bridge.log_tail()
+    return found.group(1), int(found.group(2))
+
+
+def test_payload_pods_run_through_a_pilot_not_one_sbatch_each(
+    cluster: Cluster, slurm: SlurmPart, pilot_bridge: BridgeProcess
+) -> None:
+    script = 'echo "pilot $SLURM_JOB_ID"; echo "tmp $TMPDIR"; touch "$TMPDIR/mine" && ls "$TMPDIR"'
+    names = [f"payload-{index}" for index in range(6)]
+    for name in names:
+        cluster.apply(pod_manifest(name, pod_template(PILOT_SITE, script, resources=SMALL)))
+    pods = [cluster.wait_phase(name, {"Succeeded", "Failed"}, timeout_s=120) for name in names]
+    comments = slurm_comments(slurm)
+    tmpdirs = set()
+    for name, pod in zip(names, pods, strict=True):
+        assert pod["status"]["phase"] == "Succeeded", pod["status"]
+        assert terminated(pod)["reason"] == "Completed"
+        pilot_job = pilot_of(pod)
+        assert comments[pilot_job].startswith("sgs-pilot:small-"), comments
+        logs = cluster.kubectl("logs", name).splitlines()
+        assert logs[0] == f"pilot {pilot_job}"  # the payload ran inside the pilot's Slurm job
+        assert logs[2] == "mine"  # its TMPDIR held only its own file
+        tmpdirs.add(logs[1])
+        assert json.loads(annotation(pod, "sgs.io/usage"))["wall_s"] > 0
+    assert len(tmpdirs) == len(names)  # each payload its own private TMPDIR
+    uids = {pod["metadata"]["uid"] for pod in pods}
+    assert not [c for c in comments.values() if c.removeprefix("sgs-pod:") in uids]  # no sbatch per pod
+    assert len({c for c in comments.values() if c.startswith("sgs-pilot:")}) <= 2  # maxInstances
+
+
+def test_a_scancelled_pilot_fails_only_its_running_payloads_as_pilot_lost(
+    cluster: Cluster, slurm: SlurmPart, pilot_bridge: BridgeProcess
+) -> None:
+    runs = pilot_bridge.workdir.parent / "runs"
+    runs.mkdir(exist_ok=True)
+    # The first attempt sleeps long (its pilot is scancelled under it); the retry (attempt 1) ends at once.
+    script = f'echo "$SLURM_JOB_ID" >> {runs}/$POD_UID; [ -e {runs}/retry ] || sleep 120; echo done'
+    env = [{"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}]
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "lost"},
+        "spec": {"backoffLimit": 1, "template": {"spec": pod_template(PILOT_SITE, script, resources=SMALL, env=env)}},
+    }
+    cluster.apply(job)
+    first = cluster.job_pod("lost")
+    running = cluster.wait_phase(first, {"Running"}, timeout_s=120)
+    pilot_job = pilot_of(running)
+    (runs / "retry").touch()
+    slurm.run("scancel", pilot_job)
+    lost = cluster.wait_phase(first, {"Failed", "Succeeded"}, timeout_s=60)
+    state = terminated(lost)
+    assert state["reason"] == "PilotLost", lost["status"]
+    assert f"Slurm job {pilot_job}" in state["message"]
+    assert (runs / lost["metadata"]["uid"]).read_text() == f"{pilot_job}\n"  # ran once, in that pilot
+
+    def job_done() -> bool:
+        status = json.loads(cluster.kubectl("get", "job", "lost", "-o", "json"))["status"]
+        return bool(status.get("succeeded"))
+
+    wait_until(job_done, what="the Job's retry to succeed in another pilot", timeout_s=120)
+    status = json.loads(cluster.kubectl("get", "job", "lost", "-o", "json"))["status"]
+    assert (status.get("succeeded"), status.get("failed")) == (1, 1)  # each attempt counted once
+    retry = next(p for p in cluster.pods_of_job("lost") if p["metadata"]["name"] != first)
+    assert terminated(retry)["reason"] == "Completed"
+    assert pilot_of(retry) != pilot_job
+    assert (runs / retry["metadata"]["uid"]).read_text() == f"{pilot_of(retry)}\n"
+
+
+def test_a_payload_bigger_than_every_template_is_refused_with_the_reason(
+    cluster: Cluster, slurm: SlurmPart, pilot_bridge: BridgeProcess
+) -> None:
+    huge = {"requests": {"cpu": "2", "memory": "64Mi"}, "limits": {"memory": "64Mi"}}
+    spec = pod_template(PILOT_SITE, "echo never", resources=huge)
+    spec["nodeName"] = pilot_bridge.node_name  # the scheduler would fit it on the node: the pilots cannot
+    before = set(slurm_comments(slurm))
+    cluster.apply(pod_manifest("huge", spec))
+    pod = cluster.wait_phase("huge", {"Failed", "Succeeded"}, timeout_s=30)
+    assert pod["status"]["phase"] == "Failed"
+    assert pod["status"]["reason"] == "NoPilotFits"
+    assert "no pilot template fits this payload (2 cores" in pod["status"]["message"]
+    assert "small: 1 cores, 1024 MiB, 20 min" in pod["status"]["message"]
+    assert "NoPilotFits" in cluster.kubectl("describe", "pod", "huge")
+    assert set(slurm_comments(slurm)) == before  # nothing submitted for it
+
+
+def test_an_agent_with_a_wrong_token_is_refused(
+    cluster: Cluster, slurm: SlurmPart, pilot_bridge: BridgeProcess
+) -> None:
+    host, port = pilot_endpoint(pilot_bridge)
+    cluster.apply(pod_manifest("before", pod_template(PILOT_SITE, "sleep 3", resources=SMALL)))
+    running = cluster.wait_phase("before", {"Running"}, timeout_s=120)
+    found = re.search(r"on pilot (\S+) ", json.dumps(running["status"]))
+    assert found, running["status"]
+    pilot = found.group(1)
+    assert (pilot_bridge.workdir / "pilots" / pilot / "token").stat().st_mode & 0o077 == 0  # only the bridge's user
+    for name, token in [(pilot, "not-the-token"), ("nobody", "x"), (pilot, "")]:
+        with socket.create_connection((host, port), timeout=10) as connection:
+            hello = {"op": "hello", "pilot": name, "token": token, "job_id": "1"}
+            connection.sendall(json.dumps(hello).encode() + b"\n")
+            reply = json.loads(connection.makefile("rb").readline())
+        assert reply["ok"] is False
+        assert "refused" in reply["error"] and "wrong token" in reply["error"]
+    assert "refused a pilot agent" in pilot_bridge.log_tail(100_000)
+    # The bridge still serves real pilots after the strangers.
+    cluster.apply(pod_manifest("after", pod_template(PILOT_SITE, "echo fine", resources=SMALL)))
+    pod = cluster.wait_phase("after", {"Succeeded", "Failed"}, timeout_s=120)
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    assert cluster.kubectl("logs", "after").strip() == "fine"
