@@ -65,6 +65,9 @@ def bridge_command(
         typer.Option("--pilot-address", help="slurm pilots: address agents reach (default --address)."),
     ] = None,
     pilot_port: Annotated[int, typer.Option("--pilot-port", help="slurm pilots: port for their agents (0: any).")] = 0,
+    api_concurrency: Annotated[
+        int, typer.Option("--api-concurrency", help="Submissions and status writes in flight at once.")
+    ] = 32,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Register NODE_NAME and run its pods on the chosen backend until interrupted."""
@@ -74,6 +77,8 @@ def bridge_command(
         raise typer.BadParameter("must be 'process' or 'slurm'", param_hint="--provider")
     if not 0 <= metrics_port <= 65535 or (metrics_port and metrics_port == port):
         raise typer.BadParameter("must be 0 (off) or a port other than --port", param_hint="--metrics-port")
+    if api_concurrency < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--api-concurrency")
     if poll_interval <= 0:
         raise typer.BadParameter("must be positive", param_hint="--poll-interval")
     if pilots is not None:
@@ -106,6 +111,7 @@ def bridge_command(
         slurm_extra_args=list(sbatch_arg or []),
         apptainer=apptainer,
         client_ca=client_ca_file,
+        submit_concurrency=api_concurrency,
         pilots=pilots,
         pilot_address=pilot_address,
         pilot_port=pilot_port,
