@@ -9,6 +9,7 @@ import json
 import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from bridge_kit import Cluster, annotation, pod_manifest, pod_template, terminated
@@ -179,3 +180,67 @@ def test_an_agent_with_a_wrong_token_is_refused(
     pod = cluster.wait_phase("after", {"Succeeded", "Failed"}, timeout_s=120)
     assert pod["status"]["phase"] == "Succeeded", pod["status"]
     assert cluster.kubectl("logs", "after").strip() == "fine"
+
+
+def test_a_bridge_killed_while_a_pilot_runs_loses_and_repeats_nothing(
+    kube: KubePart, slurm: SlurmPart, cluster: Cluster, tmp_path: Path
+) -> None:
+    settings = tmp_path / "pilots.properties"
+    settings.write_text(PILOTS)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def start_bridge() -> BridgeProcess:
+        return BridgeProcess(
+            node_name="sgs-bridge-pilots-restart",
+            site="bridge-pilots-restart",
+            kubeconfig=kube.kubeconfig,
+            workdir=tmp_path / "bridge",
+            provider="slurm",
+            poll_interval_s=0.3,
+            extra_args=[f"--pilots={settings}"],
+            env=slurm.env,
+        ).start()
+
+    script = f'echo "$SLURM_JOB_ID" >> {runs}/$POD; for i in 1 2 3 4 5; do echo "$POD $i"; sleep 1; done'
+    env = [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    spec = pod_template("bridge-pilots-restart", script, resources=SMALL, env=env)
+    bridge = start_bridge()
+    try:
+        cluster.apply(pod_manifest("first", spec))
+        first_pilot = pilot_of(cluster.wait_phase("first", {"Running"}, timeout_s=120))
+        bridge.kill()  # its pilot's agent sees the connection close: it finishes "first" and drains
+        cluster.apply(pod_manifest("second", spec))
+        bridge = start_bridge()
+        for name in ("first", "second"):
+            pod = cluster.wait_phase(name, {"Succeeded", "Failed"}, timeout_s=120)
+            assert pod["status"]["phase"] == "Succeeded", pod["status"]
+            assert cluster.kubectl("logs", name).splitlines() == [f"{name} {i}" for i in range(1, 6)]
+            assert (runs / name).read_text() == f"{pilot_of(pod)}\n"  # ran once, in the pilot the status names
+        assert pilot_of(cluster.pod("first")) == first_pilot
+        slurm_state = slurm.run("scontrol", "show", "job", "-o", first_pilot).stdout
+        wait_until(
+            lambda: "JobState=COMPLETED" in slurm.run("scontrol", "show", "job", "-o", first_pilot).stdout,
+            what=f"the old bridge's pilot {first_pilot} to drain and end ({slurm_state[:200]})",
+            timeout_s=60,
+        )
+    finally:
+        bridge.stop()
+
+
+def test_a_payload_is_held_to_its_own_memory_and_walltime_inside_the_pilot(
+    cluster: Cluster, slurm: SlurmPart, pilot_bridge: BridgeProcess
+) -> None:
+    hungry = "python3 -c 'import time; x = bytearray(400 * 2**20); time.sleep(60)'"
+    limited = {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}}
+    cluster.apply(pod_manifest("hungry", pod_template(PILOT_SITE, hungry, resources=limited)))
+    cluster.apply(pod_manifest("slow", pod_template(PILOT_SITE, "sleep 60", resources=SMALL, deadline_s=3)))
+    cluster.apply(pod_manifest("neighbour", pod_template(PILOT_SITE, "sleep 6; echo still-here", resources=SMALL)))
+    oom = terminated(cluster.wait_phase("hungry", {"Failed", "Succeeded"}, timeout_s=120))
+    assert oom["reason"] == "OOMKilled", oom
+    assert "exceeded the limit of 128 MiB" in oom["message"]
+    slow = cluster.wait_phase("slow", {"Failed", "Succeeded"}, timeout_s=120)
+    assert terminated(slow)["reason"] == "DeadlineExceeded", slow["status"]
+    neighbour = cluster.wait_phase("neighbour", {"Failed", "Succeeded"}, timeout_s=120)
+    assert neighbour["status"]["phase"] == "Succeeded", neighbour["status"]  # the pilot outlived both
+    assert cluster.kubectl("logs", "neighbour").strip() == "still-here"
