@@ -244,3 +244,23 @@ def test_a_payload_is_held_to_its_own_memory_and_walltime_inside_the_pilot(
     neighbour = cluster.wait_phase("neighbour", {"Failed", "Succeeded"}, timeout_s=120)
     assert neighbour["status"]["phase"] == "Succeeded", neighbour["status"]  # the pilot outlived both
     assert cluster.kubectl("logs", "neighbour").strip() == "still-here"
+
+
+def test_deleting_a_running_payload_pod_kills_only_that_payload(
+    cluster: Cluster, slurm: SlurmPart, pilot_bridge: BridgeProcess
+) -> None:
+    cluster.apply(pod_manifest("doomed", pod_template(PILOT_SITE, "sleep 300", resources=SMALL)))
+    cluster.apply(pod_manifest("survivor", pod_template(PILOT_SITE, "sleep 5; echo survived", resources=SMALL)))
+    doomed = cluster.wait_phase("doomed", {"Running"}, timeout_s=120)
+    pilot_job = pilot_of(doomed)
+    uid = doomed["metadata"]["uid"]
+    state = json.loads((pilot_bridge.workdir / "pods" / uid / "state.json").read_text())
+    cluster.kubectl("delete", "pod", "doomed", "--wait=true", "--timeout=60s")
+    assert not cluster.pod_exists("doomed")
+    wait_until(
+        lambda: not Path(f"/proc/{state['pid']}").exists(), what="the deleted payload's process to end", timeout_s=30
+    )
+    assert "JobState=RUNNING" in slurm.run("scontrol", "show", "job", "-o", pilot_job).stdout  # the pilot lives on
+    survivor = cluster.wait_phase("survivor", {"Failed", "Succeeded"}, timeout_s=120)
+    assert survivor["status"]["phase"] == "Succeeded", survivor["status"]
+    assert cluster.kubectl("logs", "survivor").strip() == "survived"

@@ -68,6 +68,7 @@ PILOT_COMMENT_PREFIX = "sgs-pilot:"
 HELLO_TIMEOUT_S = 10.0
 MAINTAIN_EVERY_S = 1.0
 SLURM_CHECK_EVERY_S = 2.0
+PRUNE_EVERY_S = 30.0
 # A payload that has waited this long shows why in its pod status (before that, a status write per pod is
 # not worth it: most start within a second).
 SHOW_WAIT_AFTER_S = 10.0
@@ -154,6 +155,7 @@ class PilotProvider:
         self._maintainer: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
         self._last_slurm_check = 0.0
+        self._last_prune = 0.0
         pods_root.mkdir(parents=True, exist_ok=True)
         pilots_root.mkdir(parents=True, exist_ok=True)
 
@@ -474,6 +476,15 @@ class PilotProvider:
             await self._check_slurm()
         for template_name in self._plan():
             await self._submit_pilot(template_name)
+        if now - self._last_prune >= PRUNE_EVERY_S:
+            self._last_prune = now
+            self._forget_removed()
+
+    def _forget_removed(self) -> None:
+        """Ended payloads whose pod directory the bridge has removed (the pod is gone): nothing asks for them."""
+        for uid in [uid for uid, record in self.records.items() if record.outcome is not None]:
+            if not (self.pods_root / uid).exists():
+                del self.records[uid]
 
     def _recycle(self, now: float) -> None:
         """Drain pilots near their walltime's end, and pilots idle while nothing waits."""
