@@ -23,7 +23,7 @@ from sgs.kube import KubeError
 from sgs.model.base import Condition
 from sgs.model.pipeline import PipelinePhase, PipelineSpec
 from sgs.model.run import RunPhase, RunSpec, RunStatus
-from sgs.model.site import SiteSpec
+from sgs.model.site import ComputeKind, SiteSpec
 from sgs.placement.consequences import RunSite, run_site
 from sgs.planner import Planner, PlannerError, Task, TaskState
 from sgs.telemetry import Tracing
@@ -39,6 +39,7 @@ from sgs_operator.inputs import InputsBlockedError, values_of
 from sgs_operator.jobs import RunRef, SitePlacement, job_name
 from sgs_operator.kube import Kube
 from sgs_operator.launch import planner_config, site_placement, task_job
+from sgs_operator.mirror import RunMirror
 from sgs_operator.objects import (
     BucketRunStorage,
     CredentialsError,
@@ -51,6 +52,7 @@ from sgs_operator.objects import (
 from sgs_operator.observe import JobSeen, Outcome, PodSeen, outcome, pod_is_final
 from sgs_operator.placement import SiteChoice
 from sgs_operator.records import Finished, Registration, Started, TaskStore
+from sgs_operator.remote import RemoteClusters
 from sgs_operator.run_archive import RunArchive
 from sgs_operator.settings import OperatorSettings
 from sgs_operator.stage_in import StageIn, StageInRecords, TransferClient, TransferUnavailableError, owner_of
@@ -92,7 +94,9 @@ class Shared:
     create_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
     tracing: Tracing = field(default_factory=Tracing.off)
     archive: ArchiveClient = field(default_factory=ArchiveClient)
+    origin: str = "sgs"  # this control plane's name on the copies it makes at cluster Sites
     dynamic: DynamicResolver = field(init=False)
+    remotes: RemoteClusters = field(init=False)
     transfer: TransferClient | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +104,7 @@ class Shared:
         config = self.settings
         token = config.transfer_token.get_secret_value() if config.transfer_token else None
         self.transfer = TransferClient(config.transfer_url, token) if config.transfer_url and config.stage_in else None
+        self.remotes = RemoteClusters(self.kube.client, config.allowed_cluster_servers)
 
 
 @dataclass
@@ -134,6 +139,7 @@ class RunController:
         self._last_status: dict[str, Any] | None = None
         self._blocked: RunBlockedError | None = None
         self.choice: SiteChoice | None = None
+        self.mirror: RunMirror | None = None  # at a cluster Site: the Run runs there, this mirrors it
         self.archive = RunArchive(
             shared.kube, shared.store, shared.archive, self.namespace, self.name, self.uid, logger
         )
@@ -187,6 +193,9 @@ class RunController:
         mine = {name: raw for (ns, name), raw in _site_items(sites) if ns == self.namespace}
         pinned_inputs = await self.archive.recorded_or_resolve(spec, mine, placed)
         site_name, site_spec = await self._site(spec, sites, phases)
+        if site_spec.compute.kind is ComputeKind.CLUSTER:
+            await self._start_mirror(spec, site_name, site_spec, pipeline, digest)
+            return
         try:
             storage = await self._storage(site_name, site_spec, spec.output_prefix)
             inputs = await asyncio.to_thread(resolve_inputs, spec.inputs, storage.roots)
@@ -220,6 +229,27 @@ class RunController:
         self.started_at = _status_time(self.body, "startTime") or utc_now()
         metrics.known_series(site_name, spec.pipeline, [executable.name for executable in pipeline.executables])
         self.log.info(f"run {self.key}: {len(planner.tasks)} tasks, {len(records)} records, {len(running)} running")
+
+    async def _start_mirror(
+        self, spec: RunSpec, site_name: str, site_spec: SiteSpec, pipeline: PipelineSpec, digest: str
+    ) -> None:
+        """The Run goes to another cluster: pin its Pipeline here (the copy names that spec), then mirror it."""
+        await self._pin(spec.pipeline, pipeline, digest)
+        wire = pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)
+        message = self.choice.message if self.choice else f"dispatched to {site_name}"
+        self.pipeline_name, self.pipeline_digest = spec.pipeline, digest
+        self.mirror = RunMirror(
+            self.shared.remotes,
+            self.shared.kube.client,
+            self.shared.origin,
+            self.body,
+            site_name,
+            site_spec,
+            (spec.pipeline, digest, wire),
+            message,
+            self.log,
+        )
+        self.log.info(f"run {self.key}: at cluster Site {site_name}, mirrored as {self.mirror.target.shown}")
 
     async def _storage(self, site_name: str, site: SiteSpec, output_prefix: str | None) -> TaskStorage:
         """The Run's directory at the Site; at an S3 Site without one, its prefix in the Site's bucket."""
@@ -651,6 +681,8 @@ class RunController:
 
     def leave(self) -> None:
         metrics.RUNS.forget(self.key)
+        if self.mirror is not None:
+            self.mirror.leave()
         if self.site is not None:
             self.shared.board.leave(self.site_key, self.key)
 

@@ -116,3 +116,16 @@ class OperatorSettings(BaseSettings):
         default=7 * 86400, ge=60, le=365 * 86400, description="Lifetime of a Run's stage-in rule (deleted at its end)."
     )
     lease_retry_s: float = Field(default=2.0, gt=0, description="Seconds between renewals (and a standby's checks).")
+
+    # --- cluster Sites (compute.kind cluster): another cluster's sgs operator runs the Runs sent there ---
+    allowed_cluster_servers: list[str] = Field(
+        default_factory=list,
+        description="API servers a cluster Site's kubeconfig may name, as host or host:port (https only); "
+        'a JSON list, e.g. ["sdc-fr.example.org:6443"]. Empty: no cluster Site is usable.',
+    )
+    origin: str = Field(
+        default="",
+        max_length=63,
+        description="This control plane's name on the copies it makes in cluster Sites (their sgs.io/origin "
+        "label, what its garbage collection keys on); default: the uid of its cluster's kube-system namespace.",
+    )

@@ -22,7 +22,8 @@ ALL_PARTS = "pg,nats,minio,kube,slurm,prometheus,jaeger,archive,transfer,sgs"
 PARTS_HELP = (
     "Comma-separated subset of: pg, nats, minio, kube, slurm, prometheus, jaeger, archive (needs pg, nats), "
     "transfer (the transfer service and a worker; needs pg, nats, minio, archive), sgs (the operator and one bridge "
-    "node per dev Site; needs pg and kube)."
+    "node per dev Site; needs pg and kube), remote (a second control plane as the cluster Site site-r, with its own "
+    "operator and bridge when sgs runs)."
 )
 PartsOption = Annotated[str, typer.Option("--parts", help=PARTS_HELP)]
 # `up` also reads $SGS_DEV_PARTS, so a script (examples/tour.sh) runs as shown and a test can shrink the stack.
@@ -57,12 +58,23 @@ def build(
     raise typer.Exit(result.returncode)
 
 
+SitesOption = Annotated[
+    int,
+    typer.Option(
+        "--sites",
+        min=1,
+        max=2,
+        help="Control planes: 2 adds part remote (a second cluster, the cluster Site site-r): --parts ...,remote.",
+    ),
+]
+
+
 @app.command()
-def up(parts: UpPartsOption = ALL_PARTS) -> None:
+def up(parts: UpPartsOption = ALL_PARTS, sites: SitesOption = 1) -> None:
     """Start the stack (or the parts named) detached; prints endpoints and writes the env file."""
     from sgs.dev import stack
 
-    chosen = _parts(parts)
+    chosen = _parts(parts + (f",{stack.REMOTE_PART}" if sites == 2 else ""))
     console.print(f"starting {', '.join(chosen)} (state in {stack.dev_dir()})")
     started = time.monotonic()
     try:
@@ -78,7 +90,7 @@ def up(parts: UpPartsOption = ALL_PARTS) -> None:
 
 @app.command()
 def down(
-    parts: PartsOption = ALL_PARTS,
+    parts: PartsOption = f"{ALL_PARTS},remote",
     purge: Annotated[bool, typer.Option(help="Also delete the parts' data directories.")] = False,
 ) -> None:
     """Stop the stack (or the parts named)."""

@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
@@ -26,6 +28,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sgs.testing._process import ManagedProcess, free_port, wait_until
 from sgs.testing.base import Part
+from sgs.testing.kube import KubePart
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = REPO / "examples" / "parallel_split"
@@ -106,14 +109,14 @@ def placement_env(exports: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def operator_dsn(server_dsn: str) -> str:
+def operator_dsn(server_dsn: str, database: str = OPERATOR_DATABASE) -> str:
     """The operator's own database on the stack's PostgreSQL, created on first use."""
     with psycopg.connect(server_dsn, autocommit=True) as conn:
-        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (OPERATOR_DATABASE,)).fetchone()
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if found is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(OPERATOR_DATABASE)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     params = conninfo_to_dict(server_dsn)
-    params["dbname"] = OPERATOR_DATABASE
+    params["dbname"] = database
     return make_conninfo(**{key: str(value) for key, value in params.items() if value is not None})
 
 
@@ -179,6 +182,7 @@ class OperatorPart(LoggedProcessPart):
             },
         )
         self.dsn = dsn
+        self.cluster = "central"  # "remote": the second control plane's (sgs dev up --sites 2)
 
     def argv(self) -> list[str]:
         return sgs_argv("operator")
@@ -189,6 +193,7 @@ class OperatorPart(LoggedProcessPart):
             "url": f"http://127.0.0.1:{self.metrics_port}/metrics",
             "log": str(self.log),
             "webhook": OPERATOR_WEBHOOK,
+            "cluster": self.cluster,  # which control plane it serves (its webhook is there)
         }
 
 
@@ -339,3 +344,80 @@ class ConsolePart(LoggedProcessPart):
 
     def info(self) -> dict[str, Any]:
         return {"url": self.url, "log": str(self.log)}
+
+
+# ----------------------------------------------------------------------------------------------- a remote Site
+
+
+class RemoteKubePart(KubePart):
+    """The second control plane (part ``remote``): a data centre's own cluster, the central one's cluster Site.
+    Its kubeconfig is exported as SGS_REMOTE_KUBECONFIG, so KUBECONFIG stays the central one's."""
+
+    name = "kube-remote"
+
+    def exports(self) -> dict[str, str]:
+        return {"SGS_REMOTE_KUBECONFIG": str(self.kubeconfig)}
+
+
+def remote_allowed(remote: Mapping[str, Any]) -> dict[str, str]:
+    """The central operator may dial the remote API server (and no other) as a cluster Site's."""
+    server = urlsplit(str(remote["server"]))
+    return {"SGS_OPERATOR_ALLOWED_CLUSTER_SERVERS": json.dumps([f"{server.hostname}:{server.port}"])}
+
+
+def remote_units(base: Path, env: Mapping[str, str], remote: Mapping[str, Any], server_dsn: str) -> list[Any]:
+    """The remote cluster's own operator (its own task database) and the bridge node of its Site."""
+    from sgs.dev.stack import REMOTE_SITE
+
+    remote_env = {**env, "KUBECONFIG": str(remote["kubeconfig"])}
+    dsn = operator_dsn(server_dsn, f"{OPERATOR_DATABASE}_remote")
+    operator = OperatorPart(base / "operator-remote", remote_env, dsn, None)
+    operator.cluster = "remote"
+    bridge = BridgePart(base / f"bridge-{REMOTE_SITE}", remote_env, REMOTE_SITE, "process")
+    return [("operator-remote", operator), (f"bridge-{REMOTE_SITE}", bridge)]
+
+
+def remote_site_manifests(remote_kubeconfig: str, site: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(central, remote) manifests: the kubeconfig Secret and the cluster Site; the POSIX Site its cluster runs."""
+    store = str(site_store(site))
+    storage = {"kind": "posix", "path": store, "readOnlyPaths": [str(REFERENCE_DIR)]}
+    capacity = {"cores": 16, "storageTb": 1}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{site}-kubeconfig", "namespace": "default"},
+        "stringData": {"kubeconfig": remote_kubeconfig},
+    }
+    cluster_site = {
+        "apiVersion": "sgs.io/v1alpha1",
+        "kind": "Site",
+        "metadata": {"name": site, "namespace": "default"},
+        "spec": {
+            "displayName": f"{site} (the dev stack's second control plane)",
+            "compute": {"kind": "cluster", "kubeconfig": {"name": f"{site}-kubeconfig"}},
+            "storage": storage,
+            "capacity": capacity,
+        },
+    }
+    local_site = {
+        "apiVersion": "sgs.io/v1alpha1",
+        "kind": "Site",
+        "metadata": {"name": site, "namespace": "default"},
+        "spec": {"compute": {"kind": "kubernetes", "maxParallel": 20}, "storage": storage, "capacity": capacity},
+    }
+    return [secret, cluster_site], [local_site]
+
+
+def apply_remote_site(central: Mapping[str, Any], remote: Mapping[str, Any], site: str) -> None:
+    from sgs.testing.binaries import kubectl_path
+
+    kubectl = kubectl_path()
+    if kubectl is None:
+        raise OSError("kubectl is not built (sgs dev build kubectl)")
+    central_manifests, remote_manifests = remote_site_manifests(Path(remote["kubeconfig"]).read_text(), site)
+    for kube, manifests in ((central, central_manifests), (remote, remote_manifests)):
+        listing = json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
+        env = {**os.environ, "KUBECONFIG": str(kube["kubeconfig"])}
+        subprocess.run(
+            [str(kubectl), "apply", "-f", "-"], input=listing, env=env, check=True, capture_output=True, text=True
+        )

@@ -28,7 +28,19 @@ from sgs.testing._process import ProcessRecord
 from sgs.testing.base import Part
 from sgs.testing.binaries import cache_root
 
-PART_NAMES = ("pg", "nats", "minio", "kube", "slurm", "prometheus", "jaeger", "archive", "transfer", "sgs")
+PART_NAMES = (
+    "pg",
+    "nats",
+    "minio",
+    "kube",
+    "remote",
+    "slurm",
+    "prometheus",
+    "jaeger",
+    "archive",
+    "transfer",
+    "sgs",
+)
 # The archive and the transfer service start in waves after the parts they use (saved in the state file, where
 # they find them), and are restarted when one of those parts was.
 SERVICE_WAVES = {"archive": 1, "transfer": 2}
@@ -37,6 +49,8 @@ DEV_SITES = ("site-a", "site-b", "site-c")
 SGS_PART = "sgs"  # the operator and the bridges: started once the parts they use are up, stopped first
 SGS_NEEDS = ("pg", "kube")
 SLURM_SITE = "site-c"  # served by the Slurm provider when the Slurm part runs
+REMOTE_PART = "remote"  # a second control plane: the cluster Site REMOTE_SITE, with its own operator and bridge
+REMOTE_SITE = "site-r"
 
 
 def dev_dir() -> Path:
@@ -201,6 +215,10 @@ def units_of(part: str) -> list[tuple[str, Part]]:
         return [(f"minio-{site}", MinioPart(site, base / f"minio-{site}")) for site in DEV_SITES]
     if part == "kube":
         return [("kube", KubePart(base / "kube"))]
+    if part == REMOTE_PART:
+        from sgs.dev.components import RemoteKubePart
+
+        return [("kube-remote", RemoteKubePart(base / "kube-remote"))]
     if part == "slurm":
         return [("slurm", SlurmPart(base / "slurm"))]
     if part == "prometheus":
@@ -233,6 +251,8 @@ def sgs_units(state: dict[str, PartState]) -> list[tuple[str, Part]]:
         operator_dsn,
         prepare_site_dirs,
         register_raw_type,
+        remote_allowed,
+        remote_units,
     )
 
     running = {unit.part: unit for unit in state.values()}
@@ -243,14 +263,18 @@ def sgs_units(state: dict[str, PartState]) -> list[tuple[str, Part]]:
     if "archive" in running:  # the stack's admin token: the operator writes placements with it
         env |= archive_exports()
         register_raw_type(str(running["archive"].exports["SGS_ARCHIVE_URL"]), env["SGS_ARCHIVE_ADMIN_TOKEN"])
-    prepare_site_dirs(DEV_SITES)
+    remote = running.get(REMOTE_PART)
+    prepare_site_dirs((*DEV_SITES, REMOTE_SITE) if remote is not None else DEV_SITES)
     base = dev_dir()
     metrics_port = running["prometheus"].info.get("operator_metrics_port") if "prometheus" in running else None
     dsn = operator_dsn(str(running["pg"].info["dsn"]))
-    units: list[tuple[str, Part]] = [("operator", OperatorPart(base / "operator", env, dsn, metrics_port))]
+    central_env = env | (remote_allowed(remote.info) if remote is not None else {})
+    units: list[tuple[str, Part]] = [("operator", OperatorPart(base / "operator", central_env, dsn, metrics_port))]
     for site in DEV_SITES:
         provider = "slurm" if site == SLURM_SITE and "slurm" in running else "process"
         units.append((f"bridge-{site}", BridgePart(base / f"bridge-{site}", env, site, provider)))
+    if remote is not None:
+        units += remote_units(base, env, remote.info, str(running["pg"].info["dsn"]))
     units.append(("console", ConsolePart(base / "console", env, dsn)))
     if "archive" in running and "nats" in running:  # the trigger service reads the archive's events
         nats_url, archive_url = running["nats"].exports["NATS_URL"], running["archive"].exports["SGS_ARCHIVE_URL"]
@@ -279,7 +303,7 @@ def _up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
     before = set(state)
     failures = _start_all([p for p in chosen if p != SGS_PART and p not in SERVICE_WAVES], units_of, state, report)
     failures += _start_services(chosen, before, state, report)
-    if any(state[name].part in SGS_NEEDS for name in set(state) - before):
+    if any(state[name].part in (*SGS_NEEDS, REMOTE_PART) for name in set(state) - before):
         _stop_sgs_units(state, report)  # they hold the old API server's address and database connections
     if SGS_PART in chosen:  # a part it does not need (say, Jaeger) failing does not stop it
         try:
@@ -289,6 +313,8 @@ def _up(parts: Iterable[str], report: Report) -> dict[str, PartState]:
             report(SGS_PART, f"FAILED: {err}")
         else:
             failures += _start_all([SGS_PART], lambda _: components, state, report)
+            if REMOTE_PART in {unit.part for unit in state.values()} and not failures:
+                failures += _apply_remote_site(state, report)
     register_targets(state)
     save_state(state)
     if failures:
@@ -309,6 +335,20 @@ def _start_services(chosen: list[str], before: set[str], state: dict[str, PartSt
         wanted = [s for s, w in SERVICE_WAVES.items() if w == wave and s in chosen]
         failures += _start_all(wanted, units_of, state, report)
     return failures
+
+
+def _apply_remote_site(state: dict[str, PartState], report: Report) -> list[str]:
+    """The cluster Site on the central control plane (its kubeconfig Secret) and the Site that runs its Runs on
+    the remote one, in namespace default: what `kubectl apply` of a Run with `site: site-r` needs."""
+    from sgs.dev.components import apply_remote_site
+
+    try:
+        apply_remote_site(state["kube"].info, state["kube-remote"].info, REMOTE_SITE)
+    except (OSError, subprocess.CalledProcessError, KeyError) as err:
+        report(REMOTE_PART, f"FAILED: {err}")
+        return [f"{REMOTE_PART}: the cluster Site {REMOTE_SITE}: {err}"]
+    report(REMOTE_PART, f"cluster Site {REMOTE_SITE} applied (namespace default, both control planes)")
+    return []
 
 
 def _stop_sgs_units(state: dict[str, PartState], report: Report) -> None:
@@ -373,7 +413,7 @@ def _down(parts: Iterable[str] | None, *, purge: bool, report: Report) -> None:
             continue
         if unit.part == "slurm":
             _drain_slurm(unit)
-        if unit_name == "operator":
+        if unit_name in ("operator", "operator-remote"):
             remove_webhook(unit, state)
         for record in reversed(unit.processes):
             record.stop()
@@ -389,7 +429,7 @@ def remove_webhook(unit: PartState, state: dict[str, PartState]) -> None:
     # Pipeline applied while the operator is down (say, to run one from a source tree instead).
     from sgs.testing.binaries import kubectl_path
 
-    kube = state.get("kube")
+    kube = state.get("kube-remote" if unit.info.get("cluster") == "remote" else "kube")  # the operator's own
     kubectl = kubectl_path()
     if kube is None or not all(kube.alive()) or kubectl is None:
         return

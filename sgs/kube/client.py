@@ -62,6 +62,7 @@ class KubeClient:
         field_manager: str | None = None,
         static_auth: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         self.config = config
         self.server = config.server.rstrip("/")
@@ -73,7 +74,7 @@ class KubeClient:
         # by close(): its owner closes it.
         self._owns_session = session is None
         self._session = session if session is not None else new_session(config, pool_size)
-        self._timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self._options: dict[str, Any] = {}
         if config.tls_server_name:
             self._options["server_hostname"] = config.tls_server_name

@@ -122,6 +122,17 @@ class FailedTask(SgsModel):
     message: str = Field(default="", max_length=1024)
 
 
+class RemoteCopy(SgsModel):
+    """The one copy of a Run at a cluster Site, run there by that cluster's own operator."""
+
+    site: str = Field(description="The cluster Site (this cluster's Site resource).")
+    namespace: str = Field(description="Namespace of the copy in the Site's cluster.")
+    name: str
+    remote_site: str | None = Field(default=None, description="The Site there that runs it.")
+    uid: str | None = Field(default=None, description="The copy's uid there, once it was seen.")
+    last_seen: datetime | None = Field(default=None, description="When the copy's status was last read.")
+
+
 class RunStatus(SgsModel):
     phase: RunPhase = Field(default=RunPhase.PENDING)
     site: str | None = Field(default=None, description="Site the Run was dispatched to.")
@@ -137,6 +148,7 @@ class RunStatus(SgsModel):
         default=None, description="sha256 of the Pipeline spec this Run was started with (and keeps running)."
     )
     observed_generation: int | None = None
+    remote: RemoteCopy | None = Field(default=None, description="At a cluster Site: where the Run's copy runs.")
     conditions: list[Condition] = Field(default_factory=list)
 
 

@@ -15,6 +15,7 @@ class ComputeKind(StrEnum):
     KUBERNETES = "kubernetes"
     SLURM = "slurm"
     LOCAL = "local"
+    CLUSTER = "cluster"  # another Kubernetes cluster running its own sgs release: Runs are mirrored there
 
 
 class StorageKind(StrEnum):
@@ -33,8 +34,16 @@ class TokenRef(SgsModel):
     key: str = Field(default="token", description="Key holding the bearer token.")
 
 
+class KubeconfigRef(SgsModel):
+    name: str = Field(min_length=1, description="Secret in the Site's namespace.")
+    key: str = Field(default="kubeconfig", min_length=1, description="Key holding the kubeconfig (YAML).")
+
+
 class Compute(SgsModel):
-    """Where a Site runs tasks: Kubernetes nodes selected by labels, or a Slurm cluster behind the bridge."""
+    """Where a Site runs tasks: Kubernetes nodes by labels, Slurm behind the bridge, or another cluster.
+
+    A ``cluster`` Site is another Kubernetes cluster whose own sgs operator runs the Runs mirrored to it.
+    """
 
     kind: ComputeKind = Field(default=ComputeKind.KUBERNETES)
     namespace: str | None = Field(
@@ -50,6 +59,30 @@ class Compute(SgsModel):
     )
     partition: str | None = Field(default=None, description="Slurm partition, for a Slurm Site.")
     max_parallel: int = Field(default=100, ge=1, le=100_000, description="Tasks running at once at this Site.")
+    kubeconfig: KubeconfigRef | None = Field(
+        default=None,
+        description="For kind cluster: Secret with the kubeconfig of the Site's own cluster (inline credentials "
+        "only; its server must be one SGS_OPERATOR_ALLOWED_CLUSTER_SERVERS names).",
+    )
+    remote_namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        description="For kind cluster: namespace the Runs are mirrored into there; default the Run's namespace.",
+    )
+    remote_site: str | None = Field(
+        default=None,
+        max_length=253,
+        description="For kind cluster: name of the Site in that cluster that runs them; default this Site's name.",
+    )
+
+    @model_validator(mode="after")
+    def _cluster_fields(self) -> Self:
+        remote = self.kubeconfig or self.remote_namespace or self.remote_site
+        if self.kind is ComputeKind.CLUSTER and self.kubeconfig is None:
+            raise ValueError("kind cluster needs kubeconfig (a Secret with the cluster's kubeconfig)")
+        if self.kind is not ComputeKind.CLUSTER and remote:
+            raise ValueError("kubeconfig, remoteNamespace and remoteSite go with kind cluster")
+        return self
 
 
 class Storage(SgsModel):

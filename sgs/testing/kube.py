@@ -144,6 +144,28 @@ class KubePart(Part):
         if response.status_code != 200:
             raise PartError(f"kube: etcd compaction refused ({response.status_code}): {response.text}")
 
+    def stop_apiserver(self) -> None:
+        """Stop the API server alone (etcd and its data stay): clients get refused connections until
+        start_apiserver(), as when a data centre's control plane goes down."""
+        if self.external:
+            raise PartError("kube: stop_apiserver() needs the control plane started here")
+        for process in [p for p in self.processes if p.name == "kube-apiserver"]:
+            process.stop()
+            self.processes.remove(process)
+
+    def start_apiserver(self) -> None:
+        """Start the API server again, on the same port with the same PKI (tokens issued stay valid)."""
+        if any(p.name == "kube-apiserver" for p in self.processes):
+            return
+        self._start_apiserver()
+
+    def kubeconfig_for(self, server: str) -> str:
+        """The admin kubeconfig with another server URL (a relay in front of this API server)."""
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        for cluster in config["clusters"]:
+            cluster["cluster"]["server"] = server
+        return str(yaml.safe_dump(config, sort_keys=False))
+
     def install_crds(self, files: Iterable[Path], *, timeout_s: float = 60) -> list[str]:
         """Apply every CustomResourceDefinition in `files` and wait until each is Established."""
         documents = [doc for path in files for doc in _yaml_documents(path)]

@@ -54,7 +54,7 @@ def test_schema_carries_constraints_and_descriptions() -> None:
     assert resources["properties"]["ram"]["exclusiveMinimum"] is True
     assert "GiB" in resources["properties"]["ram"]["description"]
     site = crd_for(Site)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    assert site["properties"]["compute"]["properties"]["kind"]["enum"] == ["kubernetes", "slurm", "local"]
+    assert site["properties"]["compute"]["properties"]["kind"]["enum"] == ["kubernetes", "slurm", "local", "cluster"]
     assert "storage" in site["required"] and "capacity" in site["required"]
 
 

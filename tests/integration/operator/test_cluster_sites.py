@@ -1,0 +1,321 @@
+"""A Site that is another cluster, with two real API servers (issue 21).
+
+The central control plane is the session's `kube` with the module's operator; the Site's own cluster is a second
+control plane started here, with its own operator (own task database) and a bridge node (process provider). The
+central operator reaches that cluster only through a TcpLink (a relay on loopback) that the tests cut and heal:
+a real partition, while the remote side keeps running. Each central namespace has a cluster Site `sdc-r` whose
+Secret holds the remote admin kubeconfig pointed at the relay; the remote namespace of the same name has the
+POSIX Site `sdc-r` the bridge serves.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from operator_kit import (
+    EXAMPLE,
+    TEST_BIN,
+    Cluster,
+    OperatorProcess,
+    new_database,
+    task_pipeline,
+    wait_for,
+)
+from sgs_bridge.launch import BridgeProcess
+
+from sgs.testing.kube import KubePart
+from sgs.testing.link import TcpLink
+from sgs.testing.postgres import PostgresPart
+
+pytest_plugins = ["operator_kit"]  # the operator fixtures (a conftest here would clash with mypy)
+pytestmark = pytest.mark.integration
+
+SITE = "sdc-r"
+SECRET = "sdc-r-kubeconfig"
+STEPS: dict[str, tuple[str, float, str | None]] = {
+    "a": ("ok", 0.25, None),
+    **{f"b{i}": ("sleep:4", 0.25, "a") for i in range(3)},
+    "c": ("ok", 0.25, "b0"),
+}
+
+
+@pytest.fixture(scope="module")
+def remote_kube(request: pytest.FixtureRequest) -> Iterator[KubePart]:
+    """The Site's own cluster: a second control plane (etcd, API server, controllers, scheduler, sgs CRDs)."""
+    part = KubePart()
+    part.start()
+    yield part
+    if request.session.testsfailed:
+        part.keep = True
+    part.stop()
+
+
+@pytest.fixture(scope="module")
+def link(remote_kube: KubePart) -> Iterator[TcpLink]:
+    """The central operator's only path to the remote API server."""
+    with TcpLink(remote_kube.port) as relay:
+        yield relay
+
+
+@pytest.fixture(scope="module")
+def operator_settings(link: TcpLink) -> dict[str, str]:
+    """The central operator allows exactly the relay's address as a cluster API server."""
+    return {"SGS_OPERATOR_ALLOWED_CLUSTER_SERVERS": json.dumps([link.address])}
+
+
+@pytest.fixture(scope="module")
+def remote_operator(
+    remote_kube: KubePart, postgres: PostgresPart, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The Site's own sgs operator, on the Site's cluster; no leader election, so that a stopped API server
+    does not make it exit (a Deployment would restart it; the test keeps one process)."""
+    env = {"SGS_OPERATOR_LEADER_ELECTION": "false"}
+    proc = OperatorProcess(remote_kube, new_database(postgres, "remote"), tmp_path_factory.mktemp("remote-op"), env)
+    proc.start()
+    yield proc
+    proc.stop()
+    proc.delete_webhook()
+
+
+@pytest.fixture(scope="module")
+def remote_bridge(remote_kube: KubePart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
+    path = ":".join([str(EXAMPLE / "bin"), str(TEST_BIN), "/usr/bin:/bin"])
+    process = BridgeProcess(
+        node_name="sgs-remote-node",
+        site=SITE,
+        kubeconfig=remote_kube.kubeconfig,
+        workdir=tmp_path_factory.mktemp("remote-bridge"),
+        poll_interval_s=0.2,
+        env={"PATH": path},
+    )
+    with process:
+        yield process
+
+
+class TwoClusters:
+    """One central namespace and the remote namespace of the same name."""
+
+    def __init__(self, central: Cluster, remote: Cluster, link: TcpLink) -> None:
+        self.central, self.remote, self.link = central, remote, link
+
+    def cluster_site(self, secret: str = SECRET, **compute: Any) -> dict[str, Any]:
+        site = self.central.site(SITE)
+        site["spec"]["compute"] = {"kind": "cluster", "kubeconfig": {"name": secret}, **compute}
+        return site
+
+    def secret(self, text: str, name: str = SECRET, key: str = "kubeconfig") -> dict[str, Any]:
+        data = {key: base64.b64encode(text.encode()).decode()}
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque", "data": data}
+
+    def copies(self) -> list[dict[str, Any]]:
+        listing = json.loads(self.remote.kubectl("get", "runs", "-o", "json").stdout)
+        items: list[dict[str, Any]] = listing["items"]
+        return items
+
+    def site_condition(self, kind: str) -> dict[str, Any]:
+        status = self.central.get("sites", SITE).get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
+def run_condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
+def make_namespace(part: KubePart, namespace: str) -> None:
+    part.kubectl("create", "namespace", namespace)
+    wait_for(
+        lambda: part.kubectl("-n", namespace, "get", "sa", "default", "--ignore-not-found").stdout,
+        "the namespace's default ServiceAccount (pods are refused before it exists)",
+    )
+
+
+@pytest.fixture
+def two(
+    kube: KubePart,
+    operator: OperatorProcess,
+    remote_kube: KubePart,
+    remote_operator: OperatorProcess,
+    remote_bridge: BridgeProcess,
+    link: TcpLink,
+    tmp_path: Path,
+) -> Iterator[TwoClusters]:
+    namespace = f"ms-{uuid.uuid4().hex[:8]}"
+    store = tmp_path / "store"
+    store.mkdir()
+    for part in (kube, remote_kube):
+        make_namespace(part, namespace)
+    central = Cluster(kube, namespace, store, operator.dsn)
+    remote = Cluster(remote_kube, namespace, store, remote_operator.dsn)
+    pair = TwoClusters(central, remote, link)
+    remote.apply(remote.site(SITE, max_parallel=20))
+    central.apply(pair.secret(remote_kube.kubeconfig_for(f"https://{link.address}")))
+    central.apply(pair.cluster_site())
+    yield pair
+    link.heal()
+    for part in (kube, remote_kube):
+        part.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_a_run_at_a_cluster_site_runs_there_once_and_its_status_comes_back(
+    two: TwoClusters, example_pipeline: dict[str, Any], operator: OperatorProcess
+) -> None:
+    site = two.central.wait_site_phase(SITE, {"Ready"}, timeout_s=90)
+    assert {c["type"]: c["status"] for c in site["conditions"]} == {
+        "KubeconfigValid": "True",
+        "ClusterReachable": "True",
+        "RemoteSiteReady": "True",
+    }
+    two.central.apply(example_pipeline)
+    two.central.apply(two.central.run("ps-1", site=SITE))
+    status = two.central.wait_phase("ps-1", {"Succeeded", "Failed"}, timeout_s=180)
+    assert status["phase"] == "Succeeded", status
+    assert status["tasks"]["succeeded"] == status["tasks"]["total"] == 10 and status["progress"] == "10/10"
+    central_uid = two.central.get("runs", "ps-1")["metadata"]["uid"]
+    copies = two.copies()
+    assert len(copies) == 1, [c["metadata"]["name"] for c in copies]
+    copy = copies[0]
+    assert copy["metadata"]["labels"]["sgs.io/origin-uid"] == central_uid
+    assert copy["status"]["phase"] == "Succeeded" and copy["status"]["site"] == SITE
+    assert status["remote"]["uid"] == copy["metadata"]["uid"] and status["site"] == SITE
+    assert run_condition(status, "SiteReady")["reason"] == "Mirrored"
+    assert run_condition(status, "SiteUnreachable")["status"] == "False"
+    assert run_condition(status, "Complete")["status"] == "True"  # the copy's own condition, mirrored
+    # The central operator ran nothing itself: no Job in the central namespace, the outputs are the remote's.
+    assert two.central.jobs() == []
+    assert (two.remote.store / two.remote.namespace / "ps-1").is_dir()
+    # The Pipeline went along under its content-addressed name.
+    pipelines = json.loads(two.remote.kubectl("get", "pipelines", "-o", "json").stdout)["items"]
+    assert [p["metadata"]["name"] for p in pipelines] == [copy["spec"]["pipeline"]]
+    assert copy["spec"]["pipeline"].startswith("parallel-split-")
+
+    two.central.kubectl("delete", "run", "ps-1", "--wait=true", "--timeout=60s")
+    wait_for(lambda: not two.copies(), "the copy to be deleted with its central Run", 60)
+
+
+@pytest.fixture
+def restartable(operator: OperatorProcess) -> Iterator[OperatorProcess]:
+    """The module's central operator, running again after the test whatever the test did to it."""
+    yield operator
+    if operator.proc is None or operator.proc.poll() is not None:
+        operator.start()
+
+
+def test_spec_changes_flow_down_and_a_central_restart_makes_no_second_copy(
+    two: TwoClusters, restartable: OperatorProcess
+) -> None:
+    operator = restartable
+    two.central.wait_site_phase(SITE, {"Ready"}, timeout_s=90)
+    two.central.apply(task_pipeline("slow", STEPS))
+    two.central.apply(two.central.run("slow-1", pipeline="slow", site=SITE, inputs={}, retry={"max": 0}))
+    wait_for(lambda: (two.central.run_status("slow-1").get("tasks") or {}).get("running"), "tasks running there", 120)
+    operator.kill9()
+    operator.start()  # (its admission webhook refuses every change while no operator serves it)
+    two.central.kubectl("patch", "run", "slow-1", "--type=merge", "-p", '{"spec": {"priority": 7}}')
+    wait_for(lambda: two.copies()[0]["spec"].get("priority") == 7, "the priority to reach the copy", 60)
+    status = two.central.wait_phase("slow-1", {"Succeeded", "Failed"}, timeout_s=180)
+    assert status["phase"] == "Succeeded", status
+    assert len(two.copies()) == 1
+    run_dir = two.remote.store / two.remote.namespace / "slow-1"
+    executions = {step: len((run_dir / step / "out.runs").read_text().splitlines()) for step in STEPS}
+    assert executions == dict.fromkeys(STEPS, 1)
+
+
+def test_a_partition_shows_site_unreachable_with_its_time_then_converges_without_a_duplicate(
+    two: TwoClusters, restartable: OperatorProcess
+) -> None:
+    operator = restartable
+    two.central.wait_site_phase(SITE, {"Ready"}, timeout_s=90)
+    two.central.apply(task_pipeline("cut", STEPS))
+    two.central.apply(two.central.run("cut-1", pipeline="cut", site=SITE, inputs={}, retry={"max": 0}))
+    wait_for(lambda: (two.central.run_status("cut-1").get("tasks") or {}).get("running"), "tasks running there", 120)
+    cut_at = time.time()
+    two.link.cut()
+    unreachable = wait_for(
+        lambda: (
+            run_condition(two.central.run_status("cut-1"), "SiteUnreachable").get("status") == "True"
+            and run_condition(two.central.run_status("cut-1"), "SiteUnreachable")
+        ),
+        "SiteUnreachable on the central Run",
+        60,
+    )
+    assert unreachable["reason"] == "Unreachable" and "keeps running there" in unreachable["message"]
+    since = datetime.fromisoformat(unreachable["lastTransitionTime"].replace("Z", "+00:00")).timestamp()
+    assert cut_at - 2 <= since <= time.time() + 1
+    # The Site keeps running its copy meanwhile: it finishes there while the centre cannot see it.
+    two.remote.wait_phase("cut-1", {"Succeeded"}, timeout_s=180)
+    assert two.central.run_status("cut-1")["phase"] == "Running"  # the last status seen stays
+    # The central operator restarts during the partition; then the link returns.
+    operator.kill9()
+    operator.start()
+    time.sleep(3)  # the restarted operator meets the partition too (it must not make a second copy after it)
+    two.link.heal()
+    status = two.central.wait_phase("cut-1", {"Succeeded", "Failed"}, timeout_s=90)
+    assert status["phase"] == "Succeeded"
+    wait_for(
+        lambda: run_condition(two.central.run_status("cut-1"), "SiteUnreachable").get("status") == "False",
+        "SiteUnreachable to clear",
+        30,
+    )
+    assert len(two.copies()) == 1
+    run_dir = two.remote.store / two.remote.namespace / "cut-1"
+    executions = {step: len((run_dir / step / "out.runs").read_text().splitlines()) for step in STEPS}
+    assert executions == dict.fromkeys(STEPS, 1)
+
+
+def test_a_run_deleted_while_the_site_is_unreachable_loses_its_copy_when_the_link_returns(
+    two: TwoClusters, operator: OperatorProcess
+) -> None:
+    two.central.wait_site_phase(SITE, {"Ready"}, timeout_s=90)
+    two.central.apply(task_pipeline("gone", STEPS))
+    two.central.apply(two.central.run("gone-1", pipeline="gone", site=SITE, inputs={}, retry={"max": 0}))
+    wait_for(two.copies, "the copy", 60)
+    wait_for(lambda: two.central.run_status("gone-1").get("remote"), "the central Run to name its copy", 60)
+    two.link.cut()
+    two.central.kubectl("delete", "run", "gone-1", "--wait=true", "--timeout=60s")
+    assert len(two.copies()) == 1  # nobody could reach it
+    two.link.heal()
+    wait_for(lambda: not two.copies(), "the Site's orphan collection to delete the copy", 60)
+
+
+def test_a_missing_or_wrong_kubeconfig_secret_gives_the_site_a_condition(
+    two: TwoClusters, remote_kube: KubePart, operator: OperatorProcess
+) -> None:
+    two.central.apply(two.cluster_site(secret="nowhere"))
+    wait_for(lambda: two.site_condition("KubeconfigValid").get("reason") == "SecretNotFound", "SecretNotFound", 60)
+    assert "Secret " + two.central.namespace + "/nowhere not found" in two.site_condition("KubeconfigValid")["message"]
+    assert two.central.get("sites", SITE)["status"]["phase"] == "Pending"
+
+    # The remote server itself, not through the relay: a server the administrator did not allow.
+    two.central.apply(two.secret(remote_kube.kubeconfig.read_text(), name="direct"))
+    two.central.apply(two.cluster_site(secret="direct"))
+    wait_for(lambda: two.site_condition("KubeconfigValid").get("reason") == "ServerNotAllowed", "ServerNotAllowed", 60)
+    assert remote_kube.server in two.site_condition("KubeconfigValid")["message"]
+
+    # An exec plugin would run a program in the operator: refused, naming the field.
+    exec_config = yaml.safe_load(remote_kube.kubeconfig_for(f"https://{two.link.address}"))
+    exec_config["users"][0]["user"] = {"exec": {"command": "/bin/sh", "apiVersion": "client.authentication.k8s.io/v1"}}
+    two.central.apply(two.secret(yaml.safe_dump(exec_config), name="exec"))
+    two.central.apply(two.cluster_site(secret="exec"))
+    wait_for(lambda: two.site_condition("KubeconfigValid").get("reason") == "KubeconfigRefused", "refused", 60)
+    assert ".user.exec: refused" in two.site_condition("KubeconfigValid")["message"]
+
+    # A Run sent there waits with the reason; the operator keeps serving (no crash loop) and it runs once fixed.
+    two.central.apply(task_pipeline("fix", {"a": ("ok", 0.25, None)}))
+    two.central.apply(two.central.run("fix-1", pipeline="fix", site=SITE, inputs={}))
+    wait_for(
+        lambda: run_condition(two.central.run_status("fix-1"), "SiteReady").get("reason") == "KubeconfigRefused",
+        "the Run to wait on the kubeconfig",
+        60,
+    )
+    assert operator.proc is not None and operator.proc.poll() is None
+    two.central.apply(two.cluster_site())
+    assert two.central.wait_phase("fix-1", {"Succeeded", "Failed"}, timeout_s=120)["phase"] == "Succeeded"
