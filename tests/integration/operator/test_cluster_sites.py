@@ -319,3 +319,41 @@ def test_a_missing_or_wrong_kubeconfig_secret_gives_the_site_a_condition(
     assert operator.proc is not None and operator.proc.poll() is None
     two.central.apply(two.cluster_site())
     assert two.central.wait_phase("fix-1", {"Succeeded", "Failed"}, timeout_s=120)["phase"] == "Succeeded"
+
+
+def test_the_remote_api_server_stopped_and_started_again_converges_without_a_duplicate(
+    two: TwoClusters, remote_kube: KubePart, remote_bridge: BridgeProcess, operator: OperatorProcess
+) -> None:
+    """The Site's own API server goes down mid-run (etcd and its data stay) and comes back: the central Run shows
+    SiteUnreachable meanwhile, then the copy's outcome; its tasks ran once."""
+    two.central.wait_site_phase(SITE, {"Ready"}, timeout_s=90)
+    two.central.apply(task_pipeline("down", STEPS))
+    two.central.apply(two.central.run("down-1", pipeline="down", site=SITE, inputs={}, retry={"max": 0}))
+    wait_for(lambda: (two.central.run_status("down-1").get("tasks") or {}).get("running"), "tasks running there", 120)
+    remote_kube.stop_apiserver()
+    try:
+        wait_for(
+            lambda: run_condition(two.central.run_status("down-1"), "SiteUnreachable").get("status") == "True",
+            "SiteUnreachable while the Site's API server is down",
+            60,
+        )
+        time.sleep(10)  # down a while: the tasks there finish while nobody can record it
+    finally:
+        remote_kube.start_apiserver()
+        # The bridge exits when its API server goes (its Deployment would restart it): so does the test.
+        if remote_bridge.process is not None and remote_bridge.process.poll() is not None:
+            remote_bridge.start()
+    status = two.central.wait_phase("down-1", {"Succeeded", "Failed"}, timeout_s=180)
+    assert status["phase"] == "Succeeded", status
+    wait_for(
+        lambda: run_condition(two.central.run_status("down-1"), "SiteUnreachable").get("status") == "False",
+        "SiteUnreachable to clear",
+        60,
+    )
+    assert len(two.copies()) == 1
+    copy = two.copies()[0]
+    assert status["tasks"] == copy["status"]["tasks"] and status["remote"]["uid"] == copy["metadata"]["uid"]
+    # A task the dead bridge was running may run again after its restart: the Site's own execution (the bridge's
+    # and the operator's crash tests cover it), not the mirror's; every task ran, under the one copy.
+    run_dir = two.remote.store / two.remote.namespace / "down-1"
+    assert all((run_dir / step / "out.runs").read_text().splitlines() for step in STEPS)
