@@ -147,6 +147,8 @@ def measure(
         "wait_median_s": statistics.median(waits) if waits else float("nan"),
         "wait_p95_s": waits[min(len(waits) - 1, int(0.95 * len(waits)))] if waits else float("nan"),
         "bridge_cpu_ms_per_payload": 1000 * cpu / count,
+        # The API server's own pace in the same moment: the ceiling no bridge can pass.
+        "api_creates_per_s": count / creating_s if creating_s > 0 else float("inf"),
         "failed": float(failed),
     }
     print(
@@ -243,6 +245,11 @@ def main() -> None:
         f"{per_pod['payloads_per_s']:.2f}/s one sbatch per pod = {ratio:.1f}x (target {TARGET_RATIO:.0f}x, "
         f"ratio to target {ratio / TARGET_RATIO:.2f}); {pilots['payloads_per_s'] / TARGET_PAYLOADS_PER_S:.2f} of "
         f"{TARGET_PAYLOADS_PER_S:.0f}/s"
+    )
+    creates = pilots["api_creates_per_s"]
+    print(
+        f"pilot_throughput vs the API server: it created the {args.payloads} pods at {creates:.1f}/s from "
+        f"{CREATORS} threads; the bridge ran them at {pilots['payloads_per_s'] / creates:.2f} of that"
     )
     median, p95 = pilots["trickle_wait_median_s"], pilots["trickle_wait_p95_s"]
     print(

@@ -264,3 +264,34 @@ def test_deleting_a_running_payload_pod_kills_only_that_payload(
     survivor = cluster.wait_phase("survivor", {"Failed", "Succeeded"}, timeout_s=120)
     assert survivor["status"]["phase"] == "Succeeded", survivor["status"]
     assert cluster.kubectl("logs", "survivor").strip() == "survived"
+
+
+def test_a_template_slurm_refuses_shows_why_on_the_waiting_pod(
+    kube: KubePart, slurm: SlurmPart, cluster: Cluster, tmp_path: Path
+) -> None:
+    settings = tmp_path / "pilots.properties"
+    settings.write_text(PILOTS + "pipelinerunner.pilots.small.partition=nowhere\n")
+    with BridgeProcess(
+        node_name="sgs-bridge-pilots-refused",
+        site="bridge-pilots-refused",
+        kubeconfig=kube.kubeconfig,
+        workdir=tmp_path / "bridge",
+        provider="slurm",
+        poll_interval_s=0.3,
+        extra_args=[f"--pilots={settings}"],
+        env=slurm.env,
+    ) as bridge:
+        cluster.apply(pod_manifest("stuck", pod_template("bridge-pilots-refused", "echo never", resources=SMALL)))
+
+        def waiting_reason() -> str:
+            statuses = cluster.pod("stuck").get("status", {}).get("containerStatuses") or [{}]
+            waiting = statuses[0].get("state", {}).get("waiting", {})
+            return f"{waiting.get('reason')}: {waiting.get('message', '')}"
+
+        wait_until(lambda: "submitting one failed" in waiting_reason(), what="the pod to say why", timeout_s=60)
+        reason = waiting_reason()
+        assert reason.startswith("PilotPending: waiting for a pilot; submitting one failed: small: ")
+        assert "invalid partition" in reason.lower(), reason
+        assert cluster.phase("stuck") == "Pending"
+        # One sbatch per template per PILOT_RETRY_S (30 s), not one per pass.
+        assert bridge.log_tail(100_000).count("sbatch of a small pilot failed") == 1

@@ -69,6 +69,7 @@ HELLO_TIMEOUT_S = 10.0
 MAINTAIN_EVERY_S = 1.0
 SLURM_CHECK_EVERY_S = 2.0
 PRUNE_EVERY_S = 30.0
+PILOT_RETRY_S = 30.0
 # A payload that has waited this long shows why in its pod status (before that, a status write per pod is
 # not worth it: most start within a second).
 SHOW_WAIT_AFTER_S = 10.0
@@ -93,6 +94,7 @@ class _Pilot:
     used_cpus: float = 0.0
     used_memory: int = 0
     idle_since: float = 0.0
+    slurm_state: str = ""  # while queued: Slurm's JobState and Reason, for the waiting pods' message
 
     @property
     def label(self) -> str:
@@ -150,6 +152,7 @@ class PilotProvider:
         self.wake: Callable[[], None] = lambda: None  # the bridge's sweep, when a payload starts or ends
         self._connections = 0
         self._pilot_errors: dict[str, str] = {}
+        self._pilot_failed_at: dict[str, float] = {}
         self._orphans: dict[str, tuple[str, str]] = {}  # uid -> (pilot's Slurm job, label): running, pilot unknown
         self._server: asyncio.Server | None = None
         self._maintainer: asyncio.Task[None] | None = None
@@ -299,8 +302,9 @@ class PilotProvider:
         errors = [f"{name}: {self._pilot_errors[name]}" for name in names if name in self._pilot_errors]
         if errors:
             return "waiting for a pilot; submitting one failed: " + "; ".join(errors)
-        queued = sum(1 for p in self.pilots.values() if p.connected_at is None)
-        return f"waiting for a pilot (templates that fit: {', '.join(names)}; {queued} pilot(s) queued in Slurm)"
+        queued = [p for p in self.pilots.values() if p.connected_at is None and p.template_name in names]
+        states = "; ".join(f"{p.label}: {p.slurm_state or 'submitted'}" for p in queued[:3])
+        return f"waiting for a pilot (templates that fit: {', '.join(names)}; queued in Slurm: {states or 'none'})"
 
     async def cancel(self, job_id: str, uid: str) -> None:
         record = self.records.get(uid)
@@ -511,8 +515,16 @@ class PilotProvider:
             queued = count.queued + (1 if pilot.connected_at is None else 0)
             counts[pilot.template_name] = TemplateCount(queued, count.total + 1)
         policy = self.settings.policy
+        now = time.monotonic()
+        # A template whose last pilot Slurm refused (or lost before it connected) rests a while: no sbatch storm,
+        # and its demand goes to the next template that fits, if any.
+        usable = {
+            name: template
+            for name, template in self.settings.templates.items()
+            if now - self._pilot_failed_at.get(name, -math.inf) >= PILOT_RETRY_S
+        }
         return pilots_to_submit(
-            list(self.waiting.values()), self.settings.templates, counts, policy.margin_s, policy.max_submit_per_pass
+            list(self.waiting.values()), usable, counts, policy.margin_s, policy.max_submit_per_pass
         )
 
     async def _submit_pilot(self, template_name: str) -> None:
@@ -529,6 +541,7 @@ class PilotProvider:
         if code != 0:
             del self.pilots[name]
             self._pilot_errors[template_name] = sbatch_error(err or out)
+            self._pilot_failed_at[template_name] = time.monotonic()
             log.warning("sbatch of a %s pilot failed: %s", template_name, self._pilot_errors[template_name])
             return
         self._pilot_errors.pop(template_name, None)
@@ -591,6 +604,8 @@ class PilotProvider:
         self._lose_orphans(listing)
         for pilot in list(self.pilots.values()):
             if not _ended(listing, pilot.job_id):
+                fields = listing.get(pilot.job_id, {})
+                pilot.slurm_state = f"{fields.get('JobState', '?')} (Reason={fields.get('Reason', 'None')})"
                 continue
             state = listing.get(pilot.job_id, {}).get("JobState", "")
             if pilot.writer is not None:
@@ -601,6 +616,7 @@ class PilotProvider:
             tail = tail_text(pilot.directory / "pilot.log", 2000).strip().splitlines()
             why = f"Slurm job {pilot.job_id} {state or 'gone'} before its agent connected"
             self._pilot_errors[pilot.template_name] = why + (f": {tail[-1][-300:]}" if tail else "")
+            self._pilot_failed_at[pilot.template_name] = time.monotonic()
             log.warning("%s: %s", pilot.label, self._pilot_errors[pilot.template_name])
             self.pilots.pop(pilot.name, None)
             self._kick.set()
