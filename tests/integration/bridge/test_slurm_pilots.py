@@ -295,3 +295,39 @@ def test_a_template_slurm_refuses_shows_why_on_the_waiting_pod(
         assert cluster.phase("stuck") == "Pending"
         # One sbatch per template per PILOT_RETRY_S (30 s), not one per pass.
         assert bridge.log_tail(100_000).count("sbatch of a small pilot failed") == 1
+
+
+def test_a_pilot_is_recycled_before_its_walltime_ends(
+    kube: KubePart, slurm: SlurmPart, cluster: Cluster, tmp_path: Path
+) -> None:
+    settings = tmp_path / "pilots.properties"
+    short = PILOTS.replace("walltimeInMin=20", "walltimeInMin=2").replace("idleInSec=5", "idleInSec=600")
+    settings.write_text(short + "pipelinerunner.pilots.policy.marginInSec=60\n")
+    site = "bridge-pilots-recycle"
+    with BridgeProcess(
+        node_name="sgs-bridge-pilots-recycle",
+        site=site,
+        kubeconfig=kube.kubeconfig,
+        workdir=tmp_path / "bridge",
+        provider="slurm",
+        poll_interval_s=0.3,
+        extra_args=[f"--pilots={settings}"],
+        env=slurm.env,
+    ) as bridge:
+        cluster.apply(pod_manifest("early", pod_template(site, "echo early", resources=SMALL, deadline_s=10)))
+        early = cluster.wait_phase("early", {"Succeeded", "Failed"}, timeout_s=120)
+        assert early["status"]["phase"] == "Succeeded", early["status"]
+        first = pilot_of(early)
+        # 2 min of walltime, 60 s of margin: drained (not idle: idleInSec is 600) within about a minute.
+        wait_until(
+            lambda: "draining (walltime nearly over)" in bridge.log_tail(100_000), what="the drain", timeout_s=100
+        )
+        wait_until(
+            lambda: "JobState=COMPLETED" in slurm.run("scontrol", "show", "job", "-o", first).stdout,
+            what=f"pilot {first} to end on its own, before Slurm's walltime",
+            timeout_s=30,
+        )
+        cluster.apply(pod_manifest("late", pod_template(site, "echo late", resources=SMALL, deadline_s=10)))
+        late = cluster.wait_phase("late", {"Succeeded", "Failed"}, timeout_s=120)
+        assert late["status"]["phase"] == "Succeeded", late["status"]
+        assert pilot_of(late) != first  # a fresh pilot took it
