@@ -1,4 +1,4 @@
-"""One unit of the dev stack run in the foreground: what Tilt (``tilt/Tiltfile``) supervises.
+"""One unit of the dev stack run in the foreground, for a supervisor that restarts it on change (Tilt's serve_cmd).
 
 ``sgs dev serve operator`` starts the operator exactly as ``sgs dev up --parts sgs`` would (same settings, same work
 directory, recorded in the same state file, so ``sgs dev env/status/down`` see it), then follows its log on stdout
@@ -27,11 +27,11 @@ from sgs.dev.stack import (
     Report,
     dev_dir,
     load_state,
-    remove_webhook,
     save_state,
     sgs_units,
     start_unit,
     state_lock,
+    stop_unit,
     units_of,
 )
 from sgs.testing.base import Part
@@ -68,10 +68,7 @@ def stop_running_copy(unit_name: str, state: dict[str, PartState], report: Repor
     running = state.pop(unit_name, None)
     if running is None:
         return
-    if unit_name == "operator":
-        remove_webhook(running, state)
-    for record in reversed(running.processes):
-        record.stop()
+    stop_unit(unit_name, running, state)
     report(unit_name, "stopped the copy that was running")
 
 
@@ -97,13 +94,15 @@ def stop_one(unit_name: str, started: PartState, report: Report) -> None:
     with state_lock():
         state = load_state()
         recorded = state.get(unit_name)
-        if recorded is not None and _same_processes(recorded, started):
-            if unit_name == "operator":
-                remove_webhook(recorded, state)
+        ours = recorded is not None and _same_processes(recorded, started)
+        if ours:
             del state[unit_name]
             save_state(state)
-    for record in reversed(started.processes):
-        record.stop()
+    if ours:
+        stop_unit(unit_name, started, state)
+    else:  # a newer serve replaced it (and stopped these processes): the webhook is the new operator's now
+        for record in reversed(started.processes):
+            record.stop()
     report(unit_name, "stopped")
 
 

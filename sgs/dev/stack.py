@@ -413,15 +413,23 @@ def _down(parts: Iterable[str] | None, *, purge: bool, report: Report) -> None:
             continue
         if unit.part == "slurm":
             _drain_slurm(unit)
-        if unit_name in ("operator", "operator-remote"):
-            remove_webhook(unit, state)
-        for record in reversed(unit.processes):
-            record.stop()
+        stop_unit(unit_name, unit, state)
         if purge:
             shutil.rmtree(unit.workdir, ignore_errors=True)
         del state[unit_name]
         report(unit_name, "stopped" + (" and purged" if purge else ""))
     save_state(state)
+
+
+OPERATOR_UNITS = ("operator", "operator-remote")  # each holds a webhook configuration on its own control plane
+
+
+def stop_unit(unit_name: str, unit: PartState, state: dict[str, PartState]) -> None:
+    """Stop one unit's processes, last started first — an operator's webhook configuration removed before."""
+    if unit_name in OPERATOR_UNITS:
+        remove_webhook(unit, state)
+    for record in reversed(unit.processes):
+        record.stop()
 
 
 def remove_webhook(unit: PartState, state: dict[str, PartState]) -> None:
