@@ -117,7 +117,10 @@ def test_a_failed_task_is_retried_from_the_page_and_runs_again(served: Cluster, 
 def test_a_priority_change_reranks_the_site_queue(served: Cluster, people: dict[str, Person]) -> None:
     alice = people["alice"]
     served.apply(served.site(max_parallel=1))  # one slot: the queue decides who runs
-    served.apply(task_pipeline("slow", {f"t{i}": ("sleep:1", 0.25, None) for i in range(8)}))
+    # The first Run's tasks hold the slot until the test lets them go: a fixed sleep raced the browser steps
+    # on a slow machine (the first Run could finish before the second was even re-ranked).
+    release = served.store / f"release-{new_run_name('slot')}"
+    served.apply(task_pipeline("slow", {f"t{i}": (f"wait-for:{release}", 0.25, None) for i in range(8)}))
     served.apply(task_pipeline("short", {f"t{i}": ("sleep:1", 0.25, None) for i in range(3)}))
     first, second = new_run_name("first"), new_run_name("second")
     served.apply(served.run(first, pipeline="slow", inputs={}))
@@ -136,6 +139,7 @@ def test_a_priority_change_reranks_the_site_queue(served: Cluster, people: dict[
     page = alice.open("/sites")
     expect(queue.first).to_have_attribute("data-run", second, timeout=30_000)
     alice.shot("queue-after")
+    Path(release).write_text("go")  # the first Run's running task ends: the freed slot goes to the second
     # The re-ranked Run takes the slot: it finishes while the first still waits.
     done = served.wait_phase(second, {"Succeeded"}, timeout_s=120)
     assert done["phase"] == "Succeeded"
