@@ -40,6 +40,7 @@ from sgs_operator.jobs import RunRef, SitePlacement, job_name
 from sgs_operator.kube import Kube
 from sgs_operator.launch import planner_config, site_placement, task_job
 from sgs_operator.mirror import RunMirror
+from sgs_operator.naming import ANNOTATION_PRIORITY
 from sgs_operator.objects import (
     BucketRunStorage,
     CredentialsError,
@@ -389,7 +390,9 @@ class RunController:
         began = time.perf_counter()
         with self.tracer.reconcile(self.site.name if self.site else None):
             spec = self.spec()
+            pods = list(pods)
             await self._apply_spec(spec)
+            await self._rerank_waiting(pods)
             await self._observe({j.name: j for j in jobs}, {p.job: p for p in pods})
             await self._resolve_dynamic()
             if not spec.suspend and not self.planner.finished:
@@ -430,6 +433,19 @@ class RunController:
             self.planner.set_priority(float(spec.priority))
         if spec.retry_failed > self.retry_applied:
             await self._retry_failed(spec.retry_failed)
+
+    async def _rerank_waiting(self, pods: Iterable[PodSeen]) -> None:
+        """Pods still waiting carry the Run's priority now (their spec.priority is fixed at creation): a bridge
+        that queues pods itself (pilot mode) re-ranks them. Level-triggered: a pod that says another priority is
+        patched, so a restart or a lost patch is caught up by the next reconcile."""
+        stale = [p for p in pods if p.phase == "Pending" and p.priority is not None and p.priority != self.priority]
+        for pod in stale:
+            try:
+                await self.shared.kube.annotate_pod(self.namespace, pod.name, {ANNOTATION_PRIORITY: str(self.priority)})
+            except KubeError as error:  # gone meanwhile, or not allowed: the queue keeps the old order, the Run goes on
+                self.log.warning(f"run {self.key}: pod {pod.name} not re-ranked: {error}")
+        if stale:
+            self.log.info(f"run {self.key}: {len(stale)} waiting pod(s) re-ranked to priority {self.priority}")
 
     async def _retry_failed(self, requested: int) -> None:
         """Failed tasks get one more attempt, successes stay; recorded as Retrying(now) with the request mark."""

@@ -18,6 +18,7 @@ from sgs.model.pipeline import Resources
 from sgs.naming import object_name
 from sgs.telemetry.ids import task_traceparent
 from sgs_operator.naming import (
+    ANNOTATION_PRIORITY,
     ANNOTATION_TASK_ID,
     LABEL_ATTEMPT,
     LABEL_RUN,
@@ -85,7 +86,7 @@ def job_labels(run: RunRef, tid: str, attempt: int, site: str) -> dict[str, str]
 
 def build_job(run: RunRef, site: SitePlacement, task: TaskAttempt, tmpdir_mount: str) -> dict[str, Any]:
     labels = job_labels(run, task.tid, task.attempt, site.name)
-    annotations = {ANNOTATION_TASK_ID: task.tid}
+    annotations = {ANNOTATION_TASK_ID: task.tid, ANNOTATION_PRIORITY: str(run.priority)}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -102,6 +102,11 @@ class Kube:
     async def patch_spec(self, namespace: str, plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         return await self.client.merge_patch(_custom_path(namespace, plural, name), {"spec": spec})
 
+    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        await self.client.merge_patch(
+            f"/api/v1/namespaces/{namespace}/pods/{name}", {"metadata": {"annotations": annotations}}
+        )
+
     async def nodes(self, selector: dict[str, str]) -> list[dict[str, Any]]:
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         listing = await self.client.get("/api/v1/nodes", {"labelSelector": label_selector})

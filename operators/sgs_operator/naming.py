@@ -10,6 +10,9 @@ LABEL_ATTEMPT = "sgs.io/attempt"
 LABEL_SITE = "sgs.io/site"
 ANNOTATION_TASK_ID = "sgs.io/task-id"
 ANNOTATION_USAGE = "sgs.io/usage"
+# The Run's priority now, on each of its pods: a pod's spec.priority is fixed at creation, and a bridge that queues
+# pods itself (pilot mode) re-ranks them by this when `sgs run priority` changes it.
+ANNOTATION_PRIORITY = "sgs.io/priority"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sgs-operator"}
 MAX_LABEL = 63
 

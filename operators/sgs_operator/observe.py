@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sgs_operator.naming import ANNOTATION_TASK_ID, ANNOTATION_USAGE, LABEL_ATTEMPT, LABEL_RUN
+from sgs_operator.naming import ANNOTATION_PRIORITY, ANNOTATION_TASK_ID, ANNOTATION_USAGE, LABEL_ATTEMPT, LABEL_RUN
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
@@ -35,6 +35,7 @@ class PodSeen:
     exit_code: int | None
     message: str
     usage: dict[str, Any] | None
+    priority: int | None = None  # the sgs.io/priority annotation: the Run's priority last written on the pod
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,15 @@ def pod_entry(
         exit_code=exit_code,
         message=message,
         usage=parse_usage(annotations.get(ANNOTATION_USAGE)),
+        priority=parse_priority(annotations.get(ANNOTATION_PRIORITY)),
     )
+
+
+def parse_priority(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def parse_usage(text: str | None) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sgs_bridge.podspec import PodSpecError, task_from_pod
+from sgs_bridge.podspec import PodSpecError, pod_priority, task_from_pod
 from sgs_bridge.providers.slurm_states import exit_code_of, job_state, parse_fields
 from sgs_bridge.quantity import QuantityError, parse_quantity
 from sgs_bridge.state import Phase
@@ -108,3 +108,26 @@ def test_timeout_and_completion_and_exit_codes() -> None:
     done = job_state("10", fields("JobId=10 JobState=COMPLETED Reason=None ExitCode=0:0"), "")
     assert (done.phase, done.exit_code) == (Phase.SUCCEEDED, 0)
     assert exit_code_of("3:0") == 3 and exit_code_of("0:9") == 137
+
+
+@pytest.mark.parametrize(
+    ("annotation", "spec_priority", "expected"),
+    [
+        ("500", 0, 500),  # the operator's: the Run's priority now
+        ("-20", 7, -20),
+        (None, 7, 7),  # no annotation: the PriorityClass's value
+        ("high", 7, 7),  # not a number: ignored, never a crash
+        ("99999999999", 7, 7),  # beyond what a priority can be: ignored
+        ("1e3", 7, 7),
+    ],
+)
+def test_a_pods_priority_is_the_operators_annotation_when_it_holds_one(
+    tmp_path: Path, annotation: str | None, spec_priority: int, expected: int
+) -> None:
+    manifest = pod(command=["true"])
+    manifest["spec"]["priority"] = spec_priority
+    if annotation is not None:
+        manifest["metadata"]["annotations"] = {"sgs.io/priority": annotation}
+
+    assert pod_priority(manifest) == expected
+    assert task_from_pod(manifest, tmp_path).priority == expected

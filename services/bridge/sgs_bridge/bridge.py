@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,8 @@ from sgs.telemetry import Tracing, TracingSettings, configure
 from sgs_bridge import metrics
 from sgs_bridge.kubelet_api import Authorizer, KubeletServer, LogSource, serving_certificate
 from sgs_bridge.node import NodeIdentity, NodeKeeper
-from sgs_bridge.podspec import PodSpecError, TaskSpec, referenced_objects, task_from_pod
-from sgs_bridge.providers.base import BackendUnavailableError, Provider, SubmitRefusedError
+from sgs_bridge.podspec import PodSpecError, TaskSpec, pod_priority, referenced_objects, task_from_pod
+from sgs_bridge.providers.base import BackendUnavailableError, Provider, Reprioritizable, SubmitRefusedError
 from sgs_bridge.state import JobState, Phase, failed_before_submit, now, pod_status, rfc3339
 from sgs_bridge.tracing import task_span
 
@@ -312,8 +312,20 @@ class Bridge:
         await self._bounded(self._submit(t) for t in fresh)
         jobs = {_uid(t.pod): job for t in tracked if (job := _job_id(t.pod)) and not _terminal(t.pod)}
         states = await self.provider.observe(jobs) if jobs else {}
+        self._rerank(tracked, states)
         self._count_backend(states.values())
         await self._bounded(self._reconcile(t, states.get(_uid(t.pod))) for t in tracked)
+
+    def _rerank(self, tracked: list[_Tracked], states: Mapping[str, JobState]) -> None:
+        """Waiting pods follow their Run's priority (a pod change wakes the sweep): level-triggered, so a change
+        made while the bridge was down is taken too. Only a provider that queues pods itself re-ranks."""
+        if not isinstance(self.provider, Reprioritizable):
+            return
+        for item in tracked:
+            uid = _uid(item.pod)
+            state = states.get(uid)
+            if state is not None and state.phase is Phase.PENDING:
+                self.provider.reprioritize(uid, pod_priority(item.pod))
 
     async def _bounded(self, work: Iterable[Awaitable[None]]) -> None:
         limit = asyncio.Semaphore(self.config.submit_concurrency)

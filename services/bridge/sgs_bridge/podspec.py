@@ -23,6 +23,9 @@ GPU_RESOURCE = "nvidia.com/gpu"
 WALLTIME_ANNOTATION = "sgs.io/walltime-seconds"
 PARTITION_ANNOTATION = "sgs.io/slurm-partition"
 ATTEMPT_LABEL = "sgs.io/attempt"  # the operator's: 0 for a task's first attempt, then 1, 2... for its retries
+# The operator's: the pod's Run's priority now (spec.priority is fixed when the pod is made; this follows the Run).
+PRIORITY_ANNOTATION = "sgs.io/priority"
+PRIORITY_BOUND = 1_000_000_000  # PriorityClass values are at most 1e9 for user classes: beyond, not a priority
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "SHELL")
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -160,8 +163,17 @@ def task_from_pod(
         volumes=volumes,
         partition=(metadata.get("annotations") or {}).get(PARTITION_ANNOTATION),
         attempt=_attempt(metadata.get("labels") or {}),
-        priority=spec.get("priority") if isinstance(spec.get("priority"), int) else 0,
+        priority=pod_priority(pod),
     )
+
+
+def pod_priority(pod: JSON) -> int:
+    """The operator's priority annotation when it holds a priority, else spec.priority (from the PriorityClass)."""
+    text = str((pod.get("metadata", {}).get("annotations") or {}).get(PRIORITY_ANNOTATION, ""))
+    if re.fullmatch(r"-?[0-9]{1,10}", text) and abs(int(text)) <= PRIORITY_BOUND:
+        return int(text)
+    priority = pod.get("spec", {}).get("priority")
+    return priority if isinstance(priority, int) else 0
 
 
 def _attempt(labels: Mapping[str, str]) -> int:

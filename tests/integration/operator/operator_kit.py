@@ -256,6 +256,11 @@ class Cluster:
         items: list[dict[str, Any]] = json.loads(self.kubectl("get", "jobs", *selector, "-o", "json").stdout)["items"]
         return items
 
+    def pods(self, run: str) -> list[dict[str, Any]]:
+        listing = self.kubectl("get", "pods", "-l", f"sgs.io/run={run}", "-o", "json").stdout
+        items: list[dict[str, Any]] = json.loads(listing)["items"]
+        return items
+
     def run_status(self, name: str) -> dict[str, Any]:
         status: dict[str, Any] = self.get("runs", name).get("status") or {}
         return status

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sgs_bridge.files import read_json, write_json_atomically
 from sgs_bridge.podspec import TaskSpec
@@ -68,6 +68,13 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Reprioritizable(Protocol):
+    """A provider that queues pods itself (pilot mode) and can re-rank one still waiting."""
+
+    def reprioritize(self, uid: str, priority: int) -> None: ...
 
 
 def prepare_pod_dir(spec: TaskSpec) -> None:

@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,22 @@ class PilotProvider:
         write_json_atomically(
             spec.pod_dir / PAYLOAD_FILE, {**summary, "retry": payload.retry, "priority": payload.priority}
         )
+
+    def reprioritize(self, uid: str, priority: int) -> None:
+        """The pod's Run changed priority (`sgs run priority`): a payload still waiting is ranked by the new one
+        from the next choice on, and keeps it over a bridge restart (its payload file says it)."""
+        payload = self.waiting.get(uid)
+        if payload is None or payload.priority == priority:
+            return
+        payload = replace(payload, priority=priority)
+        self.waiting[uid] = payload
+        self.records[uid].payload = payload
+        summary_path = self.pods_root / uid / PAYLOAD_FILE
+        summary = read_json(summary_path)
+        if summary is not None:
+            write_json_atomically(summary_path, {**summary, "priority": priority})
+        log.info("payload %s re-ranked: priority %d", uid, priority)
+        self._dispatch()
 
     def _enqueue(self, payload: Payload) -> None:
         self.records[payload.uid] = _Record(payload)
