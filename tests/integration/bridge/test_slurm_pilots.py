@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from bridge_kit import Cluster, annotation, pod_manifest, pod_template, terminated
 from sgs_bridge.launch import BridgeProcess
+from sgs_bridge.providers.pilots import PAYLOAD_FILE
 
 from sgs.testing import wait_until
 from sgs.testing.kube import KubePart
@@ -331,3 +332,52 @@ def test_a_pilot_is_recycled_before_its_walltime_ends(
         late = cluster.wait_phase("late", {"Succeeded", "Failed"}, timeout_s=120)
         assert late["status"]["phase"] == "Succeeded", late["status"]
         assert pilot_of(late) != first  # a fresh pilot took it
+
+
+def test_a_waiting_payload_is_re_ranked_by_the_priority_the_operator_writes_on_its_pod(
+    cluster: Cluster, kube: KubePart, slurm: SlurmPart, tmp_path: Path
+) -> None:
+    """One pilot with room (memory) for one payload at a time, held by a first pod; four pods wait in the bridge.
+    Two get the operator's sgs.io/priority annotation (what `sgs run priority` makes it write): they start first,
+    the higher one before the other, then the rest in their waiting order."""
+    settings = tmp_path / "pilots.properties"
+    settings.write_text(PILOTS.replace("rssInMB=1024", "rssInMB=400").replace("maxInstances=2", "maxInstances=1"))
+    site = "bridge-pilots-rerank"
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with BridgeProcess(
+        node_name="sgs-bridge-pilots-rerank",
+        site=site,
+        kubeconfig=kube.kubeconfig,
+        workdir=tmp_path / "bridge",
+        provider="slurm",
+        poll_interval_s=0.3,
+        extra_args=[f"--pilots={settings}"],
+        env=slurm.env,
+    ) as bridge:
+        one_at_a_time = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}
+        hold = f"while [ ! -e {runs}/release ]; do sleep 0.1; done"
+        cluster.apply(pod_manifest("hold", pod_template(site, hold, resources=one_at_a_time)))
+        cluster.wait_phase("hold", {"Running"}, timeout_s=120)
+        waiting = ["w0", "w1", "w2", "w3"]
+        for name in waiting:
+            script = f"date +%s.%N > {runs}/{name}"
+            cluster.apply(pod_manifest(name, pod_template(site, script, resources=one_at_a_time)))
+
+        def queued() -> bool:
+            pods = [json.loads(cluster.kubectl("get", "pod", name, "-o", "json")) for name in waiting]
+            return all((bridge.workdir / "pods" / p["metadata"]["uid"] / PAYLOAD_FILE).exists() for p in pods)
+
+        wait_until(queued, what="the four pods to wait in the bridge", timeout_s=60)
+        cluster.kubectl("annotate", "pod", "w3", "sgs.io/priority=500")
+        cluster.kubectl("annotate", "pod", "w2", "sgs.io/priority=200")
+        wait_until(
+            lambda: all(f"re-ranked: priority {n}" in bridge.log_tail(200_000) for n in (500, 200)),
+            what="the bridge to re-rank both",
+            timeout_s=30,
+        )
+        (runs / "release").touch()
+        for name in waiting:
+            assert cluster.wait_phase(name, {"Succeeded", "Failed"}, timeout_s=120)["status"]["phase"] == "Succeeded"
+        began = {name: float((runs / name).read_text()) for name in waiting}
+        assert sorted(waiting, key=began.__getitem__) == ["w3", "w2", "w0", "w1"], began
