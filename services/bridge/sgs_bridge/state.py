@@ -133,7 +133,7 @@ def _container_status(state: JobState, container: str, image: str, started: date
     status: JSON = {
         "name": container,
         "image": image or "none",
-        "imageID": "",
+        "imageID": state.extra.get("imageID", ""),  # a container runtime's: the manifest digest it ran
         "ready": state.phase is Phase.RUNNING,
         "started": state.phase is Phase.RUNNING,
         "restartCount": 0,

@@ -97,6 +97,7 @@ def spec_summary(spec: TaskSpec) -> dict[str, object]:
     summary["working_dir"] = str(spec.working_dir)
     summary.pop("volumes")
     summary.pop("env")
+    summary.pop("call")
     return summary
 
 

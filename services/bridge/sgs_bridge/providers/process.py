@@ -5,27 +5,35 @@ directory are the whole state, so a restarted bridge re-adopts every task from d
 takes the pod's lock before launching and holds it until the outcome is written, never starts a task twice.
 The agent (``sgs_bridge.agent``, one per node, detached) outlives the bridge; if it dies, its tasks' locks are
 released and each is reported failed once whatever it left running has been killed.
+
+With a container runtime (``container_runtime="crun"``) each pod runs its image instead, resolved only against
+the node's image stores (``sgs_bridge.container``): the task the agent launches is ``crun run`` of a bundle in
+the pod's directory, whose config the provider writes at submission.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from sgs.launcher.identity import ProcessIdentity, kill_leftover
+from sgs_bridge import container as oci
 from sgs_bridge.agent import AGENT_LOG_FILE, IDLE_EXIT_S, AgentClient, AgentError, AgentUnavailableError
 from sgs_bridge.podspec import TaskSpec
 from sgs_bridge.providers.base import (
     BackendUnavailableError,
     Capacity,
+    SubmitRefusedError,
     moment,
     outcome_state,
     prepare_pod_dir,
@@ -36,17 +44,44 @@ from sgs_bridge.providers.base import (
 from sgs_bridge.runner import LOCK_FILE, OUTCOME_FILE, STATE_FILE, TASK_FILE
 from sgs_bridge.state import JobState, Phase
 
+CONTAINER_RUNTIMES = ("none", "crun")
+CONTAINER_WORKDIR = "/sgs/work"  # the pod's work directory inside its container (cwd unless the pod or image says)
+
 
 class ProcessProvider:
     name = "process"
 
     def __init__(
-        self, pods_root: Path, *, gpus: int = 0, python: str = sys.executable, agent_idle_exit_s: float = IDLE_EXIT_S
+        self,
+        pods_root: Path,
+        *,
+        gpus: int = 0,
+        python: str = sys.executable,
+        agent_idle_exit_s: float = IDLE_EXIT_S,
+        container_runtime: str = "none",
+        image_stores: Sequence[Path] = (),
+        crun: str = "crun",
+        umoci: str = "umoci",
     ) -> None:
+        if container_runtime not in CONTAINER_RUNTIMES:
+            raise ValueError(f"container runtime: must be one of {CONTAINER_RUNTIMES}, got {container_runtime!r}")
         self.pods_root = pods_root
         self.gpus = gpus
         pods_root.mkdir(parents=True, exist_ok=True)
         self.agent = AgentClient(pods_root, python, idle_exit_s=agent_idle_exit_s)
+        self.container_runtime = container_runtime
+        self.images = oci.ImageStores(image_stores)
+        self.crun = shutil.which(crun) or crun
+        self.umoci = shutil.which(umoci) or umoci
+        self.rootfs_cache = pods_root.parent / "rootfs"
+        self.crun_root = pods_root.parent / "crun"
+        self.hybrid_cgroups = oci.hybrid_cgroups()
+        self.cgroups = oci.cgroups_available()
+        self._image_ids: dict[str, str] = {}
+
+    @property
+    def containers(self) -> bool:
+        return self.container_runtime != "none"
 
     async def capacity(self) -> Capacity:
         disk = shutil.disk_usage(self.pods_root)
@@ -63,17 +98,18 @@ class ProcessProvider:
     def _submit(self, spec: TaskSpec) -> str:
         if (spec.pod_dir / STATE_FILE).exists():
             return spec.uid  # it started already (and may have ended): a pod runs at most once
+        container = self._bundle(spec) if self.containers else None
         prepare_pod_dir(spec)
         if not _lock_held(spec.pod_dir / LOCK_FILE):
-            self._write_task(spec)
+            self._write_task(spec, container)
         try:
             self.agent.request("run", spec.uid)  # the agent refuses a second start itself (lock, state file)
         except (AgentUnavailableError, AgentError, OSError) as error:
             raise BackendUnavailableError(f"the node's agent: {error}") from error
         return spec.uid
 
-    def _write_task(self, spec: TaskSpec) -> None:
-        task = {
+    def _write_task(self, spec: TaskSpec, container: dict[str, Any] | None = None) -> None:
+        task: dict[str, Any] = {
             "argv": spec.argv,
             "env": spec.env,
             "cwd": str(spec.working_dir),
@@ -82,13 +118,69 @@ class ProcessProvider:
             "walltime_s": spec.walltime_s,
             "enforce": True,
         }
+        if container is not None:
+            # crun runs the image; the agent still enforces the walltime and samples the memory of its tree (the
+            # cgroup holds the memory and CPU limits where the node has cgroups).
+            bundle = Path(container["bundle"])
+            argv = oci.crun_argv(self.crun, self.crun_root, bundle, spec.uid, hybrid=self.hybrid_cgroups)
+            task |= {"argv": argv, "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "cwd": str(bundle)}
+            task["container"] = {"crun": self.crun, "root": str(self.crun_root), "id": spec.uid, **container}
         write_json_atomically(spec.pod_dir / TASK_FILE, task)
+
+    def _bundle(self, spec: TaskSpec) -> dict[str, Any]:
+        """Resolve the pod's image in the stores, unpack its rootfs (once per digest), write the runtime config."""
+        call = spec.call
+        if call is None:
+            raise SubmitRefusedError("the pod was read without its container view", reason="InvalidPodSpec")
+        try:
+            image = self.images.resolve(call.image)
+            rootfs = oci.unpacked_rootfs(image, self.rootfs_cache, self.umoci)
+        except oci.ImageRefusedError as error:
+            raise SubmitRefusedError(str(error), reason=error.reason) from error
+        args = oci.process_args(image.config, call.command, call.args)
+        if not args:
+            raise SubmitRefusedError(f"image {call.image}: no command, entrypoint or cmd", reason="InvalidPodSpec")
+        user = oci.image_user(image.config, _read(rootfs / "etc/passwd"), _read(rootfs / "etc/group"))
+        work = oci.Mount(CONTAINER_WORKDIR, spec.working_dir)
+        mounts = [work, *(oci.Mount(v.mount_path, v.host_dir, v.read_only) for v in spec.volumes)]
+        cwd = call.working_dir or str(image.config.get("WorkingDir") or "") or CONTAINER_WORKDIR
+        limits = oci.Limits(spec.memory_bytes, spec.cpus) if self.cgroups else None
+        config = oci.runtime_config(
+            rootfs=rootfs,
+            args=args,
+            env=oci.environment(image.config, call.env),
+            cwd=cwd,
+            user=user,
+            host_user=(os.geteuid(), os.getegid()),
+            mounts=mounts,
+            limits=limits,
+            hostname=spec.name[:63] or spec.uid,
+            cgroups_path=f"sgs/{spec.uid}",
+        )
+        bundle = spec.pod_dir / "bundle"
+        bundle.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(bundle / "config.json", config)
+        return {"bundle": str(bundle), "image": call.image, "image_id": image.digest, "cgroups": limits is not None}
 
     async def observe(self, jobs: Mapping[str, str]) -> dict[str, JobState]:
         self.agent.reap()
         return {uid: self._state(uid) for uid in jobs}
 
     def _state(self, uid: str) -> JobState:
+        state = self._plain_state(uid)
+        image_id = self._image_id(uid) if self.containers else ""
+        return dataclasses.replace(state, extra={**state.extra, "imageID": image_id}) if image_id else state
+
+    def _image_id(self, uid: str) -> str:
+        if uid not in self._image_ids:
+            task = read_json(self.pods_root / uid / TASK_FILE) or {}
+            container = task.get("container")
+            if not isinstance(container, dict):
+                return ""
+            self._image_ids[uid] = str(container.get("image_id") or "")
+        return self._image_ids[uid]
+
+    def _plain_state(self, uid: str) -> JobState:
         pod_dir = self.pods_root / uid
         outcome = read_json(pod_dir / OUTCOME_FILE)
         state = read_json(pod_dir / STATE_FILE)
@@ -107,6 +199,9 @@ class ProcessProvider:
     def _record_lost(self, pod_dir: Path, state: dict[str, object]) -> dict[str, object]:
         """The agent that ran the task is gone: kill what it left running, and record that once."""
         killed = kill_leftover(ProcessIdentity.from_dict(state.get("process")))
+        container = (read_json(pod_dir / TASK_FILE) or {}).get("container")
+        if isinstance(container, dict):
+            oci.remove_container(container)  # crun's container outlives crun
         agent_log = tail_text(self.pods_root / AGENT_LOG_FILE, 2000).strip().splitlines()
         when = "while the task ran" if state else "before the task started"
         message = f"the node's agent stopped {when} (killed {killed} leftover process(es))"
@@ -138,6 +233,13 @@ class ProcessProvider:
 
     async def close(self) -> None:
         self.agent.reap()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _lock_held(path: Path) -> bool:
