@@ -53,6 +53,7 @@ from sgs_operator.objects import (
 from sgs_operator.observe import JobSeen, Outcome, PodSeen, outcome, pod_is_final
 from sgs_operator.placement import SiteChoice
 from sgs_operator.records import Finished, Registration, Started, TaskStore
+from sgs_operator.registration import pinned_image
 from sgs_operator.remote import RemoteClusters
 from sgs_operator.run_archive import RunArchive
 from sgs_operator.settings import OperatorSettings
@@ -492,7 +493,7 @@ class RunController:
         inputs = self.planner.task_inputs(tid)  # before the planner takes the outcome: what the task was given
         seen = await self._take_outcome(task, seen)
         crash_point("after-finish-before-record")
-        registrations = await self._outbox_rows(task, inputs) if seen.succeeded else []
+        registrations = await self._outbox_rows(task, inputs, seen.image_id) if seen.succeeded else []
         usage = seen.usage
         if usage is not None:
             usage = {**usage, **metrics.profile_summary(usage, requested)}
@@ -547,9 +548,10 @@ class RunController:
         self.log.info(f"run {self.key}: {task.id} attempt {task.attempt} {seen.reason} → {state.value}")
         return seen
 
-    async def _outbox_rows(self, task: Task, inputs: Mapping[str, Any]) -> list[Registration]:
+    async def _outbox_rows(self, task: Task, inputs: Mapping[str, Any], image_id: str) -> list[Registration]:
         assert self.storage is not None
-        image = task.executable.image or self.shared.settings.default_image
+        # The lineage names the image by the digest it ran (repo@sha256:…) when the node reports one, not a tag.
+        image = pinned_image(task.executable.image or self.shared.settings.default_image, image_id)
         return await self.archive.outbox_rows(task, inputs, self.storage, image, self.pipeline_digest)
 
     def _expose(self, directories: Iterable[str]) -> None:

@@ -58,7 +58,7 @@ def wrapper_outcome(seen: Outcome) -> Outcome:
     if meaning is None or seen.succeeded:
         return seen
     message = f"{seen.message}; sgs task exec: {meaning} (the pod's log names it)"
-    return Outcome(seen.reason, seen.exit_code, message, seen.usage)
+    return Outcome(seen.reason, seen.exit_code, message, seen.usage, seen.image_id)
 
 
 class CredentialsError(Exception):

@@ -36,6 +36,7 @@ class PodSeen:
     message: str
     usage: dict[str, Any] | None
     priority: int | None = None  # the sgs.io/priority annotation: the Run's priority last written on the pod
+    image_id: str = ""  # containerStatuses[].imageID: the manifest digest a container runtime ran, when it says
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Outcome:
     exit_code: int | None
     message: str
     usage: dict[str, Any] | None
+    image_id: str = ""  # the image's manifest digest (sha256:…) the task ran in, when its node reports one
 
     @property
     def succeeded(self) -> bool:
@@ -78,7 +80,9 @@ def pod_entry(
     reason: str | None = None
     exit_code: int | None = None
     message = status.get("message") or ""
+    image_id = ""
     for container in status.get("containerStatuses") or []:
+        image_id = _digest(container.get("imageID")) or image_id
         terminated = (container.get("state") or {}).get("terminated")
         if terminated:
             reason = terminated.get("reason") or ("Completed" if terminated.get("exitCode") == 0 else "Error")
@@ -94,6 +98,7 @@ def pod_entry(
         message=message,
         usage=parse_usage(annotations.get(ANNOTATION_USAGE)),
         priority=parse_priority(annotations.get(ANNOTATION_PRIORITY)),
+        image_id=image_id,
     )
 
 
@@ -102,6 +107,16 @@ def parse_priority(text: str | None) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
+
+
+def _digest(image_id: object) -> str:
+    """The sha256 digest in a kubelet's imageID (``sha256:…``, ``repo@sha256:…``, ``docker-pullable://…``)."""
+    text = str(image_id or "")
+    _, _, digest = text.rpartition("@") if "@" in text else ("", "", text)
+    algorithm, _, hexdigest = digest.partition(":")
+    if algorithm == "sha256" and len(hexdigest) == 64 and all(c in "0123456789abcdef" for c in hexdigest):
+        return digest
+    return ""
 
 
 def parse_usage(text: str | None) -> dict[str, Any] | None:
@@ -122,7 +137,8 @@ def outcome(job: JobSeen, pod: PodSeen | None) -> Outcome:
     usage = pod.usage if pod is not None else None
     exit_code = pod.exit_code if pod is not None else None
     if job.finished == "Complete":
-        return Outcome("Completed", exit_code if exit_code is not None else 0, "", usage)
+        image_id = pod.image_id if pod is not None else ""
+        return Outcome("Completed", exit_code if exit_code is not None else 0, "", usage, image_id)
     if job.reason == "DeadlineExceeded" or (pod is not None and pod.reason == "DeadlineExceeded"):
         return Outcome("DeadlineExceeded", exit_code, job.message or "walltime exceeded", usage)
     if pod is not None and pod.reason == "OOMKilled":

@@ -82,6 +82,18 @@ def output_facts(
     return rows
 
 
+def pinned_image(image: str, digest: str) -> str:
+    """``image`` pinned to the manifest digest it ran (``repo@sha256:…``, its tag dropped); as given without one."""
+    if not digest:
+        return image
+    repository = image.split("@", 1)[0]
+    last_slash = repository.rfind("/")
+    colon = repository.rfind(":")
+    if colon > last_slash:  # a tag, not a registry's port
+        repository = repository[:colon]
+    return f"{repository}@{digest}"
+
+
 def file_checksums(path: str) -> Checksums:
     return checksum_file(Path(path))
 
