@@ -11,11 +11,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from bridge_kit import Cluster, pod_manifest, pod_template, terminated
 from sgs_bridge.launch import BridgeProcess
 
 from sgs.images import default_cache_dir
+from sgs.testing import wait_until
 from sgs.testing.images import debian_image
 from sgs.testing.kube import KubePart
 
@@ -136,3 +138,17 @@ def test_images_outside_the_stores_are_refused(
     assert pod["status"]["phase"] == "Failed"
     assert pod["status"]["reason"] == reason, json.dumps(pod["status"])
     assert "image" in pod["status"]["message"]
+
+
+def test_deleting_a_running_pod_kills_its_container(cluster: Cluster, crun_bridge: BridgeProcess) -> None:
+    marker = f"sleep {4000 + abs(hash(cluster.namespace)) % 1000}"  # a command line no other test runs
+    cluster.apply(pod_manifest("long", pod_template(CRUN_SITE, f"echo started; exec {marker}")))
+    cluster.wait_phase("long", {"Running"})
+    wait_until(lambda: bool(_processes(marker)), what=f"{marker} running in the container", timeout_s=30)
+    cluster.kubectl("delete", "pod", "long", "--wait=false")
+    # crun killed by the node leaves its container's processes behind unless the node deletes the container too.
+    wait_until(lambda: not _processes(marker), what=f"{marker} gone after the pod's deletion", timeout_s=60)
+
+
+def _processes(command: str) -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or []) == command]
