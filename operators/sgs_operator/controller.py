@@ -39,7 +39,7 @@ from sgs_operator.inputs import InputsBlockedError, values_of
 from sgs_operator.jobs import RunRef, SitePlacement, job_name
 from sgs_operator.kube import Kube
 from sgs_operator.launch import planner_config, site_placement, task_job
-from sgs_operator.mirror import RunMirror
+from sgs_operator.mirror import PERMIT_GRANTED, START_PERMIT_ANNOTATION, RunMirror
 from sgs_operator.naming import ANNOTATION_PRIORITY
 from sgs_operator.objects import (
     BucketRunStorage,
@@ -142,6 +142,8 @@ class RunController:
         self._blocked: RunBlockedError | None = None
         self.choice: SiteChoice | None = None
         self.mirror: RunMirror | None = None  # at a cluster Site: the Run runs there, this mirrors it
+        self.permit: Condition | None = None  # a central's copy: StartPermit while it waits for the permit
+        self.moved = _redispatched(body)  # kept on every status write from here on
         self.archive = RunArchive(
             shared.kube, shared.store, shared.archive, self.namespace, self.name, self.uid, logger
         )
@@ -250,8 +252,53 @@ class RunController:
             (spec.pipeline, digest, wire),
             message,
             self.log,
+            redispatch_after_s=0.0 if spec.site else self.shared.settings.redispatch_after_s,
         )
         self.log.info(f"run {self.key}: at cluster Site {site_name}, mirrored as {self.mirror.target.shown}")
+
+    async def redispatch(self, sites: Mapping[Any, Any], phases: Mapping[Any, Any]) -> bool:
+        """The mirror says the Run's cluster Site has been unreachable long enough and its copy never started
+        there: send the Run to another Ready Site (the usual choice, without that Site and any the Run left
+        before). The copy left behind is listed as abandoned: it never gets its start permit, and the Site's
+        orphan collection deletes it once it can. False (logged) when no other Site can take the Run now."""
+        assert self.mirror is not None and self.mirror.redispatch_due is not None
+        left, since, now = self.mirror.target, self.mirror.redispatch_due, utc_now()
+        spec = self.spec()
+        status = self.body.get("status") or {}
+        gone = {left.site} | {str(a.get("site")) for a in status.get("abandoned") or []}
+        mine = {name: raw for (ns, name), raw in _site_items(sites) if ns == self.namespace and name not in gone}
+        try:
+            choice = await self._choose_site(spec, mine, phases)
+        except RunBlockedError as err:
+            self.log.warning(f"run {self.key}: Site {left.site} unreachable since {since:%H:%M:%S}, no other: {err}")
+            return False
+        outage = (now - since).total_seconds()
+        reason = (
+            f"Site {left.site} unreachable since {since.isoformat()} ({outage:.0f} s), copy {left.shown} never started"
+        )
+        abandoned = [
+            *(status.get("abandoned") or []),
+            {
+                "site": left.site,
+                "namespace": left.namespace,
+                "name": left.name,
+                "at": now.isoformat(),
+                "reason": reason,
+            },
+        ]
+        message = f"{reason}; sent to {choice.name}: {choice.message}"
+        kept = [c for c in status.get("conditions") or [] if c.get("type") not in ("SiteReady", "SiteUnreachable")]
+        moved = condition("Redispatched", True, "SiteUnreachable", message)
+        wire = merge_conditions([], [moved], now)[0].model_dump(mode="json", by_alias=True, exclude_none=True)
+        conditions = [*[c for c in kept if c.get("type") != "Redispatched"], wire]
+        patch = {"status": {"site": None, "remote": None, "abandoned": abandoned, "conditions": conditions}}
+        await self.shared.kube.patch_status(self.namespace, "runs", self.name, patch)
+        self.log.info(f"run {self.key}: re-dispatched: {message}")
+        for _ in range(100):  # the next controller reads the body: it must see the Run unplaced
+            if len((self.body.get("status") or {}).get("abandoned") or []) == len(abandoned):
+                break
+            await asyncio.sleep(0.1)
+        return True
 
     async def _storage(self, site_name: str, site: SiteSpec, output_prefix: str | None) -> TaskStorage:
         """The Run's directory at the Site; at an S3 Site without one, its prefix in the Site's bucket."""
@@ -311,7 +358,11 @@ class RunController:
 
     async def _site(self, spec: RunSpec, sites: Mapping[Any, Any], phases: Mapping[Any, Any]) -> tuple[str, SiteSpec]:
         mine = {name: s for (ns, name), s in _site_items(sites) if ns == self.namespace}
-        placed = (self.body.get("status") or {}).get("site")
+        status = self.body.get("status") or {}
+        left = {str(a.get("site")) for a in status.get("abandoned") or []}
+        placed = status.get("site") if status.get("site") not in left else None
+        if spec.site is None:  # a Site the Run was sent away from is not chosen again
+            mine = {name: s for name, s in mine.items() if name not in left}
         if spec.site is not None:
             self.choice = SiteChoice(spec.site, placement.REASON_NAMED, f"dispatched to {spec.site} (spec.site)")
         elif placed:
@@ -368,7 +419,8 @@ class RunController:
         return run_site(observation, where, phases, maintenance, utc_now())
 
     async def _write_choice(self, choice: SiteChoice) -> None:
-        conditions = merge_conditions([], [condition("SiteReady", True, choice.reason, choice.message)], utc_now())
+        chosen = [condition("SiteReady", True, choice.reason, choice.message), *([self.moved] if self.moved else [])]
+        conditions = merge_conditions((self.body.get("status") or {}).get("conditions") or [], chosen, utc_now())
         wire = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
         patch = {"status": {"site": choice.name, "conditions": wire}}
         await self.shared.kube.patch_status(self.namespace, "runs", self.name, patch)
@@ -578,6 +630,8 @@ class RunController:
         grant = self.shared.board.grant(self.site_key, self.key, site_limit, wanted)
         if grant <= 0:
             return
+        if not self._may_start():
+            return
         tasks = self.planner.take(time.time(), None, limit=grant)
         if not tasks:
             return
@@ -591,6 +645,26 @@ class RunController:
         await self._record_then_create(tasks)
         crash_point("after-job-before-status")
         self.log.info(f"run {self.key}: started {len(tasks)} task(s) in {time.perf_counter() - began:.2f} s")
+
+    def _may_start(self) -> bool:
+        """A copy sent by a central control plane starts its first task only once that centre granted it (the
+        annotation it writes): the centre then knows exactly which copies may have run, and may send one that
+        never started to another Site during a partition without any task running twice. Until then the copy
+        asks through its StartPermit condition. Runs made here (no such annotation) start as always."""
+        annotations = self.body["metadata"].get("annotations") or {}
+        permit = annotations.get(START_PERMIT_ANNOTATION)
+        if permit is None or permit == PERMIT_GRANTED or self.started_at_least_once():
+            self.permit = None if permit is None else condition("StartPermit", True, "Granted", "granted by the centre")
+            return True
+        message = "asked the central control plane for its permit to start (it has not answered yet)"
+        self.permit = condition("StartPermit", False, "Requested", message)
+        return False
+
+    def started_at_least_once(self) -> bool:
+        assert self.planner is not None
+        return bool(self.inflight) or any(
+            self.planner.counts[state] for state in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.RETRYING)
+        )
 
     async def _record_then_create(self, tasks: list[Task]) -> None:
         """Record a wave Running (one transaction), then create its Jobs while the next wave is recorded.
@@ -722,7 +796,9 @@ class RunController:
             generation=self.body["metadata"].get("generation"),
             pipeline_digest=self.pipeline_digest or None,
             pipeline_change=pipeline_change,
-            extra=[c for c in (self.archive.outputs_condition, self._staged()) if c is not None],
+            extra=[
+                c for c in (self.archive.outputs_condition, self._staged(), self.permit, self.moved) if c is not None
+            ],
         )
 
     def _staged(self) -> Condition | None:
@@ -829,3 +905,12 @@ def _refused(status: int | None) -> bool:
 
 def _api_message(error: KubeError) -> str:
     return error.message or error.reason
+
+
+def _redispatched(body: Mapping[str, Any]) -> Condition | None:
+    """The Redispatched condition a re-dispatch wrote: it stays, saying where the Run came from and why."""
+    for raw in (body.get("status") or {}).get("conditions") or []:
+        if raw.get("type") == "Redispatched":
+            with contextlib.suppress(ValidationError):
+                return Condition.model_validate(raw)
+    return None

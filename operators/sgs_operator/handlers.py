@@ -400,9 +400,14 @@ async def run_daemon(
                 if not started and not await controller.start(site_specs, site_phases):
                     await stopped.wait(BLOCKED_RECHECK_S)
                     continue
-                if controller.mirror is not None:  # at a cluster Site: its own operator runs the copy
-                    await controller.mirror.step(site_specs)
-                    await controller.mirror.pause(shared.settings.reconcile_interval)
+                mirror = controller.mirror
+                if mirror is not None:  # at a cluster Site: its own operator runs the copy
+                    await mirror.step(site_specs)
+                    if mirror.redispatch_due is not None and await controller.redispatch(site_specs, site_phases):
+                        controller.leave()  # sent elsewhere: the next controller starts it at its new Site
+                        controller = RunController(shared, body, logger)
+                        continue
+                    await mirror.pause(shared.settings.reconcile_interval)
                     continue
                 await controller.step(jobs.of(key), pods.of(key), site_specs, pipeline_digests)
             except Exception:

@@ -42,9 +42,17 @@ ORIGIN_UID_LABEL = "sgs.io/origin-uid"  # the central Run's uid
 ORIGIN_SITE_LABEL = "sgs.io/origin-site"  # the central cluster Site the copy was sent through
 ORIGIN_RUN_ANNOTATION = "sgs.io/origin-run"  # <namespace>/<name> of the central Run
 DIGEST_ANNOTATION = "sgs.io/pipeline-digest"
+# The fence against running a Run twice: a copy starts its first task only once the centre wrote "granted" here,
+# and the centre records that it did before it does. A copy it never granted cannot have run anything.
+START_PERMIT_ANNOTATION = "sgs.io/start-permit"
+PERMIT_AWAITING, PERMIT_GRANTED = "awaiting", "granted"
 SPEC_DOWN = ("priority", "suspend", "retryFailed", "maxParallel")  # what may change while a Run runs
 STATUS_UP = ("phase", "tasks", "progress", "startTime", "completionTime", "failedTasks", "pipelineDigest")
-OURS = ("SiteReady", "SiteUnreachable")  # conditions the central operator writes; the copy's others go up as-is
+OURS = (
+    "SiteReady",
+    "SiteUnreachable",
+    "Redispatched",
+)  # conditions the central operator writes; the copy's others go up as-is
 MAX_NAME = 253
 UNAUTHORIZED, FORBIDDEN = 401, 403
 FINISHED = ("Succeeded", "Failed")
@@ -134,7 +142,10 @@ def remote_run(
             "name": target.name,
             "namespace": target.namespace,
             "labels": origin_labels(origin, target.site, meta["uid"]),
-            "annotations": {ORIGIN_RUN_ANNOTATION: f"{central_namespace}/{meta['name']}"},
+            "annotations": {
+                ORIGIN_RUN_ANNOTATION: f"{central_namespace}/{meta['name']}",
+                START_PERMIT_ANNOTATION: PERMIT_AWAITING,
+            },
         },
         "spec": spec,
     }
@@ -164,6 +175,7 @@ def mirrored_status(
     table = theirs.get("taskTable")
     status["taskTable"] = f"site {target.site}: {table}" if table else None
     status["site"] = target.site
+    annotations = (remote.get("metadata") or {}).get("annotations") or {}
     status["remote"] = {
         "site": target.site,
         "namespace": target.namespace,
@@ -171,12 +183,14 @@ def mirrored_status(
         "remoteSite": target.remote_site,
         "uid": (remote.get("metadata") or {}).get("uid"),
         "lastSeen": now.isoformat().replace("+00:00", "Z"),
+        "fenced": START_PERMIT_ANNOTATION in annotations,
     }
     message = f"{choice}; runs there as Run {target.shown} (Site {target.remote_site})"
     conditions = [
         _cond("SiteReady", True, "Mirrored", message, previous, now),
         _cond("SiteUnreachable", False, "Reachable", f"Site {target.site}'s API server answers", previous, now),
     ]
+    conditions += [c for c in previous.get("conditions") or [] if c.get("type") == "Redispatched"]  # it stays
     conditions += [c for c in theirs.get("conditions") or [] if c.get("type") not in OURS]
     status["conditions"] = conditions
     return status
@@ -197,6 +211,31 @@ def blocked_status(
     blocked = _cond("SiteReady", False, reason, f"Site {target.site}: {message}", previous, now)
     others = [c for c in previous.get("conditions") or [] if c.get("type") != "SiteReady"]
     return {"site": target.site, "phase": previous.get("phase") or "Pending", "conditions": [blocked, *others]}
+
+
+def wants_permit(remote: Mapping[str, Any]) -> bool:
+    """The copy asks to start (its operator's StartPermit condition) and was not granted yet."""
+    annotations = (remote.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(START_PERMIT_ANNOTATION) != PERMIT_AWAITING:
+        return False
+    conditions = (remote.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "StartPermit" and c.get("reason") == "Requested" for c in conditions)
+
+
+def never_started(previous: Mapping[str, Any]) -> bool:
+    """None of the Run's tasks can have run at its Site: the copy (if one was made at all) is fenced and this
+    control plane never granted it. A copy seen without the fence (made before it existed) counts as started."""
+    remote = previous.get("remote")
+    if remote is None:
+        return True  # a copy made meanwhile carries the fence and waits for a grant that will not come
+    return bool(remote.get("fenced")) and not remote.get("permitted")
+
+
+def unreachable_since(previous: Mapping[str, Any]) -> datetime | None:
+    found = next((c for c in previous.get("conditions") or [] if c.get("type") == "SiteUnreachable"), None)
+    if found is None or found.get("status") != "True" or not found.get("lastTransitionTime"):
+        return None
+    return datetime.fromisoformat(str(found["lastTransitionTime"]).replace("Z", "+00:00"))
 
 
 def describe(error: BaseException) -> str:
@@ -225,6 +264,7 @@ class RunMirror:
         pipeline: tuple[str, str, Mapping[str, Any]],
         choice: str,
         logger: kopf.Logger,
+        redispatch_after_s: float = 0.0,
     ) -> None:
         meta = body["metadata"]
         self.remotes, self.central, self.origin, self.body = remotes, central, origin, body
@@ -239,6 +279,8 @@ class RunMirror:
         self._pipeline_made = False
         self._last: dict[str, Any] | None = None
         self.copies: RemoteRuns | None = None
+        self.redispatch_after_s = redispatch_after_s  # 0: never (spec.site named, or the operator says so)
+        self.redispatch_due: datetime | None = None  # set by a step: since when the Site is unreachable
 
     async def step(self, sites: Mapping[Any, Any] | None = None) -> None:
         """One reconcile: make or adopt the copy, push spec changes, pull its status."""
@@ -253,11 +295,13 @@ class RunMirror:
             if self.copies.unreachable_since is not None:
                 since = self.copies.unreachable_since
                 await self._write(unreachable_status(previous, self.target, self.copies.error, since))
+                self._judge_redispatch(previous, now)
                 return
             remote = await self._ensure(client)
             if remote is None:
                 return  # an orphan of the same name is being deleted: the copy is made next time
             remote = await self._push_spec(client, remote)
+            await self._grant_if_asked(client, remote, now)
             status = mirrored_status(remote, self.target, previous, self.choice, now)
         except (KubeconfigError, RemoteRefusedError) as err:
             if previous.get("phase") in FINISHED and isinstance(err, RemoteRefusedError):
@@ -273,6 +317,33 @@ class RunMirror:
         except UNREACHABLE as err:
             status = unreachable_status(previous, self.target, describe(err), now)
         await self._write(status)
+        self._judge_redispatch(previous, now)
+
+    def _judge_redispatch(self, previous: Mapping[str, Any], now: datetime) -> None:
+        """Due when the Site has been unreachable for the configured time and the Run never started there."""
+        self.redispatch_due = None
+        if self.redispatch_after_s <= 0 or previous.get("phase") in FINISHED or not never_started(previous):
+            return
+        since = unreachable_since(self.body.get("status") or {})
+        if since is not None and (now - since).total_seconds() >= self.redispatch_after_s:
+            self.redispatch_due = since
+
+    async def _grant_if_asked(self, client: KubeClient, remote: Mapping[str, Any], now: datetime) -> None:
+        """Record the grant here first, then write it there: whatever fails in between, this side never thinks a
+        copy that may run has not."""
+        if not wants_permit(remote):
+            return
+        stamp = now.isoformat().replace("+00:00", "Z")
+        await self.central.request(
+            "PATCH",
+            f"{run_path(self.namespace, self.name)}/status",
+            body={"status": {"remote": {"permitted": stamp}}},
+            content_type="application/merge-patch+json",
+            parse=False,
+        )
+        patch = {"metadata": {"annotations": {START_PERMIT_ANNOTATION: PERMIT_GRANTED}}}
+        self._seen(await client.merge_patch(run_path(self.target.namespace, self.target.name), patch))
+        self.log.info(f"run {self.namespace}/{self.name}: copy {self.target.shown} granted its start")
 
     def _refresh_site(self, sites: Mapping[Any, Any]) -> None:
         """The Site as it is now (a repaired kubeconfig Secret reference); the copy's place stays where it is."""
@@ -467,12 +538,21 @@ async def collect_orphans(
         if central_ns != namespace:
             continue  # sent from another namespace's Site of the same name: that Site's timer judges it
         owner = await central.get_or_none(run_path(central_ns, central_name)) if central_name else None
-        if owner is None or (owner.get("metadata") or {}).get("uid") != (meta.get("labels") or {}).get(
-            ORIGIN_UID_LABEL
-        ):
-            await _delete(client, rns, str(meta.get("name")))
-            removed.append(f"{rns}/{meta.get('name')}")
+        if _owned_by(owner, meta, site, rns):
+            continue
+        await _delete(client, rns, str(meta.get("name")))
+        removed.append(f"{rns}/{meta.get('name')}")
     return removed
+
+
+def _owned_by(owner: Mapping[str, Any] | None, copy: Mapping[str, Any], site: str, namespace: str) -> bool:
+    """The central Run exists, is the one that made the copy, and did not abandon it (sent elsewhere)."""
+    if owner is None or (owner.get("metadata") or {}).get("uid") != (copy.get("labels") or {}).get(ORIGIN_UID_LABEL):
+        return False
+    left = (owner.get("status") or {}).get("abandoned") or []
+    return not any(
+        a.get("site") == site and (a.get("namespace"), a.get("name")) == (namespace, copy.get("name")) for a in left
+    )
 
 
 async def cluster_site_status(

@@ -123,6 +123,13 @@ class OperatorSettings(BaseSettings):
         description="API servers a cluster Site's kubeconfig may name, as host or host:port (https only); "
         'a JSON list, e.g. ["sdc-fr.example.org:6443"]. Empty: no cluster Site is usable.',
     )
+    redispatch_after_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="Seconds a cluster Site must have been unreachable before a Run sent there whose copy never "
+        "got its start permit (so none of its tasks can have run) is sent to another Ready Site; 0: never. "
+        "Only Runs whose Site the operator chose (spec.site unset).",
+    )
     origin: str = Field(
         default="",
         max_length=63,

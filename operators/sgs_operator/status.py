@@ -143,6 +143,7 @@ def merge_conditions(previous: Iterable[Mapping[str, Any]], current: list[Condit
 def status_patch(status: RunStatus) -> dict[str, Any]:
     """The merge patch body: every field present (null clears), so a stale value never lingers."""
     wire = status.model_dump(mode="json", by_alias=True, exclude_none=False)
+    wire.pop("abandoned", None)  # written once, at a re-dispatch (RunController.redispatch): never cleared here
     return {"status": wire}
 
 

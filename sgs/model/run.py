@@ -131,6 +131,22 @@ class RemoteCopy(SgsModel):
     remote_site: str | None = Field(default=None, description="The Site there that runs it.")
     uid: str | None = Field(default=None, description="The copy's uid there, once it was seen.")
     last_seen: datetime | None = Field(default=None, description="When the copy's status was last read.")
+    fenced: bool | None = Field(
+        default=None, description="The copy starts only once this control plane grants it (sgs.io/start-permit)."
+    )
+    permitted: datetime | None = Field(
+        default=None, description="When this control plane granted the copy its start: from then on it may have run."
+    )
+
+
+class AbandonedCopy(SgsModel):
+    """A copy left at a cluster Site that stayed unreachable before it could start; deleted once reachable."""
+
+    site: str
+    namespace: str
+    name: str
+    at: datetime = Field(description="When the Run was sent elsewhere.")
+    reason: str = Field(default="", max_length=1024)
 
 
 class RunStatus(SgsModel):
@@ -149,6 +165,9 @@ class RunStatus(SgsModel):
     )
     observed_generation: int | None = None
     remote: RemoteCopy | None = Field(default=None, description="At a cluster Site: where the Run's copy runs.")
+    abandoned: list[AbandonedCopy] = Field(
+        default_factory=list, max_length=16, description="Copies left at unreachable Sites before they started."
+    )
     conditions: list[Condition] = Field(default_factory=list)
 
 

@@ -16,9 +16,12 @@ from sgs_operator.mirror import (
     Target,
     mirrored_pipeline_name,
     mirrored_status,
+    never_started,
     remote_run,
     spec_changes,
+    unreachable_since,
     unreachable_status,
+    wants_permit,
 )
 from sgs_operator.remote import KubeconfigError, checked_kubeconfig, secret_text, server_allowed
 
@@ -197,3 +200,38 @@ def test_the_copys_status_goes_up_with_our_site_conditions_and_unreachable_keeps
     assert {c["type"]: c for c in again["conditions"]}["SiteUnreachable"][
         "lastTransitionTime"
     ] == "2027-01-01T12:05:00Z"
+
+
+def _copy(permit: str | None, reason: str | None) -> dict[str, Any]:
+    annotations = {} if permit is None else {"sgs.io/start-permit": permit}
+    conditions = [] if reason is None else [{"type": "StartPermit", "status": "False", "reason": reason}]
+    return {"metadata": {"annotations": annotations}, "status": {"conditions": conditions}}
+
+
+def test_a_copy_is_granted_only_when_it_asks_and_was_not_granted_yet() -> None:
+    assert wants_permit(_copy("awaiting", "Requested"))
+    assert not wants_permit(_copy("awaiting", None))  # queued there: not asking yet
+    assert not wants_permit(_copy("granted", "Requested"))  # its operator has not seen the grant yet
+    assert not wants_permit(_copy(None, "Requested"))  # not a fenced copy
+
+
+@pytest.mark.parametrize(
+    ("remote", "never"),
+    [
+        (None, True),  # no copy seen: one made meanwhile is fenced and never granted
+        ({"fenced": True}, True),
+        ({"fenced": True, "permitted": "2026-12-03T10:00:00Z"}, False),  # granted: it may have run
+        ({"fenced": False}, False),  # made before the fence: it may have run
+        ({}, False),
+    ],
+)
+def test_only_a_fenced_copy_never_granted_counts_as_never_started(remote: dict[str, Any] | None, never: bool) -> None:
+    assert never_started({"remote": remote}) is never
+
+
+def test_the_outage_starts_when_site_unreachable_turned_true() -> None:
+    since = "2026-12-03T10:00:05Z"
+    true = {"conditions": [{"type": "SiteUnreachable", "status": "True", "lastTransitionTime": since}]}
+    false = {"conditions": [{"type": "SiteUnreachable", "status": "False", "lastTransitionTime": since}]}
+    assert unreachable_since(true) == datetime(2026, 12, 3, 10, 0, 5, tzinfo=UTC)
+    assert unreachable_since(false) is None and unreachable_since({}) is None

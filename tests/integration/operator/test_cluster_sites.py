@@ -30,6 +30,7 @@ from operator_kit import (
     task_pipeline,
     wait_for,
 )
+from operator_kit import SITE as LOCAL_SITE
 from sgs_bridge.launch import BridgeProcess
 
 from sgs.testing.kube import KubePart
@@ -40,6 +41,7 @@ pytest_plugins = ["operator_kit"]  # the operator fixtures (a conftest here woul
 pytestmark = pytest.mark.integration
 
 SITE = "sdc-r"
+REDISPATCH_AFTER_S = 5
 SECRET = "sdc-r-kubeconfig"
 STEPS: dict[str, tuple[str, float, str | None]] = {
     "a": ("ok", 0.25, None),
@@ -68,8 +70,12 @@ def link(remote_kube: KubePart) -> Iterator[TcpLink]:
 
 @pytest.fixture(scope="module")
 def operator_settings(link: TcpLink) -> dict[str, str]:
-    """The central operator allows exactly the relay's address as a cluster API server."""
-    return {"SGS_OPERATOR_ALLOWED_CLUSTER_SERVERS": json.dumps([link.address])}
+    """The central operator allows exactly the relay's address as a cluster API server, and re-dispatches a Run
+    that never started at a Site unreachable for REDISPATCH_AFTER_S (a few minutes by default)."""
+    return {
+        "SGS_OPERATOR_ALLOWED_CLUSTER_SERVERS": json.dumps([link.address]),
+        "SGS_OPERATOR_REDISPATCH_AFTER_S": str(REDISPATCH_AFTER_S),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -357,3 +363,66 @@ def test_the_remote_api_server_stopped_and_started_again_converges_without_a_dup
     # and the operator's crash tests cover it), not the mirror's; every task ran, under the one copy.
     run_dir = two.remote.store / two.remote.namespace / "down-1"
     assert all((run_dir / step / "out.runs").read_text().splitlines() for step in STEPS)
+
+
+def unplaced(run: dict[str, Any]) -> dict[str, Any]:
+    """The Run without spec.site: the operator chooses its Site (and may choose another after a partition)."""
+    del run["spec"]["site"]
+    return run
+
+
+def seconds_since(moment: str, start: float) -> float:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp() - start
+
+
+def test_a_run_that_never_started_at_an_unreachable_site_is_sent_to_another_and_the_left_copy_never_runs(
+    two: TwoClusters, bridge: BridgeProcess
+) -> None:
+    """Two Runs go to the cluster Site (the only Site then), whose one slot the first takes: it starts there
+    (its copy was granted its start permit); the second's copy waits for the slot. The link is cut: after
+    REDISPATCH_AFTER_S the second goes to the central cluster's own Site, which now exists, and succeeds there;
+    the first is not moved (it may be running). When the link returns the first finishes there, the copy the
+    second left is deleted by the orphan collection, and nothing ran twice."""
+    two.remote.apply(two.remote.site(SITE, max_parallel=1))  # one slot there
+    two.central.wait_site_phase(SITE, {"Ready"}, timeout_s=90)
+    release = two.central.store / "release-hold"
+    two.central.apply(task_pipeline("hold", {"h": (f"wait-for:{release}", 0.25, None)}))
+    two.central.apply(task_pipeline("quick", {"q": ("ok", 0.25, None)}))
+    two.central.apply(unplaced(two.central.run("hold-1", pipeline="hold", inputs={}, retry={"max": 0})))
+    wait_for(lambda: (two.central.run_status("hold-1").get("remote") or {}).get("permitted"), "hold-1's permit", 60)
+    wait_for(lambda: (two.central.run_status("hold-1").get("tasks") or {}).get("running"), "hold-1 running", 60)
+    two.central.apply(unplaced(two.central.run("wait-1", pipeline="quick", inputs={}, retry={"max": 0})))
+    wait_for(lambda: (two.central.run_status("wait-1").get("remote") or {}).get("fenced"), "wait-1's fenced copy", 60)
+    assert two.central.run_status("wait-1")["site"] == SITE
+    two.central.apply(two.central.site(LOCAL_SITE))  # a Site of the central cluster, served by its bridge
+    two.central.wait_site_phase(LOCAL_SITE, {"Ready"}, timeout_s=60)
+
+    cut_at = time.time()
+    two.link.cut()
+    moved = wait_for(
+        lambda: run_condition(two.central.run_status("wait-1"), "Redispatched"), "wait-1 to be re-dispatched", 90
+    )
+    assert moved["status"] == "True" and moved["reason"] == "SiteUnreachable", moved
+    assert f"sent to {LOCAL_SITE}" in moved["message"] and "never started" in moved["message"]
+    done = two.central.wait_phase("wait-1", {"Succeeded", "Failed"}, timeout_s=120)
+    assert done["phase"] == "Succeeded" and done["site"] == LOCAL_SITE, done
+    [left] = done["abandoned"]
+    assert (left["site"], left["name"]) == (SITE, "wait-1")
+    held = two.central.run_status("hold-1")
+    unreachable = run_condition(held, "SiteUnreachable")
+    assert unreachable["status"] == "True" and not run_condition(held, "Redispatched")
+    assert held["site"] == SITE and held["phase"] == "Running"  # it may be running there: never moved
+    since = seconds_since(unreachable["lastTransitionTime"], cut_at)
+    print(
+        f"\nlink cut → SiteUnreachable {since:.1f} s; → Redispatched "
+        f"{seconds_since(moved['lastTransitionTime'], cut_at):.1f} s (after {REDISPATCH_AFTER_S} s configured)"
+    )
+
+    two.link.heal()
+    release.write_text("go")
+    assert two.central.wait_phase("hold-1", {"Succeeded", "Failed"}, timeout_s=120)["phase"] == "Succeeded"
+    wait_for(lambda: [c["metadata"]["name"] for c in two.copies()] == ["hold-1"], "the left copy to be deleted", 60)
+    assert two.remote.jobs("wait-1") == []  # the copy it left never started a task there
+    run_dir = two.central.store / two.central.namespace  # both clusters' Sites write under this one store
+    for run, step in (("hold-1", "h"), ("wait-1", "q")):
+        assert len((run_dir / run / step / "out.runs").read_text().splitlines()) == 1, run
