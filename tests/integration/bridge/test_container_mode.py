@@ -152,3 +152,25 @@ def test_deleting_a_running_pod_kills_its_container(cluster: Cluster, crun_bridg
 
 def _processes(command: str) -> list[int]:
     return [p.pid for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or []) == command]
+
+
+def test_memory_and_cpu_limits_are_the_container_s_cgroup(cluster: Cluster, crun_bridge: BridgeProcess) -> None:
+    marker = f"sleep {5000 + abs(hash(cluster.namespace)) % 1000}"
+    resources = {"requests": {"cpu": "500m", "memory": "96Mi"}, "limits": {"memory": "96Mi"}}
+    cluster.apply(pod_manifest("limited", pod_template(CRUN_SITE, f"exec {marker}", resources=resources)))
+    cluster.wait_phase("limited", {"Running"})
+    wait_until(lambda: bool(_processes(marker)), what=f"{marker} running in the container", timeout_s=30)
+    lines = Path(f"/proc/{_processes(marker)[0]}/cgroup").read_text().split()
+    groups = {controller: path.lstrip("/") for _, controller, path in (line.split(":", 2) for line in lines)}
+    if "memory" in groups:  # cgroup v1 (this machine: hybrid, crun uses the v1 hierarchies)
+        memory = Path("/sys/fs/cgroup/memory", groups["memory"])
+        cpu = Path("/sys/fs/cgroup/cpu", next(v for k, v in groups.items() if "cpu" in k.split(",")))
+        assert int((memory / "memory.limit_in_bytes").read_text()) == 96 * 2**20
+        quota = (int((cpu / "cpu.cfs_quota_us").read_text()), int((cpu / "cpu.cfs_period_us").read_text()))
+        assert quota == (50000, 100000)
+    else:  # cgroup v2
+        unified = Path("/sys/fs/cgroup", groups[""])
+        assert int((unified / "memory.max").read_text()) == 96 * 2**20
+        assert (unified / "cpu.max").read_text().split() == ["50000", "100000"]
+    cluster.kubectl("delete", "pod", "limited", "--wait=false")
+    wait_until(lambda: not _processes(marker), what=f"{marker} gone", timeout_s=60)
