@@ -58,6 +58,9 @@ def _register_subcommands() -> None:
     from sgs.cli.images import app as images_app
 
     app.add_typer(images_app, name="images")
+    from sgs.cli.challenge import challenge_command
+
+    app.command("challenge")(challenge_command)
 
 
 _register_subcommands()

@@ -1,0 +1,261 @@
+"""The Dummy Pipeline suite: one small Pipeline per feature, and the verdicts (pure: no I/O, no clock).
+
+Every feature is its own Pipeline and Run, so the Runs go in parallel and each row's time is its Run's own. The
+programs are ``sgs.challenge.tasks``; what a task can check from inside (a private TMPDIR, its attempt, a GPU), it
+checks, failing its task with a line that names the fault; what only the outside can see (the retry happened, the
+Run succeeded, the archive holds the products with lineage) the runner checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sgs.model.pipeline import PipelineSpec
+
+LABEL = "sgs.io/challenge"  # on every object the challenge makes: its id
+PRODUCT_TYPE = "challenge_summary"  # the dataset type of the registered fan-in product
+RUNTIMES = (0.2, 0.4, 0.6, 0.3)  # the fanned-out items' runtimes, seconds
+SMALL_RAM_GIB = 0.25  # a hungry task's memory before dynamic resources or an OOM retry
+HUNGRY_MIB = 400  # what a hungry task holds: more than SMALL_RAM_GIB, less than twice it
+DYNAMIC_RAM_GIB = 1.0  # what the upstream product of the dynamic-resources check asks for
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "FAIL"
+    SKIP = "skipped"
+
+
+@dataclass(frozen=True)
+class Row:
+    feature: str
+    status: Status
+    seconds: float | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One feature: the Pipeline its Run runs (``None``: checked without a Run of its own)."""
+
+    key: str
+    feature: str
+    pipeline: PipelineSpec | None = None
+    needs: str | None = None  # a capability of the Site: "gpu"
+    retry: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _exe(
+    name: str,
+    python: str,
+    mode: str,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    *,
+    resources: Mapping[str, Any] | None = None,
+    retry: Mapping[str, Any] | None = None,
+    register: Sequence[str] = (),
+) -> dict[str, Any]:
+    exe: dict[str, Any] = {
+        "name": name,
+        "command": f"{python} -m sgs.challenge.tasks {mode}",
+        "inputs": [{"name": n} for n in inputs],
+        "outputs": [
+            {
+                "name": n,
+                "suffix": ".json",
+                "register": n in register,
+                **({"datasetType": PRODUCT_TYPE} if n in register else {}),
+            }
+            for n in outputs
+        ],
+        "resources": {"cores": 1, "ram": 0.5, "walltime": 0.05, **(resources or {})},
+    }
+    if retry is not None:
+        exe["retry"] = dict(retry)
+    return exe
+
+
+def _step(
+    name: str, executable: str, inputs: Mapping[str, Mapping[str, Any]], scope: str | None = None
+) -> dict[str, Any]:
+    step: dict[str, Any] = {"name": name, "executable": executable, "inputs": {k: dict(v) for k, v in inputs.items()}}
+    if scope is not None:
+        step["scope"] = scope
+    return step
+
+
+def _value(value: object) -> dict[str, str]:
+    return {"value": str(value)}
+
+
+NO_RETRY = {"max": 0}
+
+
+def fanout_pipeline(python: str, runtimes: Sequence[float] = RUNTIMES, register: bool = True) -> PipelineSpec:
+    """split → one ``work`` per runtime (each in its own TMPDIR) → ``gather`` (the fan-in), its summary registered."""
+    return PipelineSpec.model_validate(
+        {
+            "executables": [
+                _exe("split", python, "split", ["runtimes"], ["items"], retry=NO_RETRY),
+                _exe("work", python, "work", ["item"], ["result"], retry=NO_RETRY),
+                _exe(
+                    "gather",
+                    python,
+                    "gather",
+                    ["results", "expected"],
+                    ["summary"],
+                    retry=NO_RETRY,
+                    register=("summary",) if register else (),
+                ),
+            ],
+            "steps": [
+                _step("split", "split", {"runtimes": _value(",".join(str(r) for r in runtimes))}),
+                {
+                    "name": "fan",
+                    "map": {
+                        "over": "item",
+                        "params": ["item"],
+                        "outputs": [{"name": "result", "from": {"step": "fan.work", "output": "result"}}],
+                    },
+                    "inputs": {"item": {"step": "split", "output": "items"}},
+                },
+                _step("fan.work", "work", {"item": {"input": "item"}}, scope="fan"),
+                _step(
+                    "gather",
+                    "gather",
+                    {"results": {"step": "fan", "output": "result"}, "expected": _value(len(runtimes))},
+                ),
+            ],
+            "outputs": [{"name": "summary", "from": {"step": "gather", "output": "summary"}}],
+        }
+    )
+
+
+def retry_pipeline(python: str) -> PipelineSpec:
+    """One task that fails its first attempt; one retry allowed, right away."""
+    retry = {"max": 1, "backoff": 0}
+    return PipelineSpec.model_validate(
+        {
+            "executables": [_exe("flaky", python, "flaky", [], ["result"], retry=retry)],
+            "steps": [_step("flaky", "flaky", {})],
+        }
+    )
+
+
+def dynamic_pipeline(python: str) -> PipelineSpec:
+    """``sizes`` writes {ram: 1.0}; ``hungry`` (static ram 0.25 GiB, no retry) holds 400 MiB: it succeeds only if
+    its memory came from the upstream product."""
+    return PipelineSpec.model_validate(
+        {
+            "executables": [
+                _exe("sizes", python, "sizes", ["ram"], ["sizes"], retry=NO_RETRY),
+                _exe(
+                    "hungry",
+                    python,
+                    "hungry",
+                    ["sizes", "mib"],
+                    ["result"],
+                    resources={"ram": SMALL_RAM_GIB, "dynamic": {"input": "sizes"}},
+                    retry=NO_RETRY,
+                ),
+            ],
+            "steps": [
+                _step("sizes", "sizes", {"ram": _value(DYNAMIC_RAM_GIB)}),
+                _step("hungry", "hungry", {"sizes": {"step": "sizes", "output": "sizes"}, "mib": _value(HUNGRY_MIB)}),
+            ],
+        }
+    )
+
+
+def oom_pipeline(python: str) -> PipelineSpec:
+    """``hungry`` at 0.25 GiB holds 400 MiB: killed, then retried with twice the memory (memoryMultiplier 2)."""
+    retry = {"max": 1, "backoff": 0, "memoryMultiplier": 2}
+    return PipelineSpec.model_validate(
+        {
+            "executables": [
+                _exe("hungry", python, "hungry", ["mib"], ["result"], resources={"ram": SMALL_RAM_GIB}, retry=retry)
+            ],
+            "steps": [_step("hungry", "hungry", {"mib": _value(HUNGRY_MIB)})],
+        }
+    )
+
+
+def gpu_pipeline(python: str) -> PipelineSpec:
+    return PipelineSpec.model_validate(
+        {
+            "executables": [_exe("gpu", python, "gpu", [], ["result"], resources={"gpus": 1}, retry=NO_RETRY)],
+            "steps": [_step("gpu", "gpu", {})],
+        }
+    )
+
+
+def checks(python: str) -> list[Check]:
+    """The suite, in the order of the table."""
+    return [
+        Check("fanout", "fan-out over a runtime list + fan-in", fanout_pipeline(python)),
+        Check("tmpdir", "private TMPDIR per task"),  # judged from the fan-out Run's tasks
+        Check("retry", "failed task retried", retry_pipeline(python)),
+        Check("dynamic", "dynamic resources from upstream product", dynamic_pipeline(python)),
+        Check("oom", "OOM kill retried with more memory", oom_pipeline(python)),
+        Check("gpu", "GPU task", gpu_pipeline(python), needs="gpu"),
+        Check("lineage", "outputs registered with lineage"),
+        Check("replication", "replication to a second Site"),
+        Check("trigger", "trigger: data arrival starts a Run"),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ verdicts
+
+
+def run_row(feature: str, run: Mapping[str, Any] | None, *, timed_out: bool = False) -> Row:
+    """A feature's row from its Run's final object: pass when Succeeded, else the failed tasks' reasons."""
+    if run is None:
+        return Row(feature, Status.FAIL, None, "Run not created")
+    status = run.get("status") or {}
+    seconds = run_seconds(run)
+    phase = status.get("phase", "Pending")
+    if phase == "Succeeded":
+        return Row(feature, Status.PASS, seconds, f"{status.get('progress', '')} tasks")
+    if timed_out:
+        return Row(feature, Status.FAIL, seconds, f"timed out in phase {phase}: {_conditions(status)}")
+    failed = status.get("failedTasks") or []
+    why = "; ".join(f"{f['task']}: {f['reason']} {f.get('message', '')}".strip() for f in failed[:3])
+    return Row(feature, Status.FAIL, seconds, why or f"phase {phase}: {_conditions(status)}")
+
+
+def _conditions(status: Mapping[str, Any]) -> str:
+    false = [c for c in status.get("conditions") or [] if c.get("status") == "False"]
+    return "; ".join(f"{c['type']} {c.get('reason', '')}: {c.get('message', '')}"[:200] for c in false) or "no reason"
+
+
+def run_seconds(run: Mapping[str, Any]) -> float | None:
+    from datetime import datetime
+
+    status = run.get("status") or {}
+    start = status.get("startTime") or (run.get("metadata") or {}).get("creationTimestamp")
+    end = status.get("completionTime")
+    if not (start and end):
+        return None
+    parse = datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+
+
+def exit_code(rows: Sequence[Row]) -> int:
+    """Non-zero when any row failed; skipped rows (a Site without GPUs) do not fail the challenge."""
+    return 1 if any(r.status is Status.FAIL for r in rows) else 0
+
+
+def render(rows: Sequence[Row]) -> str:
+    """The pass/fail table as plain text (one line a feature), for terminals, logs and tests alike."""
+    width = max(len(r.feature) for r in rows)
+    lines = [f"{'feature':<{width}}  {'result':<7}  {'time':>7}  detail"]
+    for r in rows:
+        seconds = f"{r.seconds:6.1f}s" if r.seconds is not None else "      -"
+        lines.append(f"{r.feature:<{width}}  {r.status.value:<7}  {seconds}  {r.detail}")
+    failed = [r.feature for r in rows if r.status is Status.FAIL]
+    lines.append(f"FAILED: {', '.join(failed)}" if failed else "all features passed")
+    return "\n".join(lines)

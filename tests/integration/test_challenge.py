@@ -1,0 +1,116 @@
+"""`sgs challenge SITE` on `sgs dev up` (PostgreSQL, NATS, API server, archive, operator, bridge nodes, trigger
+service, all real): against a working Site every feature's row passes and it exits 0; against a Site that is
+broken on purpose (it names no archive, so nothing is registered) it exits 1 naming that feature; both times it
+leaves no namespace behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from sgs.testing.binaries import cache_root, kubectl_path
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PARTS = "pg,nats,kube,archive,sgs"  # no MinIO / Slurm: the Sites are the dev stack's POSIX ones
+
+
+def _exported(env_text: str) -> dict[str, str]:
+    pairs = [line.removeprefix("export ").split("=", 1) for line in env_text.splitlines() if line.startswith("export")]
+    return {key: value.strip("'") for key, value in pairs}
+
+
+def _sgs(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "sgs.cli.main", *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A dev stack of its own (a fresh SGS_CACHE beside the built Go binaries), its `sgs dev env`."""
+    cache = tmp_path_factory.mktemp("challenge") / "cache"
+    cache.mkdir()
+    (cache / "bin").symlink_to(cache_root() / "bin")
+    env = {**os.environ, "SGS_CACHE": str(cache)}
+    for key in [k for k in env if k.startswith(("KUBECONFIG", "SGS_ARCHIVE_", "SGS_TRANSFER_", "SGS_SITES_FILE"))]:
+        del env[key]
+    started = _sgs(env, "dev", "up", "--parts", PARTS)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield {**env, **_exported(_sgs(env, "dev", "env").stdout)}
+    finally:
+        _sgs(env, "dev", "down")
+
+
+def _kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    argv = [str(kubectl_path()), f"--kubeconfig={env['KUBECONFIG']}", *args]
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def _apply_sites(env: dict[str, str]) -> None:
+    """site-a as a Site with the archive (and its Site token), site-b without one: the broken Site."""
+    from sgs.demo.http_archive import HttpArchive
+    from sgs.demo.stack import find_stack, site_manifests
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SGS_CACHE", env["SGS_CACHE"])
+        target = find_stack(env)
+    with HttpArchive(target.archive_url, target.admin_token) as archive:
+        archive.issue_site_tokens(["site-a"])
+        objects = site_manifests(
+            target, target.archive_url, {"site-a": archive.site_token("site-a"), "site-b": "", "site-c": ""}
+        )
+    for obj in objects:
+        if obj["kind"] == "Site" and obj["metadata"]["name"] == "site-b":
+            del obj["spec"]["archiveUrl"], obj["spec"]["archiveCredentials"]
+    wanted = [o for o in objects if o["metadata"]["name"] in ("site-a", "site-b", "archive-site-a")]
+    _kubectl(env, "-n", "default", "apply", "-f", "-", stdin=yaml.safe_dump_all(wanted))
+
+
+def _rows(stdout: str) -> dict[str, str]:
+    """feature → result column, from the table's lines."""
+    found: dict[str, str] = {}
+    for line in stdout.splitlines():
+        for word in ("pass", "FAIL", "skipped"):
+            if f"  {word}  " in line:
+                found[line.split(f"  {word}  ")[0].strip()] = word
+    return found
+
+
+def _challenge_namespaces(env: dict[str, str]) -> list[str]:
+    listed = json.loads(_kubectl(env, "get", "namespaces", "-l", "sgs.io/challenge", "-o", "json"))["items"]
+    return [n["metadata"]["name"] for n in listed if n["status"].get("phase") != "Terminating"]
+
+
+def test_challenge_passes_on_a_working_site_and_names_the_broken_feature(stack: dict[str, str]) -> None:
+    _apply_sites(stack)
+    good = _sgs(stack, "challenge", "site-a", "--timeout", "120", timeout=200)
+    print(good.stdout)
+    assert good.returncode == 0, good.stdout[-5000:] + good.stderr[-3000:]
+    rows = _rows(good.stdout)
+    for feature in (
+        "fan-out over a runtime list + fan-in",
+        "private TMPDIR per task",
+        "failed task retried",
+        "dynamic resources from upstream product",
+        "OOM kill retried with more memory",
+        "outputs registered with lineage",
+    ):
+        assert rows.get(feature) == "pass", (feature, good.stdout)
+    assert rows["GPU task"] == "skipped" and "no GPU" in good.stdout  # the process bridges advertise none
+    assert "all features passed" in good.stdout and "cleaned up" in good.stdout
+    assert _challenge_namespaces(stack) == []
+
+    broken = _sgs(stack, "challenge", "site-b", "--timeout", "120", timeout=200)
+    print(broken.stdout)
+    assert broken.returncode == 1, broken.stdout[-5000:] + broken.stderr[-3000:]
+    assert _rows(broken.stdout)["outputs registered with lineage"] == "FAIL"
+    assert "FAILED: outputs registered with lineage" in broken.stdout
+    assert "names no archive" in broken.stdout
+    assert _challenge_namespaces(stack) == []
