@@ -50,7 +50,7 @@ from sgs_operator.objects import (
     runs_on_objects,
     wrapper_outcome,
 )
-from sgs_operator.observe import JobSeen, Outcome, PodSeen, outcome, pod_is_final
+from sgs_operator.observe import NODE_REFUSALS, JobSeen, Outcome, PodSeen, outcome, pod_is_final
 from sgs_operator.placement import SiteChoice
 from sgs_operator.records import Finished, Registration, Started, TaskStore
 from sgs_operator.registration import pinned_image
@@ -596,7 +596,8 @@ class RunController:
         if isinstance(self.storage, BucketRunStorage):
             seen = wrapper_outcome(seen)
         failure = f"{seen.reason}: {seen.message}" if seen.message else seen.reason
-        state = self.planner.fail(task.id, time.time(), failure, oom=seen.reason == "OOMKilled")
+        refused = seen.reason in NODE_REFUSALS  # the node would refuse it again: no retry
+        state = self.planner.fail(task.id, time.time(), failure, oom=seen.reason == "OOMKilled", permanent=refused)
         self.log.info(f"run {self.key}: {task.id} attempt {task.attempt} {seen.reason} → {state.value}")
         return seen
 

@@ -14,6 +14,9 @@ from typing import Any
 from sgs_operator.naming import ANNOTATION_PRIORITY, ANNOTATION_TASK_ID, ANNOTATION_USAGE, LABEL_ATTEMPT, LABEL_RUN
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+# Reasons the node gives a pod it refused before running anything: the same pod would be refused again, so the
+# task fails for good (`sgs run retry-failed` once the cause is fixed, e.g. the image put in a store).
+NODE_REFUSALS = frozenset({"InvalidPodSpec", "NoPilotFits", "ImageNotFound", "ImageNotAllowed"})
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,8 @@ def outcome(job: JobSeen, pod: PodSeen | None) -> Outcome:
         return Outcome("DeadlineExceeded", exit_code, job.message or "walltime exceeded", usage)
     if pod is not None and pod.reason == "OOMKilled":
         return Outcome("OOMKilled", exit_code, pod.message or "memory limit exceeded", usage)
+    if pod is not None and pod.reason in NODE_REFUSALS:
+        return Outcome(pod.reason, exit_code, pod.message or "refused by the node", usage)
     detail = pod.message if pod is not None and pod.message else job.message or job.reason
     if exit_code is not None:
         detail = f"exit code {exit_code}" + (f": {detail}" if detail else "")

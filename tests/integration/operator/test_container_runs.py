@@ -126,9 +126,11 @@ def test_an_image_no_store_holds_fails_the_task_with_the_bridge_s_reason(
 ) -> None:
     cluster.apply(_site(cluster, archive))
     cluster.apply(_pipeline("elsewhere", "ghcr.io/elsewhere/tool:1"))
-    cluster.apply(cluster.run("refused", pipeline="elsewhere", site=SITE, inputs={}, retry={"max": 0}))
+    # Retries allowed, yet none made: the node would refuse the same pod again.
+    cluster.apply(cluster.run("refused", pipeline="elsewhere", site=SITE, inputs={}, retry={"max": 3}))
     status = cluster.wait_phase("refused", {"Succeeded", "Failed"}, timeout_s=180)
     assert status["phase"] == "Failed"
     rows = cluster.task_rows("refused")
     message = str(rows[0]["message"])
     assert "image 'ghcr.io/elsewhere/tool:1' is in none of this node's image stores" in message, rows
+    assert [(a["attempt"], a["reason"]) for a in cluster.attempt_rows("refused")] == [(0, "ImageNotFound")]
