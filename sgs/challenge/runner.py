@@ -9,18 +9,33 @@ against a production Site; the namespace (and with it every Run, Job and pod) is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
+import shutil
 import sys
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from sgs.challenge.suite import LABEL, PRODUCT_TYPE, Check, Row, Status, checks, run_row
-from sgs.demo.stack import FINAL_PHASES, Kubectl, StackError, StackTarget
+from sgs.challenge.suite import (
+    ARRIVAL_INSTRUMENT,
+    ARRIVAL_TYPE,
+    LABEL,
+    PRODUCT_TYPE,
+    Check,
+    Row,
+    Status,
+    checks,
+    run_row,
+    trigger_pipeline,
+)
+from sgs.demo.stack import FINAL_PHASES, Kubectl, StackError, StackTarget, _serving_lines, _wait_served
 
 Say = Callable[[str], None]
 
@@ -153,12 +168,13 @@ def run_challenge(target: StackTarget, options: ChallengeOptions, say: Say = pri
             )
         )
         rows["replication"] = Row("replication to a second Site", Status.SKIP, None, "not checked by this version")
-        rows["trigger"] = Row("trigger: data arrival starts a Run", Status.SKIP, None, "not checked by this version")
+        rows["trigger"] = _trigger_row(target, kubectl, site, namespace, labels, options)
     finally:
         if options.keep:
             say(f"kept: kubectl delete namespace {namespace}")
         else:
             kubectl.run("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+            _remove_outputs(site, namespace)
             say(f"cleaned up: namespace {namespace} deleted ({time.monotonic() - started:.1f} s in all)")
     return [rows[c.key] for c in suite if c.key in rows]
 
@@ -195,3 +211,91 @@ def _wait(kubectl: Kubectl, names: list[str], timeout_s: float, say: Say) -> tup
         if time.monotonic() > deadline:
             return runs, True
         time.sleep(1.0)
+
+
+def _posix_dir(site: Mapping[str, Any], namespace: str) -> Path | None:
+    """The challenge's directory under a POSIX Site's storage path, when this machine sees that path."""
+    storage = site["spec"].get("storage", {})
+    root = storage.get("path")
+    if storage.get("kind") != "posix" or not root or not Path(root).is_dir():
+        return None
+    return Path(root) / namespace
+
+
+def _remove_outputs(site: Mapping[str, Any], namespace: str) -> None:
+    folder = _posix_dir(site, namespace)
+    if folder is not None and folder.name.startswith("sgs-challenge-"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _trigger_row(
+    target: StackTarget,
+    kubectl: Kubectl,
+    site: Mapping[str, Any],
+    namespace: str,
+    labels: Mapping[str, str],
+    options: ChallengeOptions,
+) -> Row:
+    """A Pipeline with a trigger, then one dataset of this challenge's own observation registered at the Site:
+    the trigger service must create the Run (nobody else does) and it must succeed."""
+    feature = "trigger: data arrival starts a Run"
+    if target.trigger_log is None:
+        return Row(feature, Status.SKIP, None, "no trigger service in this stack (sgs dev env names none)")
+    if not site["spec"].get("archiveUrl"):
+        return Row(feature, Status.FAIL, None, "the Site names no archive: no arrival can be registered")
+    folder = _posix_dir(site, namespace)
+    if folder is None:
+        return Row(feature, Status.SKIP, None, "needs a POSIX Site whose storage path this machine sees")
+    observation = secrets.randbelow(10**9) + 10**9
+    headers = {"Authorization": f"Bearer {target.admin_token}"}
+    with httpx.Client(base_url=target.archive_url, headers=headers, trust_env=False, timeout=30) as archive:
+        kind = {"name": ARRIVAL_TYPE, "dimensions": ["instrument", "observation"], "storage_class": "Fits"}
+        archive.post("/dataset-types", json=kind)
+        served = _serving_lines(target.trigger_log)
+        pipeline = trigger_pipeline(options.python, observation).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+        meta = {"name": "challenge-trigger", "namespace": namespace, "labels": dict(labels)}
+        kubectl.apply({"apiVersion": "sgs.io/v1alpha1", "kind": "Pipeline", "metadata": meta, "spec": pipeline})
+        _wait_served(target, served)
+        content = json.dumps({"observation": observation}).encode()
+        path = folder / "arrivals" / f"arrival-{observation}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        collection = f"{namespace}/arrivals"
+        archive.post("/collections", json={"name": collection, "type": "RUN"})
+        replica = {
+            "site": site["metadata"]["name"],
+            "uri": f"file://{path}",
+            "size": len(content),
+            "adler32": f"{zlib.adler32(content) & 0xFFFFFFFF:08x}",
+            "sha256": hashlib.sha256(content).hexdigest(),
+        }
+        data_id = {"instrument": ARRIVAL_INSTRUMENT, "observation": observation}
+        body = {
+            "datasets": [{"dataset_type": ARRIVAL_TYPE, "data_id": data_id, "run": collection, "replicas": [replica]}]
+        }
+        ingested = archive.post("/datasets/ingest", json=body)
+        if ingested.status_code not in (200, 201):
+            return Row(
+                feature, Status.FAIL, None, f"archive refused the arrival: {ingested.status_code} {ingested.text[:200]}"
+            )
+    deadline = time.monotonic() + options.timeout_s
+    while time.monotonic() < deadline:
+        made = [r for r in kubectl.items("runs") if r["metadata"].get("labels", {}).get("sgs.io/trigger")]
+        if made and (made[0].get("status") or {}).get("phase") in FINAL_PHASES:
+            row = run_row(feature, made[0])
+            return Row(
+                feature,
+                row.status,
+                row.seconds,
+                f"{made[0]['metadata']['name']} created by the trigger service, {row.detail}",
+            )
+        time.sleep(1.0)
+    what = "created but not finished" if made else "no Run created"
+    return Row(
+        feature,
+        Status.FAIL,
+        None,
+        f"{what} {options.timeout_s:.0f} s after the arrival (trigger service log: {target.trigger_log})",
+    )

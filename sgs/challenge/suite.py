@@ -17,6 +17,8 @@ from sgs.model.pipeline import PipelineSpec
 
 LABEL = "sgs.io/challenge"  # on every object the challenge makes: its id
 PRODUCT_TYPE = "challenge_summary"  # the dataset type of the registered fan-in product
+ARRIVAL_TYPE = "challenge_arrival"  # the dataset type whose arrival fires the trigger check's Pipeline
+ARRIVAL_INSTRUMENT = "SGS-CHALLENGE"
 RUNTIMES = (0.2, 0.4, 0.6, 0.3)  # the fanned-out items' runtimes, seconds
 SMALL_RAM_GIB = 0.25  # a hungry task's memory before dynamic resources or an OOM retry
 HUNGRY_MIB = 400  # what a hungry task holds: more than SMALL_RAM_GIB, less than twice it
@@ -189,6 +191,28 @@ def gpu_pipeline(python: str) -> PipelineSpec:
         {
             "executables": [_exe("gpu", python, "gpu", [], ["result"], resources={"gpus": 1}, retry=NO_RETRY)],
             "steps": [_step("gpu", "gpu", {})],
+        }
+    )
+
+
+def trigger_pipeline(python: str, observation: int) -> PipelineSpec:
+    """A Pipeline nobody runs by hand: its trigger fires when one ``challenge_arrival`` dataset of this
+    challenge's own observation number becomes available (at any Site of the challenge's namespace)."""
+    return PipelineSpec.model_validate(
+        {
+            "inputs": [{"name": "arrivals"}],
+            "executables": [_exe("arrived", python, "arrived", ["arrivals"], ["result"], retry=NO_RETRY)],
+            "steps": [_step("arrived", "arrived", {"arrivals": {"input": "arrivals"}})],
+            "triggers": [
+                {
+                    "name": "arrival",
+                    "input": "arrivals",
+                    "datasetType": ARRIVAL_TYPE,
+                    "where": f"instrument = '{ARRIVAL_INSTRUMENT}' AND observation = {observation}",
+                    "groupBy": ["observation"],
+                    "complete": {"count": 1},
+                }
+            ],
         }
     )
 

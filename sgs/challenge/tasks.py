@@ -116,7 +116,16 @@ def gpu(args: dict[str, str]) -> None:
     _write(args["result"], {"devices": visible})
 
 
-MODES = {f.__name__: f for f in (split, work, gather, flaky, sizes, hungry, gpu)}
+def arrived(args: dict[str, str]) -> None:
+    """A triggered Run's task: the arrived datasets' files (a JSON list file) are there and readable."""
+    paths = json.loads(Path(args["arrivals"]).read_text())
+    if not paths:
+        raise TaskCheckError("the triggered Run was given no arrived dataset")
+    sizes = [Path(p).stat().st_size for p in paths]
+    _write(args["result"], {"arrivals": len(paths), "bytes": sum(sizes)})
+
+
+MODES = {f.__name__: f for f in (split, work, gather, flaky, sizes, hungry, gpu, arrived)}
 
 
 def main(argv: list[str] | None = None) -> int:

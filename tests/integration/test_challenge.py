@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -101,11 +103,14 @@ def test_challenge_passes_on_a_working_site_and_names_the_broken_feature(stack: 
         "dynamic resources from upstream product",
         "OOM kill retried with more memory",
         "outputs registered with lineage",
+        "trigger: data arrival starts a Run",
     ):
         assert rows.get(feature) == "pass", (feature, good.stdout)
     assert rows["GPU task"] == "skipped" and "no GPU" in good.stdout  # the process bridges advertise none
     assert "all features passed" in good.stdout and "cleaned up" in good.stdout
     assert _challenge_namespaces(stack) == []
+    [namespace] = re.findall(r"namespace (sgs-challenge-[0-9a-f]+),", good.stdout)
+    assert not (Path("/tmp/sgs-dev/site-a") / namespace).exists()  # its outputs at the Site went too
 
     broken = _sgs(stack, "challenge", "site-b", "--timeout", "120", timeout=200)
     print(broken.stdout)

@@ -111,3 +111,17 @@ def test_gpu_needs_a_visible_device(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert _call("gpu", f"--result={tmp_path / 'r.json'}") == 0
     assert _call("nonsense") == 2
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+def test_the_trigger_pipeline_fires_only_on_its_own_observation_and_its_task_needs_an_arrival(tmp_path: Path) -> None:
+    from sgs.challenge.suite import trigger_pipeline
+
+    [trigger] = trigger_pipeline("/usr/bin/python3", 1_234_567_890).triggers
+    assert trigger.where == "instrument = 'SGS-CHALLENGE' AND observation = 1234567890"
+    assert trigger.complete.count == 1 and trigger.input == "arrivals"
+    listing = tmp_path / "arrivals.json"
+    listing.write_text("[]")
+    assert _call("arrived", f"--arrivals={listing}", f"--result={tmp_path / 'r.json'}") == 1
+    (tmp_path / "a.json").write_text("{}")
+    listing.write_text(json.dumps([str(tmp_path / "a.json")]))
+    assert _call("arrived", f"--arrivals={listing}", f"--result={tmp_path / 'r.json'}") == 0
