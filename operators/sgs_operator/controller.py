@@ -50,7 +50,16 @@ from sgs_operator.objects import (
     runs_on_objects,
     wrapper_outcome,
 )
-from sgs_operator.observe import NODE_REFUSALS, JobSeen, Outcome, PodSeen, outcome, pod_is_final
+from sgs_operator.observe import (
+    NODE_REFUSALS,
+    RELEASE_NOT_VERIFIED,
+    JobSeen,
+    Outcome,
+    PodSeen,
+    outcome,
+    pod_is_final,
+    release_verified,
+)
 from sgs_operator.placement import SiteChoice
 from sgs_operator.records import Finished, Registration, Started, TaskStore
 from sgs_operator.registration import pinned_image
@@ -144,6 +153,7 @@ class RunController:
         self.mirror: RunMirror | None = None  # at a cluster Site: the Run runs there, this mirrors it
         self.permit: Condition | None = None  # a central's copy: StartPermit while it waits for the permit
         self.moved = _redispatched(body)  # kept on every status write from here on
+        self.release: str | None = None  # spec.release as the Run started (status.release): every task's image
         self.archive = RunArchive(
             shared.kube, shared.store, shared.archive, self.namespace, self.name, self.uid, logger
         )
@@ -229,6 +239,7 @@ class RunController:
         self.mounts = await asyncio.to_thread(run_mounts, storage.roots, storage.run_dir, inputs, planner)
         self.site = site_placement(site_name, site_spec, self.mounts)
         self.priority = spec.priority
+        self.release = (self.body.get("status") or {}).get("release") or spec.release
         self.inflight = {t.id: InFlight(job_name(self._ref(), t.id, t.attempt), None) for t in running}
         self.started_at = _status_time(self.body, "startTime") or utc_now()
         metrics.known_series(site_name, spec.pipeline, [executable.name for executable in pipeline.executables])
@@ -573,6 +584,8 @@ class RunController:
     async def _take_outcome(self, task: Task, seen: Outcome) -> Outcome:
         """Tell the planner; a Job that succeeded without writing its outputs (or a bad list) is an Error."""
         assert self.planner is not None and self.storage is not None
+        if seen.succeeded and self.release is not None:
+            seen = release_verified(seen, self.release)
         if seen.succeeded:
             outputs = self.storage.outputs(task.id, task.executable)
             try:
@@ -596,7 +609,7 @@ class RunController:
         if isinstance(self.storage, BucketRunStorage):
             seen = wrapper_outcome(seen)
         failure = f"{seen.reason}: {seen.message}" if seen.message else seen.reason
-        refused = seen.reason in NODE_REFUSALS  # the node would refuse it again: no retry
+        refused = seen.reason in NODE_REFUSALS or seen.reason == RELEASE_NOT_VERIFIED  # the same again: no retry
         state = self.planner.fail(task.id, time.time(), failure, oom=seen.reason == "OOMKilled", permanent=refused)
         self.log.info(f"run {self.key}: {task.id} attempt {task.attempt} {seen.reason} → {state.value}")
         return seen
@@ -604,7 +617,7 @@ class RunController:
     async def _outbox_rows(self, task: Task, inputs: Mapping[str, Any], image_id: str) -> list[Registration]:
         assert self.storage is not None
         # The lineage names the image by the digest it ran (repo@sha256:…) when the node reports one, not a tag.
-        image = pinned_image(task.executable.image or self.shared.settings.default_image, image_id)
+        image = pinned_image(self.release or task.executable.image or self.shared.settings.default_image, image_id)
         return await self.archive.outbox_rows(task, inputs, self.storage, image, self.pipeline_digest)
 
     def _expose(self, directories: Iterable[str]) -> None:
@@ -753,7 +766,7 @@ class RunController:
     def _job(self, task: Task) -> dict[str, Any]:
         assert self.planner is not None and self.storage is not None and self.site is not None
         settings = self.shared.settings
-        image = task.executable.image or settings.default_image
+        image = self.release or task.executable.image or settings.default_image
         return task_job(
             self._ref(),
             self.site,
@@ -780,6 +793,11 @@ class RunController:
             self.shared.board.leave(self.site_key, self.key)
 
     def status(self, spec: RunSpec, pipeline_change: Condition | None = None) -> RunStatus:
+        status = self._status(spec, pipeline_change)
+        status.release = self.release
+        return status
+
+    def _status(self, spec: RunSpec, pipeline_change: Condition | None = None) -> RunStatus:
         assert self.planner is not None and self.site is not None
         if run_phase(self.planner, spec.suspend) in (RunPhase.SUCCEEDED, RunPhase.FAILED):
             self.finished_at = self.finished_at or utc_now()

@@ -122,6 +122,19 @@ def _digest(image_id: object) -> str:
     return ""
 
 
+RELEASE_NOT_VERIFIED = "ReleaseNotVerified"
+
+
+def release_verified(seen: Outcome, release: str) -> Outcome:
+    """A task of a Run pinned to a release succeeded: only if its node ran exactly that image (by digest)."""
+    wanted = release.rpartition("@")[2]
+    if seen.image_id == wanted:
+        return seen
+    ran = f"image {seen.image_id}" if seen.image_id else "no image (a node without a container runtime)"
+    message = f"the Run is pinned to {release}, its node ran {ran}: its outputs are not this release's"
+    return Outcome(RELEASE_NOT_VERIFIED, seen.exit_code, message, seen.usage, seen.image_id)
+
+
 def parse_usage(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None

@@ -19,6 +19,10 @@ from sgs.model.base import Condition, KubeObject, PrinterColumn, SgsModel
 from sgs.model.dataset import DATASET_TYPE_PATTERN
 from sgs.model.pipeline import RetryPolicy
 
+# An image by digest only: a tag can be moved, a digest names the bytes (lower-case path components, as OCI).
+_COMPONENT = r"[a-z0-9]+([._-][a-z0-9]+)*"
+RELEASE_PATTERN = rf"^{_COMPONENT}(/{_COMPONENT})*(:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?@sha256:[0-9a-f]{{64}}$"
+
 MAX_FAILED_TASKS = 20
 
 
@@ -94,6 +98,14 @@ class RunSpec(SgsModel):
         description="Directory under which the Run's outputs are written (<prefix>/<namespace>/<run>); it must "
         "lie under the Site's storage path. Default: the Site's storage path.",
     )
+    release: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=RELEASE_PATTERN,
+        description="A pinned software release, as an image by digest ([host/]name@sha256:<64 hex>): every task "
+        "runs in it (instead of its executable's image), and a task whose node reports another image, or none, "
+        "fails with ReleaseNotVerified. Fixed when the Run starts.",
+    )
 
 
 class RunPhase(StrEnum):
@@ -165,6 +177,9 @@ class RunStatus(SgsModel):
     )
     observed_generation: int | None = None
     remote: RemoteCopy | None = Field(default=None, description="At a cluster Site: where the Run's copy runs.")
+    release: str | None = Field(
+        default=None, description="The pinned release its tasks run in (spec.release at start)."
+    )
     abandoned: list[AbandonedCopy] = Field(
         default_factory=list, max_length=16, description="Copies left at unreachable Sites before they started."
     )

@@ -134,3 +134,53 @@ def test_an_image_no_store_holds_fails_the_task_with_the_bridge_s_reason(
     message = str(rows[0]["message"])
     assert "image 'ghcr.io/elsewhere/tool:1' is in none of this node's image stores" in message, rows
     assert [(a["attempt"], a["reason"]) for a in cluster.attempt_rows("refused")] == [(0, "ImageNotFound")]
+
+
+def test_a_run_pinned_to_a_release_runs_every_task_in_it_whatever_its_executables_name(
+    cluster: Cluster, crun_bridge: BridgeProcess, archive: ArchiveService, image_digest: str
+) -> None:
+    release = f"debian@{image_digest}"
+    cluster.apply(_site(cluster, archive))
+    cluster.apply(_pipeline("named-elsewhere", "ghcr.io/elsewhere/tool:1"))  # in no store: the release replaces it
+    cluster.apply(cluster.run("pinned", pipeline="named-elsewhere", site=SITE, inputs={}, release=release))
+    status = cluster.wait_phase("pinned", {"Succeeded", "Failed"}, timeout_s=180)
+    assert status["phase"] == "Succeeded", cluster.attempt_rows("pinned")
+    assert status["release"] == release
+    job = cluster.jobs("pinned")[0] if cluster.jobs("pinned") else None
+    if job is not None:  # finished Jobs may already be gone: the product and its lineage say it too
+        assert job["spec"]["template"]["spec"]["containers"][0]["image"] == release
+    product = cluster.store / cluster.namespace / "pinned" / "make" / "out.txt"
+    assert product.read_text().startswith("uid 10001 debian 12.")
+
+    def provenance() -> dict[str, Any] | None:
+        query = {"dataset_type": "crun_product", "where": "", "limit": 50}
+        page = archive.call("POST", "/datasets/query", json=query)
+        found = [d for d in page["items"] if str(d["run"]).startswith(f"{cluster.namespace}/pinned/")]
+        if not found:
+            return None
+        lineage = archive.call("GET", f"/datasets/{found[0]['id']}/lineage", params={"direction": "up", "depth": 1})
+        node: dict[str, Any] = next(n for n in lineage["nodes"] if n["id"] == found[0]["id"])["provenance"]
+        return node
+
+    assert wait_for(provenance, "the product's lineage", timeout_s=120)["image"] == release
+
+
+def test_a_pinned_release_on_a_node_that_runs_no_image_fails_unverified_and_a_tag_is_refused(
+    cluster: Cluster, bridge: BridgeProcess, image_digest: str
+) -> None:
+    """The process-mode node runs the command on the host: it cannot show it ran the release, so the task fails
+    (once: another attempt would not either) instead of registering outputs under a release they are not of."""
+    cluster.apply(cluster.site())
+    cluster.apply(_pipeline("on-host", "debian:bookworm"))
+    release = f"debian@{image_digest}"
+    cluster.apply(cluster.run("unverified", pipeline="on-host", inputs={}, release=release, retry={"max": 2}))
+    status = cluster.wait_phase("unverified", {"Succeeded", "Failed"}, timeout_s=120)
+    assert status["phase"] == "Failed"
+    [(attempt, reason)] = [(a["attempt"], a["reason"]) for a in cluster.attempt_rows("unverified")]
+    assert (attempt, reason) == (0, "ReleaseNotVerified")
+    assert "ran no image" in str(cluster.task_rows("unverified")[0]["message"])
+
+    refused = cluster.apply(
+        cluster.run("tagged", pipeline="on-host", inputs={}, release="debian:bookworm"), check=False
+    )
+    assert refused.returncode != 0 and "spec.release" in refused.stderr, refused.stderr
