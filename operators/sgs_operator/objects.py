@@ -18,10 +18,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
+import tempfile
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote
 
 from sgs.model.checksum import Checksums
@@ -35,6 +38,8 @@ from sgs_operator.kube import Kube
 from sgs_operator.observe import Outcome
 from sgs_operator.records import InputRow
 from sgs_operator.storage import Roots, RunStorage, StorageError
+
+READABLE_MAX_BYTES = 1 << 20  # an upstream output the operator reads itself: a small resources file
 
 S3_SCHEME = "s3://"
 
@@ -133,6 +138,7 @@ class BucketRunStorage:
     prefix: str  # <namespace>/<run>
     seen: dict[str, Checksums] = field(default_factory=dict)  # output URI → checksums, outcome → outbox row
     inputs: dict[str, Checksums] = field(default_factory=dict)  # archive input's key → the archive's checksums
+    scratch: str | None = None  # where readable() puts the objects it downloads (small: dynamic resources)
 
     def know_inputs(self, rows: Iterable[InputRow]) -> None:
         """The archive's checksums of the Run's archive inputs: what each task checks its download against (an
@@ -167,10 +173,28 @@ class BucketRunStorage:
         """Nothing to make: the wrapper makes the output directories in the pod's scratch."""
 
     def readable(self, path: str, what: str) -> str:
-        raise StorageError(
-            f"{what}: {path} is an object of Site {self.bucket.site}'s bucket; resources read from an upstream "
-            "output are not read at S3 Sites (no shared directory): give the resources in the Pipeline"
-        )
+        """An upstream output the operator reads (dynamic resources): the object downloaded into a private
+        directory of the operator's, checked against the checksums the wrapper uploaded it with; its path."""
+        key = self._key(path, what)
+        try:
+            info = self.store.stat(key)
+        except ObjectNotFoundError:
+            raise StorageError(f"{what}: {path}: no such object") from None
+        except StoreError as err:
+            raise StorageError(f"{what}: {path}: {err}") from err
+        if info.size > READABLE_MAX_BYTES:
+            raise StorageError(f"{what}: {path} is {info.size} bytes, more than the {READABLE_MAX_BYTES} read")
+        if self.scratch is None:
+            self.scratch = tempfile.mkdtemp(prefix="sgs-operator-objects-")
+        target = Path(self.scratch) / hashlib.sha256(key.encode()).hexdigest()[:32]
+        try:
+            with target.open("wb") as out:
+                got = self.store.get(key, out)
+        except StoreError as err:
+            raise StorageError(f"{what}: {path}: {err}") from err
+        if info.checksums is not None and got != info.checksums:
+            raise StorageError(f"{what}: {path}: its bytes do not match the checksums it was uploaded with")
+        return str(target)
 
     def _key(self, uri: str, what: str) -> str:
         key = self.bucket.key_of(uri)

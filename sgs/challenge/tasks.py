@@ -41,7 +41,9 @@ def _private_tmpdir() -> str:
         raise TaskCheckError(f"TMPDIR {tmp} is not a directory")
     if path.resolve() in (Path("/tmp").resolve(), Path("/var/tmp").resolve()):
         raise TaskCheckError(f"TMPDIR {tmp} is the shared temporary directory, not a private one")
-    leftovers = sorted(p.name for p in path.iterdir())
+    # At an S3 Site the task wrapper stages the task's own inputs and outputs in $TMPDIR/sgs-task: that is private
+    # to the pod too, so it is not a leftover of another task.
+    leftovers = sorted(p.name for p in path.iterdir() if p.name != "sgs-task")
     if leftovers:
         raise TaskCheckError(f"TMPDIR {tmp} is not empty at start: {leftovers[:5]}")
     (path / "challenge-marker").write_text(str(os.getpid()))

@@ -279,6 +279,26 @@ def test_the_seed_pipeline_runs_at_an_s3_site_its_list_outputs_going_through_the
     assert all(store.stat(key).checksums is not None for key in keys)  # every upload carries its checksums
 
 
+def test_dynamic_resources_at_an_s3_site_are_read_from_the_upstream_object(
+    cluster: Cluster, bridge: BridgeProcess, minio: MinioPart
+) -> None:
+    """`sgs challenge`'s dynamic-resources Run at an S3 Site: ``sizes`` uploads {ram: 1.0}; ``hungry`` (static
+    0.25 GiB, no retry) holds 400 MiB, so it succeeds only with the memory the operator read from that object
+    (it used to refuse: "resources read from an upstream output are not read at S3 Sites")."""
+    from sgs.challenge.suite import dynamic_pipeline
+
+    cluster.apply(s3_site_manifest(cluster, minio, archive=None))
+    spec = dynamic_pipeline(sys.executable).model_dump(mode="json", by_alias=True, exclude_none=True)
+    cluster.apply({"apiVersion": "sgs.io/v1alpha1", "kind": "Pipeline", "metadata": {"name": "dyn"}, "spec": spec})
+    cluster.apply(cluster.run("dyn", pipeline="dyn", inputs={}, retry=NO_RETRY))
+
+    status = cluster.wait_phase("dyn", {"Succeeded", "Failed"}, timeout_s=120)
+
+    assert status["phase"] == "Succeeded", (status, cluster.attempt_rows("dyn"))
+    hungry = [r for r in cluster.attempt_rows("dyn") if r["task"] == "hungry"]
+    assert len(hungry) == 1, hungry  # one attempt: its memory was the upstream product's from the start
+
+
 @pytest.mark.parametrize("damage", ["bytes-rotted", "replaced-with-its-own-checksums"])
 def test_an_input_that_is_not_the_archives_fails_the_task_with_the_reason_and_registers_nothing(
     s3: S3Site, bridge: BridgeProcess, damage: str
