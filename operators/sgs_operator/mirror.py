@@ -56,6 +56,7 @@ OURS = (
 MAX_NAME = 253
 UNAUTHORIZED, FORBIDDEN = 401, 403
 FINISHED = ("Succeeded", "Failed")
+STARTED_COUNTS = ("running", "retrying", "succeeded", "failed")  # a task of these has run (or runs) at the Site
 # What a remote API server that is down or cut off looks like from here.
 UNREACHABLE: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 REMOTE_ERRORS: tuple[type[BaseException], ...] = (KubeError, *UNREACHABLE)
@@ -224,7 +225,11 @@ def wants_permit(remote: Mapping[str, Any]) -> bool:
 
 def never_started(previous: Mapping[str, Any]) -> bool:
     """None of the Run's tasks can have run at its Site: the copy (if one was made at all) is fenced and this
-    control plane never granted it. A copy seen without the fence (made before it existed) counts as started."""
+    control plane never granted it. A copy seen without the fence (made before it existed) counts as started, and
+    so does one whose last mirrored counts show a task running or run although it was never granted (a Site
+    operator of a release that does not honour the fence): the counts are believed over the fence."""
+    if any((previous.get("tasks") or {}).get(k) for k in STARTED_COUNTS):
+        return False
     remote = previous.get("remote")
     if remote is None:
         return True  # a copy made meanwhile carries the fence and waits for a grant that will not come
@@ -281,6 +286,8 @@ class RunMirror:
         self.copies: RemoteRuns | None = None
         self.redispatch_after_s = redispatch_after_s  # 0: never (spec.site named, or the operator says so)
         self.redispatch_due: datetime | None = None  # set by a step: since when the Site is unreachable
+        self.redispatch_in: float | None = None  # not due yet: in how many seconds it will be (the pause's end)
+        self.granted = False  # this mirror granted the copy its start (the body may not show it yet)
 
     async def step(self, sites: Mapping[Any, Any] | None = None) -> None:
         """One reconcile: make or adopt the copy, push spec changes, pull its status."""
@@ -294,8 +301,9 @@ class RunMirror:
             client, self.copies = await site_copies(self.remotes, *where)
             if self.copies.unreachable_since is not None:
                 since = self.copies.unreachable_since
-                await self._write(unreachable_status(previous, self.target, self.copies.error, since))
-                self._judge_redispatch(previous, now)
+                status = unreachable_status(previous, self.target, self.copies.error, since)
+                await self._write(status)
+                self._judge_redispatch(previous, status, now)
                 return
             remote = await self._ensure(client)
             if remote is None:
@@ -317,16 +325,26 @@ class RunMirror:
         except UNREACHABLE as err:
             status = unreachable_status(previous, self.target, describe(err), now)
         await self._write(status)
-        self._judge_redispatch(previous, now)
+        self._judge_redispatch(previous, status, now)
 
-    def _judge_redispatch(self, previous: Mapping[str, Any], now: datetime) -> None:
-        """Due when the Site has been unreachable for the configured time and the Run never started there."""
-        self.redispatch_due = None
-        if self.redispatch_after_s <= 0 or previous.get("phase") in FINISHED or not never_started(previous):
+    def _judge_redispatch(self, previous: Mapping[str, Any], written: Mapping[str, Any], now: datetime) -> None:
+        """Due when the status this step wrote says the Site has been unreachable for the configured time and the
+        Run never started there. Judged on what this step wrote, never on the kopf body, which may lag behind it:
+        a step that reached the Site (and may just have granted the copy) is never due, whatever an older body says;
+        a grant this mirror wrote counts even before the body shows it."""
+        self.redispatch_due, self.redispatch_in = None, None
+        if self.redispatch_after_s <= 0 or self.granted or previous.get("phase") in FINISHED:
             return
-        since = unreachable_since(self.body.get("status") or {})
-        if since is not None and (now - since).total_seconds() >= self.redispatch_after_s:
+        if not never_started(previous):
+            return
+        since = unreachable_since(written)
+        if since is None:
+            return
+        left = self.redispatch_after_s - (now - since).total_seconds()
+        if left <= 0:
             self.redispatch_due = since
+        else:
+            self.redispatch_in = left
 
     async def _grant_if_asked(self, client: KubeClient, remote: Mapping[str, Any], now: datetime) -> None:
         """Record the grant here first, then write it there: whatever fails in between, this side never thinks a
@@ -334,6 +352,7 @@ class RunMirror:
         if not wants_permit(remote):
             return
         stamp = now.isoformat().replace("+00:00", "Z")
+        self.granted = True  # before the record: a record that failed may still have been written
         await self.central.request(
             "PATCH",
             f"{run_path(self.namespace, self.name)}/status",
@@ -353,7 +372,10 @@ class RunMirror:
                 self.site_spec = SiteSpec.model_validate(raw)
 
     async def pause(self, timeout_s: float) -> None:
-        """Until the copy changes there (the Site's watch wakes this Run), the link changes, or ``timeout_s``."""
+        """Until the copy changes there (the Site's watch wakes this Run), the link changes, ``timeout_s``, or the
+        moment a re-dispatch falls due (so it is not a reconcile interval late)."""
+        if self.redispatch_in is not None:
+            timeout_s = min(timeout_s, self.redispatch_in + 0.01)
         if self.copies is None:
             await asyncio.sleep(timeout_s)
             return

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sgs_operator.mirror import (
     ORIGIN_LABEL,
     ORIGIN_UID_LABEL,
+    RunMirror,
     Target,
     mirrored_pipeline_name,
     mirrored_status,
@@ -227,6 +228,49 @@ def test_a_copy_is_granted_only_when_it_asks_and_was_not_granted_yet() -> None:
 )
 def test_only_a_fenced_copy_never_granted_counts_as_never_started(remote: dict[str, Any] | None, never: bool) -> None:
     assert never_started({"remote": remote}) is never
+
+
+@pytest.mark.parametrize("started", ["running", "retrying", "succeeded", "failed"])
+def test_a_never_granted_copy_whose_counts_show_a_task_run_counts_as_started(started: str) -> None:
+    fenced = {"remote": {"fenced": True}}
+    assert never_started({**fenced, "tasks": {"total": 4, "waiting": 2, "ready": 2}})
+    assert not never_started({**fenced, "tasks": {"total": 4, "ready": 3, started: 1}})
+    assert not never_started({"remote": None, "tasks": {"total": 4, started: 1}})
+
+
+def _left_mirror() -> tuple[RunMirror, dict[str, Any]]:
+    """A mirror whose body (as kopf last delivered it) says the Site has been unreachable for 200 s, its copy fenced
+    and never granted."""
+    since = "2027-01-01T11:56:40Z"
+    unreachable = {"type": "SiteUnreachable", "status": "True", "lastTransitionTime": since}
+    remote = {"site": "sdc-fr", "namespace": "sgs", "name": "r1", "fenced": True}
+    status = {"phase": "Pending", "remote": remote, "conditions": [unreachable]}
+    body = {"metadata": {"namespace": "sgs", "name": "r1", "uid": "u1"}, "status": status}
+    none: Any = None
+    mirror = RunMirror(none, none, "centre", body, "sdc-fr", none, ("p", "d", {}), "chosen", none, 120.0)
+    return mirror, status
+
+
+def test_redispatch_is_due_only_on_a_step_that_found_the_site_unreachable() -> None:
+    mirror, previous = _left_mirror()
+    target = Target("sdc-fr", "sgs", "r1", "sdc-fr")
+    early = datetime(2027, 1, 1, 11, 58, 10, tzinfo=UTC)  # 90 s into the outage: due in 30 s, the pause's end
+    mirror._judge_redispatch(previous, unreachable_status(previous, target, "refused", early), early)
+    assert mirror.redispatch_due is None and mirror.redispatch_in == 30.0
+    mirror._judge_redispatch(previous, unreachable_status(previous, target, "refused", NOW), NOW)
+    assert mirror.redispatch_due == datetime(2027, 1, 1, 11, 56, 40, tzinfo=UTC) and mirror.redispatch_in is None
+    # the link is back: this step read the copy (and may have granted it) while the body still says unreachable
+    back = mirrored_status({"metadata": {"annotations": {}}, "status": {}}, target, previous, "chosen", NOW)
+    mirror._judge_redispatch(previous, back, NOW)
+    assert mirror.redispatch_due is None
+
+
+def test_a_grant_this_mirror_wrote_stops_a_redispatch_before_the_body_shows_it() -> None:
+    mirror, previous = _left_mirror()
+    mirror.granted = True  # _grant_if_asked ran; kopf has not delivered the status.remote.permitted yet
+    target = Target("sdc-fr", "sgs", "r1", "sdc-fr")
+    mirror._judge_redispatch(previous, unreachable_status(previous, target, "refused", NOW), NOW)
+    assert mirror.redispatch_due is None
 
 
 def test_the_outage_starts_when_site_unreachable_turned_true() -> None:
