@@ -251,6 +251,9 @@ class Cluster:
         data: dict[str, Any] = json.loads(self.kubectl("get", kind, name, "-o", "json").stdout)
         return data
 
+    def exists(self, kind: str, name: str) -> bool:
+        return bool(self.kubectl("get", kind, name, "--ignore-not-found", "-o", "name").stdout.strip())
+
     def jobs(self, run: str | None = None) -> list[dict[str, Any]]:
         selector = ["-l", f"sgs.io/run={run}"] if run else ["-l", "sgs.io/run"]
         items: list[dict[str, Any]] = json.loads(self.kubectl("get", "jobs", *selector, "-o", "json").stdout)["items"]

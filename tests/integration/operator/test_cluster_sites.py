@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -426,3 +428,97 @@ def test_a_run_that_never_started_at_an_unreachable_site_is_sent_to_another_and_
     run_dir = two.central.store / two.central.namespace  # both clusters' Sites write under this one store
     for run, step in (("hold-1", "h"), ("wait-1", "q")):
         assert len((run_dir / run / step / "out.runs").read_text().splitlines()) == 1, run
+
+
+CHAOS_SEED = 2112
+CHAOS_STEPS = 8
+CHAOS_TASKS: dict[str, tuple[str, float, str | None]] = {"a": ("ok", 0.25, None), "b": ("sleep:2", 0.25, "a")}
+
+
+def test_a_seeded_sequence_of_partitions_heals_and_central_restarts_runs_every_task_once_and_leaves_no_orphan(
+    two: TwoClusters, restartable: OperatorProcess, bridge: BridgeProcess
+) -> None:
+    """CHAOS_STEPS seeded steps, each one of: cut the link, heal it, kill -9 and start the central operator, delete
+    a central Run; a new Run after each (pinned to the cluster Site or left to the operator, which may choose the
+    central cluster's own Site, or move it there after REDISPATCH_AFTER_S of outage). Then the link returns: every
+    Run left succeeds, each of its tasks ran once, each central Run has at most one copy it did not abandon, and
+    one orphan collection later no copy is left whose Run is gone or that its Run abandoned."""
+    operator = restartable
+    rng = random.Random(CHAOS_SEED)
+    print(f"\nseed {CHAOS_SEED}")
+    two.central.apply(two.central.site(LOCAL_SITE))  # the central cluster's own Site, served by its bridge
+    two.central.wait_site_phase(LOCAL_SITE, {"Ready"}, timeout_s=60)
+    two.central.wait_site_phase(SITE, {"Ready"}, timeout_s=90)
+    two.central.apply(task_pipeline("chaos", CHAOS_TASKS))
+    runs: list[str] = []
+    deleted: list[str] = []
+    cut = False
+    for index in range(CHAOS_STEPS):
+        live = [r for r in runs if r not in deleted]
+        action = rng.choice(["heal" if cut else "cut", "restart", *(["delete"] if live else [])])
+        if action == "cut":
+            two.link.cut()
+        elif action == "heal":
+            two.link.heal()
+        elif action == "restart":
+            operator.kill9()
+            operator.start()
+        else:
+            victim = rng.choice(live)
+            two.central.kubectl("delete", "run", victim, "--wait=false")
+            deleted.append(victim)
+        cut = action == "cut" or (cut and action != "heal")
+        name = f"chaos-{index}"
+        run = two.central.run(name, pipeline="chaos", site=SITE, inputs={}, retry={"max": 0})
+        pinned = rng.random() < 0.5
+        two.central.apply(run if pinned else unplaced(run))
+        runs.append(name)
+        pause = rng.uniform(1.0, 4.0)
+        print(f"step {index}: {action}, then {name} ({'pinned' if pinned else 'unplaced'}), {pause:.1f} s")
+        time.sleep(pause)  # the sequence's own rhythm (what happens meanwhile is the point), not a wait
+    two.link.heal()
+
+    kept = [r for r in runs if r not in deleted]
+    for name in kept:
+        status = two.central.wait_phase(name, {"Succeeded", "Failed"}, timeout_s=120)
+        assert status["phase"] == "Succeeded", (name, status)
+
+    def gone(name: str) -> bool:  # the Run itself: its finalizer ran (its copy taken away, or left to the GC)
+        return not two.central.exists("runs", name)
+
+    for name in deleted:
+        wait_for(partial(gone, name), f"{name} to be deleted", 60)
+    run_dir = two.central.store / two.central.namespace  # both clusters' Sites write under this one store
+    executions = {
+        (name, step): len((run_dir / name / step / "out.runs").read_text().splitlines())
+        for name in kept
+        for step in CHAOS_TASKS
+    }
+    assert executions == dict.fromkeys(executions, 1), executions  # each task once, wherever it ran
+
+    central = {name: two.central.get("runs", name) for name in kept}
+    by_uid = {body["metadata"]["uid"]: body for body in central.values()}
+
+    def left(copy: dict[str, Any]) -> bool:
+        """No central Run owns this copy any more: its Run is gone (or another of that name), or abandoned it."""
+        owner = by_uid.get(copy["metadata"]["labels"].get("sgs.io/origin-uid", ""))
+        if owner is None:
+            return True
+        abandoned = (owner.get("status") or {}).get("abandoned") or []
+        return any(a["site"] == SITE and a["name"] == copy["metadata"]["name"] for a in abandoned)
+
+    owned: dict[str, int] = {}
+    for copy in two.copies():
+        if not left(copy):
+            uid = copy["metadata"]["labels"]["sgs.io/origin-uid"]
+            owned[uid] = owned.get(uid, 0) + 1
+    assert all(count == 1 for count in owned.values()), owned  # at most one live copy per central Run
+    moved = [n for n, body in central.items() if (body.get("status") or {}).get("abandoned")]
+    print(f"{len(kept)} Runs succeeded, {len(deleted)} deleted, re-dispatched: {moved or 'none'}")
+    wait_for(
+        lambda: not [c for c in two.copies() if left(c)],
+        "the orphan collection (every 10 s, once the client reconnected)",
+        60,
+    )
+    for name in moved:
+        assert two.remote.jobs(name) == []  # the copy it left never started a task there
