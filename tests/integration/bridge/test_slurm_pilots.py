@@ -35,22 +35,26 @@ pipelinerunner.pilots.policy.idleInSec=5
 SMALL = {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}}
 
 
-@pytest.fixture(scope="module")
-def pilot_bridge(kube: KubePart, slurm: SlurmPart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
-    workdir = tmp_path_factory.mktemp("bridge-pilots")
-    settings = workdir / "pilots.properties"
-    settings.write_text(PILOTS)
-    bridge = BridgeProcess(
-        node_name="sgs-bridge-pilots",
-        site=PILOT_SITE,
+def pilot_bridge_at(kube: KubePart, slurm: SlurmPart, workdir: Path, site: str, settings: str) -> BridgeProcess:
+    """A bridge in pilot mode for one Site (node ``sgs-<site>``), its pilot settings written under ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "pilots.properties"
+    path.write_text(settings)
+    return BridgeProcess(
+        node_name=f"sgs-{site}",
+        site=site,
         kubeconfig=kube.kubeconfig,
         workdir=workdir / "bridge",
         provider="slurm",
         poll_interval_s=0.3,
-        extra_args=[f"--pilots={settings}"],
+        extra_args=[f"--pilots={path}"],
         env=slurm.env,
     )
-    with bridge:
+
+
+@pytest.fixture(scope="module")
+def pilot_bridge(kube: KubePart, slurm: SlurmPart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
+    with pilot_bridge_at(kube, slurm, tmp_path_factory.mktemp("bridge-pilots"), PILOT_SITE, PILOTS) as bridge:
         yield bridge
 
 
@@ -186,22 +190,11 @@ def test_an_agent_with_a_wrong_token_is_refused(
 def test_a_bridge_killed_while_a_pilot_runs_loses_and_repeats_nothing(
     kube: KubePart, slurm: SlurmPart, cluster: Cluster, tmp_path: Path
 ) -> None:
-    settings = tmp_path / "pilots.properties"
-    settings.write_text(PILOTS)
     runs = tmp_path / "runs"
     runs.mkdir()
 
     def start_bridge() -> BridgeProcess:
-        return BridgeProcess(
-            node_name="sgs-bridge-pilots-restart",
-            site="bridge-pilots-restart",
-            kubeconfig=kube.kubeconfig,
-            workdir=tmp_path / "bridge",
-            provider="slurm",
-            poll_interval_s=0.3,
-            extra_args=[f"--pilots={settings}"],
-            env=slurm.env,
-        ).start()
+        return pilot_bridge_at(kube, slurm, tmp_path, "bridge-pilots-restart", PILOTS).start()
 
     script = f'echo "$SLURM_JOB_ID" >> {runs}/$POD; for i in 1 2 3 4 5; do echo "$POD $i"; sleep 1; done'
     env = [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
@@ -270,18 +263,8 @@ def test_deleting_a_running_payload_pod_kills_only_that_payload(
 def test_a_template_slurm_refuses_shows_why_on_the_waiting_pod(
     kube: KubePart, slurm: SlurmPart, cluster: Cluster, tmp_path: Path
 ) -> None:
-    settings = tmp_path / "pilots.properties"
-    settings.write_text(PILOTS + "pipelinerunner.pilots.small.partition=nowhere\n")
-    with BridgeProcess(
-        node_name="sgs-bridge-pilots-refused",
-        site="bridge-pilots-refused",
-        kubeconfig=kube.kubeconfig,
-        workdir=tmp_path / "bridge",
-        provider="slurm",
-        poll_interval_s=0.3,
-        extra_args=[f"--pilots={settings}"],
-        env=slurm.env,
-    ) as bridge:
+    refusing = PILOTS + "pipelinerunner.pilots.small.partition=nowhere\n"
+    with pilot_bridge_at(kube, slurm, tmp_path, "bridge-pilots-refused", refusing) as bridge:
         cluster.apply(pod_manifest("stuck", pod_template("bridge-pilots-refused", "echo never", resources=SMALL)))
 
         def waiting_reason() -> str:
@@ -301,19 +284,10 @@ def test_a_template_slurm_refuses_shows_why_on_the_waiting_pod(
 def test_a_pilot_is_recycled_before_its_walltime_ends(
     kube: KubePart, slurm: SlurmPart, cluster: Cluster, tmp_path: Path
 ) -> None:
-    settings = tmp_path / "pilots.properties"
     short = PILOTS.replace("walltimeInMin=20", "walltimeInMin=2").replace("idleInSec=5", "idleInSec=600")
-    settings.write_text(short + "pipelinerunner.pilots.policy.marginInSec=60\n")
     site = "bridge-pilots-recycle"
-    with BridgeProcess(
-        node_name="sgs-bridge-pilots-recycle",
-        site=site,
-        kubeconfig=kube.kubeconfig,
-        workdir=tmp_path / "bridge",
-        provider="slurm",
-        poll_interval_s=0.3,
-        extra_args=[f"--pilots={settings}"],
-        env=slurm.env,
+    with pilot_bridge_at(
+        kube, slurm, tmp_path, site, short + "pipelinerunner.pilots.policy.marginInSec=60\n"
     ) as bridge:
         cluster.apply(pod_manifest("early", pod_template(site, "echo early", resources=SMALL, deadline_s=10)))
         early = cluster.wait_phase("early", {"Succeeded", "Failed"}, timeout_s=120)
@@ -340,21 +314,11 @@ def test_a_waiting_payload_is_re_ranked_by_the_priority_the_operator_writes_on_i
     """One pilot with room (memory) for one payload at a time, held by a first pod; four pods wait in the bridge.
     Two get the operator's sgs.io/priority annotation (what `sgs run priority` makes it write): they start first,
     the higher one before the other, then the rest in their waiting order."""
-    settings = tmp_path / "pilots.properties"
-    settings.write_text(PILOTS.replace("rssInMB=1024", "rssInMB=400").replace("maxInstances=2", "maxInstances=1"))
+    one_pilot = PILOTS.replace("rssInMB=1024", "rssInMB=400").replace("maxInstances=2", "maxInstances=1")
     site = "bridge-pilots-rerank"
     runs = tmp_path / "runs"
     runs.mkdir()
-    with BridgeProcess(
-        node_name="sgs-bridge-pilots-rerank",
-        site=site,
-        kubeconfig=kube.kubeconfig,
-        workdir=tmp_path / "bridge",
-        provider="slurm",
-        poll_interval_s=0.3,
-        extra_args=[f"--pilots={settings}"],
-        env=slurm.env,
-    ) as bridge:
+    with pilot_bridge_at(kube, slurm, tmp_path, site, one_pilot) as bridge:
         one_at_a_time = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}
         hold = f"while [ ! -e {runs}/release ]; do sleep 0.1; done"
         cluster.apply(pod_manifest("hold", pod_template(site, hold, resources=one_at_a_time)))
