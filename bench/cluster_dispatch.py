@@ -256,16 +256,15 @@ def prepare(central: KubePart, remotes: list[KubePart], store: str) -> list[str]
     for i, kube in enumerate(remotes):
         allowed.append(f"127.0.0.1:{kube.port}")
         name = f"site-{i}"
-        manifests = [secret(f"{name}-kubeconfig", kube.kubeconfig.read_text()), cluster_site(name, store)]
-        central.kubectl(
-            "-n",
-            NAMESPACE,
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps({"kind": "List", "apiVersion": "v1", "items": manifests}),
-        )
+        apply_cluster_site(central, name, kube.kubeconfig.read_text(), store)
     return allowed
+
+
+def apply_cluster_site(central: KubePart, name: str, kubeconfig: str, store: str) -> None:
+    """The cluster Site ``name`` of the central namespace, with its kubeconfig Secret."""
+    manifests = [secret(f"{name}-kubeconfig", kubeconfig), cluster_site(name, store)]
+    list_body = json.dumps({"kind": "List", "apiVersion": "v1", "items": manifests})
+    central.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=list_body)
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cluster_dispatch import NAMESPACE, cluster_site, create, gather_limited, pipeline, secret
+from cluster_dispatch import NAMESPACE, apply_cluster_site, create, gather_limited, pipeline
 from rich.console import Console
 from sgs_operator.mirror import ORIGIN_UID_LABEL, runs_path
 
@@ -194,18 +194,7 @@ def prepare(central: KubePart, remotes: list[KubePart], links: list[TcpLink], st
         # No operator there: its Site is marked Ready by hand, what that operator would write.
         status = json.dumps({"status": {"phase": "Ready"}})
         kube.kubectl("-n", NAMESPACE, "patch", "site", name, "--subresource=status", "--type=merge", "-p", status)
-        manifests = [
-            secret(f"{name}-kubeconfig", kube.kubeconfig_for(f"https://{link.address}")),
-            cluster_site(name, store),
-        ]
-        central.kubectl(
-            "-n",
-            NAMESPACE,
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps({"kind": "List", "apiVersion": "v1", "items": manifests}),
-        )
+        apply_cluster_site(central, name, kube.kubeconfig_for(f"https://{link.address}"), store)
     central.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(pipeline()))
 
 

@@ -353,13 +353,7 @@ class RunMirror:
             return
         stamp = now.isoformat().replace("+00:00", "Z")
         self.granted = True  # before the record: a record that failed may still have been written
-        await self.central.request(
-            "PATCH",
-            f"{run_path(self.namespace, self.name)}/status",
-            body={"status": {"remote": {"permitted": stamp}}},
-            content_type="application/merge-patch+json",
-            parse=False,
-        )
+        await self._patch_status({"remote": {"permitted": stamp}})
         patch = {"metadata": {"annotations": {START_PERMIT_ANNOTATION: PERMIT_GRANTED}}}
         self._seen(await client.merge_patch(run_path(self.target.namespace, self.target.name), patch))
         self.log.info(f"run {self.namespace}/{self.name}: copy {self.target.shown} granted its start")
@@ -480,12 +474,8 @@ class RunMirror:
         patched = await client.merge_patch(run_path(self.target.namespace, self.target.name), {"spec": changes})
         return self._seen(patched)
 
-    async def _write(self, status: dict[str, Any]) -> None:
-        comparable = {**status, "remote": {**(status.get("remote") or {}), "lastSeen": None}}
-        comparable["conditions"] = [{**c, "lastTransitionTime": None} for c in status.get("conditions") or []]
-        if comparable == self._last:
-            return
-        status["observedGeneration"] = self.body["metadata"].get("generation")
+    async def _patch_status(self, status: dict[str, Any]) -> None:
+        """A merge patch of the central Run's status (what is not named stays)."""
         await self.central.request(
             "PATCH",
             f"{run_path(self.namespace, self.name)}/status",
@@ -493,6 +483,14 @@ class RunMirror:
             content_type="application/merge-patch+json",
             parse=False,
         )
+
+    async def _write(self, status: dict[str, Any]) -> None:
+        comparable = {**status, "remote": {**(status.get("remote") or {}), "lastSeen": None}}
+        comparable["conditions"] = [{**c, "lastTransitionTime": None} for c in status.get("conditions") or []]
+        if comparable == self._last:
+            return
+        status["observedGeneration"] = self.body["metadata"].get("generation")
+        await self._patch_status(status)
         self._last = comparable
 
 
