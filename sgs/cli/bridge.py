@@ -38,15 +38,16 @@ def bridge_command(
         str,
         typer.Option(
             "--container-runtime",
-            help="process provider: 'crun' runs each pod's image (from an --image-store) in a container; "
-            "'none' runs the pod's command as a local process.",
+            help="'crun' runs each pod's image (from an --image-store) in a container, as a local process "
+            "(process provider) or inside its sbatch job (slurm, not with --pilots or --apptainer); "
+            "'none' runs the pod's command.",
         ),
     ] = "none",
     image_store: Annotated[
         list[Path] | None,
         typer.Option(
             "--image-store",
-            help="process provider with --container-runtime: a directory of OCI layouts pods' images may come from "
+            help="with --container-runtime: a directory of OCI layouts pods' images may come from "
             "(repeatable; e.g. the sgs image cache ~/.cache/sgs/images). Any other image is refused.",
         ),
     ] = None,
@@ -99,8 +100,8 @@ def bridge_command(
         raise typer.BadParameter("must be positive", param_hint="--poll-interval")
     if container_runtime not in ("none", "crun"):
         raise typer.BadParameter("must be 'none' or 'crun'", param_hint="--container-runtime")
-    if container_runtime != "none" and provider != "process":
-        raise typer.BadParameter("needs --provider process", param_hint="--container-runtime")
+    if container_runtime != "none" and (pilots is not None or apptainer):
+        raise typer.BadParameter("not with --pilots or --apptainer", param_hint="--container-runtime")
     if container_runtime != "none" and not image_store:
         raise typer.BadParameter("needs at least one --image-store", param_hint="--container-runtime")
     if pilots is not None:

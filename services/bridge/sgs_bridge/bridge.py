@@ -64,7 +64,7 @@ class BridgeConfig:
     # latency, not its CPU (bench/pilot_throughput.py: 1,000 payloads at 23.6/s with 8, 54.8/s with 32).
     submit_concurrency: int = 32
     gpus: int = 0  # process provider: GPUs to advertise
-    # process provider: "crun" runs each pod's image (resolved only in image_stores); "none" runs its command.
+    # process and slurm providers: "crun" runs each pod's image (resolved only in image_stores); "none" its command.
     container_runtime: str = "none"
     image_stores: list[Path] = field(default_factory=list)
     slurm_partition: str | None = None
@@ -100,11 +100,16 @@ def make_provider(config: BridgeConfig) -> Provider:
             gpu_partition=config.slurm_gpu_partition,
             extra_args=config.slurm_extra_args,
             apptainer=config.apptainer,
+            container_runtime=config.container_runtime,
+            image_stores=config.image_stores,
         )
         if config.pilots is None:
             return slurm
         from sgs_bridge.pilot_config import PilotConfigError, load_pilot_settings
         from sgs_bridge.providers.pilots import PilotProvider
+
+        if slurm.containers:
+            raise BridgeConfigError("container runtime: not in pilot mode (a pilot runs its payloads directly)")
 
         try:
             settings = load_pilot_settings(config.pilots)

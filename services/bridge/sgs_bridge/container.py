@@ -1,4 +1,5 @@
-"""Container mode of the process provider: a pod's image, from an administrator's image store, run by crun.
+"""Container mode of the process and Slurm providers: a pod's image, from an administrator's image store, run
+by crun (``ContainerMode``: one way to resolve, unpack and write the bundle, used by both).
 
 An image reference resolves only against the OCI layouts under the stores the node was given
 (``--image-store DIR``, e.g. the sgs image cache ~/.cache/sgs/images): nothing is pulled. A reference that is
@@ -31,9 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sgs_bridge.files import read_json, write_json_atomically
+from sgs_bridge.podspec import TaskSpec
+from sgs_bridge.providers.base import SubmitRefusedError
+
 JSON = dict[str, Any]
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 NOBODY = 65534
+CONTAINER_RUNTIMES = ("none", "crun")
+CONTAINER_WORKDIR = "/sgs/work"  # the pod's work directory inside its container (cwd unless the pod or image says)
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REFERENCE = re.compile(
     rf"(?P<name>(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*)"
@@ -382,3 +389,87 @@ def remove_container(container: Mapping[str, Any]) -> None:
             timeout=30,
             check=False,
         )
+
+
+class ContainerMode:
+    """What a provider needs to run pods in their images: the stores, crun, the rootfs cache and crun's state.
+
+    ``bundle`` resolves the pod's image, unpacks its rootfs once per digest and writes ``bundle/config.json`` in
+    the pod's directory; ``task`` turns the pod's task.json into ``crun run`` of that bundle. The process provider
+    hands the task to its agent, the Slurm provider to the runner inside the sbatch job: the same files either way.
+    ``state_dir`` holds ``rootfs/`` and ``crun/``; under Slurm it must be visible where the job runs (beside the
+    pods' directories, which already have to be).
+    """
+
+    def __init__(self, stores: Sequence[Path], state_dir: Path, *, crun: str = "crun", umoci: str = "umoci") -> None:
+        self.images = ImageStores(stores)
+        self.crun = shutil.which(crun) or crun
+        self.umoci = shutil.which(umoci) or umoci
+        self.rootfs_cache = state_dir / "rootfs"
+        self.crun_root = state_dir / "crun"
+        self.hybrid_cgroups = hybrid_cgroups()
+        self.cgroups = cgroups_available()
+        self._image_ids: dict[Path, str] = {}
+
+    def bundle(self, spec: TaskSpec) -> JSON:
+        """Resolve, unpack and write the pod's bundle (blocking); a refusal is a SubmitRefusedError with its reason."""
+        call = spec.call
+        if call is None:
+            raise SubmitRefusedError("the pod was read without its container view", reason="InvalidPodSpec")
+        try:
+            image = self.images.resolve(call.image)
+            rootfs = unpacked_rootfs(image, self.rootfs_cache, self.umoci)
+        except ImageRefusedError as error:
+            raise SubmitRefusedError(str(error), reason=error.reason) from error
+        args = process_args(image.config, call.command, call.args)
+        if not args:
+            raise SubmitRefusedError(f"image {call.image}: no command, entrypoint or cmd", reason="InvalidPodSpec")
+        user = image_user(image.config, _read(rootfs / "etc/passwd"), _read(rootfs / "etc/group"))
+        work = Mount(CONTAINER_WORKDIR, spec.working_dir)
+        mounts = [work, *(Mount(v.mount_path, v.host_dir, v.read_only) for v in spec.volumes)]
+        cwd = call.working_dir or str(image.config.get("WorkingDir") or "") or CONTAINER_WORKDIR
+        limits = Limits(spec.memory_bytes, spec.cpus) if self.cgroups else None
+        config = runtime_config(
+            rootfs=rootfs,
+            args=args,
+            env=environment(image.config, call.env),
+            cwd=cwd,
+            user=user,
+            host_user=(os.geteuid(), os.getegid()),
+            mounts=mounts,
+            limits=limits,
+            hostname=spec.name[:63] or spec.uid,
+            cgroups_path=f"sgs/{spec.uid}",
+        )
+        bundle = spec.pod_dir / "bundle"
+        bundle.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(bundle / "config.json", config)
+        return {"bundle": str(bundle), "image": call.image, "image_id": image.digest, "cgroups": limits is not None}
+
+    def task(self, spec: TaskSpec, task: JSON, container: JSON) -> JSON:
+        """The pod's task.json with ``crun run`` of its bundle as the task (and what removes its container)."""
+        bundle = Path(container["bundle"])
+        argv = crun_argv(self.crun, self.crun_root, bundle, spec.uid, hybrid=self.hybrid_cgroups)
+        return {
+            **task,
+            "argv": argv,
+            "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            "cwd": str(bundle),
+            "container": {"crun": self.crun, "root": str(self.crun_root), "id": spec.uid, **container},
+        }
+
+    def image_id(self, task_file: Path) -> str:
+        """The manifest digest a pod's container runs (``imageID`` in its status), from its task.json."""
+        if task_file not in self._image_ids:
+            container = (read_json(task_file) or {}).get("container")
+            if not isinstance(container, dict):
+                return ""
+            self._image_ids[task_file] = str(container.get("image_id") or "")
+        return self._image_ids[task_file]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""

@@ -4,7 +4,7 @@ The bridge may die and restart while tasks run, so the task's parent must outliv
 a restarted bridge needs: `state.json` (pids, start time) once started, `outcome.json` (exit code, reason,
 usage) once ended. The runner holds `lock` (inherited from the bridge, which took it before spawning) for
 its whole life, so "lock free and no outcome" means the runner is gone. Under Slurm the same runner profiles
-the task inside the job (Slurm enforces the limits there).
+the task inside the job (Slurm enforces the limits there), a container's ``crun run`` as any other task.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from sgs.launcher.launcher import Finished, Launcher, LaunchSpec
 from sgs.launcher.usage import Outcome
+from sgs_bridge.container import remove_container
 from sgs_bridge.files import read_json, write_json_atomically
 
 TASK_FILE = "task.json"
@@ -62,6 +63,9 @@ def run(pod_dir: Path) -> int:
     finished: list[Finished[str]] = []
     while not finished:
         finished = launcher.wait()
+    container = task.get("container")
+    if isinstance(container, dict):
+        remove_container(container)  # crun killed (scancel, time limit) leaves its container's processes
     record_outcome(pod_dir, finished[0].outcome)
     return _exit_status(finished[0].outcome.exit_code)
 

@@ -33,7 +33,6 @@ from sgs_bridge.podspec import TaskSpec
 from sgs_bridge.providers.base import (
     BackendUnavailableError,
     Capacity,
-    SubmitRefusedError,
     moment,
     outcome_state,
     prepare_pod_dir,
@@ -44,8 +43,7 @@ from sgs_bridge.providers.base import (
 from sgs_bridge.runner import LOCK_FILE, OUTCOME_FILE, STATE_FILE, TASK_FILE
 from sgs_bridge.state import JobState, Phase
 
-CONTAINER_RUNTIMES = ("none", "crun")
-CONTAINER_WORKDIR = "/sgs/work"  # the pod's work directory inside its container (cwd unless the pod or image says)
+CONTAINER_RUNTIMES = oci.CONTAINER_RUNTIMES
 
 
 class ProcessProvider:
@@ -70,18 +68,15 @@ class ProcessProvider:
         pods_root.mkdir(parents=True, exist_ok=True)
         self.agent = AgentClient(pods_root, python, idle_exit_s=agent_idle_exit_s)
         self.container_runtime = container_runtime
-        self.images = oci.ImageStores(image_stores)
-        self.crun = shutil.which(crun) or crun
-        self.umoci = shutil.which(umoci) or umoci
-        self.rootfs_cache = pods_root.parent / "rootfs"
-        self.crun_root = pods_root.parent / "crun"
-        self.hybrid_cgroups = oci.hybrid_cgroups()
-        self.cgroups = oci.cgroups_available()
-        self._image_ids: dict[str, str] = {}
+        self.container_mode = (
+            oci.ContainerMode(image_stores, pods_root.parent, crun=crun, umoci=umoci)
+            if container_runtime != "none"
+            else None
+        )
 
     @property
     def containers(self) -> bool:
-        return self.container_runtime != "none"
+        return self.container_mode is not None
 
     async def capacity(self) -> Capacity:
         disk = shutil.disk_usage(self.pods_root)
@@ -98,7 +93,7 @@ class ProcessProvider:
     def _submit(self, spec: TaskSpec) -> str:
         if (spec.pod_dir / STATE_FILE).exists():
             return spec.uid  # it started already (and may have ended): a pod runs at most once
-        container = self._bundle(spec) if self.containers else None
+        container = self.container_mode.bundle(spec) if self.container_mode is not None else None
         prepare_pod_dir(spec)
         if not _lock_held(spec.pod_dir / LOCK_FILE):
             self._write_task(spec, container)
@@ -118,49 +113,11 @@ class ProcessProvider:
             "walltime_s": spec.walltime_s,
             "enforce": True,
         }
-        if container is not None:
+        if container is not None and self.container_mode is not None:
             # crun runs the image; the agent still enforces the walltime and samples the memory of its tree (the
             # cgroup holds the memory and CPU limits where the node has cgroups).
-            bundle = Path(container["bundle"])
-            argv = oci.crun_argv(self.crun, self.crun_root, bundle, spec.uid, hybrid=self.hybrid_cgroups)
-            task |= {"argv": argv, "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "cwd": str(bundle)}
-            task["container"] = {"crun": self.crun, "root": str(self.crun_root), "id": spec.uid, **container}
+            task = self.container_mode.task(spec, task, container)
         write_json_atomically(spec.pod_dir / TASK_FILE, task)
-
-    def _bundle(self, spec: TaskSpec) -> dict[str, Any]:
-        """Resolve the pod's image in the stores, unpack its rootfs (once per digest), write the runtime config."""
-        call = spec.call
-        if call is None:
-            raise SubmitRefusedError("the pod was read without its container view", reason="InvalidPodSpec")
-        try:
-            image = self.images.resolve(call.image)
-            rootfs = oci.unpacked_rootfs(image, self.rootfs_cache, self.umoci)
-        except oci.ImageRefusedError as error:
-            raise SubmitRefusedError(str(error), reason=error.reason) from error
-        args = oci.process_args(image.config, call.command, call.args)
-        if not args:
-            raise SubmitRefusedError(f"image {call.image}: no command, entrypoint or cmd", reason="InvalidPodSpec")
-        user = oci.image_user(image.config, _read(rootfs / "etc/passwd"), _read(rootfs / "etc/group"))
-        work = oci.Mount(CONTAINER_WORKDIR, spec.working_dir)
-        mounts = [work, *(oci.Mount(v.mount_path, v.host_dir, v.read_only) for v in spec.volumes)]
-        cwd = call.working_dir or str(image.config.get("WorkingDir") or "") or CONTAINER_WORKDIR
-        limits = oci.Limits(spec.memory_bytes, spec.cpus) if self.cgroups else None
-        config = oci.runtime_config(
-            rootfs=rootfs,
-            args=args,
-            env=oci.environment(image.config, call.env),
-            cwd=cwd,
-            user=user,
-            host_user=(os.geteuid(), os.getegid()),
-            mounts=mounts,
-            limits=limits,
-            hostname=spec.name[:63] or spec.uid,
-            cgroups_path=f"sgs/{spec.uid}",
-        )
-        bundle = spec.pod_dir / "bundle"
-        bundle.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(bundle / "config.json", config)
-        return {"bundle": str(bundle), "image": call.image, "image_id": image.digest, "cgroups": limits is not None}
 
     async def observe(self, jobs: Mapping[str, str]) -> dict[str, JobState]:
         self.agent.reap()
@@ -168,17 +125,8 @@ class ProcessProvider:
 
     def _state(self, uid: str) -> JobState:
         state = self._plain_state(uid)
-        image_id = self._image_id(uid) if self.containers else ""
+        image_id = self.container_mode.image_id(self.pods_root / uid / TASK_FILE) if self.container_mode else ""
         return dataclasses.replace(state, extra={**state.extra, "imageID": image_id}) if image_id else state
-
-    def _image_id(self, uid: str) -> str:
-        if uid not in self._image_ids:
-            task = read_json(self.pods_root / uid / TASK_FILE) or {}
-            container = task.get("container")
-            if not isinstance(container, dict):
-                return ""
-            self._image_ids[uid] = str(container.get("image_id") or "")
-        return self._image_ids[uid]
 
     def _plain_state(self, uid: str) -> JobState:
         pod_dir = self.pods_root / uid
@@ -233,13 +181,6 @@ class ProcessProvider:
 
     async def close(self) -> None:
         self.agent.reap()
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def _lock_held(path: Path) -> bool:

@@ -5,11 +5,17 @@ The job runs `python -m sgs_bridge.runner` (the same runner as the process provi
 so that usage is profiled and the exit code recorded beside the log. Every job carries the pod UID in its
 comment; a marker file written before sbatch and the job id written after it make submission idempotent
 across a bridge crash at any point.
+
+With a container runtime (``container_runtime="crun"``) the job's task is ``crun run`` of the pod's bundle,
+written at submission by the same ``sgs_bridge.container.ContainerMode`` as the process provider's (image
+resolved only in the image stores, refused before any sbatch); Slurm still enforces time and memory, crun the
+image, the mounts and the container's cgroup limits where the node has cgroups.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import shlex
@@ -17,6 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from sgs_bridge import container as oci
 from sgs_bridge.podspec import TaskSpec
 from sgs_bridge.providers.base import (
     BackendUnavailableError,
@@ -65,7 +72,15 @@ class SlurmProvider:
         apptainer: str | None = None,
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
+        container_runtime: str = "none",
+        image_stores: Sequence[Path] = (),
+        crun: str = "crun",
+        umoci: str = "umoci",
     ) -> None:
+        if container_runtime not in oci.CONTAINER_RUNTIMES:
+            raise ValueError(f"container runtime: must be one of {oci.CONTAINER_RUNTIMES}, got {container_runtime!r}")
+        if container_runtime != "none" and apptainer:
+            raise ValueError("container runtime: not with apptainer")
         self.pods_root = pods_root
         self.partition = partition
         self.gpu_partition = gpu_partition
@@ -73,7 +88,17 @@ class SlurmProvider:
         self.apptainer = apptainer
         self.python = python
         self.env = dict(env if env is not None else os.environ)
+        self.container_runtime = container_runtime
+        self.container_mode = (
+            oci.ContainerMode(image_stores, pods_root.parent, crun=crun, umoci=umoci)
+            if container_runtime != "none"
+            else None
+        )
         pods_root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def containers(self) -> bool:
+        return self.container_mode is not None
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -162,13 +187,14 @@ class SlurmProvider:
         return job_id
 
     def _prepare(self, spec: TaskSpec) -> None:
+        container = self.container_mode.bundle(spec) if self.container_mode is not None else None
         prepare_pod_dir(spec)
         argv = spec.argv
         if self.apptainer:
             image = spec.env.get("SGS_IMAGE", "")
             if image:
                 argv = [self.apptainer, "exec", "--bind", str(spec.pod_dir), image, *argv]
-        task = {
+        task: dict[str, object] = {
             "argv": argv,
             "env": spec.env,
             "cwd": str(spec.working_dir),
@@ -176,6 +202,8 @@ class SlurmProvider:
             "enforce": False,  # Slurm enforces memory and time itself
             "inherit_env_prefixes": INHERITED_PREFIXES,
         }
+        if container is not None and self.container_mode is not None:
+            task = self.container_mode.task(spec, task, container)  # the runner removes the container at the end
         write_json_atomically(spec.pod_dir / TASK_FILE, task)
         script = (
             "#!/bin/bash\n"
@@ -213,8 +241,9 @@ class SlurmProvider:
         log_tail = tail_text(_log_of(pod_dir), 16 * 1024) if terminal else ""
         state = job_state(job_id, fields, log_tail)
         if state.phase.terminal:
-            return _with_runner_usage(state, read_json(pod_dir / OUTCOME_FILE))
-        return state
+            state = _with_runner_usage(state, read_json(pod_dir / OUTCOME_FILE))
+        image_id = self.container_mode.image_id(pod_dir / TASK_FILE) if self.container_mode else ""
+        return dataclasses.replace(state, extra={**state.extra, "imageID": image_id}) if image_id else state
 
     async def _forgotten(self, uid: str, job_id: str) -> JobState:
         """A job the controller no longer lists (MinJobAge passed): ask the job completion log."""
