@@ -19,23 +19,31 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from sgs.challenge.suite import (
     ARRIVAL_INSTRUMENT,
     ARRIVAL_TYPE,
+    COMPARED,
     LABEL,
+    PERTURBATION,
     PRODUCT_TYPE,
     Check,
     Row,
     Status,
     checks,
+    field_input,
+    numbers_differ,
+    reproduce_pipeline,
     run_row,
     trigger_pipeline,
 )
 from sgs.demo.stack import FINAL_PHASES, Kubectl, StackError, StackTarget, _serving_lines, _wait_served
+
+if TYPE_CHECKING:
+    from sgs.storage import Store
 
 Say = Callable[[str], None]
 
@@ -131,12 +139,11 @@ def run_challenge(target: StackTarget, options: ChallengeOptions, say: Say = pri
     say(f"sgs challenge {options.site}: namespace {namespace}, {options.python} -m sgs.challenge.tasks at the Site")
     started = time.monotonic()
     rows: dict[str, Row] = {}
+    copies = [
+        _clean(json.loads(home.run("get", "secret", n, "-o", "json")), namespace, labels) for n in _secret_names(site)
+    ]
     try:
         kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}})
-        copies = [
-            _clean(json.loads(home.run("get", "secret", n, "-o", "json")), namespace, labels)
-            for n in _secret_names(site)
-        ]
         kubectl.apply(*copies, _clean(site, namespace, labels))
         archive = bool(site["spec"].get("archiveUrl"))
         if archive:
@@ -174,7 +181,7 @@ def run_challenge(target: StackTarget, options: ChallengeOptions, say: Say = pri
             say(f"kept: kubectl delete namespace {namespace}")
         else:
             kubectl.run("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
-            _remove_outputs(site, namespace)
+            _remove_outputs(site, namespace, _s3_store(site, copies))
             say(f"cleaned up: namespace {namespace} deleted ({time.monotonic() - started:.1f} s in all)")
     return [rows[c.key] for c in suite if c.key in rows]
 
@@ -186,14 +193,14 @@ def _tmpdir_row(fanout: Row) -> Row:
     return Row(feature, Status.FAIL, fanout.seconds, f"fan-out Run failed: {fanout.detail}")
 
 
-def _ensure_product_type(target: StackTarget) -> None:
+def _ensure_product_type(target: StackTarget, name: str = PRODUCT_TYPE) -> None:
     headers = {"Authorization": f"Bearer {target.admin_token}"}
-    body = {"name": PRODUCT_TYPE, "dimensions": [], "storage_class": "FitsFile"}
+    body = {"name": name, "dimensions": [], "storage_class": "FitsFile"}
     response = httpx.post(
         f"{target.archive_url}/dataset-types", json=body, headers=headers, trust_env=False, timeout=30
     )
     if response.status_code not in (200, 201, 409):
-        raise StackError(f"archive refused dataset type {PRODUCT_TYPE}: {response.status_code} {response.text[:300]}")
+        raise StackError(f"archive refused dataset type {name}: {response.status_code} {response.text[:300]}")
 
 
 def _wait(kubectl: Kubectl, names: list[str], timeout_s: float, say: Say) -> tuple[dict[str, dict[str, Any]], bool]:
@@ -222,10 +229,15 @@ def _posix_dir(site: Mapping[str, Any], namespace: str) -> Path | None:
     return Path(root) / namespace
 
 
-def _remove_outputs(site: Mapping[str, Any], namespace: str) -> None:
+def _remove_outputs(site: Mapping[str, Any], namespace: str, store: Store | None = None) -> None:
+    """The challenge's files at the Site: ``<path>/<namespace>`` at a POSIX Site seen here, and with a ``store``
+    (an S3 Site) every object under ``<namespace>/``."""
     folder = _posix_dir(site, namespace)
     if folder is not None and folder.name.startswith("sgs-challenge-"):
         shutil.rmtree(folder, ignore_errors=True)
+    if store is not None and site["spec"].get("storage", {}).get("kind") == "s3" and namespace.startswith("sgs-"):
+        for obj in list(store.list(f"{namespace}/")):
+            store.delete(obj.key)
 
 
 def _trigger_row(
@@ -299,3 +311,184 @@ def _trigger_row(
         None,
         f"{what} {options.timeout_s:.0f} s after the arrival (trigger service log: {target.trigger_log})",
     )
+
+
+# ------------------------------------------------------------------------------------------ cross-Site check
+
+
+@dataclass(frozen=True)
+class CrossSiteOptions:
+    sites: tuple[str, str]
+    site_namespace: str = "default"
+    timeout_s: float = 180.0
+    python: str = sys.executable
+    keep: bool = False
+    challenge_id: str | None = None
+    perturb: str | None = None  # the self-test: this Site's input counts changed by PERTURBATION, so a row fails
+
+
+def _store(site: Mapping[str, Any], secrets: list[dict[str, Any]]) -> Store:
+    """The Site's store, as the transfer service and `sgs storage` reach it (a POSIX path must be seen here)."""
+    from sgs.storage.sites import resolve
+
+    name = site["metadata"]["name"]
+    storage = site["spec"].get("storage", {})
+    if storage.get("kind") == "posix" and not Path(str(storage.get("path"))).is_dir():
+        raise StackError(f"Site {name}: its storage path {storage.get('path')} is not visible on this machine")
+    namespace = site["metadata"].get("namespace", "default")
+    loaded = resolve([_clean(site, namespace, {})], secrets)
+    return loaded[name].store()
+
+
+def _s3_store(site: Mapping[str, Any], secrets: list[dict[str, Any]]) -> Store | None:
+    """An S3 Site's store (to remove the challenge's objects), None for a POSIX Site or one that cannot be read."""
+    if site["spec"].get("storage", {}).get("kind") != "s3":
+        return None
+    try:
+        return _store(site, secrets)
+    except (StackError, KeyError, ValueError):
+        return None
+
+
+def _reproduced(
+    archive: httpx.Client, namespace: str, runs: Mapping[str, str], dataset_type: str
+) -> dict[str, dict[str, Any]] | str:
+    """Per Site, its Run's one dataset of ``dataset_type`` with its available replica at that Site (or why not)."""
+    found = archive.post("/datasets/query", json={"dataset_type": dataset_type, "where": "", "limit": 1000})
+    if found.status_code != 200:
+        return f"archive query: {found.status_code} {found.text[:200]}"
+    products: dict[str, dict[str, Any]] = {}
+    for site, run in runs.items():
+        ours = [d for d in found.json()["items"] if str(d.get("run", "")).startswith(f"{namespace}/{run}/")]
+        if not ours:
+            return f"no {dataset_type} dataset registered by {run} (at {site})"
+        replicas = archive.get(f"/datasets/{ours[0]['id']}/replicas").json()
+        at_site = [r for r in replicas if r.get("site") == site and r.get("state") == "available" and r.get("sha256")]
+        if not at_site:
+            return f"{dataset_type} {ours[0]['id'][:8]}: no available replica with a sha256 at {site}"
+        products[site] = {**ours[0], "replica": at_site[0]}
+    return products
+
+
+def _compare_row(
+    archive: httpx.Client,
+    namespace: str,
+    runs: Mapping[str, str],
+    stores: Mapping[str, Store],
+    dataset_type: str,
+    rtol: float | None,
+) -> Row:
+    how = "sha256" if rtol is None else f"within {rtol:.0e}"
+    feature = f"{dataset_type} reproduced ({how})"
+    products = _reproduced(archive, namespace, runs, dataset_type)
+    if isinstance(products, str):
+        return Row(feature, Status.FAIL, None, products)
+    (site_a, a), (site_b, b) = products.items()
+    sum_a, sum_b = a["replica"]["sha256"], b["replica"]["sha256"]
+    if rtol is None:
+        if sum_a == sum_b:
+            return Row(feature, Status.PASS, None, f"sha256 {sum_a[:12]} at both Sites")
+        return Row(
+            feature,
+            Status.FAIL,
+            None,
+            f"{dataset_type} differs: sha256 {sum_a[:12]} at {site_a}, {sum_b[:12]} at {site_b}",
+        )
+    documents = {}
+    for site, product in products.items():
+        store = stores[site]
+        data = store.read_bytes(store.key_of(product["replica"]["uri"]))
+        if hashlib.sha256(data).hexdigest() != product["replica"]["sha256"]:
+            return Row(feature, Status.FAIL, None, f"{site}'s replica of {dataset_type} does not match its sha256")
+        documents[site] = json.loads(data)
+    differs = numbers_differ(documents[site_a], documents[site_b], rtol)
+    if differs:
+        return Row(feature, Status.FAIL, None, f"{dataset_type} differs between {site_a} and {site_b} at {differs}")
+    same = "byte-identical" if sum_a == sum_b else "not byte-identical"
+    return Row(feature, Status.PASS, None, f"{same}; every number within {rtol:.0e} at both Sites")
+
+
+def run_cross_site(target: StackTarget, options: CrossSiteOptions, say: Say = print) -> list[Row]:
+    """`sgs challenge SITE-A SITE-B`: one Pipeline, one Run at each Site over the same input (staged by the
+    challenge at both), then each product compared across the Sites; raises StackError as run_challenge does."""
+    cid = options.challenge_id or secrets.token_hex(3)
+    namespace = f"sgs-challenge-{cid}"
+    labels = {LABEL: cid}
+    home = Kubectl(target.kubeconfig, options.site_namespace)
+    sites = {name: json.loads(home.run("get", "site", name, "-o", "json")) for name in options.sites}
+    for name, site in sites.items():
+        if not site["spec"].get("archiveUrl"):
+            raise StackError(f"Site {name} names no archive (spec.archiveUrl): its products cannot be compared")
+    secret_objects = [
+        json.loads(home.run("get", "secret", n, "-o", "json"))
+        for n in sorted({n for s in sites.values() for n in _secret_names(s)})
+    ]
+    stores = {name: _store(site, secret_objects) for name, site in sites.items()}
+    kubectl = Kubectl(target.kubeconfig, namespace)
+    a, b = options.sites
+    say(f"sgs challenge {a} {b}: namespace {namespace}, the same Pipeline and input at both Sites")
+    started = time.monotonic()
+    rows: list[Row] = []
+    try:
+        kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}})
+        kubectl.apply(
+            *[_clean(s, namespace, labels) for s in secret_objects],
+            *[_clean(s, namespace, labels) for s in sites.values()],
+        )
+        for dataset_type in COMPARED:
+            _ensure_product_type(target, dataset_type)
+        seed = zlib.crc32(cid.encode())
+        inputs: dict[str, str] = {}
+        uris: dict[str, str] = {}
+        for name, store in stores.items():
+            data = field_input(seed, PERTURBATION if name == options.perturb else 0.0)
+            key = f"{namespace}/inputs/field.json"
+            store.put_bytes(key, data)
+            inputs[name], uris[name] = hashlib.sha256(data).hexdigest(), store.uri(key)
+        pipeline = reproduce_pipeline(options.python).model_dump(mode="json", by_alias=True, exclude_none=True)
+        meta = {"name": "challenge-reproduce", "namespace": namespace, "labels": dict(labels)}
+        runs = {name: f"challenge-reproduce-{index}" for index, name in enumerate(options.sites, start=1)}
+        kubectl.apply(
+            {"apiVersion": "sgs.io/v1alpha1", "kind": "Pipeline", "metadata": meta, "spec": pipeline},
+            *[
+                {
+                    "apiVersion": "sgs.io/v1alpha1",
+                    "kind": "Run",
+                    "metadata": {**meta, "name": run},
+                    "spec": {
+                        "pipeline": "challenge-reproduce",
+                        "site": name,
+                        "inputs": {"field": {"uri": uris[name]}},
+                        "retry": {"max": 0},
+                    },
+                }
+                for name, run in runs.items()
+            ],
+        )
+        say(f"applied Pipeline challenge-reproduce and its Runs {', '.join(f'{r} at {s}' for s, r in runs.items())}")
+        final, timed_out = _wait(kubectl, list(runs.values()), options.timeout_s, say)
+        for name, run in runs.items():
+            rows.append(run_row(f"reproduce Run at {name}", final.get(run), timed_out=timed_out))
+        digests = {name: (final.get(run, {}).get("status") or {}).get("pipelineDigest") for name, run in runs.items()}
+        if None not in digests.values() and len(set(digests.values())) == 1:
+            rows.append(Row("same pinned Pipeline", Status.PASS, None, f"spec digest sha256:{digests[a]} at both Runs"))
+        else:
+            rows.append(Row("same pinned Pipeline", Status.FAIL, None, f"spec digests {digests}"))
+        if inputs[a] == inputs[b]:
+            rows.append(Row("same input at both Sites", Status.PASS, None, f"field.json sha256 {inputs[a][:12]}"))
+        else:
+            why = f"--perturb {options.perturb}: its counts changed by {PERTURBATION:.0e} on purpose"
+            rows.append(Row("same input at both Sites", Status.SKIP, None, why))
+        headers = {"Authorization": f"Bearer {target.admin_token}"}
+        with httpx.Client(base_url=target.archive_url, headers=headers, trust_env=False, timeout=30) as archive:
+            for dataset_type, rtol in COMPARED.items():
+                rows.append(_compare_row(archive, namespace, runs, stores, dataset_type, rtol))
+    finally:
+        if options.keep:
+            say(f"kept: kubectl delete namespace {namespace}")
+        else:
+            kubectl.run("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+            for name, site in sites.items():
+                _remove_outputs(site, namespace, stores[name])
+            say(f"cleaned up: namespace {namespace} deleted ({time.monotonic() - started:.1f} s in all)")
+    return rows

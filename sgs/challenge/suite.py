@@ -8,6 +8,8 @@ Run succeeded, the archive holds the products with lineage) the runner checks.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,6 +25,16 @@ RUNTIMES = (0.2, 0.4, 0.6, 0.3)  # the fanned-out items' runtimes, seconds
 SMALL_RAM_GIB = 0.25  # a hungry task's memory before dynamic resources or an OOM retry
 HUNGRY_MIB = 400  # what a hungry task holds: more than SMALL_RAM_GIB, less than twice it
 DYNAMIC_RAM_GIB = 1.0  # what the upstream product of the dynamic-resources check asks for
+
+
+# The cross-Site check (`sgs challenge SITE-A SITE-B`): its products' dataset types and how each is compared,
+# None: byte for byte (the archive's sha256 of each Site's replica), a float: numbers within that relative tolerance.
+CATALOGUE_TYPE = "challenge_catalogue"
+STATISTICS_TYPE = "challenge_statistics"
+COMPARED: dict[str, float | None] = {CATALOGUE_TYPE: None, STATISTICS_TYPE: 1e-9}
+ZEROPOINT = 25.0  # the reproduce task's photometric zero point (a literal of the Pipeline: part of its digest)
+FIELD_SOURCES = 200
+PERTURBATION = 1e-12  # the relative change `--perturb SITE` makes to that Site's input counts
 
 
 class Status(StrEnum):
@@ -60,6 +72,7 @@ def _exe(
     resources: Mapping[str, Any] | None = None,
     retry: Mapping[str, Any] | None = None,
     register: Sequence[str] = (),
+    types: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     exe: dict[str, Any] = {
         "name": name,
@@ -70,7 +83,7 @@ def _exe(
                 "name": n,
                 "suffix": ".json",
                 "register": n in register,
-                **({"datasetType": PRODUCT_TYPE} if n in register else {}),
+                **({"datasetType": (types or {}).get(n, PRODUCT_TYPE)} if n in register else {}),
             }
             for n in outputs
         ],
@@ -283,3 +296,75 @@ def render(rows: Sequence[Row]) -> str:
     failed = [r.feature for r in rows if r.status is Status.FAIL]
     lines.append(f"FAILED: {', '.join(failed)}" if failed else "all features passed")
     return "\n".join(lines)
+
+
+def reproduce_pipeline(python: str) -> PipelineSpec:
+    """One task over the input ``field`` (a file each Site holds, the same bytes at both): a catalogue and its
+    statistics, both registered, of the dataset types :data:`COMPARED` says how to compare."""
+    return PipelineSpec.model_validate(
+        {
+            "inputs": [{"name": "field"}],
+            "executables": [
+                _exe(
+                    "reproduce",
+                    python,
+                    "reproduce",
+                    ["field", "zeropoint"],
+                    ["catalogue", "statistics"],
+                    retry=NO_RETRY,
+                    register=("catalogue", "statistics"),
+                    types={"catalogue": CATALOGUE_TYPE, "statistics": STATISTICS_TYPE},
+                )
+            ],
+            "steps": [_step("reproduce", "reproduce", {"field": {"input": "field"}, "zeropoint": _value(ZEROPOINT)})],
+            "outputs": [
+                {"name": "catalogue", "from": {"step": "reproduce", "output": "catalogue"}},
+                {"name": "statistics", "from": {"step": "reproduce", "output": "statistics"}},
+            ],
+        }
+    )
+
+
+def field_input(seed: int, perturbation: float = 0.0) -> bytes:
+    """The cross-Site check's input: a field of sources with counts, the same bytes for the same seed (a
+    ``perturbation`` changes every count by that relative amount: the self-test of the comparison)."""
+    import random
+
+    draw = random.Random(seed)
+    sources = [
+        {
+            "id": index,
+            "ra": round(draw.uniform(150.0, 151.0), 6),
+            "dec": round(draw.uniform(2.0, 3.0), 6),
+            "counts": draw.lognormvariate(8.0, 1.0) * (1.0 + perturbation),
+        }
+        for index in range(FIELD_SOURCES)
+    ]
+    return json.dumps({"field": seed, "sources": sources}, sort_keys=True).encode()
+
+
+def numbers_differ(a: object, b: object, rtol: float, where: str = "") -> str | None:
+    """Where two JSON documents differ beyond ``rtol`` (numbers) or at all (anything else); None when they
+    agree. The first difference only, as ``key.path: a vs b``."""
+    if isinstance(a, bool) or isinstance(b, bool) or not (isinstance(a, int | float) and isinstance(b, int | float)):
+        if isinstance(a, dict) and isinstance(b, dict):
+            if set(a) != set(b):
+                return f"{where or '.'}: keys {sorted(set(a) ^ set(b))} in one only"
+            for key in sorted(a):
+                found = numbers_differ(a[key], b[key], rtol, f"{where}.{key}")
+                if found:
+                    return found
+            return None
+        if isinstance(a, list) and isinstance(b, list):
+            if len(a) != len(b):
+                return f"{where or '.'}: {len(a)} vs {len(b)} items"
+            for index, (x, y) in enumerate(zip(a, b, strict=True)):
+                found = numbers_differ(x, y, rtol, f"{where}[{index}]")
+                if found:
+                    return found
+            return None
+        return None if type(a) is type(b) and a == b else f"{where or '.'}: {a!r} vs {b!r}"
+    if math.isclose(float(a), float(b), rel_tol=rtol, abs_tol=0.0):
+        return None
+    relative = abs(float(a) - float(b)) / max(abs(float(a)), abs(float(b)))
+    return f"{where or '.'}: {a!r} vs {b!r} (relative {relative:.1e} > {rtol:.0e})"

@@ -127,7 +127,24 @@ def arrived(args: dict[str, str]) -> None:
     _write(args["result"], {"arrivals": len(paths), "bytes": sum(sizes)})
 
 
-MODES = {f.__name__: f for f in (split, work, gather, flaky, sizes, hungry, gpu, arrived)}
+def reproduce(args: dict[str, str]) -> None:
+    """The cross-Site check's processing of one field (the same input at both Sites): a calibrated catalogue
+    (compared byte for byte, by its checksum) and summary statistics (compared within a relative tolerance)."""
+    field = json.loads(Path(args["field"]).read_text())
+    sources = sorted(field["sources"], key=lambda s: s["id"])
+    if not sources:
+        raise TaskCheckError("the field holds no source")
+    scale = 10 ** (-0.4 * float(args["zeropoint"]))
+    calibrated = [{**s, "flux": s["counts"] * scale} for s in sources]
+    _write(args["catalogue"], {"field": field.get("field"), "sources": calibrated})
+    fluxes = [s["flux"] for s in calibrated]
+    total = sum(fluxes)
+    mean = total / len(fluxes)
+    rms = (sum((f - mean) ** 2 for f in fluxes) / len(fluxes)) ** 0.5
+    _write(args["statistics"], {"sources": len(fluxes), "total_flux": total, "mean_flux": mean, "rms_flux": rms})
+
+
+MODES = {f.__name__: f for f in (split, work, gather, flaky, sizes, hungry, gpu, arrived, reproduce)}
 
 
 def main(argv: list[str] | None = None) -> int:

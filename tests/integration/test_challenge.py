@@ -56,7 +56,7 @@ def _kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
 
 
 def _apply_sites(env: dict[str, str]) -> None:
-    """site-a as a Site with the archive (and its Site token), site-b without one: the broken Site."""
+    """site-a and site-c as Sites with the archive (and their Site tokens), site-b without one: the broken Site."""
     from sgs.demo.http_archive import HttpArchive
     from sgs.demo.stack import find_stack, site_manifests
 
@@ -64,14 +64,14 @@ def _apply_sites(env: dict[str, str]) -> None:
         patch.setenv("SGS_CACHE", env["SGS_CACHE"])
         target = find_stack(env)
     with HttpArchive(target.archive_url, target.admin_token) as archive:
-        archive.issue_site_tokens(["site-a"])
-        objects = site_manifests(
-            target, target.archive_url, {"site-a": archive.site_token("site-a"), "site-b": "", "site-c": ""}
-        )
+        archive.issue_site_tokens(["site-a", "site-c"])
+        tokens = {"site-a": archive.site_token("site-a"), "site-b": "", "site-c": archive.site_token("site-c")}
+        objects = site_manifests(target, target.archive_url, tokens)
     for obj in objects:
         if obj["kind"] == "Site" and obj["metadata"]["name"] == "site-b":
             del obj["spec"]["archiveUrl"], obj["spec"]["archiveCredentials"]
-    wanted = [o for o in objects if o["metadata"]["name"] in ("site-a", "site-b", "archive-site-a")]
+    names = ("site-a", "site-b", "site-c", "archive-site-a", "archive-site-c")
+    wanted = [o for o in objects if o["metadata"]["name"] in names]
     _kubectl(env, "-n", "default", "apply", "-f", "-", stdin=yaml.safe_dump_all(wanted))
 
 
@@ -118,4 +118,38 @@ def test_challenge_passes_on_a_working_site_and_names_the_broken_feature(stack: 
     assert _rows(broken.stdout)["outputs registered with lineage"] == "FAIL"
     assert "FAILED: outputs registered with lineage" in broken.stdout
     assert "names no archive" in broken.stdout
+    assert _challenge_namespaces(stack) == []
+
+
+def test_the_cross_site_check_passes_on_the_same_software_and_names_a_product_that_differs(
+    stack: dict[str, str],
+) -> None:
+    """`sgs challenge site-a site-c`: one Pipeline, a Run at each Site over the same input, the products compared
+    (the catalogue by the archive's sha256, the statistics within 1e-9). With --perturb site-c that Site's input
+    counts change by 1e-12: the catalogue's bytes differ (the row fails, naming it), the statistics still agree."""
+    _apply_sites(stack)
+    same = _sgs(stack, "challenge", "site-a", "site-c", "--timeout", "90", timeout=150)
+    print(same.stdout)
+    assert same.returncode == 0, same.stdout[-5000:] + same.stderr[-3000:]
+    rows = _rows(same.stdout)
+    for feature in (
+        "reproduce Run at site-a",
+        "reproduce Run at site-c",
+        "same pinned Pipeline",
+        "same input at both Sites",
+        "challenge_catalogue reproduced (sha256)",
+        "challenge_statistics reproduced (within 1e-09)",
+    ):
+        assert rows.get(feature) == "pass", (feature, same.stdout)
+    assert "spec digest sha256:" in same.stdout and "all features passed" in same.stdout
+
+    differs = _sgs(stack, "challenge", "site-a", "site-c", "--perturb", "site-c", "--timeout", "90", timeout=150)
+    print(differs.stdout)
+    assert differs.returncode == 1, differs.stdout[-5000:] + differs.stderr[-3000:]
+    rows = _rows(differs.stdout)
+    assert rows["challenge_catalogue reproduced (sha256)"] == "FAIL"
+    assert rows["challenge_statistics reproduced (within 1e-09)"] == "pass"
+    assert rows["same pinned Pipeline"] == "pass" and rows["same input at both Sites"] == "skipped"
+    assert "challenge_catalogue differs: sha256" in differs.stdout
+    assert "FAILED: challenge_catalogue reproduced (sha256)" in differs.stdout
     assert _challenge_namespaces(stack) == []

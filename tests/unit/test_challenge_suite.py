@@ -125,3 +125,37 @@ def test_the_trigger_pipeline_fires_only_on_its_own_observation_and_its_task_nee
     (tmp_path / "a.json").write_text("{}")
     listing.write_text(json.dumps([str(tmp_path / "a.json")]))
     assert _call("arrived", f"--arrivals={listing}", f"--result={tmp_path / 'r.json'}") == 0
+
+
+def test_the_reproduce_pipeline_registers_both_compared_products_and_its_task_is_deterministic(tmp_path: Path) -> None:
+    from sgs.challenge.suite import COMPARED, field_input, reproduce_pipeline
+
+    spec = reproduce_pipeline("/usr/bin/python3")
+    registered = {o.name: o.dataset_type for e in spec.executables for o in e.outputs if o.register_dataset}
+    assert set(registered.values()) == set(COMPARED)
+    assert spec.digest() == reproduce_pipeline("/usr/bin/python3").digest()
+    assert field_input(7) == field_input(7) != field_input(8)
+    assert field_input(7) != field_input(7, 1e-12)
+    outputs = []
+    for run, data in enumerate((field_input(7), field_input(7), field_input(7, 1e-12))):
+        field = tmp_path / f"field{run}.json"
+        field.write_bytes(data)
+        cat, stats = tmp_path / f"c{run}.json", tmp_path / f"s{run}.json"
+        argv = ("reproduce", f"--field={field}", "--zeropoint=25", f"--catalogue={cat}", f"--statistics={stats}")
+        assert _call(*argv) == 0
+        outputs.append((cat.read_bytes(), json.loads(stats.read_text())))
+    assert outputs[0] == outputs[1]  # the same input, the same bytes
+    assert outputs[0][0] != outputs[2][0] and outputs[0][1]["sources"] == 200
+
+
+def test_numbers_are_compared_within_the_tolerance_and_anything_else_exactly() -> None:
+    from sgs.challenge.suite import numbers_differ
+
+    assert numbers_differ({"a": [1.0, 2.0], "n": 3}, {"a": [1.0 + 1e-12, 2.0], "n": 3}, 1e-9) is None
+    found = numbers_differ({"a": [1.0, 2.0]}, {"a": [1.0, 2.1]}, 1e-9)
+    assert found is not None and found.startswith(".a[1]: 2.0 vs 2.1 (relative 4.8e-02 > 1e-09)")
+    assert numbers_differ({"a": 1}, {"b": 1}, 1e-9) == ".: keys ['a', 'b'] in one only"
+    assert numbers_differ([1], [1, 2], 1e-9) == ".: 1 vs 2 items"
+    assert numbers_differ({"s": "x"}, {"s": "y"}, 1e-9) == ".s: 'x' vs 'y'"
+    assert numbers_differ(True, 1, 1e-9) == ".: True vs 1"
+    assert numbers_differ(0.0, 0.0, 1e-9) is None
