@@ -56,6 +56,7 @@ class ChallengeOptions:
     python: str = sys.executable  # the interpreter the Site's tasks run `-m sgs.challenge.tasks` with
     keep: bool = False  # leave the namespace for a look (the command prints how to delete it)
     challenge_id: str | None = None
+    replica_site: str | None = None  # the second Site of the replication row (default: one the transfer service knows)
 
 
 def _clean(obj: Mapping[str, Any], namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:
@@ -139,6 +140,7 @@ def run_challenge(target: StackTarget, options: ChallengeOptions, say: Say = pri
     say(f"sgs challenge {options.site}: namespace {namespace}, {options.python} -m sgs.challenge.tasks at the Site")
     started = time.monotonic()
     rows: dict[str, Row] = {}
+    replication: _Replication | Row | None = None
     copies = [
         _clean(json.loads(home.run("get", "secret", n, "-o", "json")), namespace, labels) for n in _secret_names(site)
     ]
@@ -151,6 +153,7 @@ def run_challenge(target: StackTarget, options: ChallengeOptions, say: Say = pri
         suite = checks(options.python)
         gpus = _site_has_gpus(kubectl, options.site)
         to_run = [c for c in suite if c.pipeline is not None and not (c.needs == "gpu" and not gpus)]
+        replication = _start_replication(target, site, namespace, options.replica_site)
         for check in to_run:
             kubectl.apply(*_objects_for(check, namespace, options.site, labels))
         say(f"applied {len(to_run)} Runs: {', '.join(f'challenge-{c.key}' for c in to_run)}")
@@ -174,9 +177,15 @@ def run_challenge(target: StackTarget, options: ChallengeOptions, say: Say = pri
                 "outputs registered with lineage", Status.FAIL, None, "the Site names no archive (spec.archiveUrl)"
             )
         )
-        rows["replication"] = Row("replication to a second Site", Status.SKIP, None, "not checked by this version")
+        rows["replication"] = (
+            replication
+            if isinstance(replication, Row)
+            else _replication_row(replication, target, namespace, rows["lineage"], options.timeout_s)
+        )
         rows["trigger"] = _trigger_row(target, kubectl, site, namespace, labels, options)
     finally:
+        if isinstance(replication, _Replication):
+            _end_replication(replication)
         if options.keep:
             say(f"kept: kubectl delete namespace {namespace}")
         else:
@@ -492,3 +501,131 @@ def run_cross_site(target: StackTarget, options: CrossSiteOptions, say: Say = pr
                 _remove_outputs(site, namespace, stores[name])
             say(f"cleaned up: namespace {namespace} deleted ({time.monotonic() - started:.1f} s in all)")
     return rows
+
+
+# ------------------------------------------------------------------------------------------ replication
+
+
+REPLICATION = "replication to a second Site"
+
+
+@dataclass
+class _Replication:
+    """The rule made at the transfer service before the Runs: one copy of the fan-out's product at ``to``."""
+
+    client: httpx.Client
+    url: str
+    rule_id: str
+    to: str
+    since: float
+
+
+def _transfer_endpoint(target: StackTarget) -> tuple[str | None, str | None]:
+    """The transfer service: SGS_TRANSFER_URL / SGS_TRANSFER_TOKEN, else the dev stack's (`sgs dev env`)."""
+    import os
+
+    return (
+        os.environ.get("SGS_TRANSFER_URL") or target.transfer_url,
+        os.environ.get("SGS_TRANSFER_TOKEN") or target.transfer_token,
+    )
+
+
+def _start_replication(
+    target: StackTarget, site: Mapping[str, Any], namespace: str, replica_site: str | None
+) -> _Replication | Row:
+    """A rule for one copy of the fan-out Run's registered product at a second Site, made before the Runs so
+    that the product's registration (archive event → NATS → the transfer service's evaluator) starts the copy;
+    or the row saying precisely why replication cannot be checked here."""
+    url, token = _transfer_endpoint(target)
+    if not (url and token):
+        return Row(
+            REPLICATION, Status.SKIP, None, "no transfer service: SGS_TRANSFER_URL/TOKEN unset, none in the stack"
+        )
+    name = site["metadata"]["name"]
+    if not site["spec"].get("archiveUrl"):
+        return Row(REPLICATION, Status.FAIL, None, "the Site names no archive: nothing registered to replicate")
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, trust_env=False, timeout=30)
+    try:
+        listed = client.get("/sites")
+    except httpx.HTTPError as error:
+        client.close()
+        return Row(REPLICATION, Status.SKIP, None, f"transfer service {url} not reachable: {error}")
+    if listed.status_code != 200:
+        client.close()
+        return Row(REPLICATION, Status.SKIP, None, f"transfer service {url}/sites: {listed.status_code}")
+    known = {s["name"]: s for s in listed.json()}
+    kind = site["spec"].get("storage", {}).get("kind", "s3")
+    why = None
+    if name not in known:
+        why = f"the transfer service at {url} does not copy from {name} (it knows {', '.join(sorted(known)) or 'none'})"
+    elif known[name]["storage"] != kind:
+        why = f"the transfer service's {name} is {known[name]['storage']} storage, this Site's is {kind}: not its store"
+    others = sorted(n for n, s in known.items() if n != name and not s["in_maintenance"] and not s["paused"])
+    to = replica_site or (others[0] if others else None)
+    if why is None and to is None:
+        why = f"the transfer service at {url} knows no second Site to copy {name}'s products to"
+    elif why is None and to not in known:
+        why = f"the transfer service at {url} does not copy to {to}"
+    if why is not None:
+        client.close()
+        return Row(REPLICATION, Status.SKIP, None, why)
+    assert to is not None
+    body = {
+        "dataset_type": PRODUCT_TYPE,
+        "collections": [f"{namespace}/challenge-fanout/*"],
+        "copies": 1,
+        "site_expression": to,
+        "lifetime_s": 3600,  # gone within the hour even if the command is killed before it deletes the rule
+    }
+    made = client.post("/rules", json=body)
+    if made.status_code != 201:
+        client.close()
+        return Row(
+            REPLICATION, Status.FAIL, None, f"transfer service refused the rule: {made.status_code} {made.text[:200]}"
+        )
+    return _Replication(client, url, str(made.json()["id"]), to, time.monotonic())
+
+
+def _replication_row(plan: _Replication, target: StackTarget, namespace: str, lineage: Row, timeout_s: float) -> Row:
+    """Passes when the fan-out's product has an available replica at the second Site with the sha256 of the
+    Site's own, registered there by the transfer service; fails with the rule's reason when it is stuck."""
+    if lineage.status is not Status.PASS:
+        return Row(REPLICATION, Status.FAIL, None, f"no product to replicate ({lineage.detail})")
+    headers = {"Authorization": f"Bearer {target.admin_token}"}
+    deadline = time.monotonic() + timeout_s
+    rule: dict[str, Any] = {}
+    with httpx.Client(base_url=target.archive_url, headers=headers, trust_env=False, timeout=30) as archive:
+        found = archive.post("/datasets/query", json={"dataset_type": PRODUCT_TYPE, "where": "", "limit": 1000})
+        ours = [d for d in found.json()["items"] if str(d.get("run", "")).startswith(f"{namespace}/challenge-fanout/")]
+        product = ours[0]["id"]
+        while True:
+            replicas = archive.get(f"/datasets/{product}/replicas").json()
+            sums = {r["sha256"] for r in replicas if r.get("state") == "available" and r.get("site") != plan.to}
+            copies = [r for r in replicas if r.get("site") == plan.to and r.get("state") == "available"]
+            if copies:
+                seconds = time.monotonic() - plan.since
+                if copies[0].get("sha256") not in sums:
+                    return Row(REPLICATION, Status.FAIL, seconds, f"the copy at {plan.to} has another sha256")
+                return Row(
+                    REPLICATION,
+                    Status.PASS,
+                    seconds,
+                    f"{product[:8]} copied to {plan.to} by the transfer service, same sha256 (rule {plan.rule_id[:8]})",
+                )
+            rule = plan.client.get(f"/rules/{plan.rule_id}").json()
+            if rule.get("state") == "STUCK":
+                return Row(REPLICATION, Status.FAIL, None, f"rule {plan.rule_id[:8]} STUCK: {rule.get('reason')}")
+            if time.monotonic() > deadline:
+                state = f"rule {rule.get('state')}, locks {rule.get('locks')}"
+                return Row(REPLICATION, Status.FAIL, None, f"no copy at {plan.to} after {timeout_s:.0f} s ({state})")
+            time.sleep(0.5)
+
+
+def _end_replication(plan: _Replication) -> None:
+    """The rule deleted: its lock released, the transfer service's reaper removes the copy it made."""
+    try:
+        plan.client.delete(f"/rules/{plan.rule_id}")
+    except httpx.HTTPError:
+        pass  # it expires within the hour anyway
+    finally:
+        plan.client.close()

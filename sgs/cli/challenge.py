@@ -20,6 +20,10 @@ def challenge_command(
         str, typer.Option(help="Interpreter at the Site that runs `-m sgs.challenge.tasks` (default: this one)")
     ] = sys.executable,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the challenge's namespace for a look")] = False,
+    replica_site: Annotated[
+        str | None,
+        typer.Option(help="Second Site of the replication row (default: another Site the transfer service knows)"),
+    ] = None,
     perturb: Annotated[
         str | None,
         typer.Option(help="Self-test of the cross-Site comparison: change this Site's input a little (must fail)"),
@@ -41,7 +45,8 @@ def challenge_command(
             raise StackError(f"--perturb {perturb}: not one of the two Sites compared")
         target = find_stack()
         if other is None:
-            rows = run_challenge(target, ChallengeOptions(site, site_namespace, timeout, python, keep), say=say)
+            one = ChallengeOptions(site, site_namespace, timeout, python, keep, replica_site=replica_site)
+            rows = run_challenge(target, one, say=say)
         else:
             if other == site:
                 raise StackError("the cross-Site check needs two different Sites")

@@ -20,7 +20,8 @@ from sgs.testing.binaries import cache_root, kubectl_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PARTS = "pg,nats,kube,archive,sgs"  # no MinIO / Slurm: the Sites are the dev stack's POSIX ones
+# POSIX Sites, and S3 ones (a MinIO each) that the transfer service copies between
+PARTS = "pg,nats,minio,kube,archive,transfer,sgs"
 
 
 def _exported(env_text: str) -> dict[str, str]:
@@ -107,6 +108,8 @@ def test_challenge_passes_on_a_working_site_and_names_the_broken_feature(stack: 
     ):
         assert rows.get(feature) == "pass", (feature, good.stdout)
     assert rows["GPU task"] == "skipped" and "no GPU" in good.stdout  # the process bridges advertise none
+    assert rows["replication to a second Site"] == "skipped"  # the transfer service's site-a is the MinIO one
+    assert "the transfer service's site-a is s3 storage, this Site's is posix" in good.stdout
     assert "all features passed" in good.stdout and "cleaned up" in good.stdout
     assert _challenge_namespaces(stack) == []
     [namespace] = re.findall(r"namespace (sgs-challenge-[0-9a-f]+),", good.stdout)
@@ -152,4 +155,33 @@ def test_the_cross_site_check_passes_on_the_same_software_and_names_a_product_th
     assert rows["same pinned Pipeline"] == "pass" and rows["same input at both Sites"] == "skipped"
     assert "challenge_catalogue differs: sha256" in differs.stdout
     assert "FAILED: challenge_catalogue reproduced (sha256)" in differs.stdout
+    assert _challenge_namespaces(stack) == []
+
+
+def test_at_an_s3_site_an_output_is_replicated_to_a_second_site_by_the_transfer_service(stack: dict[str, str]) -> None:
+    """The dev stack's S3 Sites (a MinIO each, the ones its transfer service copies between) in a namespace of
+    their own: `sgs challenge site-a` makes a rule before its Runs, the fan-out's product registered at site-a
+    is copied to site-b (archive event → NATS → transfer service → replica registered) with the same sha256."""
+    from sgs.demo.http_archive import HttpArchive
+    from sgs.demo.stack import find_stack, object_sites, site_manifests
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SGS_CACHE", stack["SGS_CACHE"])
+        target = find_stack(stack)
+    buckets = object_sites(target)
+    assert buckets is not None, "the stack's transfer service and MinIO Sites"
+    with HttpArchive(target.archive_url, target.admin_token) as archive:
+        archive.issue_site_tokens(["site-a", "site-b", "site-c"])
+        tokens = {site: archive.site_token(site) for site in ("site-a", "site-b", "site-c")}
+    objects = site_manifests(target, target.archive_url, tokens, buckets)
+    _kubectl(stack, "create", "namespace", "objects")
+    _kubectl(stack, "-n", "objects", "apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
+
+    done = _sgs(stack, "challenge", "site-a", "--site-namespace", "objects", "--replica-site", "site-b", timeout=200)
+    print(done.stdout)
+    rows = _rows(done.stdout)
+    assert rows.get("replication to a second Site") == "pass", done.stdout[-5000:] + done.stderr[-3000:]
+    assert "copied to site-b by the transfer service, same sha256" in done.stdout
+    assert rows["trigger: data arrival starts a Run"] == "skipped"  # its arrival is written under a POSIX path
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     assert _challenge_namespaces(stack) == []

@@ -159,3 +159,19 @@ def test_numbers_are_compared_within_the_tolerance_and_anything_else_exactly() -
     assert numbers_differ({"s": "x"}, {"s": "y"}, 1e-9) == ".s: 'x' vs 'y'"
     assert numbers_differ(True, 1, 1e-9) == ".: True vs 1"
     assert numbers_differ(0.0, 0.0, 1e-9) is None
+
+
+def test_replication_is_skipped_with_its_reason_without_a_transfer_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sgs.challenge.runner import _start_replication
+    from sgs.demo.stack import StackTarget
+
+    for name in ("SGS_TRANSFER_URL", "SGS_TRANSFER_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    target = StackTarget("kubeconfig", "http://archive", "token", (), {}, None)
+    site = {"metadata": {"name": "site-a"}, "spec": {"archiveUrl": "http://archive", "storage": {"kind": "s3"}}}
+    row = _start_replication(target, site, "sgs-challenge-x", None)
+    assert isinstance(row, Row) and row.status is Status.SKIP and "no transfer service" in row.detail
+    monkeypatch.setenv("SGS_TRANSFER_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("SGS_TRANSFER_TOKEN", "t")
+    row = _start_replication(target, site, "sgs-challenge-x", None)
+    assert isinstance(row, Row) and row.status is Status.SKIP and "not reachable" in row.detail
