@@ -24,6 +24,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -216,7 +217,23 @@ def start_operator(kube: KubePart, dsn: str, allowed: list[str], log: Path) -> s
     return proc
 
 
-async def measure(central_kube: KubePart, remote_kubes: list[KubePart], args: argparse.Namespace) -> None:
+def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (``pip install py-spy`` into the venv) sampling the operator: collapsed stacks, one per line."""
+    spy = Path(sys.executable).with_name("py-spy")
+    argv = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "50", "-o", str(out)]
+    console.print(f"profiling the operator into {out}")
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    central_kube: KubePart, remote_kubes: list[KubePart], args: argparse.Namespace, operator_pid: int
+) -> None:
     central = await KubeClient.connect(central_kube.kubeconfig, pool_size=args.concurrency + 4)
     remotes = [await KubeClient.connect(k.kubeconfig, pool_size=args.concurrency + 4) for k in remote_kubes]
     seen = [Seen() for _ in remotes]
@@ -227,7 +244,9 @@ async def measure(central_kube: KubePart, remote_kubes: list[KubePart], args: ar
         await asyncio.gather(*(w.synced.wait() for w in watches))
         rate_bare = await bare(remotes, args.runs, args.concurrency)
         console.print(f"bare client: {rate_bare:8.1f} copies/s straight to {len(remotes)} API server(s)")
+        cpu_before = cpu_seconds(operator_pid)
         rate, duplicates = await dispatch(central, remotes, seen, args.runs, args.concurrency)
+        cpu_per_run = (cpu_seconds(operator_pid) - cpu_before) / args.runs
         lags = sorted(await mirror_lag(central, remotes, args.lag_samples, args.runs))
     finally:
         stop.set()
@@ -244,6 +263,7 @@ async def measure(central_kube: KubePart, remote_kubes: list[KubePart], args: ar
         f"{rate / MULTIKUEUE_RATE:.2f}; bare client {rate_bare:.1f}/s: ratio {rate / rate_bare:.2f}"
     )
     console.print(f"copies per central Run: duplicates {duplicates} (target 0)")
+    console.print(f"operator CPU per dispatched Run: {cpu_per_run * 1000:.1f} ms (webhook, start, copy, status)")
     console.print(f"mirror lag (remote status → central): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
 
 
@@ -273,6 +293,7 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=3, help="remote control planes (cluster Sites)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (bare client, Run creation)")
     parser.add_argument("--lag-samples", type=int, default=200)
+    parser.add_argument("--profile", action="store_true", help="sample the operator with py-spy (collapsed stacks)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sgs-bench-dispatch-"))
     (workdir / "store").mkdir()
@@ -286,9 +307,13 @@ def main() -> None:
             allowed = prepare(central, remotes, str(workdir / "store"))
             central.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(pipeline()))
             proc = start_operator(central, postgres.dsn, allowed, workdir / "operator.log")
+            spy = start_profile(proc.pid, workdir / "operator.prof.txt") if args.profile else None
             try:
-                asyncio.run(measure(central, remotes, args))
+                asyncio.run(measure(central, remotes, args, proc.pid))
             finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its stacks on interrupt
+                    spy.wait(60)
                 proc.terminate()
                 proc.wait(60)
         finally:

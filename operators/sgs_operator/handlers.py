@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import kopf
 from pydantic import ValidationError
 
+import sgs_operator.admission  # importing it makes the API server skip the updates that keep a spec
 import sgs_operator.placements  # noqa: F401  (importing it registers the DataPlacement handlers)
 from sgs.dynamic.registry import DynamicFunctions
 from sgs.kube import ClusterConfig, load
@@ -217,8 +218,16 @@ async def validate_run(
         raise kopf.AdmissionError(checks.describe_errors(err), code=422) from err
     if old is not None and checks.same_paths(old.get("spec") or {}, spec):
         return  # a priority, suspend or metadata change: the paths were judged when they were set
-    sites = await _namespace_sites(memo, namespace or "", run.site, site_specs)
-    problems = await asyncio.to_thread(checks.run_path_problems, run, run.site, sites)
+    problems = None
+    indexed = next(iter(site_specs.get((namespace or "", run.site), ())), None) if run.site is not None else None
+    if run.site is not None and indexed is not None:
+        # The index's Site first (no GET per admission in a burst of Runs); refused only as the API server has
+        # the Site now, so an index a moment behind a Site's change never refuses what the Site allows.
+        known = _valid_sites({run.site: indexed})
+        problems = await asyncio.to_thread(checks.run_path_problems, run, run.site, known) if known else None
+    if problems is None or problems:
+        sites = await _namespace_sites(memo, namespace or "", run.site, site_specs)
+        problems = await asyncio.to_thread(checks.run_path_problems, run, run.site, sites)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
 
@@ -242,6 +251,10 @@ async def _namespace_sites(
         raw = {named: found.get("spec") or {}} if found is not None else {}
     else:
         raw = {name: spec for (ns, name), store in index.items() if ns == namespace for spec in store}
+    return _valid_sites(raw)
+
+
+def _valid_sites(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, SiteSpec]:
     sites: dict[str, SiteSpec] = {}
     for name, spec in raw.items():
         with contextlib.suppress(ValidationError):  # an invalid Site takes no Run: its start says so

@@ -224,16 +224,27 @@ class TaskStore:
         Returns the digest the Run is pinned to and how many retry-failed requests were already applied. A row
         from before specs were kept gets this one only if the digests agree.
         """
+        # One round trip (a burst of Runs at cluster Sites pins one spec each): the row as written, else (the
+        # conflict's update skipped) as it was.
         async with self.pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO sgs_run (uid, namespace, name, pipeline, pipeline_digest, pipeline_spec)"
+            cur = await conn.execute(
+                "WITH written AS ("
+                " INSERT INTO sgs_run (uid, namespace, name, pipeline, pipeline_digest, pipeline_spec)"
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (uid) DO UPDATE"
                 " SET pipeline_spec = excluded.pipeline_spec"
-                " WHERE sgs_run.pipeline_spec IS NULL AND sgs_run.pipeline_digest = excluded.pipeline_digest",
-                (uid, namespace, name, pipeline, digest, Jsonb(spec)),
+                " WHERE sgs_run.pipeline_spec IS NULL AND sgs_run.pipeline_digest = excluded.pipeline_digest"
+                " RETURNING pipeline_digest, retry_failed_applied)"
+                " SELECT pipeline_digest, retry_failed_applied FROM written"
+                " UNION ALL SELECT pipeline_digest, retry_failed_applied FROM sgs_run"
+                " WHERE uid = %s AND NOT EXISTS (SELECT 1 FROM written)",
+                (uid, namespace, name, pipeline, digest, Jsonb(spec), uid),
             )
-            cur = await conn.execute("SELECT pipeline_digest, retry_failed_applied FROM sgs_run WHERE uid = %s", (uid,))
             row = await cur.fetchone()
+            if row is None:  # a row another writer committed after this statement's snapshot
+                cur = await conn.execute(
+                    "SELECT pipeline_digest, retry_failed_applied FROM sgs_run WHERE uid = %s", (uid,)
+                )
+                row = await cur.fetchone()
         assert row is not None
         return str(row[0]), int(row[1])
 
