@@ -14,7 +14,7 @@ from sgs.model.run import RunSpec
 from sgs.model.site import SitePhase, SiteSpec, SiteStatus
 from sgs.model.validate import PipelineError
 from sgs_operator.status import condition
-from sgs_operator.storage import Roots, path_problems
+from sgs_operator.storage import Roots, path_problem, path_problems, run_paths
 
 SITE_LABEL = "sgs.io/site"
 
@@ -116,12 +116,28 @@ def run_path_problems(spec: RunSpec, site: str | None, sites: Mapping[str, SiteS
         return path_problems(spec, Roots.of(site, found)) if found is not None else []
     if not sites:
         return []
+    if spec.split is not None:
+        return _split_path_problems(spec, sites)
     refusals = {name: path_problems(spec, Roots.of(name, s)) for name, s in sorted(sites.items())}
     if any(not problems for problems in refusals.values()):
         return []  # some Site can take it
     first = next(iter(refusals.values()))
     others = ", ".join(name for name in list(refusals)[1:])
     return [*first, *([f"(the namespace's other Sites refuse it too: {others})"] if others else [])]
+
+
+def _split_path_problems(spec: RunSpec, sites: Mapping[str, SiteSpec]) -> list[str]:
+    """A split Run's paths lie at several Sites: each must be taken by one of them (its child's Site checks it
+    again when the child is made)."""
+    roots = [Roots.of(name, site) for name, site in sorted(sites.items())]
+    problems = []
+    for where, uri in run_paths(spec):
+        refused = [path_problem(where, uri, root) for root in roots]
+        if all(refused):
+            problems.append(
+                f"{refused[0]} (and by every other Site of the namespace)" if len(roots) > 1 else refused[0]
+            )
+    return [p for p in problems if p]
 
 
 def spec_unchanged(old: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> bool:

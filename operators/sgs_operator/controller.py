@@ -28,8 +28,8 @@ from sgs.placement.consequences import RunSite, run_site
 from sgs.planner import Planner, PlannerError, Task, TaskState
 from sgs.telemetry import Tracing
 from sgs.telemetry.context import CAUSE_ANNOTATION
-from sgs_operator import checks, metrics, placement
-from sgs_operator.archive import ArchiveClient
+from sgs_operator import checks, metrics, placement, split
+from sgs_operator.archive import ArchiveClient, ArchiveError
 from sgs_operator.blocked import RunBlockedError
 from sgs_operator.board import SiteBoard
 from sgs_operator.crash import crash_point
@@ -66,6 +66,7 @@ from sgs_operator.registration import pinned_image
 from sgs_operator.remote import RemoteClusters
 from sgs_operator.run_archive import RunArchive
 from sgs_operator.settings import OperatorSettings
+from sgs_operator.split import RunSplitter
 from sgs_operator.stage_in import StageIn, StageInRecords, TransferClient, TransferUnavailableError, owner_of
 from sgs_operator.status import (
     condition,
@@ -151,6 +152,7 @@ class RunController:
         self._blocked: RunBlockedError | None = None
         self.choice: SiteChoice | None = None
         self.mirror: RunMirror | None = None  # at a cluster Site: the Run runs there, this mirrors it
+        self.split: RunSplitter | None = None  # spec.split: the Run is its children, one per Site
         self.permit: Condition | None = None  # a central's copy: StartPermit while it waits for the permit
         self.moved = _redispatched(body)  # kept on every status write from here on
         self.release: str | None = None  # spec.release as the Run started (status.release): every task's image
@@ -203,6 +205,9 @@ class RunController:
         if refused:
             message = "; ".join(f"Pipeline {spec.pipeline!r}: spec.{problem}" for problem in refused)
             raise RunBlockedError("PipelineReady", "DynamicFunctionNotAllowed", message)
+        if spec.split is not None:
+            await self._start_split(spec, sites, phases, pipeline, digest)
+            return
         placed = spec.site or (self.body.get("status") or {}).get("site")
         mine = {name: raw for (ns, name), raw in _site_items(sites) if ns == self.namespace}
         pinned_inputs = await self.archive.recorded_or_resolve(spec, mine, placed)
@@ -266,6 +271,64 @@ class RunController:
             redispatch_after_s=0.0 if spec.site else self.shared.settings.redispatch_after_s,
         )
         self.log.info(f"run {self.key}: at cluster Site {site_name}, mirrored as {self.mirror.target.shown}")
+
+    async def _start_split(
+        self, spec: RunSpec, sites: Mapping[Any, Any], phases: Mapping[Any, Any], pipeline: PipelineSpec, digest: str
+    ) -> None:
+        """The Run is a campaign over several Sites: plan its children (once), make those not made yet."""
+        await self._pin(spec.pipeline, pipeline, digest)
+        self.pipeline_name, self.pipeline_digest = spec.pipeline, digest
+        pinned = (spec.pipeline, digest, pipeline.model_dump(mode="json", by_alias=True))
+        splitter = RunSplitter(self.shared.kube.client, self.shared.store, self.body, pinned, self.log)
+        if not splitter.planned or any(entry.uid is None for entry in splitter.entries):
+            plans = await self._split_plan(spec, sites, phases)
+            if not splitter.planned:
+                await splitter.record_plan(plans, split.plan_message(plans))
+            try:
+                await splitter.make_missing(spec, plans, self.body.get("spec") or {})
+            except KubeError as err:
+                raise RunBlockedError("Split", "ChildNotCreated", f"split: {_api_message(err)}") from err
+        self.split = splitter
+        self.log.info(f"run {self.key}: split into {len(splitter.entries)} child Run(s)")
+
+    async def _split_plan(
+        self, spec: RunSpec, sites: Mapping[Any, Any], phases: Mapping[Any, Any]
+    ) -> list[split.ChildPlan]:
+        mine = {name: raw for (ns, name), raw in _site_items(sites) if ns == self.namespace}
+        valid: dict[str, SiteSpec] = {}
+        for name, raw in mine.items():
+            with contextlib.suppress(ValidationError):  # an invalid Site is given nothing
+                valid[name] = SiteSpec.model_validate(raw)
+        phase_of = {name: str(phase) for (ns, name), phase in _site_items(phases) if ns == self.namespace}
+        divided = spec.divided_inputs()
+        items: list[split.Item] = []
+        if any(spec.inputs[name].from_archive for name in divided):
+            await self.archive.recorded_or_resolve(spec, mine, None)
+            found = self.archive.resolution.found if self.archive.resolution is not None else []
+            items += split.archive_items(found, divided, valid)
+        files = [name for name in divided if spec.inputs[name].uris is not None]
+        items += await asyncio.to_thread(split.file_items, spec, files, valid)
+        placed = await self._split_placements(split.placements_needed(items), valid, phase_of)
+        return split.plan(self.name, spec, items, phase_of, placed)
+
+    async def _split_placements(
+        self, observations: list[int], sites: Mapping[str, SiteSpec], phases: Mapping[str, str]
+    ) -> dict[int, str | None]:
+        """Where the survey's placement sends each observation now (primary, else secondary; None: neither)."""
+        archive = self.archive.inputs_archive
+        if archive is None or not observations:
+            return {}
+        maintenance = {name: site.maintenance for name, site in sites.items()}
+        placed: dict[int, str | None] = {}
+        for start in range(0, len(observations), 16):  # the archive has no bulk placement read
+            chunk = observations[start : start + 16]
+            try:
+                answers = await asyncio.gather(*(self.shared.archive.placement(archive, o) for o in chunk))
+            except ArchiveError as err:
+                raise RunBlockedError("SiteReady", "ArchiveUnavailable", f"split: reading placements: {err}") from err
+            for observation, where in zip(chunk, answers, strict=True):
+                placed[observation] = run_site(observation, where, phases, maintenance, utc_now()).site
+        return placed
 
     async def redispatch(self, sites: Mapping[Any, Any], phases: Mapping[Any, Any]) -> bool:
         """The mirror says the Run's cluster Site has been unreachable long enough and its copy never started

@@ -409,9 +409,13 @@ async def run_daemon(
     try:
         while not stopped:
             try:
-                started = controller.planner is not None or controller.mirror is not None
+                started = any(c is not None for c in (controller.planner, controller.mirror, controller.split))
                 if not started and not await controller.start(site_specs, site_phases):
                     await stopped.wait(BLOCKED_RECHECK_S)
+                    continue
+                if controller.split is not None:  # a campaign: its children, one per Site, run it
+                    await controller.split.step()
+                    await stopped.wait(shared.settings.reconcile_interval)
                     continue
                 mirror = controller.mirror
                 if mirror is not None:  # at a cluster Site: its own operator runs the copy
@@ -436,4 +440,6 @@ async def run_daemon(
             # In the daemon, not an on.delete handler: one would make kopf patch every Run's diff-base annotation
             # on creation and on each spec change. Not reached now (cut off, cancelled): orphan collection.
             await controller.mirror.remove_copy()
+        if controller.split is not None and deleted:
+            await controller.split.remove_children()
         controller.leave()

@@ -255,23 +255,31 @@ def resolve_inputs(inputs: dict[str, RunInput], roots: Roots | None = None) -> d
 def path_problems(spec: RunSpec, roots: Roots) -> list[str]:
     """Every local path of the Run that this Site refuses, each naming its field (other URIs and archive
     queries are left to the Run's start, which says what it cannot resolve)."""
-    problems: list[str] = []
+    return [problem for where, uri in run_paths(spec) if (problem := path_problem(where, uri, roots)) is not None]
+
+
+def run_paths(spec: RunSpec) -> list[tuple[str, str]]:
+    """The Run's input URIs and output prefix, each with its field."""
     named = [(where, uri) for name, given in spec.inputs.items() for where, uri in _uris(name, given)]
     if spec.output_prefix is not None:
         named.append(("spec.outputPrefix", spec.output_prefix))
-    for where, uri in named:
-        try:
-            path = str(posix_path(uri, where))
-        except StorageError:
-            continue
-        try:
-            if where == "spec.outputPrefix":
-                roots.confine_writable(path, where)
-            else:
-                roots.confine(path, where)
-        except StorageError as err:
-            problems.append(str(err))
-    return problems
+    return named
+
+
+def path_problem(where: str, uri: str, roots: Roots) -> str | None:
+    """Why this Site refuses one of the Run's paths; None when it takes it (or it is not a local path)."""
+    try:
+        path = str(posix_path(uri, where))
+    except StorageError:
+        return None
+    try:
+        if where == "spec.outputPrefix":
+            roots.confine_writable(path, where)
+        else:
+            roots.confine(path, where)
+    except StorageError as err:
+        return str(err)
+    return None
 
 
 def _uris(name: str, given: RunInput) -> list[tuple[str, str]]:

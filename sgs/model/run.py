@@ -79,6 +79,23 @@ class RunInput(SgsModel):
         return self.query is not None or self.dataset_ids is not None
 
 
+class SplitBy(StrEnum):
+    SITE = "site"
+
+
+class RunSplit(SgsModel):
+    """A campaign over data spread across Sites, run as one child Run per Site holding part of it."""
+
+    by: SplitBy = Field(default=SplitBy.SITE, description="What the Run is split by: the Site holding each input.")
+    inputs: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="The inputs divided among the children (archive inputs or uris lists); the others go whole to "
+        "every child. Default: every archive input and every uris list.",
+    )
+
+
 class RunSpec(SgsModel):
     pipeline: str = Field(min_length=1, description="Name of the Pipeline (same namespace).")
     site: str | None = Field(
@@ -106,6 +123,36 @@ class RunSpec(SgsModel):
         "runs in it (instead of its executable's image), and a task whose node reports another image, or none, "
         "fails with ReleaseNotVerified. Fixed when the Run starts.",
     )
+    split: RunSplit | None = Field(
+        default=None,
+        description="Split the Run into one child Run per Site holding part of its inputs (by the archive's "
+        "replicas, the placement, the Sites' storage paths), each dispatched to its Site; this Run then shows the "
+        "children and their totals. Exclusive with spec.site.",
+    )
+
+    @model_validator(mode="after")
+    def _split_fits(self) -> Self:
+        if self.split is None:
+            return self
+        if self.site is not None:
+            raise ValueError("split: a split Run goes to the Sites holding its inputs; leave spec.site unset")
+        divisible = {name for name, given in self.inputs.items() if given.from_archive or given.uris is not None}
+        for name in self.split.inputs or []:
+            if name not in self.inputs:
+                raise ValueError(f"split.inputs: {name!r} is not one of spec.inputs")
+            if name not in divisible:
+                raise ValueError(f"split.inputs: {name!r} is one uri; only archive inputs and uris lists divide")
+        if not divisible:
+            raise ValueError("split: the Run has no archive input or uris list to divide among Sites")
+        return self
+
+    def divided_inputs(self) -> list[str]:
+        """The inputs a split divides among its children."""
+        if self.split is None:
+            return []
+        if self.split.inputs is not None:
+            return sorted(self.split.inputs)
+        return sorted(name for name, given in self.inputs.items() if given.from_archive or given.uris is not None)
 
 
 class RunPhase(StrEnum):
@@ -161,6 +208,17 @@ class AbandonedCopy(SgsModel):
     reason: str = Field(default="", max_length=1024)
 
 
+class ChildRun(SgsModel):
+    """One child of a split Run: the part of its inputs one Site holds, run there."""
+
+    name: str
+    site: str
+    inputs: int = Field(default=0, description="Input datasets or files given to this child.")
+    uid: str | None = Field(default=None, description="The child's uid, once created.")
+    phase: RunPhase | None = None
+    progress: str | None = None
+
+
 class RunStatus(SgsModel):
     phase: RunPhase = Field(default=RunPhase.PENDING)
     site: str | None = Field(default=None, description="Site the Run was dispatched to.")
@@ -182,6 +240,9 @@ class RunStatus(SgsModel):
     )
     abandoned: list[AbandonedCopy] = Field(
         default_factory=list, max_length=16, description="Copies left at unreachable Sites before they started."
+    )
+    children: list[ChildRun] = Field(
+        default_factory=list, max_length=200, description="A split Run's child Runs, one per Site (spec.split)."
     )
     conditions: list[Condition] = Field(default_factory=list)
 

@@ -523,3 +523,88 @@ def test_a_seeded_sequence_of_partitions_heals_and_central_restarts_runs_every_t
     )
     for name in moved:
         assert two.remote.jobs(name) == []  # the copy it left never started a task there
+
+
+def concat_pipeline(name: str) -> dict[str, Any]:
+    """One task that concatenates the files of the Run's `files` input (the task's output names what it got)."""
+    pipeline = task_pipeline(name, {"cat": ("concat", 0.25, None)})
+    pipeline["spec"]["inputs"] = [{"name": "files"}]
+    pipeline["spec"]["steps"][0]["inputs"]["input"] = {"input": "files"}
+    return pipeline
+
+
+def with_storage(site: dict[str, Any], path: Path) -> dict[str, Any]:
+    site["spec"]["storage"]["path"] = str(path)
+    return site
+
+
+def test_a_campaign_over_two_sites_runs_one_child_at_each_and_the_parent_shows_them_and_the_totals(
+    two: TwoClusters, bridge: BridgeProcess
+) -> None:
+    """Files at the central cluster's own Site and at the cluster Site: a Run with spec.split becomes one child
+    per Site holding its files, the one at the cluster Site mirrored there and run by that cluster's operator;
+    each child reads only its Site's files. The parent shows the children, the summed counts and its phase;
+    a priority change flows down to both; deleting the parent deletes the children and the remote copy."""
+    here, there = two.central.store / "here", two.central.store / "there"
+    files = {path: f"{path.parent.name} {path.name}\n" for path in (here / "f1", here / "f2", there / "f3")}
+    for path, text in files.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    two.remote.apply(with_storage(two.remote.site(SITE, max_parallel=20), there))
+    two.central.apply(with_storage(two.cluster_site(), there))
+    two.central.apply(with_storage(two.central.site(LOCAL_SITE), here))
+    for site in (SITE, LOCAL_SITE):
+        two.central.wait_site_phase(site, {"Ready"}, timeout_s=90)
+    two.central.apply(concat_pipeline("cat"))
+    uris = [str(path) for path in files]
+    run = unplaced(two.central.run("campaign", pipeline="cat", inputs={"files": {"uris": uris}}, split={"by": "site"}))
+    two.central.apply(run)
+
+    status = two.central.wait_phase("campaign", {"Succeeded", "Failed"}, timeout_s=180)
+
+    assert status["phase"] == "Succeeded", status
+    local, remote = f"campaign-{LOCAL_SITE}", f"campaign-{SITE}"
+    assert [(c["name"], c["site"], c["inputs"], c["phase"]) for c in status["children"]] == [
+        (remote, SITE, 1, "Succeeded"),
+        (local, LOCAL_SITE, 2, "Succeeded"),
+    ]
+    assert status["tasks"]["total"] == status["tasks"]["succeeded"] == 2 and status["progress"] == "2/2"
+    assert run_condition(status, "Split")["reason"] == "InputsAtSites"
+    assert two.central.get("runs", remote)["status"]["remote"]["site"] == SITE  # mirrored to the Site's cluster
+    [copy] = two.copies()
+    assert copy["metadata"]["name"] == remote and copy["spec"]["inputs"]["files"] == {"uris": [str(there / "f3")]}
+    mine = two.central.get("runs", local)["status"]
+    assert mine["site"] == LOCAL_SITE and mine.get("remote") is None  # run by this cluster's bridge
+    out = {
+        name: root / two.central.namespace / name / "cat" / "out.txt" for name, root in ((local, here), (remote, there))
+    }
+    assert out[local].read_text() == "here f1\nhere f2\nconcat done\n"
+    assert out[remote].read_text() == "there f3\nconcat done\n"
+
+    two.central.kubectl("patch", "run", "campaign", "--type=merge", "-p", '{"spec": {"priority": 7}}')
+    wait_for(
+        lambda: (
+            all(two.central.get("runs", name)["spec"].get("priority") == 7 for name in (local, remote))
+            and two.copies()[0]["spec"].get("priority") == 7
+        ),
+        "the priority change to reach both children and the remote copy",
+    )
+
+    two.central.kubectl("delete", "run", "campaign", "--wait=true", "--timeout=60s")
+    wait_for(
+        lambda: not two.central.exists("runs", local) and not two.central.exists("runs", remote) and not two.copies(),
+        "the children and the remote copy to go with their parent",
+        60,
+    )
+
+
+def test_a_campaign_whose_files_no_site_holds_is_refused_naming_the_file(two: TwoClusters) -> None:
+    """The admission webhook refuses a split Run naming a file outside every Site's storage."""
+    two.central.apply(concat_pipeline("cat"))
+    outside = "/etc/passwd"
+    run = unplaced(two.central.run("nowhere", pipeline="cat", inputs={"files": {"uris": [outside]}}, split={}))
+
+    refused = two.central.apply(run, check=False)
+
+    assert refused.returncode != 0 and "spec.inputs.files.uris[0]" in refused.stderr, refused.stderr
+    assert not two.central.exists("runs", "nowhere")
