@@ -47,10 +47,18 @@ _REFERENCE = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
 )
-# cgroup v1 with a cgroup2 hierarchy that has controllers ("hybrid"): crun 1.8 refuses it, so it runs in a
-# mount namespace of its own without /sys/fs/cgroup/unified and manages the v1 hierarchies.
+# cgroup v1 with a cgroup2 hierarchy that has controllers ("hybrid"): crun 1.8 refuses it (even rootless, even with
+# --cgroup-manager=disabled), so it runs in a mount namespace of its own without /sys/fs/cgroup/unified and manages
+# the v1 hierarchies. As root that namespace is the host's user's: unmount the hierarchy. Rootless, unmounting an
+# inherited mount is refused, so a user namespace that maps the user to root hides it under an empty tmpfs (when
+# the node, decided where the job runs, is hybrid); crun then maps the container's user to that root, i.e. to the
+# user again on the host.
 _UNIFIED = Path("/sys/fs/cgroup/unified")
 _UNMOUNT_UNIFIED = 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$0" "$@"'
+_HIDE_UNIFIED = (
+    "if grep -q . /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null; "
+    'then mount -t tmpfs -o ro sgs-no-cgroup2 /sys/fs/cgroup/unified || exit 125; fi; exec "$0" "$@"'
+)
 
 
 class ImageRefusedError(RuntimeError):
@@ -155,8 +163,9 @@ def _blob(layout: Path, digest: str) -> bytes:
     return data
 
 
-def unpacked_rootfs(image: ResolvedImage, cache: Path, umoci: str = "umoci") -> Path:
-    """The image's root filesystem, unpacked once per manifest digest under ``cache`` (blocking)."""
+def unpacked_rootfs(image: ResolvedImage, cache: Path, umoci: str = "umoci", *, rootless: bool = False) -> Path:
+    """The image's root filesystem, unpacked once per manifest digest under ``cache`` (blocking); ``rootless``
+    (not root: umoci cannot chown) owns every file by the user."""
     entry = cache / image.digest.split(":", 1)[1]
     rootfs = entry / "rootfs"
     if rootfs.is_dir():
@@ -169,7 +178,14 @@ def unpacked_rootfs(image: ResolvedImage, cache: Path, umoci: str = "umoci") -> 
         try:
             bundle = scratch / "bundle"
             run = subprocess.run(
-                [umoci, "unpack", "--image", f"{image.layout}:{image.tag}", str(bundle)],
+                [
+                    umoci,
+                    "unpack",
+                    *(["--rootless"] if rootless else []),
+                    "--image",
+                    f"{image.layout}:{image.tag}",
+                    str(bundle),
+                ],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -370,11 +386,21 @@ def cgroups_available() -> bool:
     return all(os.access(root / kind, os.W_OK) for kind in ("memory", "cpu"))
 
 
-def crun_argv(crun: str, state_root: Path, bundle: Path, container_id: str, *, hybrid: bool) -> list[str]:
-    run = [crun, "--root", str(state_root), "run", "--bundle", str(bundle), container_id]
+def crun_prefix(*, hybrid: bool, rootless: bool = False) -> list[str]:
+    """What crun runs under (run and delete alike): a user and mount namespace rootless, a mount one if hybrid."""
+    if rootless:
+        userns = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"]
+        return [*userns, "sh", "-c", _HIDE_UNIFIED]
     if hybrid:
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _UNMOUNT_UNIFIED, *run]
-    return run
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _UNMOUNT_UNIFIED]
+    return []
+
+
+def crun_argv(
+    crun: str, state_root: Path, bundle: Path, container_id: str, *, hybrid: bool, rootless: bool = False
+) -> list[str]:
+    run = [crun, "--root", str(state_root), "run", "--bundle", str(bundle), container_id]
+    return [*crun_prefix(hybrid=hybrid, rootless=rootless), *run]
 
 
 def remove_container(container: Mapping[str, Any]) -> None:
@@ -384,7 +410,15 @@ def remove_container(container: Mapping[str, Any]) -> None:
         return
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         subprocess.run(
-            [str(crun), "--root", str(root), "delete", "--force", str(container_id)],
+            [
+                *map(str, container.get("prefix") or []),
+                str(crun),
+                "--root",
+                str(root),
+                "delete",
+                "--force",
+                str(container_id),
+            ],
             capture_output=True,
             timeout=30,
             check=False,
@@ -408,7 +442,10 @@ class ContainerMode:
         self.rootfs_cache = state_dir / "rootfs"
         self.crun_root = state_dir / "crun"
         self.hybrid_cgroups = hybrid_cgroups()
-        self.cgroups = cgroups_available()
+        # Not root: crun runs in a user namespace where the user is root (crun_argv), so that is the host side of
+        # the container's user mapping; cgroups are root's (no limits but the node's, e.g. Slurm's).
+        self.rootless = os.geteuid() != 0
+        self.cgroups = cgroups_available() and not self.rootless
         self._image_ids: dict[Path, str] = {}
 
     def bundle(self, spec: TaskSpec) -> JSON:
@@ -418,7 +455,7 @@ class ContainerMode:
             raise SubmitRefusedError("the pod was read without its container view", reason="InvalidPodSpec")
         try:
             image = self.images.resolve(call.image)
-            rootfs = unpacked_rootfs(image, self.rootfs_cache, self.umoci)
+            rootfs = unpacked_rootfs(image, self.rootfs_cache, self.umoci, rootless=self.rootless)
         except ImageRefusedError as error:
             raise SubmitRefusedError(str(error), reason=error.reason) from error
         args = process_args(image.config, call.command, call.args)
@@ -435,7 +472,7 @@ class ContainerMode:
             env=environment(image.config, call.env),
             cwd=cwd,
             user=user,
-            host_user=(os.geteuid(), os.getegid()),
+            host_user=(0, 0) if self.rootless else (os.geteuid(), os.getegid()),
             mounts=mounts,
             limits=limits,
             hostname=spec.name[:63] or spec.uid,
@@ -449,13 +486,21 @@ class ContainerMode:
     def task(self, spec: TaskSpec, task: JSON, container: JSON) -> JSON:
         """The pod's task.json with ``crun run`` of its bundle as the task (and what removes its container)."""
         bundle = Path(container["bundle"])
-        argv = crun_argv(self.crun, self.crun_root, bundle, spec.uid, hybrid=self.hybrid_cgroups)
+        argv = crun_argv(
+            self.crun, self.crun_root, bundle, spec.uid, hybrid=self.hybrid_cgroups, rootless=self.rootless
+        )
         return {
             **task,
             "argv": argv,
             "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             "cwd": str(bundle),
-            "container": {"crun": self.crun, "root": str(self.crun_root), "id": spec.uid, **container},
+            "container": {
+                "crun": self.crun,
+                "root": str(self.crun_root),
+                "id": spec.uid,
+                "prefix": crun_prefix(hybrid=self.hybrid_cgroups, rootless=self.rootless),
+                **container,
+            },
         }
 
     def image_id(self, task_file: Path) -> str:
