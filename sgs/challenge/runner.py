@@ -9,6 +9,7 @@ against a production Site; the namespace (and with it every Run, Job and pod) is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -141,9 +142,8 @@ def run_challenge(target: StackTarget, options: ChallengeOptions, say: Say = pri
     started = time.monotonic()
     rows: dict[str, Row] = {}
     replication: _Replication | Row | None = None
-    copies = [
-        _clean(json.loads(home.run("get", "secret", n, "-o", "json")), namespace, labels) for n in _secret_names(site)
-    ]
+    originals = [json.loads(home.run("get", "secret", n, "-o", "json")) for n in _secret_names(site)]
+    copies = [_clean(secret, namespace, labels) for secret in originals]
     try:
         kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}})
         kubectl.apply(*copies, _clean(site, namespace, labels))
@@ -190,7 +190,12 @@ def run_challenge(target: StackTarget, options: ChallengeOptions, say: Say = pri
             say(f"kept: kubectl delete namespace {namespace}")
         else:
             kubectl.run("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
-            _remove_outputs(site, namespace, _s3_store(site, copies))
+            store = _visible_store(site, originals)
+            _remove_outputs(site, namespace, store)
+            stores = {options.site: store}
+            if isinstance(replication, _Replication):
+                stores[replication.to] = _site_store(home, replication.to)
+            _retire_replicas(target, namespace, stores, say)
             say(f"cleaned up: namespace {namespace} deleted ({time.monotonic() - started:.1f} s in all)")
     return [rows[c.key] for c in suite if c.key in rows]
 
@@ -349,14 +354,22 @@ def _store(site: Mapping[str, Any], secrets: list[dict[str, Any]]) -> Store:
     return loaded[name].store()
 
 
-def _s3_store(site: Mapping[str, Any], secrets: list[dict[str, Any]]) -> Store | None:
-    """An S3 Site's store (to remove the challenge's objects), None for a POSIX Site or one that cannot be read."""
-    if site["spec"].get("storage", {}).get("kind") != "s3":
-        return None
+def _visible_store(site: Mapping[str, Any], secrets: list[dict[str, Any]]) -> Store | None:
+    """The Site's store for the clean-up, None when this machine cannot reach it (a POSIX path not seen here)."""
     try:
         return _store(site, secrets)
     except (StackError, KeyError, ValueError):
         return None
+
+
+def _site_store(home: Kubectl, name: str) -> Store | None:
+    """The store of another Site of the Site's namespace (the replication's second Site), None if not there."""
+    try:
+        site = json.loads(home.run("get", "site", name, "-o", "json"))
+        secrets = [json.loads(home.run("get", "secret", n, "-o", "json")) for n in _secret_names(site)]
+    except (StackError, json.JSONDecodeError):
+        return None
+    return _visible_store(site, secrets)
 
 
 def _reproduced(
@@ -499,6 +512,7 @@ def run_cross_site(target: StackTarget, options: CrossSiteOptions, say: Say = pr
             kubectl.run("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
             for name, site in sites.items():
                 _remove_outputs(site, namespace, stores[name])
+            _retire_replicas(target, namespace, dict(stores), say)
             say(f"cleaned up: namespace {namespace} deleted ({time.monotonic() - started:.1f} s in all)")
     return rows
 
@@ -629,3 +643,54 @@ def _end_replication(plan: _Replication) -> None:
         pass  # it expires within the hour anyway
     finally:
         plan.client.close()
+
+
+# ------------------------------------------------------------------------------------------ archive clean-up
+
+
+def _namespace_datasets(archive: httpx.Client, namespace: str) -> list[dict[str, Any]]:
+    """Every dataset registered in the challenge's RUN collections (``<namespace>/...``)."""
+    names: list[str] = []
+    params: dict[str, Any] = {"prefix": f"{namespace}/", "type": "RUN", "limit": 1000}
+    while True:
+        page = archive.get("/collections", params=params)
+        if page.status_code != 200:
+            return []
+        names += [c["name"] for c in page.json()["items"]]
+        if page.json().get("next_cursor") is None:
+            break
+        params["cursor"] = page.json()["next_cursor"]
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(names), 100):
+        body = {"collections": names[start : start + 100], "where": "", "limit": 10_000}
+        listed = archive.post("/datasets/query", json=body)
+        if listed.status_code == 200:
+            found += listed.json()["items"]
+    return found
+
+
+def _retire_replicas(target: StackTarget, namespace: str, stores: Mapping[str, Store | None], say: Say) -> None:
+    """The challenge's datasets keep their records (the archive deletes no dataset), but each replica at a Site
+    whose store is given, whose file the clean-up removed (or removes now: a copy the replication made), is
+    marked ``deleted``: the archive then points at no file that is gone."""
+    from sgs.storage.errors import StorageError
+
+    headers = {"Authorization": f"Bearer {target.admin_token}"}
+    retired, refused = 0, 0
+    try:
+        with httpx.Client(base_url=target.archive_url, headers=headers, trust_env=False, timeout=30) as archive:
+            datasets = _namespace_datasets(archive, namespace)
+            for dataset in datasets:
+                for replica in archive.get(f"/datasets/{dataset['id']}/replicas").json():
+                    store = stores.get(replica.get("site", ""))
+                    if store is None or replica.get("state") == "deleted":
+                        continue
+                    with contextlib.suppress(StorageError, OSError):
+                        store.delete(store.key_of(replica["uri"]))
+                    patched = archive.patch(f"/replicas/{replica['id']}", json={"state": "deleted"})
+                    retired, refused = (retired + 1, refused) if patched.status_code == 200 else (retired, refused + 1)
+    except httpx.HTTPError as error:
+        say(f"archive clean-up stopped: {error}")
+        return
+    more = f", {refused} refused" if refused else ""
+    say(f"archive: {retired} replica(s) of the challenge's {len(datasets)} dataset(s) marked deleted{more}")

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -114,12 +115,15 @@ def test_challenge_passes_on_a_working_site_and_names_the_broken_feature(stack: 
     assert _challenge_namespaces(stack) == []
     [namespace] = re.findall(r"namespace (sgs-challenge-[0-9a-f]+),", good.stdout)
     assert not (Path("/tmp/sgs-dev/site-a") / namespace).exists()  # its outputs at the Site went too
+    assert re.search(
+        r"archive: [1-9]\d* replica\(s\) of the challenge's \d+ dataset\(s\) marked deleted\n", good.stdout
+    )
 
     broken = _sgs(stack, "challenge", "site-b", "--timeout", "120", timeout=200)
     print(broken.stdout)
     assert broken.returncode == 1, broken.stdout[-5000:] + broken.stderr[-3000:]
     assert _rows(broken.stdout)["outputs registered with lineage"] == "FAIL"
-    assert "FAILED: outputs registered with lineage" in broken.stdout
+    assert "FAILED: outputs registered with lineage, replication to a second Site" in broken.stdout
     assert "names no archive" in broken.stdout
     assert _challenge_namespaces(stack) == []
 
@@ -145,6 +149,7 @@ def test_the_cross_site_check_passes_on_the_same_software_and_names_a_product_th
     ):
         assert rows.get(feature) == "pass", (feature, same.stdout)
     assert "spec digest sha256:" in same.stdout and "all features passed" in same.stdout
+    assert "archive: 4 replica(s) of the challenge's 4 dataset(s) marked deleted" in same.stdout
 
     differs = _sgs(stack, "challenge", "site-a", "site-c", "--perturb", "site-c", "--timeout", "90", timeout=150)
     print(differs.stdout)
@@ -185,3 +190,19 @@ def test_at_an_s3_site_an_output_is_replicated_to_a_second_site_by_the_transfer_
     assert rows["trigger: data arrival starts a Run"] == "skipped"  # its arrival is written under a POSIX path
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     assert _challenge_namespaces(stack) == []
+    [namespace] = re.findall(r"namespace (sgs-challenge-[0-9a-f]+),", done.stdout)
+    assert re.search(
+        r"archive: [1-9]\d* replica\(s\) of the challenge's [1-9]\d* dataset\(s\) marked deleted\n", done.stdout
+    )
+    for site in ("site-a", "site-b"):  # the Runs' objects under the namespace, and the copy at site-b, are gone
+        store = buckets[site].store()
+        assert [o.key for o in store.list(f"{namespace}/")] == []
+    with httpx.Client(
+        base_url=target.archive_url, headers={"Authorization": f"Bearer {target.admin_token}"}, trust_env=False
+    ) as api:
+        found = api.post("/datasets/query", json={"dataset_type": "challenge_summary", "where": "", "limit": 10000})
+        [product] = [d for d in found.json()["items"] if d["run"].startswith(f"{namespace}/")]
+        replicas = api.get(f"/datasets/{product['id']}/replicas").json()
+        assert {r["site"]: r["state"] for r in replicas} == {"site-a": "deleted", "site-b": "deleted"}
+        copy = next(r for r in replicas if r["site"] == "site-b")
+        assert not buckets["site-b"].store().exists(buckets["site-b"].store().key_of(copy["uri"]))
