@@ -8,9 +8,14 @@ central operator's path, not the remote execution.
 1. bare client: the same copies created straight at the remote API servers with one raw-JSON client each and the
    same requests in flight — the limit of these API servers on this box;
 2. dispatch: ``--runs`` central Runs (spread over the Sites) created at once; from the first POST to the last copy
-   seen by a watch on each remote cluster. Afterwards every central uid must have exactly one copy;
+   seen by a watch on each remote cluster. Afterwards every central uid must have exactly one copy, and each of
+   the ``--sites`` cluster Sites its share (more Sites than control planes: Site i is served by control plane
+   i mod ``--clusters``, in one remote namespace, each Site with its own storage path and watch);
 3. mirror lag: a remote status change (what a remote operator writes) → the central Run shows it, for
-   ``--lag-samples`` copies changed one at a time (p50, p99).
+   ``--lag-samples`` copies changed one at a time (p50, p99);
+4. locality (``--locality N``): N Runs without spec.site, each reading one file under one Site's storage path
+   (every remote cluster serves a Ready Site of each name, as its operator would report it); how many copies
+   landed at the Site holding their input (issue 21: ≥ 99 %).
 
 Targets (issue 21): ≥ 200 Runs/s to the remote clusters; beside it MultiKueue's ~100 workloads/s at 1,000 QPS
 (kueue#13936) and 1.3/s at client defaults. Mirror lag has no target in the issue; the operator's reconcile
@@ -36,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from sgs_operator.mirror import ORIGIN_UID_LABEL, Target, remote_run, run_path, runs_path
+from sgs_operator.mirror import ORIGIN_SITE_LABEL, ORIGIN_UID_LABEL, Target, remote_run, run_path, runs_path
 
 from sgs.kube import CONFLICT, JSON, KubeClient, KubeError, Watch
 from sgs.testing.kube import KubePart
@@ -60,6 +65,38 @@ def pipeline() -> dict[str, Any]:
         "kind": "Pipeline",
         "metadata": {"name": "one"},
         "spec": {"executables": [executable], "steps": [{"name": "w", "executable": "work"}]},
+    }
+
+
+def input_pipeline() -> dict[str, Any]:
+    """One step reading the Run's input ``data``: where that file lies decides the Site (spec.site unset)."""
+    executable = {
+        "name": "read",
+        "command": "read",
+        "inputs": [{"name": "input"}],
+        "outputs": [{"name": "out", "suffix": ".txt"}],
+        "resources": {"cores": 1, "ram": 0.5, "walltime": 1.0},
+    }
+    step = {"name": "r", "executable": "read", "inputs": {"input": {"input": "data"}}}
+    return {
+        "apiVersion": "sgs.io/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": "reads"},
+        "spec": {"inputs": [{"name": "data"}], "executables": [executable], "steps": [step]},
+    }
+
+
+def remote_site(name: str, store: str) -> dict[str, Any]:
+    """The Site a cluster Site's copies run at, in the remote cluster (what its own operator would serve)."""
+    return {
+        "apiVersion": "sgs.io/v1alpha1",
+        "kind": "Site",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "compute": {"kind": "kubernetes"},
+            "storage": {"kind": "posix", "path": store},
+            "capacity": {"cores": 100, "storageTb": 1},
+        },
     }
 
 
@@ -144,9 +181,8 @@ async def bare(remotes: list[KubeClient], runs: int, concurrency: int) -> float:
 
 
 async def dispatch(
-    central: KubeClient, remotes: list[KubeClient], seen: list[Seen], runs: int, concurrency: int
-) -> tuple[float, int]:
-    sites = [f"site-{i}" for i in range(len(remotes))]
+    central: KubeClient, remotes: list[KubeClient], seen: list[Seen], runs: int, concurrency: int, sites: list[str]
+) -> tuple[float, int, dict[str, int]]:
     began = time.perf_counter()
     await gather_limited(
         concurrency,
@@ -160,17 +196,66 @@ async def dispatch(
             raise RuntimeError(f"only {sum(len(s.first) for s in seen)} of {runs} copies after 600 s")
         await asyncio.sleep(0.05)
     last = max(t for s in seen for t in s.first.values())
+    copies, per_site = await copies_made(remotes)
+    duplicates = sum(n - 1 for n in copies.values())
+    return runs / (last - began), duplicates, per_site
+
+
+async def copies_made(remotes: list[KubeClient]) -> tuple[dict[str, int], dict[str, int]]:
+    """Copies per central uid, and per central Site (its origin-site label), over every remote cluster."""
+    copies: dict[str, int] = {}
+    per_site: dict[str, int] = {}
+    for client in remotes:
+        listing = await client.get(runs_path(NAMESPACE))
+        for item in listing.get("items") or []:
+            labels = item["metadata"]["labels"]
+            copies[labels[ORIGIN_UID_LABEL]] = copies.get(labels[ORIGIN_UID_LABEL], 0) + 1
+            per_site[labels[ORIGIN_SITE_LABEL]] = per_site.get(labels[ORIGIN_SITE_LABEL], 0) + 1
+    return copies, per_site
+
+
+async def locality(
+    central: KubeClient, remotes: list[KubeClient], seen: list[Seen], runs: int, sites: list[str], store: Path
+) -> tuple[int, int, int]:
+    """``runs`` Runs without spec.site, each reading one file that lies at one Site (round robin over the
+    Sites); returns (copies at the Site holding the input, copies elsewhere, duplicates)."""
+    before = {name for s in seen for name in s.first}
+    holder: dict[str, str] = {}
+    bodies = []
+    for i in range(runs):
+        site = sites[(i * 7) % len(sites)]
+        path = store / site / f"input-{i}.dat"
+        path.write_bytes(b"x" * 1000)
+        name = f"loc-{i}"
+        holder[name] = site
+        body = central_run(name, site)
+        body["spec"] = {"pipeline": "reads", "inputs": {"data": {"uri": str(path)}}}
+        bodies.append(body)
+    await gather_limited(32, (create(central, runs_path(NAMESPACE), b) for b in bodies))
+    deadline = time.monotonic() + 300
+    while len({name for s in seen for name in s.first} - before) < runs:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len({n for s in seen for n in s.first} - before)} of {runs} copies in 300 s")
+        await asyncio.sleep(0.1)
+    at_holder = elsewhere = 0
     copies: dict[str, int] = {}
     for client in remotes:
         listing = await client.get(runs_path(NAMESPACE))
         for item in listing.get("items") or []:
-            uid = item["metadata"]["labels"][ORIGIN_UID_LABEL]
-            copies[uid] = copies.get(uid, 0) + 1
-    duplicates = sum(n - 1 for n in copies.values())
-    return runs / (last - began), duplicates
+            name = item["metadata"]["name"]
+            if name not in holder:
+                continue
+            copies[name] = copies.get(name, 0) + 1
+            if item["metadata"]["labels"][ORIGIN_SITE_LABEL] == holder[name]:
+                at_holder += 1
+            else:
+                elsewhere += 1
+    return at_holder, elsewhere, sum(n - 1 for n in copies.values())
 
 
-async def mirror_lag(central: KubeClient, remotes: list[KubeClient], samples: int, runs: int) -> list[float]:
+async def mirror_lag(
+    central: KubeClient, remotes: list[KubeClient], samples: int, runs: int, sites: int
+) -> list[float]:
     """Change a copy's status as its own operator would; time until the central Run shows it."""
     central_seen = Seen()
     stop = asyncio.Event()
@@ -180,7 +265,7 @@ async def mirror_lag(central: KubeClient, remotes: list[KubeClient], samples: in
     lags = []
     for k in range(samples):
         i = (k * 7919) % runs
-        client, name = remotes[i % len(remotes)], f"r-{i}"
+        client, name = remotes[(i % sites) % len(remotes)], f"r-{i}"  # Run i at Site i mod sites
         marker = f"0/{k + 1000}"
         began = time.perf_counter()
         await client.merge_patch(
@@ -245,9 +330,11 @@ async def measure(
         rate_bare = await bare(remotes, args.runs, args.concurrency)
         console.print(f"bare client: {rate_bare:8.1f} copies/s straight to {len(remotes)} API server(s)")
         cpu_before = cpu_seconds(operator_pid)
-        rate, duplicates = await dispatch(central, remotes, seen, args.runs, args.concurrency)
+        sites = [f"site-{i}" for i in range(args.sites)]
+        rate, duplicates, per_site = await dispatch(central, remotes, seen, args.runs, args.concurrency, sites)
         cpu_per_run = (cpu_seconds(operator_pid) - cpu_before) / args.runs
-        lags = sorted(await mirror_lag(central, remotes, args.lag_samples, args.runs))
+        lags = sorted(await mirror_lag(central, remotes, args.lag_samples, args.runs, len(sites)))
+        local = await locality(central, remotes, seen, args.locality, sites, args.store) if args.locality else None
     finally:
         stop.set()
         for task in tasks:
@@ -258,26 +345,47 @@ async def measure(
     p50, p99 = statistics.median(lags), lags[min(len(lags) - 1, int(len(lags) * 0.99))]
     console.print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     console.print(
-        f"dispatch: {rate:8.1f} Runs/s to {len(remotes)} cluster Site(s) ({args.runs} Runs), target ≥ "
+        f"dispatch: {rate:8.1f} Runs/s to {len(sites)} cluster Site(s) on {len(remotes)} control plane(s) "
+        f"({args.runs} Runs), target ≥ "
         f"{TARGET_RATE:.0f}: ratio {rate / TARGET_RATE:.2f}; MultiKueue ~{MULTIKUEUE_RATE:.0f}/s: ratio "
         f"{rate / MULTIKUEUE_RATE:.2f}; bare client {rate_bare:.1f}/s: ratio {rate / rate_bare:.2f}"
     )
     console.print(f"copies per central Run: duplicates {duplicates} (target 0)")
+    counts = [per_site.get(site, 0) for site in sites]
+    console.print(
+        f"cluster Sites: {len(sites)} in one namespace over {len(remotes)} control plane(s); "
+        f"{sum(c > 0 for c in counts)} got copies, {min(counts)}–{max(counts)} each "
+        f"(expected {args.runs // len(sites)}–{-(-args.runs // len(sites))})"
+    )
     console.print(f"operator CPU per dispatched Run: {cpu_per_run * 1000:.1f} ms (webhook, start, copy, status)")
     console.print(f"mirror lag (remote status → central): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+    if local is not None:
+        at_holder, elsewhere, local_duplicates = local
+        console.print(
+            f"locality: {at_holder} of {args.locality} Runs ({100 * at_holder / args.locality:.1f} %) sent to the "
+            f"Site holding their input (spec.site unset, {len(sites)} Ready Sites); {elsewhere} elsewhere; "
+            f"duplicates {local_duplicates} (target ≥ 99 %)"
+        )
 
 
-def prepare(central: KubePart, remotes: list[KubePart], store: str) -> list[str]:
+def prepare(central: KubePart, remotes: list[KubePart], store: Path, sites: int) -> list[str]:
+    """``sites`` cluster Sites, Site i at remote control plane i mod len(remotes) (several Sites share a control
+    plane and its namespace when there are more Sites than control planes), each with its own storage path and a
+    Ready Site of its name there (as that cluster's operator would report it)."""
     for kube in [central, *remotes]:
         kube.kubectl("create", "namespace", NAMESPACE)
     for kube in remotes:
         kube.kubectl("create", "namespace", "bench-bare")
-    allowed = []
-    for i, kube in enumerate(remotes):
-        allowed.append(f"127.0.0.1:{kube.port}")
-        name = f"site-{i}"
-        apply_cluster_site(central, name, kube.kubeconfig.read_text(), store)
-    return allowed
+    for i in range(sites):
+        kube, name = remotes[i % len(remotes)], f"site-{i}"
+        (store / name).mkdir(exist_ok=True)
+        kube.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(remote_site(name, str(store / name))))
+        status = json.dumps({"status": {"phase": "Ready"}})
+        kube.kubectl("-n", NAMESPACE, "patch", "site", name, "--subresource=status", "--type=merge", "-p", status)
+    for i in range(sites):
+        kube, name = remotes[i % len(remotes)], f"site-{i}"
+        apply_cluster_site(central, name, kube.kubeconfig.read_text(), str(store / name))
+    return [f"127.0.0.1:{kube.port}" for kube in remotes]
 
 
 def apply_cluster_site(central: KubePart, name: str, kubeconfig: str, store: str) -> None:
@@ -293,8 +401,11 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=3, help="remote control planes (cluster Sites)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (bare client, Run creation)")
     parser.add_argument("--lag-samples", type=int, default=200)
+    parser.add_argument("--sites", type=int, default=0, help="cluster Sites (default: one per plane)")
+    parser.add_argument("--locality", type=int, default=0, help="Runs without spec.site whose input lies at one Site")
     parser.add_argument("--profile", action="store_true", help="sample the operator with py-spy (collapsed stacks)")
     args = parser.parse_args()
+    args.sites = args.sites or args.clusters
     workdir = Path(tempfile.mkdtemp(prefix="sgs-bench-dispatch-"))
     (workdir / "store").mkdir()
     central = KubePart(workdir / "central", scheduler=False)
@@ -304,8 +415,10 @@ def main() -> None:
         try:
             for kube in remotes:
                 started.append(kube.start())
-            allowed = prepare(central, remotes, str(workdir / "store"))
-            central.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(pipeline()))
+            args.store = workdir / "store"
+            allowed = prepare(central, remotes, args.store, args.sites)
+            for spec in (pipeline(), input_pipeline()):
+                central.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(spec))
             proc = start_operator(central, postgres.dsn, allowed, workdir / "operator.log")
             spy = start_profile(proc.pid, workdir / "operator.prof.txt") if args.profile else None
             try:
