@@ -57,6 +57,19 @@ BRIDGE: JSON = {
         "metricsPort": PORT,
         "slurmConfigMap": {"type": "string"},
         "mungeKeySecret": {"type": "string"},
+        "containerRuntime": {"enum": ["none", "crun"]},
+        "imageStores": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["claimName", "path"],
+                "properties": {
+                    "claimName": {"type": "string", "pattern": DNS_LABEL},
+                    "path": {"type": "string", "pattern": "^/[^,=]*$"},
+                },
+            },
+        },
         "resources": RESOURCES,
         "nodeSelector": STRING_MAP,
         "tolerations": KUBE_LIST,

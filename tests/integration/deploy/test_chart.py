@@ -257,6 +257,33 @@ def test_a_bridge_serves_metrics_on_9090_unless_told(tmp_path: Path) -> None:
     assert "ServiceMonitor" not in kinds  # metrics.enabled is off by default
 
 
+def test_a_slurm_bridge_in_container_mode_mounts_its_image_stores_read_only_and_stays_restricted() -> None:
+    docs = render(CHART / "ci" / "sdc-fr-values.yaml")
+    spec = find(docs, "Deployment", f"{RELEASE}-bridge-sdc-fr-slurm")["spec"]["template"]["spec"]
+    bridge = spec["containers"][0]
+    assert bridge["command"][-2:] == ["--container-runtime=crun", "--image-store=/srv/sgs/images"]
+    assert {"name": "image-store-0", "mountPath": "/srv/sgs/images", "readOnly": True} in bridge["volumeMounts"]
+    claim = {"name": "image-store-0", "persistentVolumeClaim": {"claimName": "sgs-images", "readOnly": True}}
+    assert claim in spec["volumes"]  # (the restricted checks above and the server-side dry run cover this file)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("bridges[0].provider=process", "bridges[0].containerRuntime=crun"), "privileged Pod Security level"),
+        (("bridges[0].containerRuntime=crun",), "needs imageStores"),
+        (("bridges[0].imageStores[0].claimName=images", "bridges[0].imageStores[0].path=srv"), "path"),
+        (("bridges[0].containerRuntime=docker",), "containerRuntime"),
+    ],
+)
+def test_container_mode_is_refused_where_it_cannot_run_restricted(sets: tuple[str, ...], message: str) -> None:
+    args = ["--set", "site.name=site-a", "--set", "bridges[0].name=b"]
+    for item in sets:
+        args += ["--set", item]
+    result = helm("template", RELEASE, str(CHART), *args, check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
 def test_settings_map_onto_the_deployables_environment() -> None:
     """Each value reaches the variable its deployable reads (names from the settings classes)."""
     from sgs_archive.settings import ArchiveSettings
