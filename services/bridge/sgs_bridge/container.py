@@ -403,6 +403,18 @@ def crun_argv(
     return [*crun_prefix(hybrid=hybrid, rootless=rootless), *run]
 
 
+def add_job_environment(bundle: Path, variables: Mapping[str, str]) -> None:
+    """Give the container the job's own variables (SLURM_JOB_ID…), known only where the job runs, under the
+    image's and the pod's (which win, as they do over the node's variables without a container)."""
+    path = bundle / "config.json"
+    config = json.loads(path.read_text())
+    env = list(config["process"]["env"])
+    present = {item.split("=", 1)[0] for item in env}
+    env += [f"{key}={value}" for key, value in sorted(variables.items()) if key not in present]
+    config["process"]["env"] = env
+    write_json_atomically(path, config)
+
+
 def remove_container(container: Mapping[str, Any]) -> None:
     """Force-delete a pod's container (what is left once crun itself was killed: its processes live on)."""
     crun, root, container_id = container.get("crun"), container.get("root"), container.get("id")

@@ -18,7 +18,7 @@ from typing import Any
 
 from sgs.launcher.launcher import Finished, Launcher, LaunchSpec
 from sgs.launcher.usage import Outcome
-from sgs_bridge.container import remove_container
+from sgs_bridge.container import add_job_environment, remove_container
 from sgs_bridge.files import read_json, write_json_atomically
 
 TASK_FILE = "task.json"
@@ -28,14 +28,18 @@ LOCK_FILE = "lock"
 INHERIT_ENV_KEY = "inherit_env_prefixes"
 
 
+def inherited_environment(task: dict[str, Any]) -> dict[str, str]:
+    """Under Slurm the job's own variables (SLURM_JOB_ID, CUDA_VISIBLE_DEVICES...) must reach the task."""
+    prefixes = tuple(task.get(INHERIT_ENV_KEY) or ())
+    return {key: value for key, value in os.environ.items() if prefixes and key.startswith(prefixes)}
+
+
 def launch_spec(task: dict[str, Any]) -> LaunchSpec:
     """The task a pod's ``task.json`` describes (limits only where the node enforces them, not under Slurm)."""
     enforce = bool(task.get("enforce", True))
     ram = task.get("ram_limit_bytes") if enforce else None
     walltime = task.get("walltime_s") if enforce else None
-    # Under Slurm the job's own variables (SLURM_JOB_ID, CUDA_VISIBLE_DEVICES...) must reach the task.
-    prefixes = tuple(task.get(INHERIT_ENV_KEY) or ())
-    inherited = {key: value for key, value in os.environ.items() if prefixes and key.startswith(prefixes)}
+    inherited = inherited_environment(task)
     return LaunchSpec(
         argv=list(task["argv"]),
         cwd=Path(task["cwd"]),
@@ -51,8 +55,11 @@ def run(pod_dir: Path) -> int:
     if task is None:
         print(f"runner: no readable {pod_dir / TASK_FILE}", file=sys.stderr)
         return 2
+    container = task.get("container")
     launcher: Launcher[str] = Launcher()
     try:
+        if isinstance(container, dict) and task.get(INHERIT_ENV_KEY):
+            add_job_environment(Path(container["bundle"]), inherited_environment(task))  # into the container too
         child = launcher.start("task", launch_spec(task))
     except OSError as error:
         return record_start_failure(pod_dir, task, error)
@@ -63,7 +70,6 @@ def run(pod_dir: Path) -> int:
     finished: list[Finished[str]] = []
     while not finished:
         finished = launcher.wait()
-    container = task.get("container")
     if isinstance(container, dict):
         remove_container(container)  # crun killed (scancel, time limit) leaves its container's processes
     record_outcome(pod_dir, finished[0].outcome)

@@ -90,7 +90,8 @@ def test_a_slurm_job_runs_the_pod_in_its_image_with_its_mounts_limits_and_digest
     assert (pod["status"]["phase"], state["exitCode"], state["reason"]) == ("Failed", 3, "Error"), state
     container = pod["status"]["containerStatuses"][0]
     assert (container["image"], container["imageID"]) == ("debian:bookworm", image_digest)
-    job = _slurm_job(slurm, annotation(pod, "sgs.io/job-id"))
+    job_id = annotation(pod, "sgs.io/job-id")
+    job = _slurm_job(slurm, job_id)
     assert (job["Comment"], job["JobState"], job["ExitCode"]) == (f"sgs-pod:{pod['metadata']['uid']}", "FAILED", "3:0")
     assert (job["MinMemoryNode"], job["NumCPUs"]) == ("96M", "1")  # Slurm holds the pod's resources
     assert cluster.kubectl("logs", "in-image").splitlines() == [
@@ -103,7 +104,7 @@ def test_a_slurm_job_runs_the_pod_in_its_image_with_its_mounts_limits_and_digest
         "1",
         "CapEff:\t0000000000000000",
         "NoNewPrivs:\t1",
-        "slurm=none",  # the image's environment and the pod's, not the job's
+        f"slurm={job_id}",  # the job's own variables, under the image's and the pod's
     ]
     assert (out / "product.txt").read_text() == "product\n"
     assert (out / "product.txt").stat().st_uid == 0  # the bridge's (and the job's) user on the host
