@@ -109,10 +109,9 @@ def _lineage_row(target: StackTarget, namespace: str, fanout: Row) -> Row:
     feature = "outputs registered with lineage"
     headers = {"Authorization": f"Bearer {target.admin_token}"}
     with httpx.Client(base_url=target.archive_url, headers=headers, trust_env=False, timeout=30) as archive:
-        found = archive.post("/datasets/query", json={"dataset_type": PRODUCT_TYPE, "where": "", "limit": 1000})
-        if found.status_code != 200:
-            return Row(feature, Status.FAIL, None, f"archive query: {found.status_code} {found.text[:200]}")
-        ours = [d for d in found.json()["items"] if str(d.get("run", "")).startswith(f"{namespace}/challenge-fanout/")]
+        ours = _datasets_under(archive, f"{namespace}/challenge-fanout/", PRODUCT_TYPE)
+        if isinstance(ours, str):
+            return Row(feature, Status.FAIL, None, ours)
         if not ours:
             why = "" if fanout.status is Status.PASS else " (the fan-out Run failed)"
             return Row(feature, Status.FAIL, None, f"no {PRODUCT_TYPE} dataset in {namespace}/challenge-fanout{why}")
@@ -376,12 +375,11 @@ def _reproduced(
     archive: httpx.Client, namespace: str, runs: Mapping[str, str], dataset_type: str
 ) -> dict[str, dict[str, Any]] | str:
     """Per Site, its Run's one dataset of ``dataset_type`` with its available replica at that Site (or why not)."""
-    found = archive.post("/datasets/query", json={"dataset_type": dataset_type, "where": "", "limit": 1000})
-    if found.status_code != 200:
-        return f"archive query: {found.status_code} {found.text[:200]}"
     products: dict[str, dict[str, Any]] = {}
     for site, run in runs.items():
-        ours = [d for d in found.json()["items"] if str(d.get("run", "")).startswith(f"{namespace}/{run}/")]
+        ours = _datasets_under(archive, f"{namespace}/{run}/", dataset_type)
+        if isinstance(ours, str):
+            return ours
         if not ours:
             return f"no {dataset_type} dataset registered by {run} (at {site})"
         replicas = archive.get(f"/datasets/{ours[0]['id']}/replicas").json()
@@ -609,8 +607,9 @@ def _replication_row(plan: _Replication, target: StackTarget, namespace: str, li
     deadline = time.monotonic() + timeout_s
     rule: dict[str, Any] = {}
     with httpx.Client(base_url=target.archive_url, headers=headers, trust_env=False, timeout=30) as archive:
-        found = archive.post("/datasets/query", json={"dataset_type": PRODUCT_TYPE, "where": "", "limit": 1000})
-        ours = [d for d in found.json()["items"] if str(d.get("run", "")).startswith(f"{namespace}/challenge-fanout/")]
+        ours = _datasets_under(archive, f"{namespace}/challenge-fanout/", PRODUCT_TYPE)
+        if isinstance(ours, str) or not ours:
+            return Row(REPLICATION, Status.FAIL, None, ours if isinstance(ours, str) else "no product to replicate")
         product = ours[0]["id"]
         while True:
             replicas = archive.get(f"/datasets/{product}/replicas").json()
@@ -648,24 +647,29 @@ def _end_replication(plan: _Replication) -> None:
 # ------------------------------------------------------------------------------------------ archive clean-up
 
 
-def _namespace_datasets(archive: httpx.Client, namespace: str) -> list[dict[str, Any]]:
-    """Every dataset registered in the challenge's RUN collections (``<namespace>/...``)."""
+def _datasets_under(archive: httpx.Client, prefix: str, dataset_type: str | None = None) -> list[dict[str, Any]] | str:
+    """The datasets (of ``dataset_type``, or any) of the RUN collections whose names start with ``prefix`` (a
+    challenge's ``<namespace>/`` or one Run's ``<namespace>/<run>/``), or what the archive said instead. Asked by
+    collection, not by type alone: the challenges' datasets stay at the archive, so a type's grow with every run."""
     names: list[str] = []
-    params: dict[str, Any] = {"prefix": f"{namespace}/", "type": "RUN", "limit": 1000}
+    params: dict[str, Any] = {"prefix": prefix, "type": "RUN", "limit": 1000}
     while True:
         page = archive.get("/collections", params=params)
         if page.status_code != 200:
-            return []
+            return f"archive collections: {page.status_code} {page.text[:200]}"
         names += [c["name"] for c in page.json()["items"]]
         if page.json().get("next_cursor") is None:
             break
         params["cursor"] = page.json()["next_cursor"]
     found: list[dict[str, Any]] = []
     for start in range(0, len(names), 100):
-        body = {"collections": names[start : start + 100], "where": "", "limit": 10_000}
+        body: dict[str, Any] = {"collections": names[start : start + 100], "where": "", "limit": 10_000}
+        if dataset_type is not None:
+            body["dataset_type"] = dataset_type
         listed = archive.post("/datasets/query", json=body)
-        if listed.status_code == 200:
-            found += listed.json()["items"]
+        if listed.status_code != 200:
+            return f"archive query: {listed.status_code} {listed.text[:200]}"
+        found += listed.json()["items"]
     return found
 
 
@@ -679,7 +683,8 @@ def _retire_replicas(target: StackTarget, namespace: str, stores: Mapping[str, S
     retired, refused = 0, 0
     try:
         with httpx.Client(base_url=target.archive_url, headers=headers, trust_env=False, timeout=30) as archive:
-            datasets = _namespace_datasets(archive, namespace)
+            listed = _datasets_under(archive, f"{namespace}/")
+            datasets = listed if isinstance(listed, list) else []
             for dataset in datasets:
                 for replica in archive.get(f"/datasets/{dataset['id']}/replicas").json():
                     store = stores.get(replica.get("site", ""))
