@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -145,7 +144,10 @@ class Kubectl:
         return done.stdout
 
     def apply(self, *objects: Mapping[str, Any]) -> None:
-        self.run("apply", "-f", "-", stdin=yaml.safe_dump_all([dict(o) for o in objects]))
+        # JSON, not YAML: kubectl's YAML 1.1 reader turns a plain scalar like 065839 (a generated id that PyYAML
+        # leaves unquoted) into a number, and a label or name must stay a string.
+        listing = {"apiVersion": "v1", "kind": "List", "items": [dict(o) for o in objects]}
+        self.run("apply", "-f", "-", stdin=json.dumps(listing))
 
     def items(self, plural: str, *selector: str) -> list[dict[str, Any]]:
         listed: list[dict[str, Any]] = json.loads(self.run("get", plural, "-o", "json", *selector))["items"]

@@ -12,10 +12,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from sgs.testing.binaries import cache_root, kubectl_path
 
@@ -52,6 +52,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         _sgs(env, "dev", "down")
 
 
+def _listing(objects: list[dict[str, Any]]) -> str:
+    """JSON for kubectl: as YAML, a generated value like 065839 would reach the API server as a number."""
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+
+
 def _kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
     argv = [str(kubectl_path()), f"--kubeconfig={env['KUBECONFIG']}", *args]
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True, timeout=60).stdout
@@ -74,7 +79,7 @@ def _apply_sites(env: dict[str, str]) -> None:
             del obj["spec"]["archiveUrl"], obj["spec"]["archiveCredentials"]
     names = ("site-a", "site-b", "site-c", "archive-site-a", "archive-site-c")
     wanted = [o for o in objects if o["metadata"]["name"] in names]
-    _kubectl(env, "-n", "default", "apply", "-f", "-", stdin=yaml.safe_dump_all(wanted))
+    _kubectl(env, "-n", "default", "apply", "-f", "-", stdin=_listing(wanted))
 
 
 def _rows(stdout: str) -> dict[str, str]:
@@ -180,7 +185,7 @@ def test_at_an_s3_site_an_output_is_replicated_to_a_second_site_by_the_transfer_
         tokens = {site: archive.site_token(site) for site in ("site-a", "site-b", "site-c")}
     objects = site_manifests(target, target.archive_url, tokens, buckets)
     _kubectl(stack, "create", "namespace", "objects")
-    _kubectl(stack, "-n", "objects", "apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
+    _kubectl(stack, "-n", "objects", "apply", "-f", "-", stdin=_listing(objects))
 
     done = _sgs(stack, "challenge", "site-a", "--site-namespace", "objects", "--replica-site", "site-b", timeout=200)
     print(done.stdout)

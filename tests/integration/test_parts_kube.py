@@ -154,3 +154,14 @@ def test_an_existing_cluster_is_used_as_is(kube: KubePart, tmp_path: Path) -> No
     established = [c["status"] for c in gadget["status"]["conditions"] if c["type"] == "Established"]
     assert established == ["True"]
     assert kube.kubeconfig.is_file()  # leaving the existing cluster touched nothing of its files
+
+
+def test_the_stack_kubectl_keeps_a_digits_only_label_a_string(kube: KubePart, namespace: str) -> None:
+    """`sgs challenge` labels its objects with a random hex id; one like 065839 once reached the API server as a
+    number (kubectl reads YAML 1.1, where PyYAML had left it unquoted) and the apply was refused."""
+    from sgs.demo.stack import Kubectl
+
+    kubectl = Kubectl(str(kube.kubeconfig), namespace)
+    labels = {"sgs.io/challenge": "065839", "sgs.io/other": "1e5832"}
+    kubectl.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ids", "labels": labels}})
+    assert get_json(kube, "configmap", "ids", "-n", namespace)["metadata"]["labels"] == labels
