@@ -101,3 +101,34 @@ def test_the_agent_exits_when_idle(tmp_path: Path, client: AgentClient) -> None:
     assert not (tmp_path / SOCKET_FILE).exists()
     pod(tmp_path, "uid-6", "true")
     assert client.request("run", "uid-6")["state"] == "started"  # a new agent was started for it
+
+
+def test_a_task_that_ends_while_it_is_observed_keeps_its_own_outcome(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The observer reads the outcome, then the lock. A task that ends between the two (its outcome written, its
+    lock freed) once read as "the node's agent stopped" and lost its exit code. The window is microseconds wide:
+    the patch only holds the lock probe until the task has ended, to land in it every time."""
+    from sgs_bridge.providers import process
+
+    provider = process.ProcessProvider(tmp_path / "pods", agent_idle_exit_s=1.0)
+    pod_dir = pod(provider.pods_root, "uid-race", "sleep 0.3; exit 3")
+    (pod_dir / "lock").touch()
+    try:
+        assert provider.agent.request("run", "uid-race")["state"] == "started"
+        real_probe = process._lock_held
+
+        def probe_after_the_end(path: Path) -> bool:
+            wait_until(lambda: (pod_dir / "outcome.json").exists(), what="the task's end", timeout_s=20)
+            wait_until(lambda: not real_probe(path), what="the freed lock", timeout_s=20)
+            return real_probe(path)
+
+        monkeypatch.setattr(process, "_lock_held", probe_after_the_end)
+        state = provider._plain_state("uid-race")
+    finally:
+        for agent in provider.agent._agents:
+            agent.kill()
+            agent.wait()
+    assert (state.exit_code, state.reason) == (3, "Error"), state.message
+    recorded = read_json(pod_dir / "outcome.json")
+    assert recorded is not None and recorded["exit_code"] == 3 and "agent stopped" not in str(recorded["message"])

@@ -140,6 +140,11 @@ class ProcessProvider:
                 return JobState(Phase.PENDING, uid, reason="ContainerCreating", backend_state="STARTING")
             message = f"pid {state.get('pid')}"
             return JobState(Phase.RUNNING, uid, message=message, started_at=started, backend_state="RUNNING")
+        # The agent writes the outcome before it frees the lock, so a task that ended since the first read has
+        # its outcome there now: only "lock free and still no outcome" means the agent died.
+        outcome = read_json(pod_dir / OUTCOME_FILE)
+        if outcome is not None:
+            return outcome_state(uid, outcome, started)
         if not pod_dir.exists() or not (pod_dir / TASK_FILE).exists():
             return JobState(Phase.UNKNOWN, uid, message="no such task on this node")
         return outcome_state(uid, self._record_lost(pod_dir, state or {}), started)
