@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
 import zlib
 from collections.abc import Iterator
@@ -18,9 +19,19 @@ from typing import Any
 
 import psycopg
 import pytest
-from operator_kit import SITE, ArchiveService, Cluster, OperatorProcess, new_database, wait_for
+from operator_kit import (
+    EXAMPLE,
+    SITE,
+    TEST_BIN,
+    ArchiveService,
+    Cluster,
+    OperatorProcess,
+    new_database,
+    wait_for,
+)
 from sgs_bridge.launch import BridgeProcess
 
+from sgs.testing.kube import KubePart
 from sgs.testing.postgres import PostgresPart
 
 pytest_plugins = ["operator_kit"]
@@ -363,3 +374,78 @@ def test_a_placed_observation_runs_at_its_primary_or_at_its_secondary_while_the_
     chose = condition(cluster, "placed-secondary", "SiteReady")
     assert chose is not None and chose["reason"] == "PlacedSecondary", chose
     assert f"observation 9: primary {down} is " in chose["message"] and f"secondary {SITE} takes it" in chose["message"]
+
+
+# ----------------------------------------------------------------------------------------------- campaigns
+
+
+SITE_B = "site-b"
+
+
+@pytest.fixture(scope="module")
+def bridge_b(kube: KubePart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
+    """The node of a second Site, `site-b`: another bridge process (the operator selects nodes by sgs.io/site)."""
+    path = os.pathsep.join([str(EXAMPLE / "bin"), str(TEST_BIN), os.environ.get("PATH", "")])
+    process = BridgeProcess(
+        node_name="sgs-operator-test-node-b",
+        site=SITE_B,
+        kubeconfig=kube.kubeconfig,
+        workdir=tmp_path_factory.mktemp("bridge-b"),
+        poll_interval_s=0.2,
+        env={"PATH": path},
+    )
+    with process:
+        yield process
+
+
+def input_rows(cluster: Cluster, run: str) -> list[tuple[str, str]]:
+    with psycopg.connect(cluster.dsn) as conn:
+        rows = conn.execute(
+            "SELECT dataset_id::text, site FROM sgs_run_input WHERE run_uid = %s ORDER BY position",
+            (run_uid(cluster, run),),
+        ).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def test_a_campaign_over_two_sites_archives_runs_each_observation_where_its_raws_are(
+    archived: ArchivedSite, bridge_b: BridgeProcess
+) -> None:
+    """Observation 7's raws are at site-a and observation 8's at site-b, one of them at both with a placement
+    naming site-b: one query over all of them with spec.split gives one child per Site, each resolving and
+    running only what its Site holds; the products' lineage shows which raws each read."""
+    cluster, archive = archived.cluster, archived.archive
+    cluster.apply(archive_site(cluster, archive, SITE_B))
+    at_b = ingest_raws(cluster, archive, site=SITE_B, observation=8, exposures=(81, 82))
+    both = ingest_raws(cluster, archive, site=SITE_B, observation=8, exposures=(83,))
+    path = cluster.store / "raw" / "raw_8_83.txt"  # the same file, registered at site-a too
+    archive.call(
+        "POST", "/replicas", json={"dataset_id": both[0], "site": SITE, "uri": path.as_uri(), **checksums(path)}
+    )
+    placement = {"dimension": "observation", "value": 8, "primary_site": SITE_B, "secondary_site": SITE}
+    archive.call("PUT", "/placements", json={"placements": [placement]})
+    for site in (SITE, SITE_B):
+        cluster.wait_site_phase(site, {"Ready"})
+    cluster.apply(chain_pipeline("chain"))
+    run = cluster.run("dr1", pipeline="chain", inputs=query_input(archived.raw_collection, "instrument = 'NISP'"))
+    del run["spec"]["site"]
+    run["spec"]["split"] = {"by": "site"}
+    cluster.apply(run)
+
+    status = cluster.wait_phase("dr1", {"Succeeded", "Failed"}, timeout_s=180)
+
+    assert status["phase"] == "Succeeded", status
+    assert [(c["name"], c["site"], c["inputs"], c["phase"]) for c in status["children"]] == [
+        ("dr1-site-a", SITE, 4, "Succeeded"),
+        ("dr1-site-b", SITE_B, 3, "Succeeded"),
+    ]
+    assert status["tasks"]["total"] == status["tasks"]["succeeded"] == 6 and status["progress"] == "6/6"
+    assert sorted(input_rows(cluster, "dr1-site-a")) == sorted((i, SITE) for i in archived.raw_ids)
+    assert sorted(input_rows(cluster, "dr1-site-b")) == sorted((i, SITE_B) for i in [*at_b, *both])
+    assert sorted(cluster.get("runs", "dr1-site-b")["spec"]["inputs"]["images"]["datasetIds"]) == sorted([*at_b, *both])
+    for child, raws in (("dr1-site-a", archived.raw_ids), ("dr1-site-b", [*at_b, *both])):
+        wait_registered(cluster, child)
+        [stack] = [
+            d for d in products(archived, "optest_stack") if d["run"].startswith(f"{cluster.namespace}/{child}/")
+        ]
+        up = archive.call("GET", f"/datasets/{stack['id']}/lineage", params={"direction": "up", "depth": 1})
+        assert {e["input"] for e in up["edges"]} == set(raws), child
